@@ -1,0 +1,72 @@
+/*
+ * Bounce-buffer pool (SPDX-License-Identifier: MIT)
+ *
+ * Aligned buffers for padding, collapse and bounce, reused so that the hot
+ * path never calls malloc after warm-up.  One pool belongs to one loop
+ * thread (not thread-safe; waiting uses coroutines).
+ *
+ *  - alignment = max(page size, the requested alignment);
+ *  - size classes: powers of two from one page up; a request is rounded up
+ *    to its class;
+ *  - fresh buffers are prefaulted with MADV_POPULATE_WRITE so a failure to
+ *    back them is -ENOMEM at allocation time, not a SIGBUS later (kernels
+ *    before 5.14: pages are touched instead, and that guarantee is lost);
+ *  - a cap on the bytes the pool holds (in use + free).  A reservation that
+ *    does not fit waits (FIFO) until buffers are returned; free buffers of
+ *    other classes are released to make room first.  A reservation larger
+ *    than the cap is admitted when nothing else is in use, so the cap is
+ *    never below the largest single request's need and nothing deadlocks.
+ *  - a request reserves everything it will need in one call
+ *    (bufpool_co_get with n sizes), so two requests never each hold part of
+ *    what the other waits for.
+ */
+#ifndef STRATA_UTIL_BUFPOOL_H
+#define STRATA_UTIL_BUFPOOL_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include "util/error.h"
+
+typedef struct BufPool BufPool;
+
+#define BUFPOOL_DEFAULT_CAP (64u << 20)
+
+/* @align: power of two (0 means page size); @cap_bytes: 0 means default. */
+BufPool *bufpool_new(size_t align, size_t cap_bytes);
+/* All buffers must have been returned (asserted). */
+void bufpool_free(BufPool *pool);
+
+size_t bufpool_get_align(const BufPool *pool);
+void bufpool_set_cap(BufPool *pool, size_t cap_bytes);
+/* The size class @bytes rounds to. */
+size_t bufpool_class_size(const BufPool *pool, size_t bytes);
+
+/*
+ * Reserve @n buffers of @sizes[i] bytes (0 < sizes[i]) in one step and
+ * store them in @bufs[i].  Yields while the pool is at its cap.  Returns 0,
+ * or -ENOMEM when fresh memory could not be mapped or prefaulted (then
+ * nothing is held).  Coroutine only.
+ */
+int bufpool_co_get(BufPool *pool, int n, const size_t *sizes, void **bufs);
+/* Non-waiting form: -EAGAIN instead of waiting.  Callable anywhere in the
+ * pool's thread. */
+int bufpool_try_get(BufPool *pool, int n, const size_t *sizes, void **bufs);
+/* Return one buffer obtained with size @size. */
+void bufpool_put(BufPool *pool, void *buf, size_t size);
+
+/* Release every free buffer back to the system. */
+void bufpool_trim(BufPool *pool);
+
+typedef struct BufPoolStats {
+    uint64_t allocations;   /* fresh buffers mapped */
+    uint64_t reuses;        /* buffers served from the free lists */
+    uint64_t waits;         /* reservations that had to wait */
+    uint64_t prefault_failures;
+    uint64_t bytes_held;    /* in use + free */
+    uint64_t bytes_in_use;
+    uint64_t cap;
+} BufPoolStats;
+void bufpool_get_stats(const BufPool *pool, BufPoolStats *out);
+
+#endif

@@ -1,0 +1,121 @@
+/*
+ * Stackful coroutines (SPDX-License-Identifier: MIT)
+ *
+ * A coroutine runs on its own stack in the thread that enters it.  It runs
+ * until it yields or returns; co_enter() then returns to the caller.  A
+ * request in Strata is one coroutine from entry to completion: a driver
+ * submits, yields, and the completion re-enters it.
+ *
+ * Stacks come from a per-thread pool (mmap with a guard page below the stack,
+ * reused after termination).  The context switch is hand-written for x86-64
+ * and aarch64 with a ucontext fallback; under AddressSanitizer every switch is
+ * announced with __sanitizer_start/finish_switch_fiber and stacks are larger.
+ *
+ * Thread rules: a coroutine is entered only in one thread at a time; to wake a
+ * coroutine from another thread use loop_co_wake() (util/loop.h), which
+ * enters it in its home loop's thread.
+ */
+#ifndef STRATA_UTIL_COROUTINE_H
+#define STRATA_UTIL_COROUTINE_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+typedef struct Coroutine Coroutine;
+typedef struct Loop Loop;
+
+typedef void CoroutineEntry(void *opaque);
+
+/*
+ * Create a coroutine that will run entry(opaque) when first entered.  The
+ * coroutine's home loop is loop_current() at creation (may be NULL).  The
+ * coroutine is freed (returned to the pool) when @entry returns.
+ * Never fails: aborts only if the process cannot map a stack at all.
+ */
+Coroutine *co_create(CoroutineEntry *entry, void *opaque);
+
+/*
+ * Switch into @co until it yields or terminates.  Callable from outside
+ * coroutines and from inside one (nesting: the caller becomes the entered
+ * coroutine's "caller" and is resumed when @co yields).  Entering a
+ * coroutine that is already running (on the caller chain) asserts.
+ */
+void co_enter(Coroutine *co);
+
+/* Yield back to the coroutine or thread that entered the current one.
+ * Must be called from a coroutine. */
+void co_yield(void);
+
+/* The current coroutine, or NULL outside coroutines. */
+Coroutine *co_self(void);
+
+/* True when running in a coroutine. */
+bool co_in_coroutine(void);
+
+/* Home loop of @co (where loop_co_wake() enters it); may be NULL. */
+Loop *co_get_loop(Coroutine *co);
+void co_set_loop(Coroutine *co, Loop *loop);
+
+/*
+ * Stack size for coroutines created from now on in this process, in bytes
+ * (rounded up to the page size; default 64 KiB, at least 16 KiB; under ASan
+ * the effective size is 4x).  Call before creating coroutines.
+ */
+void co_set_stack_size(size_t bytes);
+size_t co_get_stack_size(void);
+
+/* Pool statistics of the calling thread. */
+typedef struct CoroutinePoolStats {
+    uint64_t created;   /* stacks mapped */
+    uint64_t reused;    /* creations served from the pool */
+    uint64_t pooled;    /* stacks currently free in the pool */
+} CoroutinePoolStats;
+void co_pool_stats(CoroutinePoolStats *out);
+
+/*
+ * Intrusive scheduling link, used by util/loop.c to queue a coroutine for
+ * wake-up without allocating.  A coroutine is on at most one wake list.
+ */
+Coroutine **co_wake_next_ptr(Coroutine *co);
+/* Intrusive link for CoQueue membership (util/coroutine-sync.c). */
+Coroutine **co_queue_next_ptr(Coroutine *co);
+
+/* ---- Coroutine synchronisation (util/coroutine-sync.c) ----------------
+ * Single-threaded: every user runs in the home loop's thread. */
+
+/*
+ * FIFO wait queue.  Waiters are woken in arrival order.  Wake-ups go through
+ * the home loop (loop_co_wake) and never enter the waiter inside the call
+ * that wakes it, so callers need not worry about re-entrancy.
+ */
+typedef struct CoQueue {
+    Coroutine *head, *tail;  /* linked through each waiter's queue link */
+} CoQueue;
+
+typedef struct CoMutex CoMutex;
+
+void co_queue_init(CoQueue *q);
+/* Wait until woken.  If @mutex is non-NULL it is unlocked while waiting
+ * and locked again before returning. */
+void co_queue_wait(CoQueue *q, CoMutex *mutex);
+/* Wake the first waiter; false if the queue was empty. */
+bool co_queue_next(CoQueue *q);
+/* Wake every waiter. */
+void co_queue_restart_all(CoQueue *q);
+bool co_queue_empty(const CoQueue *q);
+
+/* A mutex for coroutines: lock yields while another coroutine holds it. */
+struct CoMutex {
+    Coroutine *holder;
+    CoQueue waiters;
+};
+void co_mutex_init(CoMutex *m);
+void co_mutex_lock(CoMutex *m);
+void co_mutex_unlock(CoMutex *m);
+
+/* Sleep for @ns nanoseconds on the home loop's monotonic timer.  Must be
+ * called from a coroutine whose home loop is running. */
+void co_sleep_ns(int64_t ns);
+
+#endif

@@ -1,0 +1,150 @@
+/*
+ * Per-thread event loop (SPDX-License-Identifier: MIT)
+ *
+ * One Loop runs in one thread at a time.  It multiplexes fd handlers
+ * (epoll), bottom halves, monotonic timers and coroutine wake-ups, and
+ * gives I/O engines a "defer" section so the submissions made during one
+ * iteration reach the kernel in one batch.
+ *
+ * Thread safety: loop_bh_schedule(), loop_wake() and loop_co_wake() may be
+ * called from any thread.  Everything else is for the thread that runs the
+ * loop (its "home" thread; see loop_attach_current()).
+ */
+#ifndef STRATA_UTIL_LOOP_H
+#define STRATA_UTIL_LOOP_H
+
+#include <stdbool.h>
+#include <stdint.h>
+#include <glib.h>
+#include "util/coroutine.h"
+#include "util/error.h"
+
+typedef struct Loop Loop;
+typedef struct LoopBH LoopBH;
+typedef struct ThreadPool ThreadPool;
+
+typedef void LoopCallback(void *opaque);
+
+/* Monotonic clock in nanoseconds. */
+int64_t clock_ns(void);
+
+/*
+ * Create a loop.  It is not yet attached to any thread; loop_run_once()
+ * attaches it to the calling thread for the duration of the call.
+ */
+Loop *loop_new(StrataError **errp);
+/* Free a loop: no fd handlers, timers or scheduled bottom halves may
+ * remain; pending coroutine wake-ups are a bug (asserted). */
+void loop_free(Loop *loop);
+
+/*
+ * The loop of the calling thread: the one currently running in this thread
+ * (inside loop_run_once), else the one set with loop_attach_current(),
+ * else NULL.
+ */
+Loop *loop_current(void);
+/* Make @loop the calling thread's loop (NULL detaches).  A thread that
+ * creates requests outside loop_run_once() (a tool's main) calls this. */
+void loop_attach_current(Loop *loop);
+
+/*
+ * Run one iteration: run scheduled bottom halves and coroutine wake-ups,
+ * expired timers, then (if @blocking and nothing became ready) wait for fd
+ * events or the next timer, and dispatch them.  Returns true if any
+ * callback ran.  Not re-entrant from a callback of the same loop except
+ * through loop_run_until() in a non-coroutine context that is not a
+ * callback of this loop (asserted).
+ */
+bool loop_run_once(Loop *loop, bool blocking);
+
+/* Run iterations until @cond(opaque) returns false. */
+void loop_run_while(Loop *loop, bool (*cond)(void *opaque), void *opaque);
+
+/* Convenience: run iterations while the expression is true. */
+#define LOOP_RUN_WHILE(loop, cond) \
+    do { while ((cond)) { loop_run_once((loop), true); } } while (0)
+
+/* Wake the loop if it is blocked in epoll_wait (any thread). */
+void loop_wake(Loop *loop);
+
+/* ---- fd handlers ---------------------------------------------------- */
+
+/* Install, replace or (both NULL) remove the handlers of @fd.  Level
+ * triggered.  The handlers run in the loop's thread. */
+void loop_set_fd_handler(Loop *loop, int fd, LoopCallback *on_read,
+                         LoopCallback *on_write, void *opaque);
+
+/* ---- bottom halves -------------------------------------------------- */
+
+/* A bottom half is a deferred callback.  Scheduling is idempotent until it
+ * runs, callable from any thread, and never runs the callback inside the
+ * call that schedules it. */
+LoopBH *loop_bh_new(Loop *loop, LoopCallback *cb, void *opaque);
+void loop_bh_schedule(LoopBH *bh);
+void loop_bh_cancel(LoopBH *bh);
+/* Delete (loop thread only); a scheduled but not yet run BH is cancelled. */
+void loop_bh_delete(LoopBH *bh);
+/* Run @cb(opaque) once, soon, in @loop (any thread).  Allocates: control
+ * path only. */
+void loop_oneshot(Loop *loop, LoopCallback *cb, void *opaque);
+
+/* ---- timers --------------------------------------------------------- */
+
+/* Caller-owned timer storage (no allocation). */
+typedef struct LoopTimer {
+    Loop *loop;
+    LoopCallback *cb;
+    void *opaque;
+    int64_t expire_ns;        /* -1 when not armed */
+    struct LoopTimer *next;   /* sorted list of armed timers */
+} LoopTimer;
+
+void loop_timer_init(LoopTimer *t, Loop *loop, LoopCallback *cb, void *opaque);
+/* Arm at absolute monotonic time @expire_ns (clock_ns()); re-arming moves. */
+void loop_timer_mod(LoopTimer *t, int64_t expire_ns);
+void loop_timer_del(LoopTimer *t);
+bool loop_timer_pending(const LoopTimer *t);
+
+/* ---- coroutines ----------------------------------------------------- */
+
+/*
+ * Enter @co in its home loop's thread soon (from any thread, including
+ * from @co's own loop and from other coroutines).  Never enters it inside
+ * this call.  Uses an intrusive link: no allocation.
+ */
+void loop_co_wake(Coroutine *co);
+
+/*
+ * Create a coroutine with home @loop and schedule its first entry there.
+ */
+void loop_co_spawn(Loop *loop, CoroutineEntry *entry, void *opaque);
+
+/* ---- submission batching -------------------------------------------- */
+
+/*
+ * A defer section collects "flush" callbacks from I/O engines: an engine
+ * that queued a submission calls loop_defer_call(loop, fn, opaque) and fn
+ * runs once per (fn, opaque) pair when the outermost section ends.
+ * loop_run_once() wraps every dispatch in a section, so all submissions
+ * made by callbacks and coroutines in one iteration go out together.
+ * Outside any section, loop_defer_call() calls fn at once.
+ */
+void loop_defer_begin(Loop *loop);
+void loop_defer_end(Loop *loop);
+void loop_defer_call(Loop *loop, LoopCallback *fn, void *opaque);
+
+/* ---- thread pool ---------------------------------------------------- */
+
+/* The loop's thread pool (util/thread-pool.h), created on first use. */
+ThreadPool *loop_get_thread_pool(Loop *loop);
+
+/* ---- GLib integration ----------------------------------------------- */
+
+/*
+ * A GSource that drives @loop from a GMainContext: attach it and the
+ * GMainLoop runs Strata's loop iterations.  The source holds no reference
+ * that outlives the loop; destroy it before loop_free().
+ */
+GSource *loop_create_gsource(Loop *loop);
+
+#endif

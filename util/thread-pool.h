@@ -1,0 +1,46 @@
+/*
+ * Thread pool for blocking work (SPDX-License-Identifier: MIT)
+ *
+ * Worker threads run blocking functions (preadv2, fdatasync, fallocate,
+ * ioctls) and complete back in the submitting loop's thread.  The queue is
+ * bounded: a coroutine that submits to a full queue waits.
+ */
+#ifndef STRATA_UTIL_THREAD_POOL_H
+#define STRATA_UTIL_THREAD_POOL_H
+
+#include "util/loop.h"
+
+typedef struct ThreadPool ThreadPool;
+
+/* Work function run in a worker thread; returns 0 or -errno by convention. */
+typedef int ThreadPoolFunc(void *arg);
+/* Completion, run in the pool's loop thread with the worker's return value. */
+typedef void ThreadPoolCompletion(void *opaque, int ret);
+
+/* Default sizes: 64 workers at most, 4096 queued items. */
+ThreadPool *thread_pool_new(Loop *loop, int max_workers, int max_queue);
+/* Waits for queued and running work to finish, then joins the workers. */
+void thread_pool_free(ThreadPool *pool);
+
+/*
+ * Coroutine form: run fn(arg) in a worker, yield, return its value.  Must
+ * be called from a coroutine running in the pool's loop.  Waits (yields)
+ * while the queue is full.
+ */
+int thread_pool_co_submit(ThreadPool *pool, ThreadPoolFunc *fn, void *arg);
+
+/*
+ * Callback form: returns 0 and @cb(opaque, ret) runs exactly once, later, in
+ * the pool's loop thread; returns -EAGAIN when the queue is full and then
+ * @cb never runs.
+ */
+int thread_pool_submit(ThreadPool *pool, ThreadPoolFunc *fn, void *arg,
+                       ThreadPoolCompletion *cb, void *opaque);
+
+typedef struct ThreadPoolStats {
+    uint64_t submitted, completed, queue_waits;
+    int workers, queued;
+} ThreadPoolStats;
+void thread_pool_get_stats(ThreadPool *pool, ThreadPoolStats *out);
+
+#endif
