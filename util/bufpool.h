@@ -31,28 +31,42 @@
 typedef struct BufPool BufPool;
 
 #define BUFPOOL_DEFAULT_CAP (64u << 20)
+/* The largest size class (and so the largest single buffer), 2 GiB. */
+#define BUFPOOL_MAX_CLASS ((size_t)1 << 31)
 
-/* @align: power of two (0 means page size); @cap_bytes: 0 means default. */
+/* @align: power of two (0 means page size), at most BUFPOOL_MAX_CLASS
+ * (asserted: callers validate user input); @cap_bytes: 0 means default.
+ * Never returns NULL. */
 BufPool *bufpool_new(size_t align, size_t cap_bytes);
 /* All buffers must have been returned (asserted). */
 void bufpool_free(BufPool *pool);
 
 size_t bufpool_get_align(const BufPool *pool);
+/* Change the cap (0 means default).  Lowering it releases free buffers
+ * until the pool fits; raising it wakes waiters that now fit. */
 void bufpool_set_cap(BufPool *pool, size_t cap_bytes);
-/* The size class @bytes rounds to. */
+/* The size class @bytes rounds to (0 rounds to the smallest class); 0 when
+ * @bytes exceeds BUFPOOL_MAX_CLASS. */
 size_t bufpool_class_size(const BufPool *pool, size_t bytes);
 
 /*
  * Reserve @n buffers of @sizes[i] bytes (0 < sizes[i]) in one step and
  * store them in @bufs[i].  Yields while the pool is at its cap.  Returns 0,
  * or -ENOMEM when fresh memory could not be mapped or prefaulted (then
- * nothing is held).  Coroutine only.
+ * nothing is held), or -EINVAL when a size is 0 or above
+ * BUFPOOL_MAX_CLASS.  @n == 0 returns 0 at once.  Reservations are
+ * admitted in arrival order: a later one never overtakes a waiting one.
+ * Never allocates when the buffers come from the free lists.
+ * Coroutine only.
  */
 int bufpool_co_get(BufPool *pool, int n, const size_t *sizes, void **bufs);
 /* Non-waiting form: -EAGAIN instead of waiting.  Callable anywhere in the
  * pool's thread. */
 int bufpool_try_get(BufPool *pool, int n, const size_t *sizes, void **bufs);
-/* Return one buffer obtained with size @size. */
+/* Return one buffer obtained with size @size (any size of the same class
+ * will do).  The buffer is kept for reuse unless the pool holds more than
+ * its cap; waiters that now fit are woken (they run later, not inside this
+ * call).  Callable anywhere in the pool's thread. */
 void bufpool_put(BufPool *pool, void *buf, size_t size);
 
 /* Release every free buffer back to the system. */

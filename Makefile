@@ -1,0 +1,22 @@
+# Thin wrapper over meson; see README.md.
+.PHONY: all run check build clean bench
+
+all: build
+
+build:
+	scripts/deps.sh
+	scripts/build.sh build
+
+run:
+	scripts/run.sh
+
+check:
+	scripts/test.sh
+
+bench:
+	scripts/deps.sh
+	scripts/build.sh build-release -Dbuildtype=release
+	tests/bench/compare
+
+clean:
+	rm -rf build build-asan build-release var

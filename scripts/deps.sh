@@ -1,0 +1,27 @@
+#!/usr/bin/env bash
+# Install the Debian packages Strata needs to build and test, if missing.
+# Idempotent; needs root (or sudo) only when something is missing.
+set -euo pipefail
+
+pkgs=(meson ninja-build pkg-config gcc libglib2.0-dev liburing-dev libaio-dev
+      libjson-glib-dev python3)
+# Tools the tests and benchmarks compare against or need.
+pkgs+=(qemu-utils fio util-linux e2fsprogs)
+if [ "${STRATA_DEPS_MINIMAL:-0}" = 1 ]; then
+    pkgs=(meson ninja-build pkg-config gcc libglib2.0-dev liburing-dev libaio-dev libjson-glib-dev)
+fi
+
+missing=()
+for p in "${pkgs[@]}"; do
+    if ! dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed"; then
+        missing+=("$p")
+    fi
+done
+[ ${#missing[@]} -eq 0 ] && exit 0
+
+echo "deps: installing ${missing[*]}"
+SUDO=
+[ "$(id -u)" -ne 0 ] && SUDO=sudo
+export DEBIAN_FRONTEND=noninteractive
+$SUDO apt-get update -qq
+$SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null

@@ -1,0 +1,73 @@
+#!/usr/bin/env bash
+# The whole test suite: unit tests (plain build), the same unit tests under
+# AddressSanitizer + UndefinedBehaviorSanitizer, and the iotests `auto`
+# group once per AIO engine.  Ends with "N passed, N failed[, N skipped]",
+# counting individual test cases, and exits non-zero if anything failed.
+#
+# Environment: WERROR=1 builds with --werror (CI sets it); SKIP_ASAN=1 skips
+# the sanitizer pass (for quick local runs only).
+set -uo pipefail
+cd "$(dirname "$0")/.."
+top=$PWD
+
+scripts/deps.sh || { echo "test: could not install dependencies"; exit 1; }
+
+werror=()
+[ "${WERROR:-0}" = 1 ] && werror=(--werror)
+
+results=()   # files with "passed failed skipped" lines
+summary_dir=$(mktemp -d)
+trap 'rm -rf "$summary_dir"' EXIT
+status=0
+
+run_unit() {   # NAME BUILDDIR [setup args]
+    local name=$1 dir=$2; shift 2
+    echo "== unit tests ($name) =="
+    if ! scripts/build.sh "$dir" "${werror[@]}" "$@"; then
+        echo "test: build of $dir failed"
+        echo "0 0 0 1" > "$summary_dir/$name"
+        status=1
+        return
+    fi
+    # Sanitizers: abort on the first report so a finding fails the test.
+    ASAN_OPTIONS=${ASAN_OPTIONS:-detect_leaks=1:abort_on_error=1} \
+    UBSAN_OPTIONS=${UBSAN_OPTIONS:-print_stacktrace=1:halt_on_error=1} \
+        meson test -C "$dir" --print-errorlogs --num-processes 2 >"$summary_dir/$name.log" 2>&1
+    local rc=$?
+    grep -E '^ *[0-9]+/[0-9]+ ' "$summary_dir/$name.log" | sed 's/^/  /'
+    [ $rc -ne 0 ] && { status=1; tail -n 60 "$summary_dir/$name.log"; }
+    python3 scripts/count-tap.py "$dir/meson-logs/testlog.json" > "$summary_dir/$name"
+}
+
+run_unit plain build
+if [ "${SKIP_ASAN:-0}" != 1 ]; then
+    run_unit asan build-asan -Db_sanitize=address,undefined -Db_lundef=false
+fi
+
+if [ -x tests/iotests/check ]; then
+    for aio in threads native io_uring; do
+        echo "== iotests (auto group, aio=$aio) =="
+        tests/iotests/check -g auto -i "$aio" --summary "$summary_dir/iotests-$aio" || status=1
+    done
+fi
+
+python3 - "$summary_dir" <<'PY'
+import os, sys
+d = sys.argv[1]
+p = f = s = 0
+for name in sorted(os.listdir(d)):
+    path = os.path.join(d, name)
+    if name.endswith('.log'):
+        continue
+    with open(path) as fh:
+        parts = fh.read().split()
+    if len(parts) >= 3:
+        p += int(parts[0]); f += int(parts[1]); s += int(parts[2])
+    if len(parts) >= 4:
+        f += int(parts[3])   # whole binaries that crashed or failed to build
+line = f"{p} passed, {f} failed"
+if s:
+    line += f", {s} skipped"
+print(line)
+PY
+[ $status -eq 0 ] || exit 1
