@@ -30,7 +30,7 @@ INT64_MIN, INT64_MAX = -(1 << 63), (1 << 63) - 1
 UINT64_MAX = (1 << 64) - 1
 SIZE_SUFFIXES = 'kmgtpe'
 
-DOC_SYNTAX_SCHEMA = 'qapi/block.json'
+SCHEMA_DISPLAY_NAME = 'qapi/block.json'
 
 
 class SchemaError(Exception):
@@ -558,7 +558,7 @@ def main(argv):
         ap.error('--c and --h go together')
 
     # Generated text names the schema the same way wherever the build runs.
-    schema_name = DOC_SYNTAX_SCHEMA
+    schema_name = SCHEMA_DISPLAY_NAME
     try:
         common, drivers = load_schema(args.schema)
     except (SchemaError, OSError) as e:

@@ -63,10 +63,12 @@ int iov_push_front(IOVector *v, void *base, size_t len);
  * exceed its max (then @dst is left unchanged).
  */
 int iov_concat_slice(IOVector *dst, const IOVector *src, size_t off, size_t len);
-/* iov_reset(dst) + iov_concat_slice(). */
+/* iov_reset(dst) + iov_concat_slice(); on error @dst is left unchanged.
+ * @dst must not be @src. */
 int iov_slice(IOVector *dst, const IOVector *src, size_t off, size_t len);
 
-/* Number of elements a slice of [off, off + len) would take. */
+/* Number of elements a slice of [off, off + len) would take (zero-length
+ * pieces not counted), or -EINVAL if the range is outside @src. */
 int iov_slice_count(const IOVector *src, size_t off, size_t len);
 
 static inline size_t iov_size(const IOVector *v) { return v->size; }
@@ -102,7 +104,8 @@ int iov_min_run(const IOVector *v, int count, size_t *bytes);
  * Replace elements [first, first + count) with one element over @bounce,
  * whose size must be at least their total.  If @copy_in, their data is
  * copied into @bounce first (writes).  The replaced elements are stored
- * in @saved (capacity >= count) so iov_scatter() can copy back (reads).
+ * in @saved (capacity >= count) so iov_scatter() can copy back (reads);
+ * @saved may be NULL when nothing will be copied back.
  * Returns 0, -EINVAL on a bad range, -EPERM on an external vector.
  */
 int iov_gather(IOVector *v, int first, int count, void *bounce, bool copy_in,

@@ -1,1 +1,868 @@
-/* SPDX-License-Identifier: MIT */
+/*
+ * Per-thread event loop (SPDX-License-Identifier: MIT)
+ *
+ * One iteration (loop_run_once) is, inside defer sections:
+ *
+ *   bottom halves -> coroutine wake-ups -> expired timers      (section 1)
+ *   flush deferred submissions
+ *   epoll_wait (timeout 0, or until the next timer when blocking)
+ *   fd handlers -> expired timers -> bottom halves -> wake-ups (section 2)
+ *
+ * Deferred submissions are flushed before the loop may block: an engine
+ * that queued a request and then waited for its completion with unsubmitted
+ * work would deadlock.
+ *
+ * Cross-thread notification follows the classic "notify_me" handshake: the
+ * loop announces that it is about to sleep (notify_me > 0), then re-checks
+ * its work lists; a producer publishes its work, then writes the eventfd
+ * only if the loop announced sleep.  Both sides order their store before
+ * their load with a full fence, so at least one of them sees the other.
+ */
+#include <assert.h>
+#include <errno.h>
+#include <limits.h>
+#include <stdatomic.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+#include <sys/epoll.h>
+#include <sys/eventfd.h>
+#include <glib.h>
+#include "util/loop.h"
+#include "util/thread-pool.h"
+
+/*
+ * A run of iterations that made progress before polling skips epoll_wait,
+ * but not forever: a bottom half that keeps rescheduling itself must not
+ * starve fd handlers.
+ */
+#define LOOP_MAX_POLL_SKIPS 8
+#define LOOP_MAX_EVENTS 64
+#define LOOP_MAX_DEFER 64
+
+/* A sentinel that ends the intrusive wake lists, so that "linked" can be
+ * told apart from "last in the list" and a double wake-up asserts. */
+#define WAKE_LIST_END ((Coroutine *)(uintptr_t)1)
+
+typedef struct FdHandler {
+    int fd;
+    LoopCallback *on_read;
+    LoopCallback *on_write;
+    void *opaque;
+    bool deleted;
+    struct FdHandler *next_zombie;
+} FdHandler;
+
+enum {
+    BH_PENDING   = 1u << 0,   /* linked on the loop's pending stack */
+    BH_SCHEDULED = 1u << 1,   /* run the callback when popped */
+    BH_DELETED   = 1u << 2,   /* free when popped */
+    BH_ONESHOT   = 1u << 3,   /* free after the callback ran */
+};
+
+struct LoopBH {
+    Loop *loop;
+    LoopCallback *cb;
+    void *opaque;
+    atomic_uint flags;
+    LoopBH *next;             /* pending stack link, valid with BH_PENDING */
+};
+
+typedef struct DeferEntry {
+    LoopCallback *fn;
+    void *opaque;
+} DeferEntry;
+
+struct Loop {
+    int epfd;
+    int wake_fd;
+    FdHandler wake_handler;
+    GHashTable *fd_handlers;        /* fd -> FdHandler */
+    FdHandler *zombies;             /* removed during dispatch, freed after */
+    unsigned depth;                 /* loop_run_once() nesting */
+    unsigned poll_skips;
+
+    /* Bottom halves: a lock-free LIFO of pending BHs, reversed when run. */
+    _Atomic(LoopBH *) bh_pending;
+    atomic_int bh_count;            /* live (not yet freed) BHs */
+
+    /* Coroutine wake-ups: a FIFO only the loop's thread touches, and a
+     * lock-free LIFO other threads push onto. */
+    Coroutine *wake_head;
+    Coroutine *wake_tail;
+    _Atomic(Coroutine *) remote_wakes;
+
+    LoopTimer *timers;              /* armed, sorted by expire_ns */
+    unsigned ntimers;
+
+    atomic_int notify_me;
+    atomic_bool notified;
+
+    unsigned defer_depth;
+    unsigned ndefer;
+    DeferEntry defer[LOOP_MAX_DEFER];
+
+    ThreadPool *pool;
+};
+
+static __thread Loop *tls_running_loop;
+static __thread Loop *tls_attached_loop;
+
+/* 1: epoll_pwait2 works, 0: unknown, -1: not available. */
+static atomic_int have_epoll_pwait2;
+
+int64_t clock_ns(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
+}
+
+Loop *loop_current(void)
+{
+    return tls_running_loop ? tls_running_loop : tls_attached_loop;
+}
+
+void loop_attach_current(Loop *loop)
+{
+    tls_attached_loop = loop;
+}
+
+/* ---- wake-up ---------------------------------------------------------- */
+
+void loop_wake(Loop *loop)
+{
+    /* Pairs with the fence in loop_poll(): our work is published before we
+     * look at notify_me, the loop's notify_me before it looks at work. */
+    atomic_thread_fence(memory_order_seq_cst);
+    if (atomic_load_explicit(&loop->notify_me, memory_order_relaxed) &&
+        !atomic_exchange(&loop->notified, true)) {
+        uint64_t one = 1;
+        ssize_t ret;
+        do {
+            ret = write(loop->wake_fd, &one, sizeof(one));
+        } while (ret < 0 && errno == EINTR);
+        /* EAGAIN means the counter is saturated: the loop is woken anyway. */
+        assert(ret == sizeof(one) || errno == EAGAIN);
+    }
+}
+
+/* Publishing work from the loop's own thread needs no eventfd: the loop is
+ * not sleeping while its thread runs our caller. */
+static inline void loop_kick(Loop *loop)
+{
+    if (loop_current() != loop) {
+        loop_wake(loop);
+    }
+}
+
+static void loop_wake_fd_read(void *opaque)
+{
+    Loop *loop = opaque;
+    uint64_t val;
+
+    /* Clear the flag before draining: a producer that finds it clear writes
+     * again, at worst causing one spurious wake-up, never a lost one. */
+    atomic_store(&loop->notified, false);
+    while (read(loop->wake_fd, &val, sizeof(val)) < 0 && errno == EINTR) {
+    }
+}
+
+/* ---- creation --------------------------------------------------------- */
+
+Loop *loop_new(StrataError **errp)
+{
+    Loop *loop = g_new0(Loop, 1);
+
+    loop->epfd = epoll_create1(EPOLL_CLOEXEC);
+    if (loop->epfd < 0) {
+        error_setg_errno(errp, errno, "epoll_create1 failed");
+        g_free(loop);
+        return NULL;
+    }
+    loop->wake_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+    if (loop->wake_fd < 0) {
+        error_setg_errno(errp, errno, "eventfd failed");
+        close(loop->epfd);
+        g_free(loop);
+        return NULL;
+    }
+    loop->wake_handler = (FdHandler) {
+        .fd = loop->wake_fd,
+        .on_read = loop_wake_fd_read,
+        .opaque = loop,
+    };
+    struct epoll_event ev = {
+        .events = EPOLLIN,
+        .data.ptr = &loop->wake_handler,
+    };
+    if (epoll_ctl(loop->epfd, EPOLL_CTL_ADD, loop->wake_fd, &ev) < 0) {
+        error_setg_errno(errp, errno, "epoll_ctl on the wake-up eventfd failed");
+        close(loop->wake_fd);
+        close(loop->epfd);
+        g_free(loop);
+        return NULL;
+    }
+    loop->fd_handlers = g_hash_table_new(g_direct_hash, g_direct_equal);
+    return loop;
+}
+
+static bool loop_run_bhs(Loop *loop);
+
+void loop_free(Loop *loop)
+{
+    if (!loop) {
+        return;
+    }
+    assert(loop->depth == 0);
+    if (loop->pool) {
+        thread_pool_free(loop->pool);
+        loop->pool = NULL;
+    }
+
+    /* Reap deleted bottom halves; a scheduled one left here is a bug. */
+    LoopBH *bh = atomic_exchange(&loop->bh_pending, NULL);
+    while (bh) {
+        LoopBH *next = bh->next;
+        unsigned flags = atomic_load(&bh->flags);
+        assert(!(flags & BH_SCHEDULED) && "loop_free with a scheduled BH");
+        if (flags & BH_DELETED) {
+            atomic_fetch_sub(&loop->bh_count, 1);
+            g_free(bh);
+        } else {
+            atomic_fetch_and(&bh->flags, ~BH_PENDING);
+        }
+        bh = next;
+    }
+    assert(atomic_load(&loop->bh_count) == 0 && "loop_free with live BHs");
+    assert(loop->wake_head == NULL && "loop_free with pending wake-ups");
+    assert(atomic_load(&loop->remote_wakes) == NULL &&
+           "loop_free with pending wake-ups");
+    assert(loop->timers == NULL && "loop_free with armed timers");
+    assert(g_hash_table_size(loop->fd_handlers) == 0 &&
+           "loop_free with fd handlers");
+    assert(loop->defer_depth == 0);
+
+    while (loop->zombies) {
+        FdHandler *h = loop->zombies;
+        loop->zombies = h->next_zombie;
+        g_free(h);
+    }
+    g_hash_table_destroy(loop->fd_handlers);
+    close(loop->wake_fd);
+    close(loop->epfd);
+    if (tls_attached_loop == loop) {
+        tls_attached_loop = NULL;
+    }
+    g_free(loop);
+}
+
+/* ---- fd handlers -------------------------------------------------------- */
+
+static void loop_free_handler(Loop *loop, FdHandler *h)
+{
+    h->deleted = true;
+    if (loop->depth > 0) {
+        /* An epoll batch being dispatched may still point at it. */
+        h->next_zombie = loop->zombies;
+        loop->zombies = h;
+    } else {
+        g_free(h);
+    }
+}
+
+void loop_set_fd_handler(Loop *loop, int fd, LoopCallback *on_read,
+                         LoopCallback *on_write, void *opaque)
+{
+    FdHandler *h = g_hash_table_lookup(loop->fd_handlers, GINT_TO_POINTER(fd));
+    int ret;
+
+    if (!on_read && !on_write) {
+        if (h) {
+            /* The fd may already be closed (EBADF): epoll forgot it then. */
+            epoll_ctl(loop->epfd, EPOLL_CTL_DEL, fd, NULL);
+            g_hash_table_remove(loop->fd_handlers, GINT_TO_POINTER(fd));
+            loop_free_handler(loop, h);
+        }
+        return;
+    }
+
+    struct epoll_event ev = {
+        .events = (on_read ? EPOLLIN : 0) | (on_write ? EPOLLOUT : 0),
+    };
+    if (h) {
+        ev.data.ptr = h;
+        ret = epoll_ctl(loop->epfd, EPOLL_CTL_MOD, fd, &ev);
+    } else {
+        h = g_new0(FdHandler, 1);
+        h->fd = fd;
+        ev.data.ptr = h;
+        ret = epoll_ctl(loop->epfd, EPOLL_CTL_ADD, fd, &ev);
+        if (ret == 0) {
+            g_hash_table_insert(loop->fd_handlers, GINT_TO_POINTER(fd), h);
+        }
+    }
+    /* Only pollable fds (eventfds, pipes, sockets) belong here: anything
+     * else is a programming error, not an input error. */
+    if (ret < 0) {
+        g_error("loop_set_fd_handler(fd %d): epoll_ctl: %s", fd,
+                g_strerror(errno));
+    }
+    h->on_read = on_read;
+    h->on_write = on_write;
+    h->opaque = opaque;
+}
+
+/* ---- bottom halves ------------------------------------------------------ */
+
+LoopBH *loop_bh_new(Loop *loop, LoopCallback *cb, void *opaque)
+{
+    LoopBH *bh = g_new0(LoopBH, 1);
+    bh->loop = loop;
+    bh->cb = cb;
+    bh->opaque = opaque;
+    atomic_init(&bh->flags, 0);
+    atomic_fetch_add(&loop->bh_count, 1);
+    return bh;
+}
+
+/* Set @set in bh->flags; link the BH on the pending stack unless it is
+ * already there.  Returns the previous flags. */
+static unsigned loop_bh_enqueue(LoopBH *bh, unsigned set)
+{
+    Loop *loop = bh->loop;
+    unsigned old = atomic_fetch_or(&bh->flags, set | BH_PENDING);
+
+    if (!(old & BH_PENDING)) {
+        LoopBH *head = atomic_load_explicit(&loop->bh_pending,
+                                            memory_order_relaxed);
+        do {
+            bh->next = head;
+        } while (!atomic_compare_exchange_weak_explicit(
+                     &loop->bh_pending, &head, bh,
+                     memory_order_release, memory_order_relaxed));
+    }
+    return old;
+}
+
+void loop_bh_schedule(LoopBH *bh)
+{
+    unsigned old = loop_bh_enqueue(bh, BH_SCHEDULED);
+    if (!(old & BH_SCHEDULED)) {
+        loop_kick(bh->loop);
+    }
+}
+
+void loop_bh_cancel(LoopBH *bh)
+{
+    /* The BH stays linked (if it was); it is skipped when popped. */
+    atomic_fetch_and(&bh->flags, ~BH_SCHEDULED);
+}
+
+void loop_bh_delete(LoopBH *bh)
+{
+    if (!bh) {
+        return;
+    }
+    /* Another thread may be pushing it right now, so it cannot be unlinked
+     * here: the next BH pass frees it. */
+    atomic_fetch_and(&bh->flags, ~BH_SCHEDULED);
+    loop_bh_enqueue(bh, BH_DELETED);
+}
+
+void loop_oneshot(Loop *loop, LoopCallback *cb, void *opaque)
+{
+    LoopBH *bh = loop_bh_new(loop, cb, opaque);
+    atomic_fetch_or(&bh->flags, BH_ONESHOT);
+    loop_bh_schedule(bh);
+}
+
+/* Run the BHs that were pending when the pass started, in schedule order.
+ * BHs scheduled by these callbacks wait for the next pass. */
+static bool loop_run_bhs(Loop *loop)
+{
+    if (!atomic_load_explicit(&loop->bh_pending, memory_order_relaxed)) {
+        return false;
+    }
+    LoopBH *list = atomic_exchange_explicit(&loop->bh_pending, NULL,
+                                            memory_order_acquire);
+    LoopBH *fifo = NULL;
+    bool ran = false;
+
+    while (list) {
+        LoopBH *next = list->next;
+        list->next = fifo;
+        fifo = list;
+        list = next;
+    }
+    while (fifo) {
+        LoopBH *bh = fifo;
+        fifo = bh->next;
+        /* Read the link before dropping BH_PENDING: from then on another
+         * thread may link the BH again. */
+        unsigned flags = atomic_fetch_and(&bh->flags,
+                                          ~(BH_PENDING | BH_SCHEDULED));
+        if (flags & BH_DELETED) {
+            atomic_fetch_sub(&loop->bh_count, 1);
+            g_free(bh);
+            continue;
+        }
+        if (flags & BH_SCHEDULED) {
+            ran = true;
+            bh->cb(bh->opaque);
+            if (flags & BH_ONESHOT) {
+                atomic_fetch_sub(&loop->bh_count, 1);
+                g_free(bh);
+            }
+        }
+    }
+    return ran;
+}
+
+/* ---- coroutine wake-ups -------------------------------------------------- */
+
+void loop_co_wake(Coroutine *co)
+{
+    Loop *loop = co_get_loop(co);
+    Coroutine **link = co_wake_next_ptr(co);
+
+    if (!loop) {
+        loop = loop_current();
+    }
+    assert(loop && "loop_co_wake: coroutine has no home loop");
+    assert(*link == NULL && "loop_co_wake: coroutine already scheduled");
+
+    if (loop_current() == loop) {
+        /* Only this thread touches the local list: no atomics. */
+        *link = WAKE_LIST_END;
+        if (loop->wake_tail) {
+            *co_wake_next_ptr(loop->wake_tail) = co;
+        } else {
+            loop->wake_head = co;
+        }
+        loop->wake_tail = co;
+        return;
+    }
+
+    Coroutine *head = atomic_load_explicit(&loop->remote_wakes,
+                                           memory_order_relaxed);
+    do {
+        *link = head ? head : WAKE_LIST_END;
+    } while (!atomic_compare_exchange_weak_explicit(
+                 &loop->remote_wakes, &head, co,
+                 memory_order_release, memory_order_relaxed));
+    loop_wake(loop);
+}
+
+void loop_co_spawn(Loop *loop, CoroutineEntry *entry, void *opaque)
+{
+    Coroutine *co = co_create(entry, opaque);
+    co_set_loop(co, loop);
+    loop_co_wake(co);
+}
+
+/* Enter the coroutines woken before the pass started, oldest first. */
+static bool loop_run_wakes(Loop *loop)
+{
+    if (atomic_load_explicit(&loop->remote_wakes, memory_order_relaxed)) {
+        Coroutine *list = atomic_exchange_explicit(&loop->remote_wakes, NULL,
+                                                   memory_order_acquire);
+        Coroutine *fifo = WAKE_LIST_END, *tail = list;
+
+        while (list != WAKE_LIST_END) {
+            Coroutine **link = co_wake_next_ptr(list);
+            Coroutine *next = *link;
+            *link = fifo;
+            fifo = list;
+            list = next;
+        }
+        if (loop->wake_tail) {
+            *co_wake_next_ptr(loop->wake_tail) = fifo;
+        } else {
+            loop->wake_head = fifo;
+        }
+        loop->wake_tail = tail;
+    }
+
+    Coroutine *co = loop->wake_head;
+    if (!co) {
+        return false;
+    }
+    loop->wake_head = loop->wake_tail = NULL;
+    while (co != WAKE_LIST_END) {
+        Coroutine **link = co_wake_next_ptr(co);
+        Coroutine *next = *link;
+        *link = NULL;
+        co_enter(co);
+        co = next;
+    }
+    return true;
+}
+
+/* ---- timers ------------------------------------------------------------- */
+
+void loop_timer_init(LoopTimer *t, Loop *loop, LoopCallback *cb, void *opaque)
+{
+    *t = (LoopTimer) {
+        .loop = loop,
+        .cb = cb,
+        .opaque = opaque,
+        .expire_ns = -1,
+    };
+}
+
+static void loop_timer_unlink(LoopTimer *t)
+{
+    Loop *loop = t->loop;
+    LoopTimer **p = &loop->timers;
+
+    while (*p != t) {
+        assert(*p);
+        p = &(*p)->next;
+    }
+    *p = t->next;
+    t->next = NULL;
+    t->expire_ns = -1;
+    loop->ntimers--;
+}
+
+void loop_timer_mod(LoopTimer *t, int64_t expire_ns)
+{
+    Loop *loop = t->loop;
+    LoopTimer **p = &loop->timers;
+
+    assert(expire_ns >= 0);
+    if (t->expire_ns >= 0) {
+        loop_timer_unlink(t);
+    }
+    /* After timers with the same deadline: equal deadlines fire in the
+     * order they were armed. */
+    while (*p && (*p)->expire_ns <= expire_ns) {
+        p = &(*p)->next;
+    }
+    t->expire_ns = expire_ns;
+    t->next = *p;
+    *p = t;
+    loop->ntimers++;
+}
+
+void loop_timer_del(LoopTimer *t)
+{
+    if (t->expire_ns >= 0) {
+        loop_timer_unlink(t);
+    }
+}
+
+bool loop_timer_pending(const LoopTimer *t)
+{
+    return t->expire_ns >= 0;
+}
+
+static bool loop_run_timers(Loop *loop)
+{
+    if (!loop->timers) {
+        return false;
+    }
+    int64_t now = clock_ns();
+    /* A callback that re-arms its timer in the past runs again in the next
+     * pass, not forever in this one. */
+    unsigned budget = loop->ntimers;
+    bool ran = false;
+
+    while (budget-- > 0 && loop->timers && loop->timers->expire_ns <= now) {
+        LoopTimer *t = loop->timers;
+        loop->timers = t->next;
+        t->next = NULL;
+        t->expire_ns = -1;
+        loop->ntimers--;
+        ran = true;
+        t->cb(t->opaque);
+    }
+    return ran;
+}
+
+/* Nanoseconds until the next timer (0 if expired), -1 without timers. */
+static int64_t loop_timer_timeout_ns(Loop *loop)
+{
+    if (!loop->timers) {
+        return -1;
+    }
+    int64_t delta = loop->timers->expire_ns - clock_ns();
+    return delta > 0 ? delta : 0;
+}
+
+/* ---- defer sections ----------------------------------------------------- */
+
+void loop_defer_begin(Loop *loop)
+{
+    loop->defer_depth++;
+}
+
+/* Run the recorded calls.  Runs a copy, so that calls the callbacks make
+ * are recorded afresh (inside a section) or run at once (outside). */
+static void loop_defer_flush(Loop *loop)
+{
+    while (loop->ndefer > 0) {
+        DeferEntry batch[LOOP_MAX_DEFER];
+        unsigned n = loop->ndefer;
+
+        memcpy(batch, loop->defer, n * sizeof(batch[0]));
+        loop->ndefer = 0;
+        for (unsigned i = 0; i < n; i++) {
+            batch[i].fn(batch[i].opaque);
+        }
+    }
+}
+
+void loop_defer_end(Loop *loop)
+{
+    assert(loop->defer_depth > 0);
+    if (--loop->defer_depth == 0) {
+        loop_defer_flush(loop);
+    }
+}
+
+void loop_defer_call(Loop *loop, LoopCallback *fn, void *opaque)
+{
+    if (loop->defer_depth == 0) {
+        fn(opaque);
+        return;
+    }
+    for (unsigned i = 0; i < loop->ndefer; i++) {
+        if (loop->defer[i].fn == fn && loop->defer[i].opaque == opaque) {
+            return;
+        }
+    }
+    if (loop->ndefer == LOOP_MAX_DEFER) {
+        /* Batching is an optimisation: with this many distinct engines in
+         * one section, submitting now is correct and cheap enough. */
+        fn(opaque);
+        return;
+    }
+    loop->defer[loop->ndefer++] = (DeferEntry) { fn, opaque };
+}
+
+/* ---- iteration ----------------------------------------------------------- */
+
+static bool loop_work_pending(Loop *loop)
+{
+    return atomic_load_explicit(&loop->bh_pending, memory_order_relaxed) ||
+           loop->wake_head ||
+           atomic_load_explicit(&loop->remote_wakes, memory_order_relaxed);
+}
+
+static int loop_epoll_wait(Loop *loop, struct epoll_event *events,
+                           int64_t timeout_ns)
+{
+    int ret;
+
+    if (timeout_ns > 0 && atomic_load(&have_epoll_pwait2) >= 0) {
+        struct timespec ts = {
+            .tv_sec = timeout_ns / 1000000000,
+            .tv_nsec = timeout_ns % 1000000000,
+        };
+        ret = epoll_pwait2(loop->epfd, events, LOOP_MAX_EVENTS, &ts, NULL);
+        if (ret >= 0 || errno != ENOSYS) {
+            atomic_store(&have_epoll_pwait2, 1);
+            return ret;
+        }
+        /* Kernels before 5.11, or a seccomp filter: milliseconds it is. */
+        atomic_store(&have_epoll_pwait2, -1);
+    }
+
+    int timeout_ms;
+    if (timeout_ns < 0) {
+        timeout_ms = -1;
+    } else {
+        /* Round up: waking early would only spin. */
+        int64_t ms = (timeout_ns + 999999) / 1000000;
+        timeout_ms = ms > INT_MAX ? INT_MAX : (int)ms;
+    }
+    return epoll_wait(loop->epfd, events, LOOP_MAX_EVENTS, timeout_ms);
+}
+
+/* Poll the fds (blocking only when allowed and nothing is pending) and run
+ * their handlers.  Returns true if a caller-visible callback ran. */
+static bool loop_poll(Loop *loop, bool blocking)
+{
+    struct epoll_event events[LOOP_MAX_EVENTS];
+    int64_t timeout_ns = 0;
+    bool ran = false;
+    int n;
+
+    if (blocking) {
+        atomic_fetch_add(&loop->notify_me, 1);
+        atomic_thread_fence(memory_order_seq_cst);
+        timeout_ns = loop_work_pending(loop) ? 0 : loop_timer_timeout_ns(loop);
+    }
+    do {
+        n = loop_epoll_wait(loop, events, timeout_ns);
+    } while (n < 0 && errno == EINTR && timeout_ns == 0);
+    if (blocking) {
+        atomic_fetch_sub(&loop->notify_me, 1);
+    }
+    if (n < 0) {
+        /* EINTR from a signal during a blocking wait: a short iteration. */
+        assert(errno == EINTR);
+        return false;
+    }
+
+    for (int i = 0; i < n; i++) {
+        FdHandler *h = events[i].data.ptr;
+        uint32_t ev = events[i].events;
+
+        if (h->deleted) {
+            continue;
+        }
+        if (h == &loop->wake_handler) {
+            h->on_read(h->opaque);
+            continue;
+        }
+        if ((ev & (EPOLLIN | EPOLLHUP | EPOLLERR)) && h->on_read) {
+            ran = true;
+            h->on_read(h->opaque);
+        }
+        if (!h->deleted && (ev & (EPOLLOUT | EPOLLHUP | EPOLLERR)) &&
+            h->on_write) {
+            ran = true;
+            h->on_write(h->opaque);
+        }
+    }
+    return ran;
+}
+
+bool loop_run_once(Loop *loop, bool blocking)
+{
+    Loop *saved = tls_running_loop;
+    bool progress;
+
+    assert(!co_in_coroutine() && "loop_run_once from a coroutine");
+    tls_running_loop = loop;
+    loop->depth++;
+
+    loop_defer_begin(loop);
+    progress = loop_run_bhs(loop);
+    progress |= loop_run_wakes(loop);
+    progress |= loop_run_timers(loop);
+    loop_defer_end(loop);
+
+    if (progress && loop->poll_skips < LOOP_MAX_POLL_SKIPS) {
+        /* Work ran: the caller iterates again soon, skip the syscall. */
+        loop->poll_skips++;
+    } else {
+        /* A nested iteration (a synchronous wait inside a callback) runs
+         * inside the caller's section: submit what it queued before
+         * sleeping on its completion. */
+        loop_defer_flush(loop);
+        loop->poll_skips = 0;
+        bool ran = loop_poll(loop, blocking && !progress);
+
+        loop_defer_begin(loop);
+        ran |= loop_run_timers(loop);
+        ran |= loop_run_bhs(loop);
+        ran |= loop_run_wakes(loop);
+        loop_defer_end(loop);
+        progress |= ran;
+    }
+
+    if (--loop->depth == 0) {
+        while (loop->zombies) {
+            FdHandler *h = loop->zombies;
+            loop->zombies = h->next_zombie;
+            g_free(h);
+        }
+    }
+    tls_running_loop = saved;
+    return progress;
+}
+
+void loop_run_while(Loop *loop, bool (*cond)(void *opaque), void *opaque)
+{
+    while (cond(opaque)) {
+        loop_run_once(loop, true);
+    }
+}
+
+/* ---- thread pool -------------------------------------------------------- */
+
+ThreadPool *loop_get_thread_pool(Loop *loop)
+{
+    if (!loop->pool) {
+        loop->pool = thread_pool_new(loop, 64, 4096);
+    }
+    return loop->pool;
+}
+
+/* ---- GLib integration ---------------------------------------------------- */
+
+typedef struct LoopSource {
+    GSource source;
+    Loop *loop;
+    gpointer fd_tag;
+} LoopSource;
+
+static gboolean loop_source_prepare(GSource *source, gint *timeout)
+{
+    Loop *loop = ((LoopSource *)source)->loop;
+
+    if (loop_work_pending(loop)) {
+        *timeout = 0;
+        return TRUE;
+    }
+    int64_t ns = loop_timer_timeout_ns(loop);
+    if (ns == 0) {
+        *timeout = 0;
+        return TRUE;
+    }
+    if (ns < 0) {
+        *timeout = -1;
+    } else {
+        int64_t ms = (ns + 999999) / 1000000;
+        *timeout = ms > INT_MAX ? INT_MAX : (gint)ms;
+    }
+    return FALSE;
+}
+
+static gboolean loop_source_check(GSource *source)
+{
+    LoopSource *ls = (LoopSource *)source;
+
+    if (g_source_query_unix_fd(source, ls->fd_tag) & G_IO_IN) {
+        return TRUE;
+    }
+    return loop_work_pending(ls->loop) ||
+           loop_timer_timeout_ns(ls->loop) == 0;
+}
+
+static gboolean loop_source_dispatch(GSource *source, GSourceFunc callback,
+                                     gpointer user_data)
+{
+    loop_run_once(((LoopSource *)source)->loop, false);
+    return G_SOURCE_CONTINUE;
+}
+
+static void loop_source_finalize(GSource *source)
+{
+    atomic_fetch_sub(&((LoopSource *)source)->loop->notify_me, 1);
+}
+
+static GSourceFuncs loop_source_funcs = {
+    .prepare = loop_source_prepare,
+    .check = loop_source_check,
+    .dispatch = loop_source_dispatch,
+    .finalize = loop_source_finalize,
+};
+
+GSource *loop_create_gsource(Loop *loop)
+{
+    GSource *source = g_source_new(&loop_source_funcs, sizeof(LoopSource));
+    LoopSource *ls = (LoopSource *)source;
+
+    ls->loop = loop;
+    ls->fd_tag = g_source_add_unix_fd(source, loop->epfd, G_IO_IN);
+    g_source_set_name(source, "strata-loop");
+    /* The GMainContext may sleep in poll() at any time between our
+     * callbacks, so other threads must always kick the eventfd. */
+    atomic_fetch_add(&loop->notify_me, 1);
+    return source;
+}

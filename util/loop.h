@@ -51,9 +51,12 @@ void loop_attach_current(Loop *loop);
  * Run one iteration: run scheduled bottom halves and coroutine wake-ups,
  * expired timers, then (if @blocking and nothing became ready) wait for fd
  * events or the next timer, and dispatch them.  Returns true if any
- * callback ran.  Not re-entrant from a callback of the same loop except
- * through loop_run_until() in a non-coroutine context that is not a
- * callback of this loop (asserted).
+ * callback ran.  Must not be called from a coroutine (asserted).  A
+ * callback of @loop may run nested iterations (a synchronous wait such as
+ * LOOP_RUN_WHILE(loop, in_flight > 0)); submissions deferred by the outer
+ * section are flushed before a nested iteration polls.  When work ran
+ * before polling, the epoll_wait syscall is skipped (at most a few
+ * iterations in a row, so fds are never starved).
  */
 bool loop_run_once(Loop *loop, bool blocking);
 

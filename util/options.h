@@ -51,11 +51,15 @@ OptNode *opts_parse_filename(const char *s, const char *implied_key,
                              StrataError **errp);
 
 OptNode *opts_new_object(void);
+/* Either accepts any node of a tree and acts on the tree's root, so a
+ * reference taken through a borrowed subtree keeps the whole tree alive.
+ * opts_unref(NULL) is a no-op. */
 OptNode *opts_ref(OptNode *root);
 void opts_unref(OptNode *root);
 G_DEFINE_AUTOPTR_CLEANUP_FUNC(OptNode, opts_unref)
 
-/* Deep copy of @node as a new root (paths restart from @node's path). */
+/* Deep copy of @node as a new root (paths restart from @node's path).
+ * Nothing in the copy is marked consumed. */
 OptNode *opts_clone(const OptNode *node);
 
 /*
@@ -70,10 +74,16 @@ bool opts_set_int(OptNode *obj, const char *dotted_key, int64_t value,
                   StrataError **errp);
 bool opts_set_bool(OptNode *obj, const char *dotted_key, bool value,
                    StrataError **errp);
+/* Strings set with opts_set_str/opts_set_default_str are converted by the
+ * getters like dotted-key values ("on", "4k").  Existing list elements can
+ * be reached with numeric components ("rules.1.errno"); lists are never
+ * created or extended here. */
 /* Set @dotted_key only when it is not present yet. */
 bool opts_set_default_str(OptNode *obj, const char *dotted_key,
                           const char *value, StrataError **errp);
-/* Move @take_child (a root) under @obj at @key (not dotted). */
+/* Move @take_child (a root) under @obj at @key (not dotted), replacing any
+ * member of that name; its paths are rewritten.  If other references to
+ * @take_child exist, a copy is stored and the caller's reference dropped. */
 void opts_set_child(OptNode *obj, const char *key, OptNode *take_child);
 /* Remove @key (not dotted) from @obj; true if it was there. */
 bool opts_remove(OptNode *obj, const char *key);
@@ -86,7 +96,8 @@ const char *opts_path(const OptNode *node);
 /* Type name for messages: "boolean", "integer", "string", "object", ... */
 const char *opts_type_name(OptType t);
 
-/* Member look-up without marking it consumed; NULL when absent. */
+/* Member look-up without marking it consumed; NULL when absent, or when
+ * @obj is NULL or not an object. */
 OptNode *opts_peek(const OptNode *obj, const char *key);
 bool opts_has(const OptNode *obj, const char *key);
 /* Member look-up that marks the key consumed. */
@@ -110,6 +121,9 @@ const char *opts_scalar_str(const OptNode *node);
  * absent *out = @def and the getter returns true.  When it is present with
  * a wrong type or value the getter returns false and sets an error naming
  * the full path and what was expected.
+ * A @key with dots that is not itself a member is followed as a path
+ * ("cache.direct"), marking each component consumed.  A NULL @obj reads
+ * as an empty object; a non-object @obj is an error naming it.
  */
 bool opts_get_str(OptNode *obj, const char *key, const char *def,
                   const char **out, StrataError **errp);

@@ -17,10 +17,21 @@ typedef int ThreadPoolFunc(void *arg);
 /* Completion, run in the pool's loop thread with the worker's return value. */
 typedef void ThreadPoolCompletion(void *opaque, int ret);
 
-/* Default sizes: 64 workers at most, 4096 queued items. */
+/*
+ * Default sizes: 64 workers at most, 4096 queued items (a value <= 0 picks
+ * the default).  @max_queue bounds the items waiting for a worker, not the
+ * running ones.  Workers start on demand and exit after 5 s idle.  Call
+ * from @loop's thread.
+ */
 ThreadPool *thread_pool_new(Loop *loop, int max_workers, int max_queue);
-/* Waits for queued and running work to finish, then joins the workers. */
+/* Waits for queued and running work to finish, joins the workers, and runs
+ * the completions still pending, in the calling thread (the loop's thread,
+ * outside any coroutine).  No coroutine may still be waiting for queue
+ * space (asserted); submitting from a completion run here asserts. */
 void thread_pool_free(ThreadPool *pool);
+
+/* How long an idle worker waits for work before it exits (tests, tuning). */
+void thread_pool_set_idle_timeout_ns(ThreadPool *pool, int64_t ns);
 
 /*
  * Coroutine form: run fn(arg) in a worker, yield, return its value.  Must
@@ -31,8 +42,9 @@ int thread_pool_co_submit(ThreadPool *pool, ThreadPoolFunc *fn, void *arg);
 
 /*
  * Callback form: returns 0 and @cb(opaque, ret) runs exactly once, later, in
- * the pool's loop thread; returns -EAGAIN when the queue is full and then
- * @cb never runs.
+ * the pool's loop thread; returns -EAGAIN when the queue is full (or no
+ * worker thread can be started) and then @cb never runs.  Call from the
+ * pool's loop thread.
  */
 int thread_pool_submit(ThreadPool *pool, ThreadPoolFunc *fn, void *arg,
                        ThreadPoolCompletion *cb, void *opaque);

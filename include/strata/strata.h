@@ -56,6 +56,229 @@ STRATA_EXPORT StrataErrorClass strata_error_get_class(const StrataError *err);
 /* Free an error (NULL is fine). */
 STRATA_EXPORT void strata_error_free(StrataError *err);
 
+
+/* ---- Handles ------------------------------------------------------------
+ * StrataContext: one event loop (and its thread, buffer pool, AIO rings).
+ *   Every graph belongs to one context; all its I/O runs in the context's
+ *   thread.
+ * StrataNode: one node of a graph (a driver instance), refcounted.
+ * StrataBackend: what a guest device holds: the root of a graph, with
+ *   permissions, an error policy and a thread-safe request entry.
+ */
+typedef struct StrataContext StrataContext;
+typedef struct StrataNode StrataNode;
+typedef struct StrataBackend StrataBackend;
+
+/* ---- Contexts ----------------------------------------------------------- */
+
+/*
+ * Create a context with its own event loop.  The loop runs either in the
+ * caller's thread (strata_context_run_once) or in a thread of its own
+ * (strata_context_start_thread).  NULL with *errp on failure.
+ */
+STRATA_EXPORT StrataContext *strata_context_new(StrataError **errp);
+/* Close every node and backend still open and free the context.  Not
+ * while its thread runs (stop it first). */
+STRATA_EXPORT void strata_context_free(StrataContext *ctx);
+/* Run one loop iteration in the calling thread; with @blocking, wait for
+ * an event.  True if anything ran. */
+STRATA_EXPORT bool strata_context_run_once(StrataContext *ctx, bool blocking);
+/* Run the loop in a new thread until strata_context_stop_thread(). */
+STRATA_EXPORT bool strata_context_start_thread(StrataContext *ctx,
+                                               StrataError **errp);
+STRATA_EXPORT void strata_context_stop_thread(StrataContext *ctx);
+
+/* ---- Nodes ----------------------------------------------------------------
+ * Options are QEMU blockdev-add trees, e.g.
+ *   {"driver": "raw", "node-name": "disk0",
+ *    "file": {"driver": "file", "filename": "disk.img", "cache": {"direct": true}}}
+ * or the same as dotted keys: "driver=raw,node-name=disk0,file.driver=file,...".
+ * Errors name the offending key path ("file.aio: expected one of ...").
+ * Control path: call in the context's thread, or in any thread while the
+ * context's loop is not running in a thread of its own.
+ */
+STRATA_EXPORT StrataNode *strata_node_open_json(StrataContext *ctx,
+                                                const char *json,
+                                                StrataError **errp);
+STRATA_EXPORT StrataNode *strata_node_open_dotted(StrataContext *ctx,
+                                                  const char *keys,
+                                                  StrataError **errp);
+/* Borrowed look-up by node-name; NULL if none. */
+STRATA_EXPORT StrataNode *strata_node_find(StrataContext *ctx, const char *name);
+STRATA_EXPORT void strata_node_ref(StrataNode *node);
+/* Drop a reference; the node closes (children after parents) at zero. */
+STRATA_EXPORT void strata_node_unref(StrataNode *node);
+/* Borrowed; valid while the node lives. */
+STRATA_EXPORT const char *strata_node_get_name(const StrataNode *node);
+STRATA_EXPORT const char *strata_node_get_driver(const StrataNode *node);
+STRATA_EXPORT int64_t strata_node_get_length(StrataNode *node);
+
+/* Limits of a node, in bytes (see docs/architecture.md). */
+typedef struct StrataLimits {
+    uint32_t request_alignment;
+    uint32_t mem_alignment;
+    uint32_t iov_len_alignment;
+    int64_t max_transfer;
+    int64_t opt_transfer;
+    int max_iov;
+    uint32_t pwrite_zeroes_alignment;
+    int64_t max_pwrite_zeroes;
+    uint32_t pdiscard_alignment;
+    int64_t max_pdiscard;
+    /* Allocate guest buffers aligned to this to avoid bounces. */
+    uint32_t opt_mem_alignment;
+} StrataLimits;
+STRATA_EXPORT void strata_node_get_limits(const StrataNode *node,
+                                          StrataLimits *out);
+
+/* Per-node statistics. */
+enum {
+    STRATA_STATS_READ, STRATA_STATS_WRITE, STRATA_STATS_ZEROES,
+    STRATA_STATS_DISCARD, STRATA_STATS_FLUSH, STRATA_STATS__MAX
+};
+#define STRATA_STATS_HIST_BUCKETS 32
+typedef struct StrataOpStats {
+    uint64_t ops, bytes, errors, total_ns;
+    uint64_t hist[STRATA_STATS_HIST_BUCKETS];  /* log2(latency ns) */
+} StrataOpStats;
+typedef struct StrataStats {
+    StrataOpStats op[STRATA_STATS__MAX];
+    uint64_t padded_reads, rmw_writes, serialising_waits, coalesced_writes;
+    uint64_t bytes_bounced, vectors_collapsed, pool_waits, split_requests;
+} StrataStats;
+STRATA_EXPORT void strata_node_get_stats(const StrataNode *node,
+                                         StrataStats *out);
+
+/* Reopen @node with changed options (JSON object: "read-only",
+ * "cache": {"direct", "no-flush"}, "detect-zeroes"), transactionally over
+ * its subtree inside a drained section: all change or none. */
+STRATA_EXPORT bool strata_node_reopen_json(StrataNode *node, const char *json,
+                                           StrataError **errp);
+
+/* ---- Backends ----------------------------------------------------------------- */
+
+/* Permissions, as QEMU defines them. */
+#define STRATA_PERM_CONSISTENT_READ  (1u << 0)
+#define STRATA_PERM_WRITE            (1u << 1)
+#define STRATA_PERM_WRITE_UNCHANGED  (1u << 2)
+#define STRATA_PERM_RESIZE           (1u << 3)
+#define STRATA_PERM_ALL              0xfu
+
+/* Request flags. */
+#define STRATA_REQ_FUA        (1u << 0)   /* durable when it completes */
+#define STRATA_REQ_MAY_UNMAP  (1u << 1)   /* write-zeroes may deallocate */
+
+/* Block status flags (strata_backend_block_status). */
+#define STRATA_BLOCK_DATA   (1u << 0)     /* allocated, reads from storage */
+#define STRATA_BLOCK_ZERO   (1u << 1)     /* reads as zeroes */
+
+/*
+ * Create a backend over @root, taking @perm and allowing others @shared
+ * (STRATA_PERM_*).  Fails with an error naming both users when another
+ * user of the node does not share what this one takes.  The backend holds
+ * a reference to @root.
+ */
+STRATA_EXPORT StrataBackend *strata_backend_new(StrataNode *root,
+                                                const char *name,
+                                                uint32_t perm, uint32_t shared,
+                                                StrataError **errp);
+/* Drain and free; the root reference is dropped. */
+STRATA_EXPORT void strata_backend_free(StrataBackend *be);
+STRATA_EXPORT StrataNode *strata_backend_get_root(StrataBackend *be);
+
+/* Write cache: when disabled, every write is FUA (QEMU's writethrough). */
+STRATA_EXPORT void strata_backend_set_write_cache(StrataBackend *be,
+                                                  bool enabled);
+
+/* Error policy per direction. */
+typedef enum StrataErrorAction {
+    STRATA_ERROR_ACTION_REPORT,   /* complete the request with the error */
+    STRATA_ERROR_ACTION_IGNORE,   /* complete it with success */
+    STRATA_ERROR_ACTION_STOP,     /* park it and every later request */
+    STRATA_ERROR_ACTION_ENOSPC,   /* stop on ENOSPC, report others */
+} StrataErrorAction;
+STRATA_EXPORT void strata_backend_set_error_action(StrataBackend *be,
+                                                   StrataErrorAction on_read,
+                                                   StrataErrorAction on_write);
+/* Called in the context's thread when the backend stops on an error
+ * (@err is the -errno, @is_write the direction). */
+typedef void StrataStopCallback(void *opaque, int err, bool is_write);
+STRATA_EXPORT void strata_backend_set_stop_callback(StrataBackend *be,
+                                                    StrataStopCallback *cb,
+                                                    void *opaque);
+STRATA_EXPORT bool strata_backend_is_stopped(StrataBackend *be);
+/* Retry the parked requests and accept new ones again. */
+STRATA_EXPORT void strata_backend_resume(StrataBackend *be);
+
+/* Drained section: new requests wait, in-flight ones complete before
+ * drain_begin returns.  Not from a completion callback. */
+STRATA_EXPORT void strata_backend_drain_begin(StrataBackend *be);
+STRATA_EXPORT void strata_backend_drain_end(StrataBackend *be);
+
+/*
+ * Requests.  Offsets and lengths are bytes, any alignment.  A request
+ * past the end of the device fails with -EIO.  Data-path results are 0 or
+ * -errno.
+ *
+ * Blocking form: callable from any thread except from inside a completion
+ * callback or the context's loop callbacks (asserted).  In the thread that
+ * owns a context without a loop thread, it runs the loop until done.
+ */
+STRATA_EXPORT int strata_backend_pread(StrataBackend *be, int64_t offset,
+                                       void *buf, size_t bytes, uint32_t flags);
+STRATA_EXPORT int strata_backend_pwrite(StrataBackend *be, int64_t offset,
+                                        const void *buf, size_t bytes,
+                                        uint32_t flags);
+STRATA_EXPORT int strata_backend_preadv(StrataBackend *be, int64_t offset,
+                                        const struct iovec *iov, int niov,
+                                        uint32_t flags);
+STRATA_EXPORT int strata_backend_pwritev(StrataBackend *be, int64_t offset,
+                                         const struct iovec *iov, int niov,
+                                         uint32_t flags);
+STRATA_EXPORT int strata_backend_pwrite_zeroes(StrataBackend *be,
+                                               int64_t offset, int64_t bytes,
+                                               uint32_t flags);
+STRATA_EXPORT int strata_backend_pdiscard(StrataBackend *be, int64_t offset,
+                                          int64_t bytes);
+STRATA_EXPORT int strata_backend_flush(StrataBackend *be);
+STRATA_EXPORT int64_t strata_backend_get_length(StrataBackend *be);
+STRATA_EXPORT int strata_backend_truncate(StrataBackend *be, int64_t size);
+/* Returns STRATA_BLOCK_* flags for the run at @offset, its length in *pnum. */
+STRATA_EXPORT int strata_backend_block_status(StrataBackend *be, int64_t offset,
+                                              int64_t bytes, int64_t *pnum);
+
+/*
+ * Callback form, callable from any thread (a VMM's vCPU threads): returns
+ * 0 → @cb(opaque, ret) runs exactly once, later, in the context's thread;
+ * returns <0 → it never runs.  @iov (the array and the memory it points
+ * to) must stay valid until @cb runs; the library keeps no pointer into it
+ * afterwards.  For get_length, ret is the length (or -errno).
+ */
+typedef void StrataCompletion(void *opaque, int64_t ret);
+STRATA_EXPORT int strata_backend_aio_preadv(StrataBackend *be, int64_t offset,
+                                            const struct iovec *iov, int niov,
+                                            uint32_t flags,
+                                            StrataCompletion *cb, void *opaque);
+STRATA_EXPORT int strata_backend_aio_pwritev(StrataBackend *be, int64_t offset,
+                                             const struct iovec *iov, int niov,
+                                             uint32_t flags,
+                                             StrataCompletion *cb, void *opaque);
+STRATA_EXPORT int strata_backend_aio_pwrite_zeroes(StrataBackend *be,
+                                                   int64_t offset, int64_t bytes,
+                                                   uint32_t flags,
+                                                   StrataCompletion *cb,
+                                                   void *opaque);
+STRATA_EXPORT int strata_backend_aio_pdiscard(StrataBackend *be, int64_t offset,
+                                              int64_t bytes,
+                                              StrataCompletion *cb, void *opaque);
+STRATA_EXPORT int strata_backend_aio_flush(StrataBackend *be,
+                                           StrataCompletion *cb, void *opaque);
+STRATA_EXPORT int strata_backend_aio_get_length(StrataBackend *be,
+                                                StrataCompletion *cb,
+                                                void *opaque);
+STRATA_EXPORT int strata_backend_aio_truncate(StrataBackend *be, int64_t size,
+                                              StrataCompletion *cb, void *opaque);
+
 #ifdef __cplusplus
 }
 #endif

@@ -1,0 +1,450 @@
+/*
+ * Block layer internals: nodes, drivers, edges, limits, stats
+ * SPDX-License-Identifier: MIT
+ *
+ * The vocabulary every file under block/ shares.  Public API users see only
+ * opaque handles (include/strata/strata.h); drivers, the request path and
+ * unit tests include this header.
+ *
+ * Threading: a graph belongs to one StrataContext, i.e. one Loop, and every
+ * function here runs in that loop's thread.  Functions marked _co_ run in a
+ * coroutine of that loop.  Other threads reach a graph only through the
+ * backend's thread-safe submission path (block/backend.c).
+ */
+#ifndef STRATA_BLOCK_INT_H
+#define STRATA_BLOCK_INT_H
+
+#include <stdbool.h>
+#include <stdint.h>
+#include <sys/uio.h>
+#include <glib.h>
+
+#include "strata/strata.h"
+#include "util/bufpool.h"
+#include "util/coroutine.h"
+#include "util/error.h"
+#include "util/iov.h"
+#include "util/loop.h"
+#include "util/options.h"
+
+typedef struct BlockDriver BlockDriver;
+typedef struct BlockChild BlockChild;
+typedef struct BlockReq BlockReq;
+typedef struct ReopenState ReopenState;
+
+/* Largest read or write one request may carry (documented in
+ * docs/request-path.md): 2 GiB minus one page, what one Linux syscall
+ * moves at most.  Write-zeroes and discard may be larger. */
+#define BLOCK_MAX_RW_BYTES ((int64_t)0x7ffff000)
+/* Largest offset + bytes of any request: keeps every sum below INT64_MAX. */
+#define BLOCK_MAX_OFFSET ((int64_t)1 << 62)
+
+/* ---- request flags --------------------------------------------------- */
+
+enum {
+    REQ_FUA = STRATA_REQ_FUA,              /* durable on completion */
+    REQ_MAY_UNMAP = STRATA_REQ_MAY_UNMAP,  /* write-zeroes may deallocate */
+    REQ_NO_FALLBACK = 1u << 8,             /* write-zeroes: no slow path */
+    REQ_INTERNAL_MASK = ~0u << 8,
+};
+
+/* ---- permissions (QEMU's model) --------------------------------------- */
+
+enum {
+    PERM_CONSISTENT_READ = STRATA_PERM_CONSISTENT_READ,
+    PERM_WRITE = STRATA_PERM_WRITE,
+    PERM_WRITE_UNCHANGED = STRATA_PERM_WRITE_UNCHANGED,
+    PERM_RESIZE = STRATA_PERM_RESIZE,
+    PERM_ALL = STRATA_PERM_ALL,
+};
+
+/* "consistent read, write" for messages; static storage per call site is
+ * not needed: returns a newly allocated string. */
+char *perm_names(uint64_t perm);
+
+/* ---- limits ------------------------------------------------------------
+ * All in bytes.  request_alignment, mem_alignment and iov_len_alignment are
+ * a node's *own* requirements, enforced by the request path at that node's
+ * entry; they are not inherited by parents (the child's entry enforces them
+ * again, and doing it twice would bounce twice).  The transfer and
+ * zero/discard limits are inherited by filters and formats from their
+ * primary child (max_*: minimum, opt_* and alignments: maximum).
+ * 0 means "no limit" for max_* and "no preference" for opt_*.
+ */
+typedef struct BlockLimits {
+    uint32_t request_alignment;      /* offset and length, power of two */
+    uint32_t mem_alignment;          /* buffer addresses, power of two */
+    uint32_t iov_len_alignment;      /* each element's length, power of two */
+    int64_t max_transfer;            /* bytes per driver request, 0 = none */
+    int64_t opt_transfer;
+    int max_iov;                     /* elements per driver request */
+    uint32_t pwrite_zeroes_alignment;
+    int64_t max_pwrite_zeroes;
+    uint32_t pdiscard_alignment;
+    int64_t max_pdiscard;
+    uint32_t opt_mem_alignment;      /* hint for buffer allocation: max over
+                                        the subtree of mem_alignment */
+} BlockLimits;
+
+/* ---- statistics --------------------------------------------------------- */
+
+typedef enum BlockReqType {
+    REQ_READ,
+    REQ_WRITE,
+    REQ_ZEROES,
+    REQ_DISCARD,
+    REQ_FLUSH,
+    REQ_TYPE__MAX,
+} BlockReqType;
+
+extern const char *const block_req_type_names[REQ_TYPE__MAX];
+
+#define STATS_HIST_BUCKETS 32   /* log2 of latency in ns: bucket i holds
+                                   [2^i, 2^(i+1)) ns; bucket 0 also 0 ns */
+
+typedef struct BlockOpStats {
+    uint64_t ops, bytes, errors;
+    uint64_t total_ns;
+    uint64_t hist[STATS_HIST_BUCKETS];
+} BlockOpStats;
+
+typedef struct BlockPadStats {
+    uint64_t padded_reads;          /* reads widened to alignment */
+    uint64_t rmw_writes;            /* writes done as read-modify-write */
+    uint64_t serialising_waits;     /* requests that waited on an overlap */
+    uint64_t coalesced_writes;      /* writes merged into another's RMW */
+    uint64_t bytes_bounced;         /* bytes copied through pool buffers */
+    uint64_t vectors_collapsed;     /* vectors gathered to fit max_iov */
+    uint64_t pool_waits;            /* reservations that waited on the pool */
+    uint64_t split_requests;        /* requests split at max_transfer/max_iov */
+} BlockPadStats;
+
+typedef struct BlockStats {
+    BlockOpStats op[REQ_TYPE__MAX];
+    BlockPadStats pad;
+} BlockStats;
+
+/* Record one completed request of @type. */
+void block_stats_account(BlockStats *s, BlockReqType type, int64_t bytes,
+                         int ret, int64_t start_ns);
+
+/* ---- debug events ---------------------------------------------------------
+ * Points in the request path where blkdebug can inject errors, change
+ * state or hold a request at a breakpoint.  Names as QEMU spells them.
+ */
+typedef enum DebugEvent {
+    DBG_NONE,
+    DBG_READ_AIO,
+    DBG_WRITE_AIO,
+    DBG_FLUSH_TO_OS,
+    DBG_FLUSH_TO_DISK,
+    DBG_PWRITEV_RMW_HEAD,
+    DBG_PWRITEV_RMW_AFTER_HEAD,
+    DBG_PWRITEV_RMW_TAIL,
+    DBG_PWRITEV_RMW_AFTER_TAIL,
+    DBG_PWRITEV,
+    DBG_PWRITEV_ZERO,
+    DBG_PWRITEV_DONE,
+    DBG__MAX,
+} DebugEvent;
+
+extern const char *const debug_event_names[DBG__MAX];
+
+/* ---- request tracking ----------------------------------------------------
+ * Every request entering a node is tracked there for drain, flush ordering
+ * and serialisation.  BlockReq lives in the request's coroutine frame.
+ * block/io.c owns the fields; the interval tree lives in block/reqtree.c.
+ */
+struct BlockReq {
+    StrataNode *node;
+    BlockReqType type;
+    int64_t offset, bytes;          /* as the caller asked */
+    int64_t lo, hi;                 /* range this request owns: [lo, hi) */
+    uint64_t seq;                   /* arrival order on this node */
+    bool serialising;               /* owns [lo, hi) exclusively */
+    Coroutine *co;
+    CoQueue waiters;                /* requests waiting for this one */
+    /* interval tree links (block/reqtree.c) */
+    BlockReq *rb_left, *rb_right, *rb_parent;
+    bool rb_red;
+    int64_t rb_max_hi;              /* max hi in this subtree */
+    /* in-flight list */
+    BlockReq *next, *prev;
+    void *pad_state;                /* block/pad.c, e.g. coalescing */
+};
+
+/* ---- nodes ---------------------------------------------------------------- */
+
+typedef enum DiscardMode {
+    DISCARD_IGNORE,     /* "ignore" / "off": discard requests do nothing */
+    DISCARD_UNMAP,      /* "unmap" / "on": passed down */
+} DiscardMode;
+
+typedef enum DetectZeroes {
+    DETECT_ZEROES_OFF,
+    DETECT_ZEROES_ON,
+    DETECT_ZEROES_UNMAP,
+} DetectZeroes;
+
+typedef enum PreallocMode {
+    PREALLOC_OFF,
+    PREALLOC_FALLOC,
+    PREALLOC_FULL,
+} PreallocMode;
+
+extern const char *const prealloc_mode_names[];
+
+struct StrataNode {
+    const BlockDriver *drv;
+    void *opaque;                   /* driver state, drv->instance_size */
+    StrataContext *ctx;
+    char *node_name;
+    bool auto_named;
+    int refcnt;
+    OptNode *options;               /* the tree it was opened with */
+
+    /* common options */
+    bool read_only;
+    bool cache_direct;
+    bool cache_no_flush;
+    DiscardMode discard;
+    DetectZeroes detect_zeroes;
+    bool rmw_coalesce;
+    /* Copy guest memory through pool buffers even when the kernel would
+     * take it directly: always, or for requests of at most this many bytes
+     * (the file driver's bounce / bounce-threshold options). */
+    bool bounce_always;
+    int64_t bounce_threshold;
+
+    /* graph */
+    GSList *children;               /* BlockChild *, owned */
+    BlockChild *file;               /* primary child (filters, formats) */
+    GSList *parents;                /* BlockChild *, weak */
+
+    /* permissions: cumulative over parent edges */
+    uint64_t perm, shared_perm;
+
+    BlockLimits bl;
+    bool supports_fua;              /* driver honours REQ_FUA natively */
+    int64_t total_bytes;            /* cached length, -1 unknown */
+
+    /* requests */
+    int in_flight;
+    BlockReq *tracked_head;         /* in-flight list, arrival order */
+    BlockReq *tracked_root;         /* interval tree of owned ranges */
+    uint64_t next_seq;
+    CoQueue drain_waiters;
+    int quiesce_counter;
+
+    /* flush bookkeeping (block/io.c) */
+    uint64_t write_gen;             /* bumped on each completed write */
+    uint64_t flushed_gen;           /* write_gen covered by the last flush */
+    bool flush_failed;              /* sticky after a buffered flush error */
+    bool flush_active;
+    CoQueue flush_queue;
+
+    int serialising_in_flight;      /* tracked requests with serialising */
+
+    BlockStats stats;
+};
+
+struct BlockChild {
+    char *role;                     /* "file", "image", "root", ... */
+    StrataNode *node;               /* owned reference */
+    StrataNode *parent;             /* weak; NULL when the parent is a backend */
+    StrataBackend *backend;         /* the parent when it is a backend */
+    uint64_t perm;                  /* taken on @node */
+    uint64_t shared_perm;           /* allowed to others on @node */
+};
+
+/* "node 'disk0'" or "backend 'vda'": the user of an edge, for messages. */
+char *child_user_name(const BlockChild *c);
+
+/* ---- drivers ---------------------------------------------------------------- */
+
+/*
+ * A driver is a table of callbacks.  NULL means: a filter forwards to its
+ * primary child; anything else returns -ENOTSUP (data path) or fails (control
+ * path).  Data-path callbacks run in a coroutine of the node's loop and see
+ * only requests that fit the node's limits (the request path guarantees it);
+ * they return 0 or -errno.  Reads return 0 on success: short reads never
+ * reach the caller (a driver zero-fills past its end).
+ */
+struct BlockDriver {
+    const char *name;
+    const char *alias;              /* e.g. "null-co" */
+    size_t instance_size;
+    bool is_filter;                 /* one child, passes data through */
+    bool is_format;                 /* raw, qcow2: has a "file" child */
+    /* Role of the primary child, e.g. "file" or "image"; NULL if none. */
+    const char *child_role;
+    /* Option schema name in qapi/ (default: the driver name). */
+    const char *schema;
+
+    /* Open: parse driver options (mark them consumed), open children with
+     * block_open_child(), set node->bl defaults in refresh_limits. */
+    bool (*open)(StrataNode *node, OptNode *opts, StrataError **errp);
+    void (*close)(StrataNode *node);
+
+    int (*co_preadv)(StrataNode *node, int64_t offset, int64_t bytes,
+                     const IOVector *qiov, int flags);
+    int (*co_pwritev)(StrataNode *node, int64_t offset, int64_t bytes,
+                      const IOVector *qiov, int flags);
+    int (*co_pwrite_zeroes)(StrataNode *node, int64_t offset, int64_t bytes,
+                            int flags);
+    int (*co_pdiscard)(StrataNode *node, int64_t offset, int64_t bytes);
+    /* Make completed writes durable (fdatasync). */
+    int (*co_flush)(StrataNode *node);
+    /* Allocation status of [offset, offset + bytes): sets *pnum to the
+     * length of the run with the same status starting at @offset, returns
+     * STRATA_BLOCK_* flags or -errno. */
+    int (*co_block_status)(StrataNode *node, int64_t offset, int64_t bytes,
+                           int64_t *pnum);
+    int64_t (*get_length)(StrataNode *node);
+    int (*co_truncate)(StrataNode *node, int64_t size, PreallocMode prealloc,
+                       StrataError **errp);
+    /* Fill in @bl: it arrives holding the defaults merged from children. */
+    void (*refresh_limits)(StrataNode *node, BlockLimits *bl);
+
+    /* Permissions: check that @perm/@shared can be taken (file locks), and
+     * apply them; abort undoes a successful check. */
+    bool (*check_perm)(StrataNode *node, uint64_t perm, uint64_t shared,
+                       StrataError **errp);
+    void (*set_perm)(StrataNode *node, uint64_t perm, uint64_t shared);
+    void (*abort_perm)(StrataNode *node);
+
+    /* Reopen transaction, inside a drained section. */
+    bool (*reopen_prepare)(ReopenState *rs, StrataError **errp);
+    void (*reopen_commit)(ReopenState *rs);
+    void (*reopen_abort)(ReopenState *rs);
+
+    /* Debug events from the request path (blkdebug); may yield. */
+    void (*co_debug_event)(StrataNode *node, int event);
+
+    /* Text for "info": driver-specific lines, e.g. the engine in use. */
+    void (*dump_info)(StrataNode *node, GString *out);
+};
+
+/* Registered drivers (block/drivers.c). */
+const BlockDriver *block_driver_find(const char *name);
+/* NULL-terminated list of all drivers. */
+const BlockDriver *const *block_driver_list(void);
+
+/* ---- reopen ------------------------------------------------------------------ */
+
+struct ReopenState {
+    StrataNode *node;
+    OptNode *options;       /* the node's new option subtree (borrowed) */
+    bool read_only;
+    bool cache_direct;
+    bool cache_no_flush;
+    DetectZeroes detect_zeroes;
+    void *opaque;           /* driver's prepared state */
+};
+
+/* ---- graph (block/graph.c) ---------------------------------------------------- */
+
+/* Context internals (block/context.c). */
+struct StrataContext {
+    Loop *loop;
+    bool own_loop;
+    BufPool *pool;
+    GHashTable *nodes;              /* node-name → StrataNode (weak) */
+    GList *backends;                /* StrataBackend * (weak) */
+    uint64_t next_auto_name;
+    GThread *thread;                /* when running in its own thread */
+    int thread_stop;                /* atomic */
+    void *engine[4];                /* per-loop AIO engine state (by id) */
+    void (*engine_free[4])(void *);
+};
+
+/* Open a node (and its children) from an option tree.  Marks consumed what
+ * it used and fails on anything left over, naming the key path. */
+StrataNode *block_open(StrataContext *ctx, OptNode *opts, StrataError **errp);
+
+/*
+ * In a driver's open: open or look up the child under @key in @opts
+ * (an object → opened inline; a string → an existing node-name) and attach
+ * it to @parent with @role.  Returns the edge, or NULL with an error naming
+ * the key path.  If @required is false and the key is absent, returns NULL
+ * without an error.
+ */
+BlockChild *block_open_child(StrataNode *parent, OptNode *opts, const char *key,
+                             const char *role, bool required, StrataError **errp);
+
+void node_ref(StrataNode *node);
+void node_unref(StrataNode *node);
+StrataNode *node_find(StrataContext *ctx, const char *name);
+
+/* Recompute @node's limits from its children and its driver, and its
+ * parents' in turn. */
+void node_refresh_limits(StrataNode *node);
+
+/*
+ * Attach @child to a parent (node or backend), taking a reference and
+ * @perm/@shared on it.  Fails with an error naming both users when the
+ * permissions conflict with the child's other parents.
+ */
+BlockChild *node_attach_child(StrataNode *parent, StrataNode *child,
+                              const char *role, uint64_t perm, uint64_t shared,
+                              StrataError **errp);
+BlockChild *backend_attach_root(StrataBackend *be, StrataNode *child,
+                                uint64_t perm, uint64_t shared,
+                                StrataError **errp);
+/* Detach and drop the edge's reference. */
+void node_detach_child(BlockChild *c);
+/* Change the permissions an edge takes; false (nothing changed) on conflict. */
+bool child_set_perm(BlockChild *c, uint64_t perm, uint64_t shared,
+                    StrataError **errp);
+
+/* The node a filter passes to (NULL for protocol drivers). */
+static inline StrataNode *node_filtered(StrataNode *node)
+{
+    return node->file ? node->file->node : NULL;
+}
+
+/* Length in bytes (cached; drivers update node->total_bytes). */
+int64_t node_get_length(StrataNode *node);
+
+/* Reopen @node with changed common options in @changes (read-only,
+ * cache.direct, cache.no-flush, detect-zeroes), applied to its subtree
+ * transactionally inside a drained section.  Control path, not in a
+ * coroutine. */
+bool node_reopen(StrataNode *node, OptNode *changes, StrataError **errp);
+
+/* ---- request path (block/io.c) -------------------------------------------------
+ * The entry of every node: validate, track, pad, bounce, split, drive.
+ * Coroutine only, in the node's loop.  0 or -errno.
+ */
+int node_co_preadv(StrataNode *node, int64_t offset, int64_t bytes,
+                   const IOVector *qiov, int flags);
+int node_co_pwritev(StrataNode *node, int64_t offset, int64_t bytes,
+                    const IOVector *qiov, int flags);
+int node_co_pwrite_zeroes(StrataNode *node, int64_t offset, int64_t bytes,
+                          int flags);
+int node_co_pdiscard(StrataNode *node, int64_t offset, int64_t bytes);
+int node_co_flush(StrataNode *node);
+int node_co_block_status(StrataNode *node, int64_t offset, int64_t bytes,
+                         int64_t *pnum);
+int node_co_truncate(StrataNode *node, int64_t size, PreallocMode prealloc,
+                     StrataError **errp);
+
+/* Drained sections on a node: new requests entering @node wait, and
+ * in-flight ones complete.  Not in a coroutine: runs the loop. */
+void node_drain_begin(StrataNode *node);
+void node_drain_end(StrataNode *node);
+
+/* Debug event: forwarded to @node's driver's co_debug_event if it has one. */
+void node_co_debug_event(StrataNode *node, int event);
+
+/* ---- driver helpers ------------------------------------------------------------ */
+
+/* Run @fn(arg) in the context's thread pool from a coroutine. */
+int block_co_run_in_pool(StrataNode *node, int (*fn)(void *), void *arg);
+
+static inline bool is_power_of_2(uint64_t x) { return x && !(x & (x - 1)); }
+#define ROUND_DOWN(x, a) ((x) & ~((__typeof__(x))(a) - 1))
+#define ROUND_UP(x, a) ROUND_DOWN((x) + (a) - 1, (a))
+#define IS_ALIGNED(x, a) (((x) & ((__typeof__(x))(a) - 1)) == 0)
+
+#endif

@@ -1,0 +1,121 @@
+/*
+ * Contexts: one event loop, its buffer pool and its AIO engine state
+ * SPDX-License-Identifier: MIT
+ */
+#include <errno.h>
+#include "block/block-int.h"
+#include "block/backend-int.h"
+
+STRATA_EXPORT StrataContext *strata_context_new(StrataError **errp)
+{
+    Loop *loop = loop_new(errp);
+    if (!loop) {
+        return NULL;
+    }
+    StrataContext *ctx = g_new0(StrataContext, 1);
+    ctx->loop = loop;
+    ctx->own_loop = true;
+    ctx->pool = bufpool_new(0, 0);
+    ctx->nodes = g_hash_table_new(g_str_hash, g_str_equal);
+    /* The creating thread owns the loop until a loop thread is started. */
+    if (!loop_current()) {
+        loop_attach_current(loop);
+    }
+    return ctx;
+}
+
+/* Close what the embedder left open: backends first, then nodes that no
+ * other node uses, until none remain. */
+static void context_close_all(StrataContext *ctx)
+{
+    while (ctx->backends) {
+        strata_backend_free(ctx->backends->data);
+    }
+    while (g_hash_table_size(ctx->nodes)) {
+        GHashTableIter it;
+        gpointer value;
+        StrataNode *top = NULL;
+        g_hash_table_iter_init(&it, ctx->nodes);
+        while (g_hash_table_iter_next(&it, NULL, &value)) {
+            StrataNode *n = value;
+            if (!n->parents) {
+                top = n;
+                break;
+            }
+        }
+        g_assert(top);
+        top->refcnt = 1;
+        node_unref(top);
+    }
+}
+
+STRATA_EXPORT void strata_context_free(StrataContext *ctx)
+{
+    if (!ctx) {
+        return;
+    }
+    g_assert(!ctx->thread);
+    context_close_all(ctx);
+    for (unsigned i = 0; i < G_N_ELEMENTS(ctx->engine); i++) {
+        if (ctx->engine[i] && ctx->engine_free[i]) {
+            ctx->engine_free[i](ctx->engine[i]);
+        }
+    }
+    /* Let pending bottom halves (completions, wake-ups) run out. */
+    while (loop_run_once(ctx->loop, false)) {
+    }
+    g_hash_table_destroy(ctx->nodes);
+    bufpool_free(ctx->pool);
+    if (loop_current() == ctx->loop) {
+        loop_attach_current(NULL);
+    }
+    if (ctx->own_loop) {
+        loop_free(ctx->loop);
+    }
+    g_free(ctx);
+}
+
+STRATA_EXPORT bool strata_context_run_once(StrataContext *ctx, bool blocking)
+{
+    return loop_run_once(ctx->loop, blocking);
+}
+
+static gpointer context_thread(gpointer opaque)
+{
+    StrataContext *ctx = opaque;
+    loop_attach_current(ctx->loop);
+    while (!g_atomic_int_get(&ctx->thread_stop)) {
+        loop_run_once(ctx->loop, true);
+    }
+    loop_attach_current(NULL);
+    return NULL;
+}
+
+STRATA_EXPORT bool strata_context_start_thread(StrataContext *ctx, StrataError **errp)
+{
+    g_assert(!ctx->thread);
+    if (loop_current() == ctx->loop) {
+        loop_attach_current(NULL);
+    }
+    g_atomic_int_set(&ctx->thread_stop, 0);
+    ctx->thread = g_thread_try_new("strata-loop", context_thread, ctx, NULL);
+    if (!ctx->thread) {
+        error_setg(errp, "Could not start the context's loop thread");
+        return false;
+    }
+    return true;
+}
+
+STRATA_EXPORT void strata_context_stop_thread(StrataContext *ctx)
+{
+    if (!ctx->thread) {
+        return;
+    }
+    g_atomic_int_set(&ctx->thread_stop, 1);
+    loop_wake(ctx->loop);
+    g_thread_join(ctx->thread);
+    ctx->thread = NULL;
+    if (!loop_current()) {
+        loop_attach_current(ctx->loop);
+    }
+}

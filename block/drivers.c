@@ -1,0 +1,26 @@
+/* Driver registry.  SPDX-License-Identifier: MIT */
+#include <string.h>
+#include "block/block-int.h"
+#include "block/drivers.h"
+
+static const BlockDriver *const drivers[] = {
+    &bdrv_mem,
+    &bdrv_null,
+    NULL,
+};
+
+const BlockDriver *const *block_driver_list(void)
+{
+    return drivers;
+}
+
+const BlockDriver *block_driver_find(const char *name)
+{
+    for (int i = 0; drivers[i]; i++) {
+        if (!strcmp(drivers[i]->name, name) ||
+            (drivers[i]->alias && !strcmp(drivers[i]->alias, name))) {
+            return drivers[i];
+        }
+    }
+    return NULL;
+}

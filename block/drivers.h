@@ -1,0 +1,10 @@
+/* The built-in drivers.  SPDX-License-Identifier: MIT */
+#ifndef STRATA_BLOCK_DRIVERS_H
+#define STRATA_BLOCK_DRIVERS_H
+
+#include "block/block-int.h"
+
+extern const BlockDriver bdrv_mem;
+extern const BlockDriver bdrv_null;
+
+#endif

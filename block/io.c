@@ -1,0 +1,696 @@
+/*
+ * The request path at the entry of every node
+ * SPDX-License-Identifier: MIT
+ *
+ * Every read, write, write-zeroes, discard and flush entering a node passes
+ * here (docs/request-path.md):
+ *   1. validate the range and the vector;
+ *   2. track the request on the node (drain, flush ordering, serialisation);
+ *   3. requests that do not fit the node's own limits go to block/pad.c,
+ *      which pads, bounces, collapses and splits them;
+ *   4. the driver's callback, or the primary child for a filter.
+ * The common case — an aligned request that fits — costs a range check, a
+ * tracking insert and the driver call: no allocation, no copy.
+ */
+#include <errno.h>
+#include <string.h>
+
+#include "block/block-int.h"
+#include "block/io.h"
+#include "block/reqtree.h"
+#include "block/backend-int.h"
+#include "util/thread-pool.h"
+
+const char *const debug_event_names[DBG__MAX] = {
+    [DBG_NONE] = "none",
+    [DBG_READ_AIO] = "read_aio",
+    [DBG_WRITE_AIO] = "write_aio",
+    [DBG_FLUSH_TO_OS] = "flush_to_os",
+    [DBG_FLUSH_TO_DISK] = "flush_to_disk",
+    [DBG_PWRITEV_RMW_HEAD] = "pwritev_rmw_head",
+    [DBG_PWRITEV_RMW_AFTER_HEAD] = "pwritev_rmw_after_head",
+    [DBG_PWRITEV_RMW_TAIL] = "pwritev_rmw_tail",
+    [DBG_PWRITEV_RMW_AFTER_TAIL] = "pwritev_rmw_after_tail",
+    [DBG_PWRITEV] = "pwritev",
+    [DBG_PWRITEV_ZERO] = "pwritev_zero",
+    [DBG_PWRITEV_DONE] = "pwritev_done",
+};
+
+const uint8_t io_zero_buf[ZERO_BUF_SIZE] __attribute__((aligned(4096)));
+
+/* ---- statistics ---------------------------------------------------------- */
+
+void block_stats_account(BlockStats *s, BlockReqType type, int64_t bytes,
+                         int ret, int64_t start_ns)
+{
+    BlockOpStats *op = &s->op[type];
+    int64_t ns = clock_ns() - start_ns;
+    int bucket = ns > 0 ? 63 - __builtin_clzll((uint64_t)ns) : 0;
+
+    op->ops++;
+    if (ret < 0) {
+        op->errors++;
+    } else {
+        op->bytes += bytes;
+    }
+    op->total_ns += ns;
+    op->hist[MIN(bucket, STATS_HIST_BUCKETS - 1)]++;
+}
+
+/* ---- tracking ------------------------------------------------------------- */
+
+void req_track(BlockReq *req, StrataNode *node, BlockReqType type,
+               int64_t lo, int64_t hi, bool serialising)
+{
+    *req = (BlockReq) {
+        .node = node,
+        .type = type,
+        .lo = lo,
+        .hi = hi,
+        .seq = node->next_seq++,
+        .serialising = serialising,
+        .co = co_self(),
+    };
+    co_queue_init(&req->waiters);
+
+    /* In-flight list in arrival order (tail insert keeps flush ordering
+     * simple to reason about). */
+    req->next = node->tracked_head;
+    if (req->next) {
+        req->next->prev = req;
+    }
+    node->tracked_head = req;
+    node->in_flight++;
+
+    if (lo < hi) {
+        reqtree_insert(&node->tracked_root, req);
+    }
+    if (serialising) {
+        node->serialising_in_flight++;
+    }
+}
+
+void req_untrack(BlockReq *req)
+{
+    StrataNode *node = req->node;
+
+    if (req->lo < req->hi) {
+        reqtree_remove(&node->tracked_root, req);
+    }
+    if (req->prev) {
+        req->prev->next = req->next;
+    } else {
+        node->tracked_head = req->next;
+    }
+    if (req->next) {
+        req->next->prev = req->prev;
+    }
+    if (req->serialising) {
+        node->serialising_in_flight--;
+    }
+    node->in_flight--;
+    co_queue_restart_all(&req->waiters);
+    if (node->in_flight == 0) {
+        co_queue_restart_all(&node->drain_waiters);
+    }
+}
+
+typedef struct ConflictSearch {
+    BlockReq *self;
+    BlockReq *found;
+} ConflictSearch;
+
+static bool find_conflict(BlockReq *other, void *opaque)
+{
+    ConflictSearch *s = opaque;
+
+    /* Only earlier arrivals: waits always point backwards in time, so they
+     * can never form a cycle, and nothing waits on a later request. */
+    if (other != s->self && other->seq < s->self->seq &&
+        (other->serialising || s->self->serialising)) {
+        s->found = other;
+        return false;
+    }
+    return true;
+}
+
+bool req_co_wait_conflicts(BlockReq *req)
+{
+    StrataNode *node = req->node;
+    bool waited = false;
+
+    if (req->lo >= req->hi) {
+        return false;
+    }
+    /* Fast exit: with no serialising request on the node, and this one not
+     * serialising, nothing can conflict. */
+    while (node->serialising_in_flight > 0) {
+        ConflictSearch s = { .self = req };
+        reqtree_foreach_overlap(node->tracked_root, req->lo, req->hi,
+                                find_conflict, &s);
+        if (!s.found) {
+            break;
+        }
+        if (!waited) {
+            node->stats.pad.serialising_waits++;
+        }
+        waited = true;
+        co_queue_wait(&s.found->waiters, NULL);
+    }
+    return waited;
+}
+
+/* ---- validation ------------------------------------------------------------- */
+
+static int check_range(int64_t offset, int64_t bytes)
+{
+    if (offset < 0 || bytes < 0 || offset > BLOCK_MAX_OFFSET ||
+        bytes > BLOCK_MAX_OFFSET - offset) {
+        return -EINVAL;
+    }
+    return 0;
+}
+
+static int check_rw(int64_t offset, int64_t bytes, const IOVector *qiov)
+{
+    int ret = check_range(offset, bytes);
+    if (ret < 0) {
+        return ret;
+    }
+    if (bytes > BLOCK_MAX_RW_BYTES) {
+        return -EINVAL;
+    }
+    if (!qiov || (int64_t)iov_size(qiov) != bytes) {
+        return -EINVAL;
+    }
+    return 0;
+}
+
+bool io_request_fits(const StrataNode *node, int64_t offset, int64_t bytes,
+                     const IOVector *qiov)
+{
+    const BlockLimits *bl = &node->bl;
+    uint64_t align_mask = bl->request_alignment - 1;
+    uint64_t mem_mask = bl->mem_alignment - 1;
+    uint64_t len_mask = bl->iov_len_alignment - 1;
+
+    if (((uint64_t)offset | (uint64_t)bytes) & align_mask) {
+        return false;
+    }
+    if (qiov->niov > bl->max_iov) {
+        return false;
+    }
+    if (node->bounce_always || bytes <= node->bounce_threshold) {
+        return false;
+    }
+    if (bl->max_transfer && bytes > bl->max_transfer) {
+        return false;
+    }
+    if (mem_mask | len_mask) {
+        for (int i = 0; i < qiov->niov; i++) {
+            if (((uintptr_t)qiov->iov[i].iov_base & mem_mask) ||
+                (qiov->iov[i].iov_len & len_mask)) {
+                return false;
+            }
+        }
+    }
+    return true;
+}
+
+/* ---- the driver step --------------------------------------------------------- */
+
+static void assert_fits(StrataNode *node, int64_t offset, int64_t bytes,
+                        const IOVector *qiov)
+{
+    /* Invariant 1 of DESIGN.md: every request reaching a driver fits. */
+    g_assert(io_request_fits(node, offset, bytes, qiov));
+}
+
+int io_co_drv_preadv(StrataNode *node, int64_t offset, int64_t bytes,
+                     const IOVector *qiov, int flags)
+{
+    assert_fits(node, offset, bytes, qiov);
+    if (bytes == 0) {
+        return 0;
+    }
+    if (node->drv->co_preadv) {
+        return node->drv->co_preadv(node, offset, bytes, qiov, flags);
+    }
+    if (node->file) {
+        return node_co_preadv(node->file->node, offset, bytes, qiov, flags);
+    }
+    return -ENOTSUP;
+}
+
+static int drv_co_flush(StrataNode *node);
+
+int io_co_drv_pwritev(StrataNode *node, int64_t offset, int64_t bytes,
+                      const IOVector *qiov, int flags)
+{
+    int ret;
+    bool emulate_fua = false;
+
+    assert_fits(node, offset, bytes, qiov);
+    if (bytes == 0) {
+        return 0;
+    }
+    if (node->cache_no_flush) {
+        flags &= ~REQ_FUA;
+    } else if ((flags & REQ_FUA) && !node->supports_fua && node->drv->co_pwritev) {
+        flags &= ~REQ_FUA;
+        emulate_fua = true;
+    }
+
+    node_co_debug_event(node, DBG_PWRITEV);
+    if (node->drv->co_pwritev) {
+        ret = node->drv->co_pwritev(node, offset, bytes, qiov, flags);
+    } else if (node->file) {
+        ret = node_co_pwritev(node->file->node, offset, bytes, qiov, flags);
+    } else {
+        ret = -ENOTSUP;
+    }
+    node_co_debug_event(node, DBG_PWRITEV_DONE);
+
+    if (ret == 0) {
+        node->write_gen++;
+        if (emulate_fua) {
+            ret = drv_co_flush(node);
+        }
+    }
+    return ret;
+}
+
+static int drv_co_pwrite_zeroes_once(StrataNode *node, int64_t offset,
+                                     int64_t bytes, int flags)
+{
+    if (node->drv->co_pwrite_zeroes) {
+        return node->drv->co_pwrite_zeroes(node, offset, bytes, flags);
+    }
+    if (!node->drv->co_pwritev && node->file) {
+        return node_co_pwrite_zeroes(node->file->node, offset, bytes, flags);
+    }
+    return -ENOTSUP;
+}
+
+/* Write zeroes from the shared zero buffer: bounded chunks that fit every
+ * limit of the node, each carrying FUA if the request does. */
+static int zero_fallback(StrataNode *node, int64_t offset, int64_t bytes,
+                         int flags)
+{
+    const BlockLimits *bl = &node->bl;
+    int64_t chunk_max = ZERO_BUF_SIZE;
+
+    if (bl->max_transfer) {
+        chunk_max = MIN(chunk_max, bl->max_transfer);
+    }
+    chunk_max = ROUND_DOWN(chunk_max, (int64_t)bl->request_alignment);
+    g_assert(chunk_max > 0);
+    /* The zero buffer is page aligned; mem_alignment above a page would
+     * need a pool buffer, which no driver here asks for. */
+    g_assert(bl->mem_alignment <= 4096);
+
+    while (bytes > 0) {
+        int64_t n = MIN(bytes, chunk_max);
+        IOVector v;
+        iov_init_buf(&v, (void *)io_zero_buf, n);
+        int ret = io_co_drv_pwritev(node, offset, n, &v, flags & REQ_FUA);
+        if (ret < 0) {
+            return ret;
+        }
+        offset += n;
+        bytes -= n;
+    }
+    return 0;
+}
+
+int io_co_drv_pwrite_zeroes(StrataNode *node, int64_t offset, int64_t bytes,
+                            int flags)
+{
+    const BlockLimits *bl = &node->bl;
+    int64_t max = bl->max_pwrite_zeroes ? bl->max_pwrite_zeroes : INT64_MAX;
+    uint32_t align = MAX(bl->pwrite_zeroes_alignment, bl->request_alignment);
+
+    g_assert(IS_ALIGNED(offset | bytes, (int64_t)bl->request_alignment));
+    if (node->discard != DISCARD_UNMAP) {
+        flags &= ~REQ_MAY_UNMAP;
+    }
+    if (node->cache_no_flush) {
+        flags &= ~REQ_FUA;
+    }
+    max = MAX(ROUND_DOWN(max, (int64_t)align), (int64_t)align);
+
+    node_co_debug_event(node, DBG_PWRITEV_ZERO);
+    while (bytes > 0) {
+        int64_t n = MIN(bytes, max);
+        int ret;
+
+        /* Keep chunks after the first aligned to the zeroing granularity
+         * so the driver can use its fast path on all but the edges. */
+        if (!IS_ALIGNED(offset, (int64_t)align) && n > align - offset % align) {
+            n = align - offset % align;
+        }
+        ret = drv_co_pwrite_zeroes_once(node, offset, n, flags);
+        if (ret == -ENOTSUP && !(flags & REQ_NO_FALLBACK)) {
+            ret = zero_fallback(node, offset, n, flags);
+        } else if (ret == 0) {
+            node->write_gen++;
+            if ((flags & REQ_FUA) && !node->supports_fua && node->drv->co_pwrite_zeroes) {
+                ret = drv_co_flush(node);
+            }
+        }
+        if (ret < 0) {
+            return ret;
+        }
+        offset += n;
+        bytes -= n;
+    }
+    return 0;
+}
+
+/* ---- entry points --------------------------------------------------------------- */
+
+int node_co_preadv(StrataNode *node, int64_t offset, int64_t bytes,
+                   const IOVector *qiov, int flags)
+{
+    int64_t start = clock_ns();
+    BlockReq req;
+    int ret = check_rw(offset, bytes, qiov);
+
+    if (ret == 0 && !io_request_fits(node, offset, bytes, qiov)) {
+        ret = pad_co_preadv(node, offset, bytes, qiov, flags);
+    } else if (ret == 0) {
+        req_track(&req, node, REQ_READ, offset, offset + bytes, false);
+        req_co_wait_conflicts(&req);
+        ret = io_co_drv_preadv(node, offset, bytes, qiov, flags);
+        req_untrack(&req);
+    }
+    block_stats_account(&node->stats, REQ_READ, bytes, ret, start);
+    return ret;
+}
+
+/* Writes of all zeroes become write-zeroes when detect-zeroes asks. */
+static bool want_detect_zeroes(StrataNode *node, const IOVector *qiov, int64_t bytes)
+{
+    return node->detect_zeroes != DETECT_ZEROES_OFF && bytes > 0 &&
+           iov_is_zero(qiov, 0, bytes);
+}
+
+int node_co_pwritev(StrataNode *node, int64_t offset, int64_t bytes,
+                    const IOVector *qiov, int flags)
+{
+    int64_t start = clock_ns();
+    BlockReq req;
+    int ret = check_rw(offset, bytes, qiov);
+
+    if (ret == 0 && node->read_only) {
+        ret = -EROFS;
+    } else if (ret == 0 && !(node->perm & (PERM_WRITE | PERM_WRITE_UNCHANGED))) {
+        ret = -EPERM;
+    }
+    if (ret == 0 && want_detect_zeroes(node, qiov, bytes)) {
+        int zflags = flags & REQ_FUA;
+        if (node->detect_zeroes == DETECT_ZEROES_UNMAP) {
+            zflags |= REQ_MAY_UNMAP;
+        }
+        /* Counted twice on purpose: as the write the caller asked for and
+         * as the write-zeroes that was done. */
+        ret = node_co_pwrite_zeroes(node, offset, bytes, zflags);
+    } else if (ret == 0 && !io_request_fits(node, offset, bytes, qiov)) {
+        ret = pad_co_pwritev(node, offset, bytes, qiov, flags);
+    } else if (ret == 0) {
+        req_track(&req, node, REQ_WRITE, offset, offset + bytes, false);
+        req_co_wait_conflicts(&req);
+        ret = io_co_drv_pwritev(node, offset, bytes, qiov, flags);
+        req_untrack(&req);
+    }
+    block_stats_account(&node->stats, REQ_WRITE, bytes, ret, start);
+    return ret;
+}
+
+int node_co_pwrite_zeroes(StrataNode *node, int64_t offset, int64_t bytes,
+                          int flags)
+{
+    int64_t start = clock_ns();
+    uint32_t align = node->bl.request_alignment;
+    BlockReq req;
+    int ret = check_range(offset, bytes);
+
+    if (ret == 0 && node->read_only) {
+        ret = -EROFS;
+    } else if (ret == 0 && !(node->perm & (PERM_WRITE | PERM_WRITE_UNCHANGED))) {
+        ret = -EPERM;
+    }
+    if (ret == 0 && !IS_ALIGNED(offset | bytes, (int64_t)align)) {
+        ret = pad_co_pwrite_zeroes(node, offset, bytes, flags);
+    } else if (ret == 0) {
+        req_track(&req, node, REQ_ZEROES, offset, offset + bytes, false);
+        req_co_wait_conflicts(&req);
+        ret = io_co_drv_pwrite_zeroes(node, offset, bytes, flags);
+        req_untrack(&req);
+    }
+    block_stats_account(&node->stats, REQ_ZEROES, bytes, ret, start);
+    return ret;
+}
+
+int node_co_pdiscard(StrataNode *node, int64_t offset, int64_t bytes)
+{
+    int64_t start = clock_ns();
+    const BlockLimits *bl = &node->bl;
+    uint32_t align = MAX(bl->pdiscard_alignment, bl->request_alignment);
+    int64_t max = bl->max_pdiscard ? bl->max_pdiscard : INT64_MAX;
+    int64_t lo, hi;
+    BlockReq req;
+    int ret = check_range(offset, bytes);
+
+    if (ret == 0 && node->read_only) {
+        ret = -EROFS;
+    } else if (ret == 0 && !(node->perm & PERM_WRITE)) {
+        ret = -EPERM;
+    }
+    if (ret < 0 || node->discard != DISCARD_UNMAP) {
+        goto out;
+    }
+
+    /* Discard is advisory: the unaligned head and tail are dropped, not
+     * padded (zeroing them would turn a hint into a write). */
+    lo = ROUND_UP(offset, (int64_t)align);
+    hi = ROUND_DOWN(offset + bytes, (int64_t)align);
+    if (lo >= hi) {
+        goto out;
+    }
+    max = MAX(ROUND_DOWN(max, (int64_t)align), (int64_t)align);
+
+    req_track(&req, node, REQ_DISCARD, lo, hi, false);
+    req_co_wait_conflicts(&req);
+    for (int64_t pos = lo; pos < hi && ret == 0;) {
+        int64_t n = MIN(hi - pos, max);
+        if (node->drv->co_pdiscard) {
+            ret = node->drv->co_pdiscard(node, pos, n);
+        } else if (node->file) {
+            ret = node_co_pdiscard(node->file->node, pos, n);
+        } else {
+            ret = -ENOTSUP;
+        }
+        if (ret == -ENOTSUP) {
+            ret = 0;
+        }
+        pos += n;
+    }
+    if (ret == 0) {
+        node->write_gen++;
+    }
+    req_untrack(&req);
+out:
+    block_stats_account(&node->stats, REQ_DISCARD, bytes, ret, start);
+    return ret;
+}
+
+/* Flush without the bookkeeping: the driver's flush, or the child's. */
+static int drv_co_flush(StrataNode *node)
+{
+    if (node->cache_no_flush) {
+        return 0;
+    }
+    node_co_debug_event(node, DBG_FLUSH_TO_DISK);
+    if (node->drv->co_flush) {
+        int ret = node->drv->co_flush(node);
+        /* A format or filter with its own flush still has a child whose
+         * cache must reach the disk. */
+        if (ret == 0 && node->file) {
+            ret = node_co_flush(node->file->node);
+        }
+        return ret;
+    }
+    if (node->file) {
+        return node_co_flush(node->file->node);
+    }
+    return 0;
+}
+
+int node_co_flush(StrataNode *node)
+{
+    int64_t start = clock_ns();
+    BlockReq req;
+    uint64_t gen;
+    int ret = 0;
+
+    req_track(&req, node, REQ_FLUSH, 0, 0, false);
+
+    /* One flush at a time per node; a flush that waited may find that the
+     * one before it already covered every write it must cover. */
+    while (node->flush_active) {
+        co_queue_wait(&node->flush_queue, NULL);
+    }
+    /* Writes that completed before this point are what we must cover. */
+    gen = node->write_gen;
+    if (node->flush_failed) {
+        /* Linux reports a writeback error on a buffered file once; a later
+         * fsync that "succeeds" does not mean the lost pages reached the
+         * disk.  Keep failing until the node is reopened. */
+        ret = -EIO;
+        goto out;
+    }
+    if (node->flushed_gen == gen) {
+        goto out;
+    }
+
+    node->flush_active = true;
+    node_co_debug_event(node, DBG_FLUSH_TO_OS);
+    ret = drv_co_flush(node);
+    if (ret == 0) {
+        node->flushed_gen = gen;
+    } else if (!node->cache_direct) {
+        node->flush_failed = true;
+    }
+    node->flush_active = false;
+    co_queue_next(&node->flush_queue);
+out:
+    req_untrack(&req);
+    block_stats_account(&node->stats, REQ_FLUSH, 0, ret, start);
+    return ret;
+}
+
+int node_co_block_status(StrataNode *node, int64_t offset, int64_t bytes,
+                         int64_t *pnum)
+{
+    int64_t len = node_get_length(node);
+    int ret = check_range(offset, bytes);
+
+    *pnum = 0;
+    if (ret < 0) {
+        return ret;
+    }
+    if (len >= 0 && offset >= len) {
+        return 0;
+    }
+    if (len >= 0) {
+        bytes = MIN(bytes, len - offset);
+    }
+    if (bytes == 0) {
+        return 0;
+    }
+    if (node->drv->co_block_status) {
+        ret = node->drv->co_block_status(node, offset, bytes, pnum);
+    } else if (node->file) {
+        ret = node_co_block_status(node->file->node, offset, bytes, pnum);
+    } else {
+        *pnum = bytes;
+        ret = STRATA_BLOCK_DATA;
+    }
+    if (ret >= 0) {
+        g_assert(*pnum > 0 && *pnum <= bytes);
+    }
+    return ret;
+}
+
+int node_co_truncate(StrataNode *node, int64_t size, PreallocMode prealloc,
+                     StrataError **errp)
+{
+    BlockReq req;
+    int ret;
+
+    if (size < 0 || size > BLOCK_MAX_OFFSET) {
+        error_setg(errp, "Invalid image size %" G_GINT64_FORMAT, size);
+        return -EINVAL;
+    }
+    if (node->read_only) {
+        error_set(errp, STRATA_ERROR_PERMISSION, EROFS,
+                  "Node '%s' is read-only", node->node_name);
+        return -EROFS;
+    }
+    if (!(node->perm & PERM_RESIZE)) {
+        error_set(errp, STRATA_ERROR_PERMISSION, EPERM,
+                  "Node '%s' was not opened with permission to resize",
+                  node->node_name);
+        return -EPERM;
+    }
+    /* Truncation owns the whole device: nothing may straddle the old or
+     * new end while it runs. */
+    req_track(&req, node, REQ_WRITE, 0, BLOCK_MAX_OFFSET, true);
+    req_co_wait_conflicts(&req);
+    if (node->drv->co_truncate) {
+        ret = node->drv->co_truncate(node, size, prealloc, errp);
+    } else if (node->file) {
+        ret = node_co_truncate(node->file->node, size, prealloc, errp);
+    } else {
+        error_setg(errp, "Driver '%s' cannot resize images", node->drv->name);
+        ret = -ENOTSUP;
+    }
+    node->total_bytes = -1;
+    if (ret == 0) {
+        node->write_gen++;
+    }
+    req_untrack(&req);
+    return ret;
+}
+
+void node_co_debug_event(StrataNode *node, int event)
+{
+    if (node->drv->co_debug_event) {
+        node->drv->co_debug_event(node, event);
+    }
+}
+
+/* ---- drained sections --------------------------------------------------------------- */
+
+static bool subtree_busy(StrataNode *node)
+{
+    if (node->in_flight) {
+        return true;
+    }
+    for (GSList *l = node->children; l; l = l->next) {
+        BlockChild *c = l->data;
+        if (subtree_busy(c->node)) {
+            return true;
+        }
+    }
+    return false;
+}
+
+void node_drain_begin(StrataNode *node)
+{
+    g_assert(!co_in_coroutine());
+    node->quiesce_counter++;
+    /* New requests enter only through backends; park them all, then let
+     * what is in flight below @node finish. */
+    for (GList *l = node->ctx->backends; l; l = l->next) {
+        backend_quiesce(l->data);
+    }
+    while (subtree_busy(node)) {
+        loop_run_once(node->ctx->loop, true);
+    }
+}
+
+void node_drain_end(StrataNode *node)
+{
+    g_assert(node->quiesce_counter > 0);
+    node->quiesce_counter--;
+    for (GList *l = node->ctx->backends; l; l = l->next) {
+        backend_unquiesce(l->data);
+    }
+}
+
+int block_co_run_in_pool(StrataNode *node, int (*fn)(void *), void *arg)
+{
+    return thread_pool_co_submit(loop_get_thread_pool(node->ctx->loop), fn, arg);
+}

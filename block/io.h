@@ -1,0 +1,62 @@
+/*
+ * Request-path internals shared by block/io.c and block/pad.c
+ * SPDX-License-Identifier: MIT
+ *
+ *   node_co_*()         validate → (fast path: track → drive)
+ *                                 (shaped path: pad_co_*() → plan, reserve
+ *                                  pool memory, track, serialise, RMW,
+ *                                  bounce, collapse, split → io_co_drv_*())
+ */
+#ifndef STRATA_BLOCK_IO_H
+#define STRATA_BLOCK_IO_H
+
+#include "block/block-int.h"
+
+/*
+ * Track @req on @node over [lo, hi) (lo == hi: tracked for drain only).
+ * A serialising request owns its range: it waits for every overlapping
+ * request that arrived before it, and overlapping requests arriving later
+ * wait for it.  Never yields.
+ */
+void req_track(BlockReq *req, StrataNode *node, BlockReqType type,
+               int64_t lo, int64_t hi, bool serialising);
+/* Stop tracking; wakes the requests waiting for @req. */
+void req_untrack(BlockReq *req);
+/* Wait for every earlier overlapping request that conflicts with @req
+ * (one of the two is serialising).  Returns true if it waited. */
+bool req_co_wait_conflicts(BlockReq *req);
+
+/*
+ * The last step: hand a request that fits @node's limits (asserted) to its
+ * driver, or to the primary child for a filter without the callback.
+ * Writes bump write_gen on success, emulate FUA with a flush when the
+ * driver lacks it, and emit the pwritev/pwritev_done debug events.
+ */
+int io_co_drv_preadv(StrataNode *node, int64_t offset, int64_t bytes,
+                     const IOVector *qiov, int flags);
+int io_co_drv_pwritev(StrataNode *node, int64_t offset, int64_t bytes,
+                      const IOVector *qiov, int flags);
+/* Aligned write-zeroes in chunks, with the zero-buffer fallback. */
+int io_co_drv_pwrite_zeroes(StrataNode *node, int64_t offset, int64_t bytes,
+                            int flags);
+
+/* A read-only shared buffer of zeroes, ZERO_BUF_SIZE bytes, page aligned. */
+#define ZERO_BUF_SIZE (1 << 20)
+extern const uint8_t io_zero_buf[ZERO_BUF_SIZE];
+
+/* True if [offset, offset+bytes) with @qiov can go to the driver as is. */
+bool io_request_fits(const StrataNode *node, int64_t offset, int64_t bytes,
+                     const IOVector *qiov);
+
+/* ---- block/pad.c --------------------------------------------------------- */
+
+/* Reads and writes that do not fit the node's limits. */
+int pad_co_preadv(StrataNode *node, int64_t offset, int64_t bytes,
+                  const IOVector *qiov, int flags);
+int pad_co_pwritev(StrataNode *node, int64_t offset, int64_t bytes,
+                   const IOVector *qiov, int flags);
+/* Write-zeroes whose head or tail is not aligned. */
+int pad_co_pwrite_zeroes(StrataNode *node, int64_t offset, int64_t bytes,
+                         int flags);
+
+#endif
