@@ -1,0 +1,96 @@
+/*
+ * AIO engines behind one small ops table (SPDX-License-Identifier: MIT)
+ *
+ * The file driver (block/file-posix.c) sends its reads and writes to one of
+ * three engines, chosen per node by the `aio` option:
+ *   threads   block/aio-threads.c    the loop's thread pool, preadv2/pwritev2
+ *   native    block/aio-linux.c      libaio: io_submit batches, eventfd
+ *   io_uring  block/aio-io_uring.c   liburing: one ring per loop
+ * An engine keeps per-loop state (a ring, an io_context) in the context's
+ * engine[] slot, created on first use and shared by every node of that
+ * context.  Submissions made during one loop iteration are batched through
+ * loop_defer_call().
+ *
+ * Contract of co_preadv/co_pwritev: called in a coroutine of @ctx's loop;
+ * submits one request, yields, and returns the kernel's result: bytes
+ * transferred (possibly short) or -errno.  Resubmitting short transfers,
+ * EOF zero-fill and EINTR/EAGAIN retries are the file driver's job, so
+ * every engine gets them alike.  An engine never re-enters the caller from
+ * inside the submit call; a completion copies its result before entering
+ * the coroutine.
+ */
+#ifndef STRATA_BLOCK_AIO_ENGINE_H
+#define STRATA_BLOCK_AIO_ENGINE_H
+
+#include <stdbool.h>
+#include <stdint.h>
+#include <sys/uio.h>
+#include "block/block-int.h"
+
+typedef enum AioEngineId {
+    AIO_ENGINE_THREADS,
+    AIO_ENGINE_NATIVE,
+    AIO_ENGINE_IO_URING,
+    AIO_ENGINE__MAX,
+} AioEngineId;
+
+/* Engine request flags. */
+enum {
+    AIO_FUA = 1u << 0,          /* RWF_DSYNC on this write */
+};
+
+typedef struct AioEngineOps {
+    const char *name;           /* "threads", "native", "io_uring" */
+    AioEngineId id;
+
+    /* Can this build and kernel use the engine at all?  On false, *why
+     * gets a static reason ("liburing not compiled in", "io_uring_setup:
+     * Operation not permitted"). */
+    bool (*available)(const char **why);
+
+    /* Per-context state: create on first use (stored by the caller in
+     * ctx->engine[id] with engine_free[id] = cleanup). */
+    void *(*ctx_init)(StrataContext *ctx, StrataError **errp);
+    void (*ctx_cleanup)(void *state);
+
+    /* Whether writes can carry AIO_FUA (RWF_DSYNC) natively. */
+    bool (*supports_fua)(void *state);
+
+    int (*co_preadv)(void *state, int fd, int64_t offset,
+                     const struct iovec *iov, int niov, int flags);
+    int (*co_pwritev)(void *state, int fd, int64_t offset,
+                      const struct iovec *iov, int niov, int flags);
+
+    /*
+     * Optional: guest-memory registration (io_uring fixed buffers).
+     * register returns a slot >= 0 or -errno (the caller falls back to the
+     * normal path and counts it); unregister frees the slot.
+     * co_preadv_fixed / co_pwritev_fixed take one buffer wholly inside a
+     * registered region.
+     */
+    int (*register_region)(void *state, void *addr, size_t len);
+    void (*unregister_region)(void *state, int slot);
+    int (*co_preadv_fixed)(void *state, int fd, int64_t offset, void *buf,
+                           size_t len, int slot, int flags);
+    int (*co_pwritev_fixed)(void *state, int fd, int64_t offset, void *buf,
+                            size_t len, int slot, int flags);
+} AioEngineOps;
+
+/* The engine table for @id, or NULL if not compiled in. */
+const AioEngineOps *aio_engine_get(AioEngineId id);
+
+/* The per-context state of @ops in @ctx, created on first use. */
+void *aio_engine_ctx_state(const AioEngineOps *ops, StrataContext *ctx,
+                           StrataError **errp);
+
+/*
+ * Test hook: make the next @count completions of engine @id report only
+ * @short_bytes (or the real result if smaller), as a short transfer would.
+ * Applied at the engine's completion, before the result reaches the file
+ * driver.  0 count disables.
+ */
+void aio_engine_test_inject_short(AioEngineId id, int count, int64_t short_bytes);
+/* For engine implementations: apply the hook to a completion result. */
+int64_t aio_engine_apply_short(AioEngineId id, int64_t result);
+
+#endif
