@@ -5,6 +5,7 @@
 #include <errno.h>
 #include "block/block-int.h"
 #include "block/backend-int.h"
+#include "strata/strata-glib.h"
 
 STRATA_EXPORT StrataContext *strata_context_new(StrataError **errp)
 {
@@ -118,4 +119,10 @@ STRATA_EXPORT void strata_context_stop_thread(StrataContext *ctx)
     if (!loop_current()) {
         loop_attach_current(ctx->loop);
     }
+}
+
+STRATA_EXPORT GSource *strata_context_create_gsource(StrataContext *ctx)
+{
+    g_assert(!ctx->thread);
+    return loop_create_gsource(ctx->loop);
 }
