@@ -34,6 +34,22 @@ typedef enum AioEngineId {
     AIO_ENGINE__MAX,
 } AioEngineId;
 
+/*
+ * Counters of one engine's per-context state (what batching achieved).
+ * "syscalls" counts the calls that handed requests to the kernel
+ * (io_uring_enter, io_submit; one preadv2/pwritev2 per request for the
+ * thread pool); submits / syscalls is the average batch.
+ */
+typedef struct AioEngineStats {
+    uint64_t submits;       /* requests accepted by co_preadv/co_pwritev */
+    uint64_t syscalls;      /* submitting system calls that succeeded */
+    uint64_t completions;   /* requests whose result reached the caller */
+    uint64_t reap_batches;  /* completion-handler runs that found work */
+    uint64_t max_batch;     /* most requests handed over in one syscall */
+    uint64_t queue_waits;   /* requests that waited for ring/queue space */
+    uint64_t retries;       /* submissions retried after -EAGAIN/-EBUSY */
+} AioEngineStats;
+
 /* Engine request flags. */
 enum {
     AIO_FUA = 1u << 0,          /* RWF_DSYNC on this write */
@@ -74,7 +90,17 @@ typedef struct AioEngineOps {
                            size_t len, int slot, int flags);
     int (*co_pwritev_fixed)(void *state, int fd, int64_t offset, void *buf,
                             size_t len, int slot, int flags);
+
+    /* Optional: copy the counters of @state into *out. */
+    void (*get_stats)(void *state, AioEngineStats *out);
 } AioEngineOps;
+
+/* The engines' tables, each defined by its engine file; only the files
+ * of engines the build found a library for are compiled in, and
+ * aio_engine_get() is the way to reach them. */
+extern const AioEngineOps aio_threads_ops;
+extern const AioEngineOps aio_linux_ops;
+extern const AioEngineOps aio_io_uring_ops;
 
 /* The engine table for @id, or NULL if not compiled in. */
 const AioEngineOps *aio_engine_get(AioEngineId id);
@@ -90,7 +116,17 @@ void *aio_engine_ctx_state(const AioEngineOps *ops, StrataContext *ctx,
  * driver.  0 count disables.
  */
 void aio_engine_test_inject_short(AioEngineId id, int count, int64_t short_bytes);
-/* For engine implementations: apply the hook to a completion result. */
+/* For engine implementations: apply the hook to a completion result.
+ * Error results (< 0) pass unchanged and do not consume the count. */
 int64_t aio_engine_apply_short(AioEngineId id, int64_t result);
+
+/*
+ * Test hook: per-context states of engine @id created from now on use a
+ * queue of @depth entries (io_uring SQ entries, libaio io_setup depth) so
+ * that tests can fill it; 0 restores the default.  No effect on threads.
+ */
+void aio_engine_test_set_queue_depth(AioEngineId id, unsigned depth);
+/* For engine implementations: the depth to use, @dflt unless overridden. */
+unsigned aio_engine_queue_depth(AioEngineId id, unsigned dflt);
 
 #endif

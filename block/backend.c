@@ -154,7 +154,10 @@ static bool backend_co_handle_error(StrataBackend *be, bool is_write, int *ret)
         if (be->in_flight == be->parked) {
             co_queue_restart_all(&be->idle_waiters);
         }
-        while (be->stopped) {
+        /* A resume inside a drained section must not send the retry into
+         * the drained graph (a reopen may be swapping its files): stay
+         * parked, and so invisible to drains, until the section ends. */
+        while (be->stopped || be->quiesce_counter > 0) {
             co_queue_wait(&be->entry_queue, NULL);
         }
         be->parked--;
@@ -185,8 +188,10 @@ STRATA_EXPORT bool strata_backend_is_stopped(StrataBackend *be)
     return be->stopped;
 }
 
-STRATA_EXPORT void strata_backend_resume(StrataBackend *be)
+static void backend_resume(void *opaque)
 {
+    StrataBackend *be = opaque;
+
     if (!be->stopped) {
         return;
     }
@@ -194,6 +199,18 @@ STRATA_EXPORT void strata_backend_resume(StrataBackend *be)
     /* Wake everyone: parked requests retry (a drain may be waiting for
      * them), and new ones re-check the quiesce counter themselves. */
     co_queue_restart_all(&be->entry_queue);
+}
+
+STRATA_EXPORT void strata_backend_resume(StrataBackend *be)
+{
+    if (be->ctx->thread && g_thread_self() != be->ctx->thread) {
+        /* The queues belong to the loop thread (the embedder typically
+         * resumes from a monitor thread after the stop callback told it
+         * about the error): resume there, soon. */
+        loop_oneshot(be->ctx->loop, backend_resume, be);
+        return;
+    }
+    backend_resume(be);
 }
 
 /* ---- coroutine forms ------------------------------------------------------ */
@@ -617,11 +634,16 @@ STRATA_EXPORT void strata_backend_drain_begin(StrataBackend *be)
     run_sync(be, &t, NULL);
 }
 
+static void backend_unquiesce_cb(void *opaque)
+{
+    backend_unquiesce(opaque);
+}
+
 STRATA_EXPORT void strata_backend_drain_end(StrataBackend *be)
 {
     if (be->ctx->thread && g_thread_self() != be->ctx->thread) {
         /* Hand the release to the loop thread, which owns the queue. */
-        loop_oneshot(be->ctx->loop, (LoopCallback *)backend_unquiesce, be);
+        loop_oneshot(be->ctx->loop, backend_unquiesce_cb, be);
         return;
     }
     backend_unquiesce(be);

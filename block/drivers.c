@@ -4,8 +4,11 @@
 #include "block/drivers.h"
 
 static const BlockDriver *const drivers[] = {
+    &bdrv_blkdebug,
+    &bdrv_file,
     &bdrv_mem,
     &bdrv_null,
+    &bdrv_raw,
     NULL,
 };
 

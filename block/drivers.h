@@ -4,7 +4,10 @@
 
 #include "block/block-int.h"
 
+extern const BlockDriver bdrv_blkdebug;
+extern const BlockDriver bdrv_file;
 extern const BlockDriver bdrv_mem;
 extern const BlockDriver bdrv_null;
+extern const BlockDriver bdrv_raw;
 
 #endif

@@ -376,7 +376,11 @@ int node_co_preadv(StrataNode *node, int64_t offset, int64_t bytes,
     BlockReq req;
     int ret = check_rw(offset, bytes, qiov);
 
-    if (ret == 0 && !io_request_fits(node, offset, bytes, qiov)) {
+    if (ret == 0 && bytes == 0) {
+        /* Nothing to transfer.  Padding an unaligned empty request would
+         * read a whole block for no byte of the caller's (and, for a
+         * write, rewrite it: an RMW the caller never asked for). */
+    } else if (ret == 0 && !io_request_fits(node, offset, bytes, qiov)) {
         ret = pad_co_preadv(node, offset, bytes, qiov, flags);
     } else if (ret == 0) {
         req_track(&req, node, REQ_READ, offset, offset + bytes, false);
@@ -407,7 +411,9 @@ int node_co_pwritev(StrataNode *node, int64_t offset, int64_t bytes,
     } else if (ret == 0 && !(node->perm & (PERM_WRITE | PERM_WRITE_UNCHANGED))) {
         ret = -EPERM;
     }
-    if (ret == 0 && want_detect_zeroes(node, qiov, bytes)) {
+    if (ret == 0 && bytes == 0) {
+        /* Nothing to write (see node_co_preadv). */
+    } else if (ret == 0 && want_detect_zeroes(node, qiov, bytes)) {
         int zflags = flags & REQ_FUA;
         if (node->detect_zeroes == DETECT_ZEROES_UNMAP) {
             zflags |= REQ_MAY_UNMAP;

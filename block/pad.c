@@ -531,12 +531,33 @@ int pad_co_preadv(StrataNode *node, int64_t offset, int64_t bytes,
 /* Read the block at @pos of the plan into the bounce piece holding it. */
 static int plan_co_rmw_read(PadPlan *p, int64_t pos, int64_t len)
 {
+    int64_t unit = MAX((int64_t)p->node->bl.request_alignment, p->gran);
     int i = 0;
     while (p->pieces[i].pos + p->pieces[i].len <= pos) {
         i++;
     }
     PadPiece *pc = &p->pieces[i];
     g_assert(pc->bounce && pc->pos <= pos && pos + len <= pc->pos + pc->len);
+
+    /*
+     * The tail block need not start at a legal address inside its bounce
+     * buffer: with mem_alignment above the request alignment (a 512-byte
+     * device wanting page-aligned memory) it may sit 512 bytes into a
+     * page.  Start the read at the last position before it that is both
+     * aligned on the device and legal in memory.  Pieces start at
+     * multiples of gran, so that position is still inside this piece; the
+     * extra bytes read are overwritten by the caller's data before the
+     * write, and the range is ours (serialising), so reading them is
+     * harmless.
+     *
+     *   pc->pos     start (multiple of unit)   pos            pos + len
+     *   |-----------|--------------------------|--------------|
+     *               |<------------- RMW read ---------------->|
+     */
+    int64_t start = ROUND_DOWN(pos, unit);
+    g_assert(start >= pc->pos);
+    len += pos - start;
+    pos = start;
 
     IOVector v;
     iov_init_buf(&v, (uint8_t *)pc->base + (pos - pc->pos), len);

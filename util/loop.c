@@ -707,6 +707,10 @@ static bool loop_poll(Loop *loop, bool blocking)
         return false;
     }
 
+    /* Dispatch inside a defer section (the wait above must stay outside
+     * one, so nothing queued is held across a sleep): submissions made by
+     * completion handlers go out together when the section ends. */
+    loop_defer_begin(loop);
     for (int i = 0; i < n; i++) {
         FdHandler *h = events[i].data.ptr;
         uint32_t ev = events[i].events;
@@ -728,6 +732,7 @@ static bool loop_poll(Loop *loop, bool blocking)
             h->on_write(h->opaque);
         }
     }
+    loop_defer_end(loop);
     return ran;
 }
 

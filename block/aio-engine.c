@@ -1,0 +1,98 @@
+/*
+ * AIO engine table, per-context engine state and test hooks
+ * SPDX-License-Identifier: MIT
+ *
+ * The optional engines are whole files that the build compiles only when
+ * their library was found (block/meson.build); this table is the one place
+ * that knows which ones exist.  It uses strong references on purpose: a
+ * weak reference would not pull an engine's object file out of the static
+ * archive the tests and tools link, and the engine would silently vanish.
+ */
+#include <glib.h>
+#include "config-host.h"
+#include "block/aio-engine.h"
+
+static const AioEngineOps *const aio_engines[AIO_ENGINE__MAX] = {
+    [AIO_ENGINE_THREADS] = &aio_threads_ops,
+#if CONFIG_LIBAIO
+    [AIO_ENGINE_NATIVE] = &aio_linux_ops,
+#endif
+#if CONFIG_IO_URING
+    [AIO_ENGINE_IO_URING] = &aio_io_uring_ops,
+#endif
+};
+
+const AioEngineOps *aio_engine_get(AioEngineId id)
+{
+    if ((unsigned)id >= AIO_ENGINE__MAX) {
+        return NULL;
+    }
+    return aio_engines[id];
+}
+
+void *aio_engine_ctx_state(const AioEngineOps *ops, StrataContext *ctx,
+                           StrataError **errp)
+{
+    G_STATIC_ASSERT(AIO_ENGINE__MAX <= G_N_ELEMENTS(ctx->engine));
+    g_assert((unsigned)ops->id < AIO_ENGINE__MAX);
+
+    if (!ctx->engine[ops->id]) {
+        void *state = ops->ctx_init(ctx, errp);
+        if (!state) {
+            return NULL;
+        }
+        ctx->engine[ops->id] = state;
+        ctx->engine_free[ops->id] = ops->ctx_cleanup;
+    }
+    return ctx->engine[ops->id];
+}
+
+/*
+ * Test hooks.  Atomics rather than a lock: a test sets them from its main
+ * thread while the threads engine may apply them in a loop thread, and the
+ * count must never be consumed twice.
+ */
+static int short_count[AIO_ENGINE__MAX];
+static int64_t short_bytes_of[AIO_ENGINE__MAX];
+static unsigned queue_depth_of[AIO_ENGINE__MAX];
+
+void aio_engine_test_inject_short(AioEngineId id, int count, int64_t short_bytes)
+{
+    g_assert((unsigned)id < AIO_ENGINE__MAX);
+    g_assert(short_bytes >= 0);
+    __atomic_store_n(&short_bytes_of[id], short_bytes, __ATOMIC_RELAXED);
+    g_atomic_int_set(&short_count[id], count > 0 ? count : 0);
+}
+
+int64_t aio_engine_apply_short(AioEngineId id, int64_t result)
+{
+    g_assert((unsigned)id < AIO_ENGINE__MAX);
+    if (result < 0) {
+        return result;
+    }
+    for (;;) {
+        int count = g_atomic_int_get(&short_count[id]);
+        if (count <= 0) {
+            return result;
+        }
+        if (g_atomic_int_compare_and_exchange(&short_count[id], count,
+                                              count - 1)) {
+            break;
+        }
+    }
+    int64_t limit = __atomic_load_n(&short_bytes_of[id], __ATOMIC_RELAXED);
+    return result < limit ? result : limit;
+}
+
+void aio_engine_test_set_queue_depth(AioEngineId id, unsigned depth)
+{
+    g_assert((unsigned)id < AIO_ENGINE__MAX);
+    __atomic_store_n(&queue_depth_of[id], depth, __ATOMIC_RELAXED);
+}
+
+unsigned aio_engine_queue_depth(AioEngineId id, unsigned dflt)
+{
+    g_assert((unsigned)id < AIO_ENGINE__MAX);
+    unsigned depth = __atomic_load_n(&queue_depth_of[id], __ATOMIC_RELAXED);
+    return depth ? depth : dflt;
+}

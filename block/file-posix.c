@@ -1,0 +1,1621 @@
+/*
+ * file: the protocol driver for host files and block devices
+ * SPDX-License-Identifier: MIT
+ *
+ * One node holds one file descriptor.  Reads and writes go to an AIO
+ * engine (block/aio-engine.h) chosen by the `aio` option; everything else
+ * that can block (fdatasync, fallocate, the discard and zeroing ioctls,
+ * truncate) runs in the context's thread pool.  docs/file-driver.md is the
+ * user's view of what follows.
+ *
+ * Alignment is probed once per file descriptor, at open and at reopen,
+ * and kept as three separate numbers because the kernel checks three
+ * different things under O_DIRECT:
+ *
+ *   request_alignment   offset and length of the whole request
+ *   mem_alignment       address of every vector element
+ *   iov_len_alignment   length of every vector element (Linux 6.1 wants a
+ *                       multiple of the logical block size, newer kernels
+ *                       only the DMA alignment)
+ *
+ * The probe order is: buffered → 1/1/1; block device → BLKSSZGET; a
+ * filesystem reporting STATX_DIOALIGN → its numbers; otherwise trial
+ * O_DIRECT reads at an offset that holds data.  Trial reads on a hole or
+ * past the end of the file succeed whatever their alignment (ext4 maps
+ * holes without looking at the buffer, tmpfs accepts everything), so a
+ * probe without data, or one that accepts a single byte, proves nothing
+ * and 4096 is assumed.  A vectored trial read then measures the element
+ * length granularity wherever there is data to read.
+ *
+ * If the probe was wrong anyway and the kernel answers EINVAL, the request
+ * is redone through a second, buffered file description: the caller never
+ * sees EINVAL for a request that the request path shaped to our limits.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <limits.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/ioctl.h>
+#include <sys/stat.h>
+#include <sys/statfs.h>
+#include <sys/syscall.h>
+#include <sys/sysmacros.h>
+#include <sys/uio.h>
+#include <unistd.h>
+#include <linux/fs.h>
+
+#include "block/aio-engine.h"
+#include "block/block-int.h"
+#include "block/drivers.h"
+#include "block/file-posix.h"
+
+/* The most we ever assume or accept as an alignment: what every Linux
+ * filesystem and block device supporting O_DIRECT is happy with. */
+#define FILE_SAFE_ALIGN 4096u
+/* Largest request alignment accepted from statx (reflinked or realtime
+ * files may report a large allocation unit). */
+#define FILE_MAX_REQUEST_ALIGN (1u << 20)
+/* EAGAIN retries of one request before giving up. */
+#define FILE_MAX_EAGAIN 64
+
+/* Not in every libc header (Linux 6.1 added STATX_DIOALIGN). */
+#ifndef STATX_DIOALIGN
+#define STATX_DIOALIGN 0x00002000U
+#endif
+
+/* ---- lock layout, as QEMU's file-posix lays it out ------------------------
+ * One byte per permission a user holds (100 + bit) and one per permission
+ * it does not let others hold (200 + bit), each locked shared (F_RDLCK)
+ * with open-file-description locks.  A conflict check probes the other
+ * side's bytes with an F_WRLCK F_OFD_GETLK, which any other holder of a
+ * shared lock there makes fail.  Bit 4 is QEMU's old "graph-mod"
+ * permission: we never take it and always share it, so its bytes stay
+ * untouched and QEMU versions that still know it agree with us.
+ */
+#define FILE_LOCK_PERM_BASE 100
+#define FILE_LOCK_SHARED_BASE 200
+#define FILE_PERM_GRAPH_MOD (1u << 4)
+#define FILE_LOCK_NBITS 5
+#define FILE_LOCK_MASK ((1u << FILE_LOCK_NBITS) - 1)
+
+static const char *const file_lock_perm_names[FILE_LOCK_NBITS] = {
+    "consistent read", "write", "write unchanged", "resize", "change children",
+};
+
+/* Option values, in the schema's order (qapi/block.json). */
+enum { FILE_AIO_AUTO = AIO_ENGINE__MAX };
+static const char *const file_aio_names[] = {
+    "threads", "native", "io_uring", "auto", NULL,
+};
+enum { FILE_LOCK_AUTO, FILE_LOCK_ON, FILE_LOCK_OFF };
+static const char *const file_locking_names[] = { "auto", "on", "off", NULL };
+static const char *const file_bounce_names[] = { "auto", "always", NULL };
+
+G_STATIC_ASSERT(AIO_ENGINE_THREADS == 0 && AIO_ENGINE_NATIVE == 1 &&
+                AIO_ENGINE_IO_URING == 2);
+
+typedef struct FileAlign {
+    uint32_t request, mem, iov_len;
+    bool assumed;                   /* a guess, not a measurement */
+    const char *source;             /* static */
+} FileAlign;
+
+/*
+ * Everything that belongs to one open file description: what open
+ * creates, and what a reopen prepares beside the old one and swaps in.
+ */
+typedef struct FileDesc {
+    int fd;
+    bool direct;
+    bool writable;
+    FileAlign align;
+    const AioEngineOps *ops;
+    void *engine;                   /* per-context engine state (borrowed) */
+    const char *engine_why;         /* static: why auto chose it */
+    bool fua;                       /* engine takes AIO_FUA */
+} FileDesc;
+
+typedef struct FileState {
+    char *filename;
+    FileDesc d;
+    int fd_buffered;                /* lazily opened EINVAL fallback, or -1 */
+    bool is_bdev;
+    int aio;                        /* as asked: AioEngineId or FILE_AIO_AUTO */
+    long fs_type;                   /* statfs f_type, 0 for block devices */
+    uint32_t lbs, pbs;              /* block devices: logical/physical size */
+    int64_t max_transfer;
+    int max_iov;
+
+    /* features found missing (EOPNOTSUPP once, then not asked again) */
+    bool no_punch_hole;
+    bool no_zero_range;
+    bool no_discard;
+    bool no_zeroout;
+
+    /* locking: what the graph committed, and the bytes we hold */
+    bool use_lock;
+    uint64_t perm, shared;
+    uint64_t locked_perm, locked_unshared;
+
+    uint64_t einval_fallbacks;
+    uint64_t short_resubmits;
+} FileState;
+
+static FileState *file_state(StrataNode *node)
+{
+    g_assert(node->drv == &bdrv_file);
+    return node->opaque;
+}
+
+/* "file.aio" for an option @key of @opts, for messages. */
+static char *file_key_path(OptNode *opts, const char *key)
+{
+    const char *path = opts_path(opts);
+
+    return *path ? g_strdup_printf("%s.%s", path, key) : g_strdup(key);
+}
+
+/* ---- small system helpers ------------------------------------------------ */
+
+/* Kernel layout of struct statx up to the direct I/O fields (glibc 2.36's
+ * copy of the struct stops before them). */
+typedef struct FileStatx {
+    uint32_t mask, blksize;
+    uint64_t attributes;
+    uint32_t nlink, uid, gid;
+    uint16_t mode, pad1;
+    uint64_t ino, size, blocks, attributes_mask;
+    uint8_t timestamps[64];
+    uint32_t rdev_major, rdev_minor, dev_major, dev_minor;
+    uint64_t mnt_id;
+    uint32_t dio_mem_align, dio_offset_align;
+    uint64_t spare[12];
+} FileStatx;
+
+G_STATIC_ASSERT(offsetof(FileStatx, dio_mem_align) == 0x98);
+G_STATIC_ASSERT(sizeof(FileStatx) == 0x100);
+
+/* STATX_DIOALIGN of @fd: false when the kernel or filesystem does not
+ * report it (before 6.1, tmpfs, overlayfs on some kernels). */
+static bool file_statx_dio(int fd, uint32_t *mem, uint32_t *offset)
+{
+    FileStatx st = { 0 };
+
+    if (syscall(SYS_statx, fd, "", AT_EMPTY_PATH, STATX_DIOALIGN, &st) < 0 ||
+        !(st.mask & STATX_DIOALIGN) || !st.dio_offset_align) {
+        return false;
+    }
+    *mem = st.dio_mem_align;
+    *offset = st.dio_offset_align;
+    return true;
+}
+
+static int64_t file_fd_length(int fd, bool is_bdev)
+{
+    struct stat st;
+
+    if (is_bdev) {
+        uint64_t size;
+        return ioctl(fd, BLKGETSIZE64, &size) < 0 ? -errno : (int64_t)size;
+    }
+    return fstat(fd, &st) < 0 ? -errno : st.st_size;
+}
+
+/* A second file description of the same file, without O_DIRECT.  Through
+ * /proc so that a file renamed or unlinked since open is still the one. */
+static int file_reopen_fd(int fd, int flags)
+{
+    char path[64];
+    int nfd;
+
+    snprintf(path, sizeof(path), "/proc/self/fd/%d", fd);
+    nfd = open(path, flags | O_CLOEXEC);
+    return nfd < 0 ? -errno : nfd;
+}
+
+static const char *file_fs_name(long type)
+{
+    switch ((unsigned long)type) {
+    case 0x01021994: return "tmpfs";
+    case 0xEF53: return "ext4";
+    case 0x58465342: return "xfs";
+    case 0x9123683E: return "btrfs";
+    case 0x794c7630: return "overlay";
+    case 0x6969: return "nfs";
+    case 0x65735546: return "fuse";
+    case 0xF2F52010: return "f2fs";
+    case 0: return "block device";
+    default: return "other";
+    }
+}
+
+/* ---- alignment probing ----------------------------------------------------- */
+
+/* Offset of the first data in a regular file worth probing at, or -1 when
+ * there is none (empty, all holes) or it is not at least 512-aligned. */
+static int64_t file_probe_offset(int fd, int64_t size)
+{
+    off_t data = lseek(fd, 0, SEEK_DATA);
+
+    if (data < 0 && errno == EINVAL && size > 0) {
+        /* No SEEK_DATA here: offset 0 may be a hole, but it is the best
+         * guess, and a lie shows up as a one-byte success below. */
+        data = 0;
+    }
+    if (data < 0 || data >= size || !IS_ALIGNED((int64_t)data, 512)) {
+        return -1;
+    }
+    return data;
+}
+
+/* Smallest element length L (power of two below @request) for which a
+ * two-element read {L, request - L} at @off succeeds; @request if none
+ * does.  Both elements start on page boundaries, so only the lengths are
+ * tested. */
+static uint32_t file_probe_iov_len(int fd, int64_t off, uint32_t request,
+                                   uint8_t *buf)
+{
+    for (uint32_t len = 1; len < request; len <<= 1) {
+        struct iovec iov[2] = {
+            { buf, len },
+            { buf + ROUND_UP((size_t)len, FILE_SAFE_ALIGN), request - len },
+        };
+        if (preadv(fd, iov, 2, off) >= 0) {
+            return len;
+        }
+    }
+    return request;
+}
+
+static void file_assume_align(FileAlign *a, const char *source)
+{
+    *a = (FileAlign) { FILE_SAFE_ALIGN, FILE_SAFE_ALIGN, FILE_SAFE_ALIGN,
+                       true, source };
+}
+
+/* Trial reads at @off: request length first, then buffer address. */
+static void file_probe_trial(int fd, int64_t off, uint8_t *buf, FileAlign *a)
+{
+    uint32_t request = 0, mem = 0;
+
+    for (uint32_t k = 1; k <= FILE_SAFE_ALIGN; k <<= 1) {
+        if (pread(fd, buf, k, off) >= 0) {
+            request = k;
+            break;
+        }
+    }
+    if (request <= 1) {
+        /* Nothing worked (not an alignment problem), or one byte did: a
+         * filesystem that ignores O_DIRECT alignment, or a lie. */
+        file_assume_align(a, request ? "assumed (trial reads accept 1 byte)"
+                                     : "assumed (trial reads failed)");
+        return;
+    }
+    for (uint32_t m = 1; m <= FILE_SAFE_ALIGN; m <<= 1) {
+        if (pread(fd, buf + m, request, off) >= 0) {
+            mem = m;
+            break;
+        }
+    }
+    *a = (FileAlign) { request, mem ? mem : FILE_SAFE_ALIGN, request, false,
+                       "trial reads" };
+}
+
+/*
+ * Fill @a for @fd, a file of @size bytes; for block devices @lbs is the
+ * logical block size (0 if unknown).  Never fails: what it cannot
+ * measure it assumes.
+ */
+static void file_probe_alignment(int fd, bool direct, bool is_bdev,
+                                 int64_t size, uint32_t lbs, FileAlign *a)
+{
+    uint32_t sx_mem = 0, sx_off = 0;
+    bool have_statx;
+    int64_t off;
+    uint8_t *buf = NULL;
+    size_t buf_size;
+
+    if (!direct) {
+        *a = (FileAlign) { 1, 1, 1, false, "buffered" };
+        return;
+    }
+    have_statx = file_statx_dio(fd, &sx_mem, &sx_off);
+
+    /* 1. What the kernel tells: BLKSSZGET, STATX_DIOALIGN. */
+    if (is_bdev) {
+        if (lbs && is_power_of_2(lbs)) {
+            *a = (FileAlign) { lbs, have_statx && sx_mem ? sx_mem : 512, lbs,
+                               false, "BLKSSZGET" };
+        } else {
+            file_assume_align(a, "assumed (BLKSSZGET failed)");
+        }
+        off = size >= (int64_t)a->request ? 0 : -1;
+    } else {
+        off = file_probe_offset(fd, size);
+        if (have_statx) {
+            *a = (FileAlign) { sx_off, sx_mem ? sx_mem : sx_off, sx_off,
+                               false, "statx" };
+        } else if (off < 0) {
+            file_assume_align(a, "assumed (no data to probe)");
+        } else {
+            *a = (FileAlign) { 0, 0, 0, true, NULL };   /* trial reads */
+        }
+    }
+    if (a->request && (!is_power_of_2(a->request) ||
+                       a->request > FILE_MAX_REQUEST_ALIGN)) {
+        file_assume_align(a, "assumed (unusable report)");
+    }
+    if (a->request && (!is_power_of_2(a->mem) || a->mem > FILE_SAFE_ALIGN)) {
+        /* The request path's pool buffers are page aligned. */
+        a->mem = FILE_SAFE_ALIGN;
+    }
+    if (off < 0) {
+        return;
+    }
+
+    /* 2. Trial reads where there is data. */
+    buf_size = 2 * (size_t)MAX(a->request, FILE_SAFE_ALIGN) +
+               2 * FILE_SAFE_ALIGN;
+    if (posix_memalign((void **)&buf, FILE_SAFE_ALIGN, buf_size)) {
+        if (!a->request) {
+            file_assume_align(a, "assumed (no memory to probe)");
+        }
+        return;
+    }
+    if (!a->request) {
+        file_probe_trial(fd, off, buf, a);
+    }
+    /* 3. Element length granularity: a vectored read. */
+    if (!a->assumed && a->request > 1) {
+        a->iov_len = file_probe_iov_len(fd, off, a->request, buf);
+    }
+    free(buf);
+}
+
+/* ---- engine choice ------------------------------------------------------------ */
+
+/*
+ * Engines aio=auto tries, best first, for a file of filesystem @fs_type
+ * opened with or without O_DIRECT.  The numbers behind the rule are in
+ * docs/file-driver.md.  In short: with O_DIRECT, libaio submits inline
+ * and beats io_uring on filesystems where io_uring punts O_DIRECT to its
+ * worker threads (tmpfs); on real block-backed filesystems the two are
+ * close and libaio still wins at depth 1.  Buffered, io_submit() blocks
+ * for the whole read, so libaio is no engine at all; io_uring serves
+ * page-cache hits inline and beats the thread pool's hand-off.
+ */
+static int file_auto_engines(bool direct, long fs_type, AioEngineId *order,
+                             const char **why)
+{
+    int n = 0;
+
+    if (direct) {
+        *why = "O_DIRECT: libaio submits inline, io_uring may punt to workers";
+        order[n++] = AIO_ENGINE_NATIVE;
+        order[n++] = AIO_ENGINE_IO_URING;
+    } else {
+        *why = "buffered: io_uring serves page-cache hits inline";
+        order[n++] = AIO_ENGINE_IO_URING;
+    }
+    order[n++] = AIO_ENGINE_THREADS;
+    (void)fs_type;
+    return n;
+}
+
+/*
+ * Choose and set up the engine for @d per @aio.  @opts is for messages
+ * only (the option path).
+ */
+static bool file_pick_engine(StrataNode *node, FileState *s, FileDesc *d,
+                             OptNode *opts, StrataError **errp)
+{
+    const AioEngineOps *ops;
+    const char *why = NULL;
+
+    if (s->aio == FILE_AIO_AUTO) {
+        AioEngineId order[AIO_ENGINE__MAX];
+        const char *reason;
+        int n = file_auto_engines(d->direct, s->fs_type, order, &reason);
+
+        for (int i = 0; i < n; i++) {
+            void *state;
+
+            ops = aio_engine_get(order[i]);
+            if (!ops || !ops->available(&why)) {
+                continue;
+            }
+            state = aio_engine_ctx_state(ops, node->ctx, NULL);
+            if (!state) {
+                continue;
+            }
+            d->ops = ops;
+            d->engine = state;
+            d->engine_why = i == 0 ? reason : "auto: better engines unavailable";
+            d->fua = ops->supports_fua && ops->supports_fua(state);
+            return true;
+        }
+        g_autofree char *path = file_key_path(opts, "aio");
+        error_setg(errp, "%s: no AIO engine is usable", path);
+        return false;
+    }
+
+    g_autofree char *path = file_key_path(opts, "aio");
+    if (s->aio == AIO_ENGINE_NATIVE && !d->direct) {
+        error_set_option(errp, "%s: 'native' needs cache.direct=on "
+                         "(io_submit blocks on buffered files)", path);
+        return false;
+    }
+    ops = aio_engine_get((AioEngineId)s->aio);
+    if (!ops) {
+        error_set_option(errp, "%s: '%s' is not compiled into this build",
+                         path, file_aio_names[s->aio]);
+        return false;
+    }
+    if (!ops->available(&why)) {
+        error_set(errp, STRATA_ERROR_INVALID_OPTION, ENOTSUP,
+                  "%s: '%s' is not available: %s", path,
+                  file_aio_names[s->aio], why ? why : "unknown reason");
+        return false;
+    }
+    d->engine = aio_engine_ctx_state(ops, node->ctx, errp);
+    if (!d->engine) {
+        error_prepend(errp, "%s: ", path);
+        return false;
+    }
+    d->ops = ops;
+    d->engine_why = "chosen by aio";
+    d->fua = ops->supports_fua && ops->supports_fua(d->engine);
+    return true;
+}
+
+/* ---- locking ------------------------------------------------------------------ */
+
+static bool file_ofd_supported(int fd)
+{
+    struct flock fl = {
+        .l_type = F_WRLCK, .l_whence = SEEK_SET, .l_start = 0, .l_len = 1,
+    };
+
+    return fcntl(fd, F_OFD_GETLK, &fl) == 0;
+}
+
+static int file_lock_byte(int fd, int64_t off, bool lock)
+{
+    struct flock fl = {
+        .l_type = lock ? F_RDLCK : F_UNLCK,
+        .l_whence = SEEK_SET,
+        .l_start = off,
+        .l_len = 1,
+    };
+
+    return fcntl(fd, F_OFD_SETLK, &fl) < 0 ? -errno : 0;
+}
+
+/* 0 when no other file description holds a lock on byte @off, -EAGAIN
+ * when one does, -errno on failure. */
+static int file_test_byte(int fd, int64_t off)
+{
+    struct flock fl = {
+        .l_type = F_WRLCK,
+        .l_whence = SEEK_SET,
+        .l_start = off,
+        .l_len = 1,
+    };
+
+    if (fcntl(fd, F_OFD_GETLK, &fl) < 0) {
+        return -errno;
+    }
+    return fl.l_type == F_UNLCK ? 0 : -EAGAIN;
+}
+
+/*
+ * Hold exactly the bytes for @perm (100 + bit) and @unshared (200 + bit)
+ * on @fd, given that *@held_perm / *@held_unshared are held now.  With
+ * @unlock false, bytes are only added (the prepare step keeps old and new
+ * until the transaction ends).  Unlocking cannot fail in a way that
+ * matters; locking a byte shared fails only if someone holds it
+ * exclusively, which QEMU and Strata never do.
+ */
+static bool file_lock_apply(int fd, const char *filename, uint64_t perm,
+                            uint64_t unshared, bool unlock,
+                            uint64_t *held_perm, uint64_t *held_unshared,
+                            StrataError **errp)
+{
+    for (int i = 0; i < FILE_LOCK_NBITS; i++) {
+        uint64_t bit = 1ull << i;
+        struct { uint64_t want, *held; int base; } b[2] = {
+            { perm, held_perm, FILE_LOCK_PERM_BASE },
+            { unshared, held_unshared, FILE_LOCK_SHARED_BASE },
+        };
+
+        for (int j = 0; j < 2; j++) {
+            if ((b[j].want & bit) && !(*b[j].held & bit)) {
+                int ret = file_lock_byte(fd, b[j].base + i, true);
+                if (ret < 0) {
+                    error_set(errp, STRATA_ERROR_PERMISSION, -ret,
+                              "Failed to lock byte %d of '%s': %s",
+                              b[j].base + i, filename, g_strerror(-ret));
+                    return false;
+                }
+                *b[j].held |= bit;
+            } else if (unlock && !(b[j].want & bit) && (*b[j].held & bit)) {
+                file_lock_byte(fd, b[j].base + i, false);
+                *b[j].held &= ~bit;
+            }
+        }
+    }
+    return true;
+}
+
+/* Does another user hold what we need, or need what we do not share? */
+static bool file_lock_check(int fd, const char *filename, uint64_t perm,
+                            uint64_t shared, StrataError **errp)
+{
+    static const char hint[] = "Is another process using the image? "
+        "(use locking=off or open it read-only with shared access)";
+
+    for (int i = 0; i < FILE_LOCK_NBITS; i++) {
+        uint64_t bit = 1ull << i;
+        int ret;
+
+        if (perm & bit) {
+            ret = file_test_byte(fd, FILE_LOCK_SHARED_BASE + i);
+            if (ret < 0) {
+                error_set(errp, STRATA_ERROR_PERMISSION, -ret,
+                          "Failed to get \"%s\" lock on '%s': %s",
+                          file_lock_perm_names[i], filename,
+                          ret == -EAGAIN ? hint : g_strerror(-ret));
+                return false;
+            }
+        }
+        if (!(shared & bit)) {
+            ret = file_test_byte(fd, FILE_LOCK_PERM_BASE + i);
+            if (ret < 0) {
+                error_set(errp, STRATA_ERROR_PERMISSION, -ret,
+                          "Failed to get shared \"%s\" lock on '%s': %s",
+                          file_lock_perm_names[i], filename,
+                          ret == -EAGAIN ? hint : g_strerror(-ret));
+                return false;
+            }
+        }
+    }
+    return true;
+}
+
+static bool file_check_perm(StrataNode *node, uint64_t perm, uint64_t shared,
+                            StrataError **errp)
+{
+    FileState *s = node->opaque;
+
+    if (!s->use_lock) {
+        return true;
+    }
+    perm &= PERM_ALL;
+    shared = (shared & PERM_ALL) | FILE_PERM_GRAPH_MOD;
+    /* Giving up permissions or sharing more cannot conflict. */
+    if ((s->perm | perm) == s->perm && (s->shared & shared) == s->shared) {
+        return true;
+    }
+    /* Lock first, then test: of two users racing for the same image, at
+     * least one sees the other's bytes. */
+    if (file_lock_apply(s->d.fd, s->filename, s->perm | perm,
+                        (~s->shared | ~shared) & FILE_LOCK_MASK, false,
+                        &s->locked_perm, &s->locked_unshared, errp) &&
+        file_lock_check(s->d.fd, s->filename, perm, shared, errp)) {
+        return true;
+    }
+    file_lock_apply(s->d.fd, s->filename, s->perm, ~s->shared & FILE_LOCK_MASK,
+                    true, &s->locked_perm, &s->locked_unshared, NULL);
+    return false;
+}
+
+static void file_set_perm(StrataNode *node, uint64_t perm, uint64_t shared)
+{
+    FileState *s = node->opaque;
+
+    perm &= PERM_ALL;
+    shared = (shared & PERM_ALL) | FILE_PERM_GRAPH_MOD;
+    if (s->use_lock) {
+        file_lock_apply(s->d.fd, s->filename, perm, ~shared & FILE_LOCK_MASK,
+                        true, &s->locked_perm, &s->locked_unshared, NULL);
+    }
+    s->perm = perm;
+    s->shared = shared;
+}
+
+static void file_abort_perm(StrataNode *node)
+{
+    FileState *s = node->opaque;
+
+    if (s->use_lock) {
+        file_lock_apply(s->d.fd, s->filename, s->perm,
+                        ~s->shared & FILE_LOCK_MASK, true, &s->locked_perm,
+                        &s->locked_unshared, NULL);
+    }
+}
+
+/* ---- reads and writes ----------------------------------------------------------- */
+
+/*
+ * Where to resume after a short transfer that ended at @next (relative
+ * to @offset): under O_DIRECT the remainder must start on an aligned
+ * offset and its first element on an aligned address, so step back to
+ * the nearest point where both hold.  The bytes in between are simply
+ * transferred again.  Returns a value <= @next, possibly <= @done.
+ */
+static int64_t file_resume_point(const FileDesc *d, const IOVector *qiov,
+                                 int64_t offset, int64_t next)
+{
+    const FileAlign *a = &d->align;
+
+    if (!d->direct) {
+        return next;
+    }
+    while (next > 0) {
+        int64_t pos = 0;
+
+        next = ROUND_DOWN(offset + next, (int64_t)a->request) - offset;
+        if (next <= 0) {
+            return 0;
+        }
+        /* The element holding byte @next, and how far into it that is. */
+        for (int i = 0; i < qiov->niov; i++) {
+            int64_t len = (int64_t)qiov->iov[i].iov_len;
+            if (next < pos + len) {
+                uintptr_t addr = (uintptr_t)qiov->iov[i].iov_base +
+                                 (uintptr_t)(next - pos);
+                int64_t slack = (int64_t)(addr & (a->mem - 1));
+                int64_t len_rest = pos + len - next;
+                if (!slack && IS_ALIGNED(len_rest, (int64_t)a->iov_len)) {
+                    return next;
+                }
+                next -= MAX(slack, 1);
+                break;
+            }
+            pos += len;
+        }
+        if (pos >= (int64_t)qiov->size) {
+            return next;
+        }
+    }
+    return 0;
+}
+
+typedef struct FileBufferedJob {
+    int fd;
+    bool write;
+    int rwf;
+    int64_t offset;
+    const struct iovec *iov;
+    int niov;
+} FileBufferedJob;
+
+static int file_buffered_rw_fn(void *opaque)
+{
+    FileBufferedJob *j = opaque;
+    ssize_t n;
+
+    if (j->write) {
+        n = pwritev2(j->fd, j->iov, j->niov, j->offset, j->rwf);
+    } else {
+        n = preadv2(j->fd, j->iov, j->niov, j->offset, 0);
+    }
+    return n < 0 ? -errno : (int)n;
+}
+
+/* One transfer through the buffered fallback description. */
+static int file_co_buffered_rw(StrataNode *node, FileState *s, bool write,
+                               int64_t offset, const struct iovec *iov,
+                               int niov, int eflags)
+{
+    FileBufferedJob j = {
+        .write = write,
+        .rwf = (eflags & AIO_FUA) ? RWF_DSYNC : 0,
+        .offset = offset,
+        .iov = iov,
+        .niov = niov,
+    };
+
+    if (s->fd_buffered < 0) {
+        int fd = file_reopen_fd(s->d.fd, s->d.writable ? O_RDWR : O_RDONLY);
+        if (fd < 0) {
+            return fd;
+        }
+        s->fd_buffered = fd;
+    }
+    j.fd = s->fd_buffered;
+    return block_co_run_in_pool(node, file_buffered_rw_fn, &j);
+}
+
+/*
+ * The short-transfer loop every engine shares: resubmit the remainder at
+ * the right offset, zero-fill a read that reaches the end of the file,
+ * retry EINTR and EAGAIN, and redo a request the kernel rejected with
+ * EINVAL under O_DIRECT through the buffered description.
+ */
+static int file_co_rw(StrataNode *node, bool write, int64_t offset,
+                      int64_t bytes, const IOVector *qiov, int flags)
+{
+    FileState *s = node->opaque;
+    FileDesc *d = &s->d;
+    int eflags = (write && (flags & REQ_FUA) && d->fua) ? AIO_FUA : 0;
+    const struct iovec *iov = qiov->iov;
+    int niov = qiov->niov;
+    bool buffered = false;
+    int64_t done = 0;
+    int again = 0, stalls = 0;
+    IOVector rest;
+    int ret = 0;
+
+    iov_init(&rest, MAX(qiov->niov, 1));
+    while (done < bytes) {
+        int64_t n, next;
+
+        if (buffered) {
+            n = file_co_buffered_rw(node, s, write, offset + done, iov, niov,
+                                    eflags);
+        } else if (write) {
+            n = d->ops->co_pwritev(d->engine, d->fd, offset + done, iov, niov,
+                                   eflags);
+        } else {
+            n = d->ops->co_preadv(d->engine, d->fd, offset + done, iov, niov,
+                                  eflags);
+        }
+
+        if (n == -EINTR) {
+            continue;
+        }
+        if (n == -EAGAIN) {
+            if (++again > FILE_MAX_EAGAIN) {
+                ret = -EAGAIN;
+                break;
+            }
+            /* The engine is out of resources: let others complete. */
+            co_sleep_ns(MIN((int64_t)again * 10000, 1000000));
+            continue;
+        }
+        if (n == -EINVAL && d->direct && !buffered) {
+            /* The probe got the alignment wrong.  The request fits what we
+             * announced, so it is the kernel that is stricter: do it
+             * through the page cache rather than fail the guest. */
+            s->einval_fallbacks++;
+            buffered = true;
+            continue;
+        }
+        if (n < 0) {
+            ret = (int)n;
+            break;
+        }
+        if (n == 0) {
+            if (!write) {
+                /* End of file: what lies beyond reads as zeroes. */
+                iov_memset(qiov, (size_t)done, 0, (size_t)(bytes - done));
+                break;
+            }
+            /* A write that makes no progress: the device is full. */
+            ret = -ENOSPC;
+            break;
+        }
+        next = done + MIN(n, bytes - done);
+        if (next == bytes) {
+            break;
+        }
+
+        s->short_resubmits++;
+        if (!buffered && d->direct) {
+            int64_t len = file_fd_length(d->fd, s->is_bdev);
+            if (!write && len >= 0 && offset + next >= len) {
+                /* An O_DIRECT read that stopped at an unaligned end of
+                 * file: the rest is past the end. */
+                iov_memset(qiov, (size_t)next, 0, (size_t)(bytes - next));
+                break;
+            }
+            /* Never resubmit an unaligned remainder under O_DIRECT. */
+            next = file_resume_point(d, qiov, offset, next);
+        }
+        if (next <= done) {
+            if (++stalls > 3) {
+                ret = -EIO;
+                break;
+            }
+            continue;
+        }
+        stalls = 0;
+        done = next;
+        ret = iov_slice(&rest, qiov, (size_t)done, (size_t)(bytes - done));
+        if (ret < 0) {
+            break;
+        }
+        iov = rest.iov;
+        niov = rest.niov;
+    }
+    iov_cleanup(&rest);
+    return ret;
+}
+
+static int file_co_preadv(StrataNode *node, int64_t offset, int64_t bytes,
+                          const IOVector *qiov, int flags)
+{
+    return file_co_rw(node, false, offset, bytes, qiov, flags);
+}
+
+static int file_co_pwritev(StrataNode *node, int64_t offset, int64_t bytes,
+                           const IOVector *qiov, int flags)
+{
+    return file_co_rw(node, true, offset, bytes, qiov, flags);
+}
+
+/* ---- flush, discard, zeroes: blocking calls in the thread pool ------------------- */
+
+typedef enum FileJobOp {
+    FILE_JOB_FLUSH,
+    FILE_JOB_FALLOCATE,
+    FILE_JOB_IOCTL_RANGE,
+} FileJobOp;
+
+typedef struct FileJob {
+    FileJobOp op;
+    int fd;
+    int mode;               /* fallocate mode */
+    unsigned long request;  /* ioctl */
+    int64_t offset, len;
+    bool sync;              /* fdatasync after success (FUA) */
+} FileJob;
+
+static int file_job_fn(void *opaque)
+{
+    FileJob *j = opaque;
+    int ret = 0;
+
+    switch (j->op) {
+    case FILE_JOB_FLUSH:
+        ret = fdatasync(j->fd);
+        break;
+    case FILE_JOB_FALLOCATE:
+        do {
+            ret = fallocate(j->fd, j->mode, j->offset, j->len);
+        } while (ret < 0 && errno == EINTR);
+        break;
+    case FILE_JOB_IOCTL_RANGE: {
+        uint64_t range[2] = { (uint64_t)j->offset, (uint64_t)j->len };
+        ret = ioctl(j->fd, j->request, range);
+        break;
+    }
+    }
+    if (ret < 0) {
+        return -errno;
+    }
+    if (j->sync && fdatasync(j->fd) < 0) {
+        return -errno;
+    }
+    return 0;
+}
+
+static int file_co_job(StrataNode *node, FileJob *j)
+{
+    return block_co_run_in_pool(node, file_job_fn, j);
+}
+
+static bool file_is_unsupported(int ret)
+{
+    return ret == -EOPNOTSUPP || ret == -ENOTTY || ret == -ENOSYS;
+}
+
+static int file_co_flush(StrataNode *node)
+{
+    FileState *s = node->opaque;
+    FileJob j = { .op = FILE_JOB_FLUSH, .fd = s->d.fd };
+
+    return file_co_job(node, &j);
+}
+
+static int file_co_pdiscard(StrataNode *node, int64_t offset, int64_t bytes)
+{
+    FileState *s = node->opaque;
+    FileJob j = { .fd = s->d.fd, .offset = offset, .len = bytes };
+    int ret;
+
+    if (s->no_discard || bytes == 0) {
+        return s->no_discard ? -ENOTSUP : 0;
+    }
+    if (s->is_bdev) {
+        j.op = FILE_JOB_IOCTL_RANGE;
+        j.request = BLKDISCARD;
+    } else {
+        j.op = FILE_JOB_FALLOCATE;
+        j.mode = FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE;
+    }
+    ret = file_co_job(node, &j);
+    if (file_is_unsupported(ret)) {
+        s->no_discard = true;
+        return -ENOTSUP;
+    }
+    return ret;
+}
+
+static int file_co_zeroes_bdev(StrataNode *node, FileState *s, int64_t offset,
+                               int64_t bytes, int flags)
+{
+    FileJob j = { .fd = s->d.fd, .offset = offset, .len = bytes,
+                  .sync = flags & REQ_FUA };
+    int ret;
+
+    if (!IS_ALIGNED(offset | bytes, (int64_t)MAX(s->lbs, 512u))) {
+        return -ENOTSUP;
+    }
+    if ((flags & REQ_MAY_UNMAP) && !s->no_punch_hole) {
+        /* On a block device a punched hole reads back as zeroes, or the
+         * call fails: the kernel never settles for a plain discard. */
+        j.op = FILE_JOB_FALLOCATE;
+        j.mode = FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE;
+        ret = file_co_job(node, &j);
+        if (!file_is_unsupported(ret)) {
+            return ret;
+        }
+        s->no_punch_hole = true;
+    }
+    if (s->no_zeroout) {
+        return -ENOTSUP;
+    }
+    j.op = FILE_JOB_IOCTL_RANGE;
+    j.request = BLKZEROOUT;
+    ret = file_co_job(node, &j);
+    if (file_is_unsupported(ret)) {
+        s->no_zeroout = true;
+        return -ENOTSUP;
+    }
+    return ret;
+}
+
+static int file_co_pwrite_zeroes(StrataNode *node, int64_t offset,
+                                 int64_t bytes, int flags)
+{
+    FileState *s = node->opaque;
+    FileJob j = { .op = FILE_JOB_FALLOCATE, .fd = s->d.fd, .offset = offset,
+                  .len = bytes, .sync = flags & REQ_FUA };
+    int ret;
+
+    if (bytes == 0) {
+        return 0;
+    }
+    if (s->is_bdev) {
+        return file_co_zeroes_bdev(node, s, offset, bytes, flags);
+    }
+    if ((flags & REQ_MAY_UNMAP) && !s->no_punch_hole) {
+        j.mode = FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE;
+        ret = file_co_job(node, &j);
+        if (!file_is_unsupported(ret)) {
+            return ret;
+        }
+        s->no_punch_hole = true;
+    }
+    if (!s->no_zero_range) {
+        j.mode = FALLOC_FL_ZERO_RANGE;
+        ret = file_co_job(node, &j);
+        if (!file_is_unsupported(ret)) {
+            return ret;
+        }
+        s->no_zero_range = true;
+    }
+    if (!s->no_punch_hole) {
+        /* tmpfs and others without ZERO_RANGE: punch, then allocate the
+         * range again so that zeroes without unmap stay allocated.  A
+         * failure to reallocate leaves correct zeroes, only sparse. */
+        j.mode = FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE;
+        j.sync = false;
+        ret = file_co_job(node, &j);
+        if (ret == 0) {
+            j.mode = FALLOC_FL_KEEP_SIZE;
+            file_co_job(node, &j);
+            if (flags & REQ_FUA) {
+                j.op = FILE_JOB_FLUSH;
+                ret = file_co_job(node, &j);
+            }
+            return ret;
+        }
+        if (!file_is_unsupported(ret)) {
+            return ret;
+        }
+        s->no_punch_hole = true;
+    }
+    return -ENOTSUP;
+}
+
+/* ---- block status, length, truncate ---------------------------------------------- */
+
+static int file_co_block_status(StrataNode *node, int64_t offset,
+                                int64_t bytes, int64_t *pnum)
+{
+    FileState *s = node->opaque;
+    off_t data, hole;
+
+    *pnum = bytes;
+    if (s->is_bdev) {
+        return STRATA_BLOCK_DATA;
+    }
+    /* lseek is cheap and does not wait for I/O on local filesystems, so
+     * it runs in the loop thread like QEMU's. */
+    data = lseek(s->d.fd, offset, SEEK_DATA);
+    if (data < 0) {
+        if (errno == ENXIO) {
+            /* Nothing but holes up to the end of the file. */
+            return STRATA_BLOCK_ZERO;
+        }
+        return STRATA_BLOCK_DATA;       /* SEEK_DATA unsupported */
+    }
+    if (data > offset) {
+        *pnum = MIN((int64_t)data - offset, bytes);
+        return STRATA_BLOCK_ZERO;
+    }
+    hole = lseek(s->d.fd, offset, SEEK_HOLE);
+    if (hole > offset) {
+        *pnum = MIN((int64_t)hole - offset, bytes);
+    }
+    return STRATA_BLOCK_DATA;
+}
+
+static int64_t file_get_length(StrataNode *node)
+{
+    FileState *s = node->opaque;
+
+    return file_fd_length(s->d.fd, s->is_bdev);
+}
+
+typedef struct FileTruncateJob {
+    int fd;
+    int64_t size;
+    PreallocMode prealloc;
+    const char *what;       /* static: the step that failed */
+} FileTruncateJob;
+
+/* Write zeroes over [from, to) through a buffered description of @fd,
+ * so that an unaligned old end works under O_DIRECT too. */
+static int file_write_zeroes_buffered(int fd, int64_t from, int64_t to)
+{
+    const size_t chunk = 1 << 20;
+    g_autofree uint8_t *zeroes = g_malloc0(chunk);
+    int wfd = file_reopen_fd(fd, O_WRONLY);
+    int ret = 0;
+
+    if (wfd < 0) {
+        return wfd;
+    }
+    while (from < to) {
+        ssize_t n = pwrite(wfd, zeroes, (size_t)MIN((int64_t)chunk, to - from),
+                           from);
+        if (n < 0 && errno == EINTR) {
+            continue;
+        }
+        if (n <= 0) {
+            ret = n < 0 ? -errno : -ENOSPC;
+            break;
+        }
+        from += n;
+    }
+    if (ret == 0 && fdatasync(wfd) < 0) {
+        ret = -errno;
+    }
+    close(wfd);
+    return ret;
+}
+
+static int file_truncate_fn(void *opaque)
+{
+    FileTruncateJob *j = opaque;
+    struct stat st;
+    int64_t old;
+
+    if (fstat(j->fd, &st) < 0) {
+        j->what = "fstat";
+        return -errno;
+    }
+    old = st.st_size;
+    if (j->size < old && j->prealloc != PREALLOC_OFF) {
+        j->what = "preallocation cannot shrink a file";
+        return -ENOTSUP;
+    }
+    if (j->size > old && j->prealloc == PREALLOC_FALLOC) {
+        /* Mode 0 allocates and extends the size in one call. */
+        if (fallocate(j->fd, 0, old, j->size - old) < 0) {
+            j->what = "fallocate";
+            return -errno;
+        }
+        return 0;
+    }
+    if (ftruncate(j->fd, j->size) < 0) {
+        j->what = "ftruncate";
+        return -errno;
+    }
+    if (j->size > old && j->prealloc == PREALLOC_FULL) {
+        int ret = file_write_zeroes_buffered(j->fd, old, j->size);
+        if (ret < 0) {
+            j->what = "writing zeroes";
+            /* Do not leave a sparse tail behind a failed full prealloc. */
+            if (ftruncate(j->fd, old) < 0) {
+                /* The size is wrong but the error says so already. */
+            }
+            return ret;
+        }
+    }
+    return 0;
+}
+
+static int file_co_truncate(StrataNode *node, int64_t size,
+                            PreallocMode prealloc, StrataError **errp)
+{
+    FileState *s = node->opaque;
+    FileTruncateJob j = { .fd = s->d.fd, .size = size, .prealloc = prealloc };
+    int64_t len;
+    int ret;
+
+    if (s->is_bdev) {
+        len = file_fd_length(s->d.fd, true);
+        if (len >= 0 && size > len) {
+            error_set(errp, STRATA_ERROR_GENERIC, ENOTSUP,
+                      "Cannot grow device '%s' (%" PRId64 " bytes) to %"
+                      PRId64 " bytes", s->filename, len, size);
+            return -ENOTSUP;
+        }
+        /* Shrinking a device only hides its end from us, as QEMU does. */
+        return len < 0 ? (int)len : 0;
+    }
+    ret = block_co_run_in_pool(node, file_truncate_fn, &j);
+    node->total_bytes = file_fd_length(s->d.fd, false);
+    if (ret < 0) {
+        error_setg_errno(errp, -ret, "Could not resize '%s' to %" PRId64
+                         " bytes (%s)", s->filename, size,
+                         j.what ? j.what : "?");
+        return ret;
+    }
+    return 0;
+}
+
+/* ---- open, close, limits ------------------------------------------------------------ */
+
+/*
+ * Open @filename (or reopen @s's description when @filename is NULL)
+ * with the given mode into @d and probe it.  Errors name the file.
+ */
+static bool file_desc_open(FileState *s, const char *filename, bool writable,
+                           bool direct, FileDesc *d, StrataError **errp)
+{
+    int flags = (writable ? O_RDWR : O_RDONLY) | (direct ? O_DIRECT : 0);
+    int64_t len;
+
+    *d = (FileDesc) { .fd = -1, .direct = direct, .writable = writable };
+    if (filename) {
+        d->fd = open(filename, flags | O_CLOEXEC);
+        if (d->fd < 0) {
+            d->fd = -errno;
+        }
+    } else {
+        d->fd = file_reopen_fd(s->d.fd, flags);
+    }
+    if (d->fd < 0) {
+        int err = -d->fd;
+        error_set(errp, err == ENOENT ? STRATA_ERROR_NOT_FOUND
+                                      : STRATA_ERROR_GENERIC, err,
+                  "Could not open '%s': %s%s", s->filename, g_strerror(err),
+                  err == EINVAL && direct ? " (does the filesystem support "
+                  "cache.direct=on?)" : "");
+        d->fd = -1;
+        return false;
+    }
+    len = file_fd_length(d->fd, s->is_bdev);
+    file_probe_alignment(d->fd, direct, s->is_bdev, len < 0 ? 0 : len,
+                         s->lbs, &d->align);
+    return true;
+}
+
+static void file_desc_close(FileDesc *d)
+{
+    if (d->fd >= 0) {
+        close(d->fd);
+        d->fd = -1;
+    }
+}
+
+/* What kind of file @filename is, before the real open: block devices
+ * and regular files only. */
+static bool file_stat_kind(FileState *s, StrataError **errp)
+{
+    struct stat st;
+
+    if (stat(s->filename, &st) < 0) {
+        int err = errno;
+        error_set(errp, err == ENOENT ? STRATA_ERROR_NOT_FOUND
+                                      : STRATA_ERROR_GENERIC, err,
+                  "Could not open '%s': %s", s->filename, g_strerror(err));
+        return false;
+    }
+    if (S_ISBLK(st.st_mode)) {
+        s->is_bdev = true;
+    } else if (!S_ISREG(st.st_mode)) {
+        error_set(errp, STRATA_ERROR_GENERIC, EINVAL,
+                  "Could not open '%s': not a regular file or block device",
+                  s->filename);
+        return false;
+    }
+    return true;
+}
+
+/* Block device facts that do not depend on the open mode. */
+static void file_probe_bdev(FileState *s, int fd)
+{
+    int lbs = 0;
+    unsigned int pbs = 0;
+    struct stat st;
+    char path[96];
+    FILE *f;
+
+    if (ioctl(fd, BLKSSZGET, &lbs) == 0 && lbs > 0) {
+        s->lbs = (uint32_t)lbs;
+    }
+    if (ioctl(fd, BLKPBSZGET, &pbs) == 0) {
+        s->pbs = pbs;
+    }
+    if (fstat(fd, &st) < 0) {
+        return;
+    }
+    /* The request queue's limit; partitions keep theirs one level up. */
+    for (int i = 0; i < 2; i++) {
+        unsigned long kb;
+        snprintf(path, sizeof(path), "/sys/dev/block/%u:%u/%squeue/max_sectors_kb",
+                 major(st.st_rdev), minor(st.st_rdev), i ? "../" : "");
+        f = fopen(path, "re");
+        if (!f) {
+            continue;
+        }
+        if (fscanf(f, "%lu", &kb) == 1 && kb > 0) {
+            s->max_transfer = MIN((int64_t)kb * 1024, s->max_transfer);
+        }
+        fclose(f);
+        break;
+    }
+}
+
+static bool file_open(StrataNode *node, OptNode *opts, StrataError **errp)
+{
+    FileState *s = node->opaque;
+    const char *filename;
+    int aio, locking, bounce;
+    uint64_t threshold;
+    long iov_max = sysconf(_SC_IOV_MAX);
+    struct statfs sf;
+    int64_t len;
+
+    s->d.fd = -1;
+    s->fd_buffered = -1;
+    if (!opts_require_str(opts, "filename", &filename, errp) ||
+        !opts_get_enum(opts, "aio", file_aio_names, FILE_AIO_AUTO, &aio,
+                       errp) ||
+        !opts_get_enum(opts, "locking", file_locking_names, FILE_LOCK_AUTO,
+                       &locking, errp) ||
+        !opts_get_enum(opts, "bounce", file_bounce_names, 0, &bounce, errp) ||
+        !opts_get_size(opts, "bounce-threshold", 0, &threshold, errp)) {
+        return false;
+    }
+    if (threshold > (uint64_t)BLOCK_MAX_RW_BYTES) {
+        g_autofree char *path = file_key_path(opts, "bounce-threshold");
+        error_set_option(errp, "%s: %" PRIu64 " is larger than the largest "
+                         "request (%" PRId64 ")", path, threshold,
+                         BLOCK_MAX_RW_BYTES);
+        return false;
+    }
+    s->filename = g_strdup(filename);
+    s->aio = aio;
+    s->max_transfer = ROUND_DOWN(BLOCK_MAX_RW_BYTES, (int64_t)FILE_SAFE_ALIGN);
+    s->max_iov = iov_max > 0 ? (int)MIN(iov_max, (long)INT_MAX) : 1024;
+    node->bounce_always = bounce == 1;
+    node->bounce_threshold = (int64_t)threshold;
+
+    if (!file_stat_kind(s, errp)) {
+        goto fail;
+    }
+    /* The native engine's refusal does not depend on the file: say so
+     * before touching it. */
+    if (aio == AIO_ENGINE_NATIVE && !node->cache_direct) {
+        g_autofree char *path = file_key_path(opts, "aio");
+        error_set_option(errp, "%s: 'native' needs cache.direct=on "
+                         "(io_submit blocks on buffered files)", path);
+        goto fail;
+    }
+    if (s->is_bdev) {
+        /* Sector size and queue limits first: the probe needs them. */
+        int fd = open(s->filename, O_RDONLY | O_CLOEXEC);
+        if (fd >= 0) {
+            file_probe_bdev(s, fd);
+            close(fd);
+        }
+    }
+    if (!file_desc_open(s, s->filename, !node->read_only, node->cache_direct,
+                        &s->d, errp)) {
+        goto fail;
+    }
+    s->fs_type = s->is_bdev ? 0 : (fstatfs(s->d.fd, &sf) == 0 ? (long)sf.f_type
+                                                             : -1);
+    if (!file_pick_engine(node, s, &s->d, opts, errp)) {
+        goto fail;
+    }
+
+    /* Locking: OFD locks or nothing (POSIX locks would be dropped by any
+     * close() of the file anywhere in the process). */
+    if (locking != FILE_LOCK_OFF) {
+        bool ofd = file_ofd_supported(s->d.fd);
+        if (!ofd && locking == FILE_LOCK_ON) {
+            g_autofree char *path = file_key_path(opts, "locking");
+            error_set(errp, STRATA_ERROR_INVALID_OPTION, ENOTSUP,
+                      "%s: 'on' needs OFD locks, which '%s' does not support",
+                      path, s->filename);
+            goto fail;
+        }
+        s->use_lock = ofd;
+    }
+    s->perm = 0;
+    s->shared = PERM_ALL | FILE_PERM_GRAPH_MOD;
+
+    len = file_fd_length(s->d.fd, s->is_bdev);
+    if (len < 0) {
+        error_setg_errno(errp, (int)-len, "Could not get the size of '%s'",
+                         s->filename);
+        goto fail;
+    }
+    node->total_bytes = len;
+    node->supports_fua = s->d.fua;
+    return true;
+
+fail:
+    file_desc_close(&s->d);
+    g_free(s->filename);
+    s->filename = NULL;
+    return false;
+}
+
+static void file_close(StrataNode *node)
+{
+    FileState *s = node->opaque;
+
+    /* Closing the description drops its OFD locks. */
+    file_desc_close(&s->d);
+    if (s->fd_buffered >= 0) {
+        close(s->fd_buffered);
+        s->fd_buffered = -1;
+    }
+    g_free(s->filename);
+    s->filename = NULL;
+}
+
+static void file_refresh_limits(StrataNode *node, BlockLimits *bl)
+{
+    FileState *s = node->opaque;
+    const FileAlign *a = &s->d.align;
+
+    bl->request_alignment = a->request;
+    bl->mem_alignment = a->mem;
+    bl->iov_len_alignment = a->iov_len;
+    bl->max_transfer = ROUND_DOWN(s->max_transfer, (int64_t)a->request);
+    bl->max_iov = s->max_iov;
+    bl->opt_mem_alignment = MAX(bl->opt_mem_alignment,
+                                MAX(a->mem, (uint32_t)FILE_SAFE_ALIGN));
+    if (s->is_bdev) {
+        /* BLKDISCARD and BLKZEROOUT want whole logical blocks even when
+         * the fd is buffered. */
+        uint32_t lbs = MAX(s->lbs, 512u);
+        bl->pdiscard_alignment = MAX(bl->pdiscard_alignment, lbs);
+        bl->pwrite_zeroes_alignment = MAX(bl->pwrite_zeroes_alignment, lbs);
+        if (s->pbs > lbs && is_power_of_2(s->pbs)) {
+            bl->opt_transfer = MAX(bl->opt_transfer, (int64_t)s->pbs);
+        }
+    }
+}
+
+/* ---- reopen ---------------------------------------------------------------------------- */
+
+/* A prepared description, swapped in at commit. */
+typedef struct FileReopen {
+    FileDesc d;
+} FileReopen;
+
+static bool file_reopen_prepare(ReopenState *rs, StrataError **errp)
+{
+    StrataNode *node = rs->node;
+    FileState *s = node->opaque;
+    g_autofree FileReopen *r = g_new0(FileReopen, 1);
+    uint64_t held_perm = 0, held_unshared = 0;
+
+    if (rs->read_only == node->read_only &&
+        rs->cache_direct == node->cache_direct) {
+        rs->opaque = NULL;
+        return true;
+    }
+    if (!file_desc_open(s, NULL, !rs->read_only, rs->cache_direct, &r->d,
+                        errp)) {
+        return false;
+    }
+    /* The engine may change with O_DIRECT (auto) or refuse (native). */
+    if (!file_pick_engine(node, s, &r->d, rs->options, errp)) {
+        file_desc_close(&r->d);
+        return false;
+    }
+    /* Hold the same bytes on the new description before the old one goes:
+     * there is never a moment with no lock.  Shared locks of our own old
+     * description do not conflict with these. */
+    if (s->use_lock &&
+        !file_lock_apply(r->d.fd, s->filename, s->locked_perm,
+                         s->locked_unshared, false, &held_perm, &held_unshared,
+                         errp)) {
+        file_desc_close(&r->d);
+        return false;
+    }
+    rs->opaque = g_steal_pointer(&r);
+    return true;
+}
+
+static void file_reopen_commit(ReopenState *rs)
+{
+    StrataNode *node = rs->node;
+    FileState *s = node->opaque;
+    FileReopen *r = rs->opaque;
+
+    if (!r) {
+        return;
+    }
+    file_desc_close(&s->d);
+    if (s->fd_buffered >= 0) {
+        close(s->fd_buffered);
+        s->fd_buffered = -1;
+    }
+    s->d = r->d;
+    node->supports_fua = s->d.fua;
+    g_free(r);
+    rs->opaque = NULL;
+}
+
+static void file_reopen_abort(ReopenState *rs)
+{
+    FileReopen *r = rs->opaque;
+
+    if (r) {
+        file_desc_close(&r->d);
+        g_free(r);
+        rs->opaque = NULL;
+    }
+}
+
+static void file_dump_info(StrataNode *node, GString *out)
+{
+    FileState *s = node->opaque;
+    const FileAlign *a = &s->d.align;
+
+    g_string_append_printf(out, "file: '%s' (%s), %s, engine %s (%s), "
+                           "alignment request %" PRIu32 " / mem %" PRIu32
+                           " / iov-len %" PRIu32 " (%s), max-transfer %"
+                           PRId64 ", locking %s, fua %s\n",
+                           s->filename, file_fs_name(s->fs_type),
+                           s->d.direct ? "O_DIRECT" : "buffered",
+                           s->d.ops->name, s->d.engine_why, a->request, a->mem,
+                           a->iov_len, a->source, s->max_transfer,
+                           s->use_lock ? "on" : "off",
+                           s->d.fua ? "native" : "emulated");
+    if (s->einval_fallbacks || s->short_resubmits) {
+        g_string_append_printf(out, "file: %" PRIu64 " EINVAL fallbacks, %"
+                               PRIu64 " short transfers resumed\n",
+                               s->einval_fallbacks, s->short_resubmits);
+    }
+}
+
+const BlockDriver bdrv_file = {
+    .name = "file",
+    .instance_size = sizeof(FileState),
+    .open = file_open,
+    .close = file_close,
+    .co_preadv = file_co_preadv,
+    .co_pwritev = file_co_pwritev,
+    .co_pwrite_zeroes = file_co_pwrite_zeroes,
+    .co_pdiscard = file_co_pdiscard,
+    .co_flush = file_co_flush,
+    .co_block_status = file_co_block_status,
+    .get_length = file_get_length,
+    .co_truncate = file_co_truncate,
+    .refresh_limits = file_refresh_limits,
+    .check_perm = file_check_perm,
+    .set_perm = file_set_perm,
+    .abort_perm = file_abort_perm,
+    .reopen_prepare = file_reopen_prepare,
+    .reopen_commit = file_reopen_commit,
+    .reopen_abort = file_reopen_abort,
+    .dump_info = file_dump_info,
+};
+
+/* ---- tools and tests (block/file-posix.h) ------------------------------------------------ */
+
+bool file_create(const char *path, int64_t size, PreallocMode prealloc,
+                 StrataError **errp)
+{
+    uint64_t held_perm = 0, held_unshared = 0;
+    FileTruncateJob j = { .size = size, .prealloc = prealloc };
+    bool ok = false;
+    int fd, ret;
+
+    if (size < 0 || size > BLOCK_MAX_OFFSET) {
+        error_set_option(errp, "Invalid image size %" PRId64, size);
+        return false;
+    }
+    /* Not O_TRUNC: an image someone else is using must survive. */
+    fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0644);
+    if (fd < 0) {
+        int err = errno;
+        error_set(errp, err == ENOENT ? STRATA_ERROR_NOT_FOUND
+                                      : STRATA_ERROR_GENERIC, err,
+                  "Could not create '%s': %s", path, g_strerror(err));
+        return false;
+    }
+    if (file_ofd_supported(fd) &&
+        (!file_lock_apply(fd, path, PERM_WRITE | PERM_RESIZE,
+                          PERM_ALL & ~PERM_CONSISTENT_READ, true, &held_perm,
+                          &held_unshared, errp) ||
+         !file_lock_check(fd, path, PERM_WRITE | PERM_RESIZE,
+                          PERM_CONSISTENT_READ | FILE_PERM_GRAPH_MOD, errp))) {
+        goto out;
+    }
+    if (ftruncate(fd, 0) < 0) {
+        error_setg_errno(errp, errno, "Could not truncate '%s'", path);
+        goto out;
+    }
+    j.fd = fd;
+    ret = file_truncate_fn(&j);
+    if (ret < 0) {
+        error_setg_errno(errp, -ret, "Could not resize '%s' to %" PRId64
+                         " bytes (%s)", path, size, j.what);
+        goto out;
+    }
+    if (prealloc == PREALLOC_OFF && size > 0) {
+        /* Real data at offset 0 gives a later O_DIRECT probe something to
+         * read: holes accept any alignment. */
+        static const uint8_t zeroes[FILE_SAFE_ALIGN];
+        size_t n = (size_t)MIN(size, (int64_t)FILE_SAFE_ALIGN);
+        if (pwrite(fd, zeroes, n, 0) != (ssize_t)n) {
+            error_setg_errno(errp, errno ? errno : EIO,
+                             "Could not write to '%s'", path);
+            goto out;
+        }
+    }
+    ok = true;
+out:
+    close(fd);
+    return ok;
+}
+
+void file_get_info(StrataNode *node, FileInfo *out)
+{
+    FileState *s = file_state(node);
+
+    *out = (FileInfo) {
+        .is_bdev = s->is_bdev,
+        .direct = s->d.direct,
+        .locking = s->use_lock,
+        .engine = s->d.ops->id,
+        .engine_name = s->d.ops->name,
+        .request_alignment = s->d.align.request,
+        .mem_alignment = s->d.align.mem,
+        .iov_len_alignment = s->d.align.iov_len,
+        .align_source = s->d.align.source,
+        .max_transfer = s->max_transfer,
+        .einval_fallbacks = s->einval_fallbacks,
+        .short_resubmits = s->short_resubmits,
+    };
+}
+
+void file_test_set_alignment(StrataNode *node, uint32_t request, uint32_t mem,
+                             uint32_t iov_len)
+{
+    FileState *s = file_state(node);
+
+    g_assert(is_power_of_2(request) && is_power_of_2(mem) &&
+             is_power_of_2(iov_len));
+    s->d.align = (FileAlign) { request, mem, iov_len, false, "test override" };
+    node_refresh_limits(node);
+}

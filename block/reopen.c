@@ -1,0 +1,268 @@
+/*
+ * Reopen: change a node's common options while it is in use
+ * SPDX-License-Identifier: MIT
+ *
+ * QEMU's model, reduced to the options an embedder changes at run time
+ * (read-only, cache.direct, cache.no-flush, detect-zeroes):
+ *
+ *   drain the node's subtree (backends park new requests, in-flight ones
+ *   finish), then
+ *     prepare  every affected node, top-down: the driver gets the new
+ *              values and may prepare a new fd (O_DIRECT on or off, O_RDWR
+ *              or O_RDONLY) without giving up the old one;
+ *     check    that no user of a node that goes read-only holds write or
+ *              resize on it;
+ *     commit   every node (driver swaps in what it prepared, the node's
+ *              fields and option tree change, limits are recomputed), or
+ *     abort    every prepared node: the driver drops what it prepared and
+ *              nothing changes;
+ *   end the drained section.
+ *
+ * Which nodes change: read-only and the cache options apply to the node
+ * and every node down its filtered chain (the children it stores data in),
+ * which is what those children inherited when they were opened inline.
+ * detect-zeroes applies to the node alone, as at open: it is not inherited,
+ * and detecting zeroes twice on one path would only cost time.
+ */
+#include <errno.h>
+#include <string.h>
+
+#include "block/block-int.h"
+#include "block/backend-int.h"
+#include "qapi/schema.h"
+
+/* Same spelling and order as the detect-zeroes enum in qapi/block.json. */
+static const char *const detect_zeroes_names[] = { "off", "on", "unmap", NULL };
+
+/* The common options a reopen may change; anything else the schema knows
+ * (driver, node-name, discard, ...) is fixed for the node's life. */
+static const char *const reopen_keys[] = {
+    "read-only", "cache", "detect-zeroes", NULL,
+};
+
+/* What the caller asked for, each field valid when its has_ flag is set. */
+typedef struct ReopenChanges {
+    bool has_read_only, read_only;
+    bool has_direct, direct;
+    bool has_no_flush, no_flush;
+    bool has_detect_zeroes;
+    DetectZeroes detect_zeroes;
+} ReopenChanges;
+
+/*
+ * Check @changes against the schema's common members (types, enum values,
+ * unknown keys with their "did you mean"), then refuse the members that
+ * cannot change, and read the values.  Works on a copy: the caller's tree
+ * is not marked consumed.
+ */
+static bool reopen_parse_changes(OptNode *changes, ReopenChanges *out,
+                                 StrataError **errp)
+{
+    g_autoptr(OptNode) c = NULL;
+    int detect;
+
+    *out = (ReopenChanges) { 0 };
+    if (!changes) {
+        return true;
+    }
+    if (opts_type(changes) != OPT_OBJECT) {
+        error_set_option(errp, "reopen options: expected an object");
+        return false;
+    }
+    c = opts_clone(changes);
+    if (!schema_validate_partial(c, schema_common_members(), errp)) {
+        return false;
+    }
+    for (guint i = 0; i < opts_object_size(c); i++) {
+        const char *key = opts_object_key(c, i);
+        if (!g_strv_contains(reopen_keys, key)) {
+            const char *path = opts_path(opts_object_value(c, i));
+            error_set_option(errp, "%s: cannot be changed by reopen (only "
+                             "read-only, cache.direct, cache.no-flush and "
+                             "detect-zeroes can)", path);
+            return false;
+        }
+    }
+
+    out->has_read_only = opts_has(c, "read-only");
+    out->has_detect_zeroes = opts_has(c, "detect-zeroes");
+    OptNode *cache = opts_peek(c, "cache");
+    out->has_direct = opts_has(cache, "direct");
+    out->has_no_flush = opts_has(cache, "no-flush");
+    if (!opts_get_bool(c, "read-only", false, &out->read_only, errp) ||
+        !opts_get_bool(cache, "direct", false, &out->direct, errp) ||
+        !opts_get_bool(cache, "no-flush", false, &out->no_flush, errp) ||
+        !opts_get_enum(c, "detect-zeroes", detect_zeroes_names, 0, &detect,
+                       errp)) {
+        return false;
+    }
+    out->detect_zeroes = (DetectZeroes)detect;
+    return true;
+}
+
+/* The new option tree of @rs's node: its old tree with the changed values
+ * written in, so that a later look at node->options shows the truth. */
+static OptNode *reopen_new_options(const ReopenState *rs,
+                                   const ReopenChanges *ch, bool is_top)
+{
+    StrataNode *node = rs->node;
+    OptNode *opts = node->options ? opts_clone(node->options)
+                                  : opts_new_object();
+
+    /* None of these can fail: every key is a plain member of an object
+     * that the schema let through at open. */
+    if (ch->has_read_only) {
+        g_assert(opts_set_bool(opts, "read-only", rs->read_only, NULL));
+    }
+    if (ch->has_direct) {
+        g_assert(opts_set_bool(opts, "cache.direct", rs->cache_direct, NULL));
+    }
+    if (ch->has_no_flush) {
+        g_assert(opts_set_bool(opts, "cache.no-flush", rs->cache_no_flush,
+                               NULL));
+    }
+    if (is_top && ch->has_detect_zeroes) {
+        g_assert(opts_set_str(opts, "detect-zeroes",
+                              detect_zeroes_names[rs->detect_zeroes], NULL));
+    }
+    return opts;
+}
+
+/*
+ * A node that becomes read-only must have no user holding write or resize
+ * on it.  Permissions flow down the filtered chain, so checking top-down
+ * names the outermost user (a backend rather than the format node it
+ * writes through).
+ */
+static bool reopen_check_perm(const ReopenState *rs, StrataError **errp)
+{
+    StrataNode *node = rs->node;
+    const uint64_t mask = PERM_WRITE | PERM_RESIZE;
+
+    if (!rs->read_only || node->read_only) {
+        return true;
+    }
+    for (GSList *l = node->parents; l; l = l->next) {
+        BlockChild *c = l->data;
+        if (c->perm & mask) {
+            g_autofree char *user = child_user_name(c);
+            g_autofree char *names = perm_names(c->perm & mask);
+            error_set(errp, STRATA_ERROR_PERMISSION, EPERM,
+                      "Cannot make node '%s' read-only: %s holds '%s' on it "
+                      "as '%s'", node->node_name, user, names, c->role);
+            return false;
+        }
+    }
+    return true;
+}
+
+static void reopen_commit_one(ReopenState *rs)
+{
+    StrataNode *node = rs->node;
+
+    if (node->drv->reopen_commit) {
+        node->drv->reopen_commit(rs);
+    }
+    node->read_only = rs->read_only;
+    node->cache_direct = rs->cache_direct;
+    node->cache_no_flush = rs->cache_no_flush;
+    node->detect_zeroes = rs->detect_zeroes;
+    /* The storage was reopened: a flush error remembered from the old
+     * file description says nothing about the new one (and a user who
+     * reopens after an error does so to get going again). */
+    node->flush_failed = false;
+    opts_unref(node->options);
+    node->options = rs->options;
+    rs->options = NULL;
+}
+
+bool node_reopen(StrataNode *node, OptNode *changes, StrataError **errp)
+{
+    ReopenChanges ch;
+    int n = 0, prepared = 0;
+    bool ok = false;
+
+    g_assert(!co_in_coroutine());
+    /* The drained section runs the loop in this thread. */
+    g_assert(!node->ctx->thread || g_thread_self() == node->ctx->thread);
+
+    if (!reopen_parse_changes(changes, &ch, errp)) {
+        return false;
+    }
+    if (ch.has_detect_zeroes && ch.detect_zeroes == DETECT_ZEROES_UNMAP &&
+        node->discard != DISCARD_UNMAP) {
+        error_set_option(errp, "detect-zeroes: 'unmap' needs discard=unmap "
+                         "on node '%s'", node->node_name);
+        return false;
+    }
+
+    for (StrataNode *n1 = node; n1; n1 = node_filtered(n1)) {
+        n++;
+    }
+    g_autofree ReopenState *rs = g_new0(ReopenState, n);
+    int i = 0;
+    for (StrataNode *n1 = node; n1; n1 = node_filtered(n1), i++) {
+        rs[i] = (ReopenState) {
+            .node = n1,
+            .read_only = ch.has_read_only ? ch.read_only : n1->read_only,
+            .cache_direct = ch.has_direct ? ch.direct : n1->cache_direct,
+            .cache_no_flush = ch.has_no_flush ? ch.no_flush : n1->cache_no_flush,
+            .detect_zeroes = (i == 0 && ch.has_detect_zeroes) ? ch.detect_zeroes
+                                                             : n1->detect_zeroes,
+        };
+        rs[i].options = reopen_new_options(&rs[i], &ch, i == 0);
+    }
+
+    node_ref(node);
+    node_drain_begin(node);
+
+    /* Prepare top-down: a driver may look at what its parent will be. */
+    for (prepared = 0; prepared < n; prepared++) {
+        StrataNode *n1 = rs[prepared].node;
+        if (n1->drv->reopen_prepare &&
+            !n1->drv->reopen_prepare(&rs[prepared], errp)) {
+            error_prepend(errp, "Cannot reopen node '%s': ", n1->node_name);
+            goto out;
+        }
+    }
+    for (i = 0; i < n; i++) {
+        if (!reopen_check_perm(&rs[i], errp)) {
+            goto out;
+        }
+    }
+
+    for (i = 0; i < n; i++) {
+        reopen_commit_one(&rs[i]);
+    }
+    /* The deepest node first: node_refresh_limits() walks up through every
+     * parent, so the whole chain (and anything else above it) follows. */
+    node_refresh_limits(rs[n - 1].node);
+    ok = true;
+
+out:
+    if (!ok) {
+        for (i = prepared; i-- > 0;) {
+            StrataNode *n1 = rs[i].node;
+            if (n1->drv->reopen_abort) {
+                n1->drv->reopen_abort(&rs[i]);
+            }
+        }
+    }
+    for (i = 0; i < n; i++) {
+        opts_unref(rs[i].options);
+    }
+    node_drain_end(node);
+    node_unref(node);
+    return ok;
+}
+
+STRATA_EXPORT bool strata_node_reopen_json(StrataNode *node, const char *json,
+                                           StrataError **errp)
+{
+    g_autoptr(OptNode) changes = opts_parse_json(json, errp);
+
+    if (!changes) {
+        return false;
+    }
+    return node_reopen(node, changes, errp);
+}

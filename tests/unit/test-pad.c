@@ -1,0 +1,1439 @@
+/*
+ * Tests of request shaping: padding, read-modify-write, bounce, collapse,
+ * split, serialisation and coalescing (block/pad.c, block/io.c)
+ * SPDX-License-Identifier: MIT
+ *
+ * Every test opens a graph of one "mem" node through the public API, puts
+ * a backend on it and drives I/O through the backend (blocking, callback
+ * or coroutine form).  A flat model buffer holds what the device must
+ * contain; after each test the device is compared with it byte for byte,
+ * and mem's limit-violation counter must be 0 (DESIGN.md invariant 1: every
+ * request reaching a driver fits its limits).
+ *
+ * Random tests take their seed from STRATA_TEST_SEED (default: a fixed
+ * list) and print it on failure.
+ */
+#include <errno.h>
+#include <inttypes.h>
+#include <stdarg.h>
+#include <stdlib.h>
+#include <string.h>
+#include <glib.h>
+
+#include "block/backend-int.h"
+#include "block/block-int.h"
+#include "block/io.h"
+#include "block/mem.h"
+
+/* ---- harness ----------------------------------------------------------------- */
+
+typedef struct TestDev {
+    StrataContext *ctx;
+    StrataNode *node;
+    StrataBackend *be;
+    int64_t size;
+    uint8_t *model;             /* what the device must hold */
+} TestDev;
+
+static void dev_open(TestDev *d, const char *fmt, ...) G_GNUC_PRINTF(2, 3);
+
+/* Open a mem node from the JSON @fmt and a backend taking read, write and
+ * resize.  The model starts as the device does: all zeroes. */
+static void dev_open(TestDev *d, const char *fmt, ...)
+{
+    g_autoptr(StrataError) err = NULL;
+    g_autofree char *json = NULL;
+    va_list ap;
+
+    va_start(ap, fmt);
+    json = g_strdup_vprintf(fmt, ap);
+    va_end(ap);
+
+    *d = (TestDev) { 0 };
+    d->ctx = strata_context_new(&err);
+    g_assert_nonnull(d->ctx);
+    d->node = strata_node_open_json(d->ctx, json, &err);
+    if (!d->node) {
+        g_error("opening %s: %s", json, strata_error_get_message(err));
+    }
+    d->be = strata_backend_new(d->node, "t",
+                               STRATA_PERM_CONSISTENT_READ | STRATA_PERM_WRITE |
+                               STRATA_PERM_RESIZE, STRATA_PERM_ALL, &err);
+    g_assert_nonnull(d->be);
+    d->size = strata_node_get_length(d->node);
+    d->model = g_malloc0(d->size);
+}
+
+static void dev_check_violations(TestDev *d)
+{
+    MemCounters c;
+
+    mem_get_counters(d->node, &c);
+    if (c.limit_violations) {
+        g_error("%" PRIu64 " limit violations, last: %s", c.limit_violations,
+                mem_last_violation(d->node));
+    }
+}
+
+/* The device equals the model, byte for byte. */
+static void dev_check_model(TestDev *d)
+{
+    const uint8_t *data = mem_get_data(d->node);
+
+    g_assert_cmpuint(mem_get_size(d->node), ==, d->size);
+    for (int64_t i = 0; i < d->size; i++) {
+        if (data[i] != d->model[i]) {
+            g_error("device differs from the model at byte %" PRId64
+                    ": 0x%02x, expected 0x%02x", i, data[i], d->model[i]);
+        }
+    }
+}
+
+static void dev_close(TestDev *d)
+{
+    dev_check_violations(d);
+    dev_check_model(d);
+    strata_backend_free(d->be);
+    strata_node_unref(d->node);
+    strata_context_free(d->ctx);
+    g_free(d->model);
+}
+
+static Loop *dev_loop(TestDev *d)
+{
+    return d->ctx->loop;
+}
+
+/* Deterministic content: byte @x of the device as written by writer @id. */
+static uint8_t pat(uint32_t id, int64_t x)
+{
+    uint64_t h = ((uint64_t)id << 40) ^ (uint64_t)x;
+
+    h ^= h >> 33;
+    h *= 0xff51afd7ed558ccdull;
+    h ^= h >> 33;
+    h *= 0xc4ceb9fe1a85ec53ull;
+    h ^= h >> 33;
+    return (uint8_t)h;
+}
+
+/* Fill the whole device (and the model) with pat(@id, x), aligned. */
+static void dev_fill(TestDev *d, uint32_t id)
+{
+    uint8_t *buf = g_aligned_alloc(1, d->size, 4096);
+
+    for (int64_t i = 0; i < d->size; i++) {
+        buf[i] = pat(id, i);
+    }
+    g_assert_cmpint(strata_backend_pwrite(d->be, 0, buf, d->size, 0), ==, 0);
+    memcpy(d->model, buf, d->size);
+    g_aligned_free(buf);
+}
+
+/* ---- vectors ------------------------------------------------------------------ */
+
+typedef enum Split {
+    SPLIT_ONE,          /* one element */
+    SPLIT_ODD,          /* lengths 100, 700, 37, 1000, ... */
+    SPLIT_SECTORS,      /* 512-byte elements */
+    SPLIT__MAX,
+} Split;
+
+#define VEC_MAX 64
+
+typedef struct TestVec {
+    struct iovec iov[VEC_MAX];
+    int niov;
+    uint8_t *arena;
+} TestVec;
+
+/*
+ * Build a vector of @bytes in @split shape whose elements each start
+ * @misalign bytes past a page boundary of a fresh arena (so no two
+ * elements are contiguous in memory).
+ */
+static void vec_make(TestVec *v, int64_t bytes, Split split, size_t misalign)
+{
+    static const size_t odd[] = { 100, 700, 37, 1000 };
+    size_t pos = 0;
+
+    v->niov = 0;
+    v->arena = g_aligned_alloc(1, bytes + VEC_MAX * 8192 + 4096, 4096);
+    memset(v->arena, 0xee, bytes + VEC_MAX * 8192 + 4096);
+    if (bytes == 0) {
+        /* One empty element: zero-length elements are legal input. */
+        v->iov[v->niov++] = (struct iovec) { v->arena + misalign, 0 };
+        return;
+    }
+    uint8_t *at = v->arena;
+    while (pos < (size_t)bytes) {
+        size_t len;
+        switch (split) {
+        case SPLIT_ONE:
+            len = bytes;
+            break;
+        case SPLIT_ODD:
+            len = odd[v->niov % G_N_ELEMENTS(odd)];
+            break;
+        default:
+            len = 512;
+            break;
+        }
+        if (v->niov == VEC_MAX - 1) {
+            len = bytes - pos;
+        }
+        len = MIN(len, bytes - pos);
+        v->iov[v->niov++] = (struct iovec) { at + misalign, len };
+        at += ROUND_UP(len + misalign, (size_t)4096) + 4096;
+        pos += len;
+    }
+}
+
+static void vec_free(TestVec *v)
+{
+    g_aligned_free(v->arena);
+}
+
+/* ---- padding shapes ----------------------------------------------------------- */
+
+typedef enum Shape {
+    SHAPE_HEAD,             /* unaligned start, aligned end */
+    SHAPE_TAIL,             /* aligned start, unaligned end */
+    SHAPE_HEAD_AND_TAIL,    /* both unaligned, different blocks */
+    SHAPE_INSIDE,           /* inside one block, touching neither edge */
+    SHAPE_ALIGNED,
+    SHAPE_ZERO,             /* zero length */
+} Shape;
+
+typedef struct MemCfg {
+    uint32_t mem_align, iov_len_align;
+} MemCfg;
+
+/* Memory limits tried with every alignment: none, sector-aligned
+ * addresses, sector-aligned addresses and lengths, and page-aligned
+ * addresses on a 512-byte device (mem-align above the request alignment). */
+static const MemCfg mem_cfgs[] = {
+    { 1, 1 }, { 512, 1 }, { 512, 512 }, { 4096, 512 },
+};
+
+/* Ranges of @shape for request alignment @A: a few offsets and lengths. */
+static int shape_ranges(Shape shape, int64_t A, int64_t *off, int64_t *len)
+{
+    int n = 0;
+    const int64_t base = 3 * A;
+    const int64_t edges[] = { 1, 100, A / 2, A - 1 };
+
+    for (unsigned i = 0; i < G_N_ELEMENTS(edges); i++) {
+        int64_t e = edges[i];
+        switch (shape) {
+        case SHAPE_HEAD:
+            off[n] = base + e;
+            len[n++] = 2 * A - e;
+            off[n] = base + e;
+            len[n++] = A - e;
+            break;
+        case SHAPE_TAIL:
+            off[n] = base;
+            len[n++] = A + e;
+            off[n] = base;
+            len[n++] = e;
+            break;
+        case SHAPE_HEAD_AND_TAIL:
+            off[n] = base + e;
+            len[n++] = 3 * A - e - (A - e / 2 - 1);
+            off[n] = base + A - 1;
+            len[n++] = 1 + e;
+            break;
+        case SHAPE_INSIDE:
+            if (e < A - 1) {
+                off[n] = base + e;
+                len[n++] = MAX((A - e) / 2, 1);
+            }
+            break;
+        case SHAPE_ALIGNED:
+            off[n] = base;
+            len[n++] = A * (i + 1);
+            break;
+        case SHAPE_ZERO:
+            off[n] = base + (i ? e : 0);
+            len[n++] = 0;
+            break;
+        }
+    }
+    /* Each shape must be what it claims. */
+    for (int i = 0; i < n; i++) {
+        int64_t head = off[i] % A, tail = (off[i] + len[i]) % A;
+        switch (shape) {
+        case SHAPE_HEAD:
+            g_assert(head && !tail);
+            break;
+        case SHAPE_TAIL:
+            g_assert(!head && tail);
+            break;
+        case SHAPE_HEAD_AND_TAIL:
+            g_assert(head && tail && off[i] / A != (off[i] + len[i]) / A);
+            break;
+        case SHAPE_INSIDE:
+            g_assert(head && tail && off[i] / A == (off[i] + len[i]) / A);
+            break;
+        case SHAPE_ALIGNED:
+            g_assert(!head && !tail);
+            break;
+        case SHAPE_ZERO:
+            g_assert(len[i] == 0);
+            break;
+        }
+    }
+    return n;
+}
+
+static void pad_one_shape(Shape shape, bool is_write)
+{
+    static const uint32_t aligns[] = { 512, 4096 };
+    static const size_t misaligns[] = { 0, 1, 520 };
+    uint32_t id = 1;
+
+    for (unsigned ai = 0; ai < G_N_ELEMENTS(aligns); ai++) {
+        for (unsigned mi = 0; mi < G_N_ELEMENTS(mem_cfgs); mi++) {
+            const MemCfg *mc = &mem_cfgs[mi];
+            int64_t A = aligns[ai];
+            int64_t off[16], len[16];
+            int n = shape_ranges(shape, A, off, len);
+            TestDev d;
+
+            dev_open(&d, "{\"driver\": \"mem\", \"size\": %" PRId64
+                     ", \"align\": %" PRId64 ", \"mem-align\": %u,"
+                     " \"iov-len-align\": %u}",
+                     16 * A, A, mc->mem_align, mc->iov_len_align);
+            dev_fill(&d, 0);
+
+            for (int r = 0; r < n; r++) {
+                for (unsigned bi = 0; bi < G_N_ELEMENTS(misaligns); bi++) {
+                    for (int s = 0; s < SPLIT__MAX; s++, id++) {
+                        TestVec v;
+                        BlockStats before = d.node->stats;
+                        MemCounters c0, c1;
+                        int ret;
+
+                        vec_make(&v, len[r], s, misaligns[bi]);
+                        mem_get_counters(d.node, &c0);
+                        if (is_write) {
+                            int64_t pos = 0;
+                            for (int i = 0; i < v.niov; i++) {
+                                uint8_t *b = v.iov[i].iov_base;
+                                for (size_t k = 0; k < v.iov[i].iov_len; k++) {
+                                    b[k] = pat(id, off[r] + pos++);
+                                }
+                            }
+                            ret = strata_backend_pwritev(d.be, off[r], v.iov,
+                                                         v.niov, 0);
+                            for (int64_t k = 0; k < len[r]; k++) {
+                                d.model[off[r] + k] = pat(id, off[r] + k);
+                            }
+                        } else {
+                            ret = strata_backend_preadv(d.be, off[r], v.iov,
+                                                        v.niov, 0);
+                        }
+                        if (ret != 0) {
+                            g_error("align %" PRId64 " mem %u/%u: %s "
+                                    "%" PRId64 "+%" PRId64 " split %d "
+                                    "misalign %zu: %s", A, mc->mem_align,
+                                    mc->iov_len_align,
+                                    is_write ? "write" : "read", off[r],
+                                    len[r], s, misaligns[bi], g_strerror(-ret));
+                        }
+                        dev_check_violations(&d);
+                        mem_get_counters(d.node, &c1);
+
+                        if (!is_write) {
+                            int64_t pos = 0;
+                            for (int i = 0; i < v.niov; i++) {
+                                const uint8_t *b = v.iov[i].iov_base;
+                                g_assert_cmpmem(b, v.iov[i].iov_len,
+                                                d.model + off[r] + pos,
+                                                v.iov[i].iov_len);
+                                pos += v.iov[i].iov_len;
+                            }
+                        }
+                        /* What each shape must cost. */
+                        if (shape == SHAPE_ZERO) {
+                            g_assert_cmpuint(c1.requests[REQ_READ], ==,
+                                             c0.requests[REQ_READ]);
+                            g_assert_cmpuint(c1.requests[REQ_WRITE], ==,
+                                             c0.requests[REQ_WRITE]);
+                        } else if (shape == SHAPE_ALIGNED) {
+                            g_assert_cmpuint(d.node->stats.pad.rmw_writes, ==,
+                                             before.pad.rmw_writes);
+                            g_assert_cmpuint(d.node->stats.pad.padded_reads, ==,
+                                             before.pad.padded_reads);
+                            if (mc->mem_align == 1 && mc->iov_len_align == 1) {
+                                /* Fits as it is: zero-copy, one request. */
+                                g_assert_cmpuint(d.node->stats.pad.bytes_bounced,
+                                                 ==, before.pad.bytes_bounced);
+                                g_assert_cmpuint(c1.requests[REQ_READ] +
+                                                 c1.requests[REQ_WRITE], ==,
+                                                 c0.requests[REQ_READ] +
+                                                 c0.requests[REQ_WRITE] + 1);
+                            }
+                            if (!is_write) {
+                                g_assert_cmpuint(c1.requests[REQ_READ], >,
+                                                 c0.requests[REQ_READ]);
+                            }
+                        } else if (is_write) {
+                            g_assert_cmpuint(d.node->stats.pad.rmw_writes, ==,
+                                             before.pad.rmw_writes + 1);
+                            /* One RMW read per partial edge block. */
+                            uint64_t edges = (shape == SHAPE_HEAD_AND_TAIL) ? 2 : 1;
+                            g_assert_cmpuint(c1.requests[REQ_READ] -
+                                             c0.requests[REQ_READ], ==, edges);
+                        } else {
+                            g_assert_cmpuint(d.node->stats.pad.padded_reads, ==,
+                                             before.pad.padded_reads + 1);
+                            g_assert_cmpuint(c1.requests[REQ_WRITE], ==,
+                                             c0.requests[REQ_WRITE]);
+                        }
+                        vec_free(&v);
+                    }
+                }
+            }
+            dev_close(&d);
+        }
+    }
+}
+
+static void test_read_head_only(void) { pad_one_shape(SHAPE_HEAD, false); }
+static void test_read_tail_only(void) { pad_one_shape(SHAPE_TAIL, false); }
+static void test_read_head_and_tail(void) { pad_one_shape(SHAPE_HEAD_AND_TAIL, false); }
+static void test_read_inside_block(void) { pad_one_shape(SHAPE_INSIDE, false); }
+static void test_read_aligned(void) { pad_one_shape(SHAPE_ALIGNED, false); }
+static void test_read_zero_length(void) { pad_one_shape(SHAPE_ZERO, false); }
+static void test_write_head_only(void) { pad_one_shape(SHAPE_HEAD, true); }
+static void test_write_tail_only(void) { pad_one_shape(SHAPE_TAIL, true); }
+static void test_write_head_and_tail(void) { pad_one_shape(SHAPE_HEAD_AND_TAIL, true); }
+static void test_write_inside_block(void) { pad_one_shape(SHAPE_INSIDE, true); }
+static void test_write_aligned(void) { pad_one_shape(SHAPE_ALIGNED, true); }
+static void test_write_zero_length(void) { pad_one_shape(SHAPE_ZERO, true); }
+
+/* ---- RMW read errors ------------------------------------------------------------- */
+
+/*
+ * An error on the RMW read of either edge block fails the write before
+ * anything is written (invariant 2): the image stays byte-identical and no
+ * write reaches the driver.
+ */
+static void test_write_rmw_read_error(void)
+{
+    static const struct { int64_t off, len, err_off; } cases[] = {
+        { 4096 + 100, 200, 4096 },              /* inside one block */
+        { 4096 + 100, 8192, 4096 },             /* head block fails */
+        { 4096 + 100, 8192, 3 * 4096 },         /* tail block fails */
+        { 4096, 4096 + 5, 2 * 4096 },           /* tail only */
+    };
+
+    for (unsigned i = 0; i < G_N_ELEMENTS(cases); i++) {
+        TestDev d;
+        MemCounters c;
+        uint8_t *buf = g_malloc(cases[i].len);
+
+        dev_open(&d, "{\"driver\": \"mem\", \"size\": 65536, \"align\": 4096}");
+        dev_fill(&d, 7);
+        memset(buf, 0x5a, cases[i].len);
+        mem_reset_counters(d.node);
+        mem_inject_error(d.node, REQ_READ, cases[i].err_off, 4096, EIO, -1);
+        g_assert_cmpint(strata_backend_pwrite(d.be, cases[i].off, buf,
+                                              cases[i].len, 0), ==, -EIO);
+        mem_get_counters(d.node, &c);
+        g_assert_cmpuint(c.requests[REQ_WRITE], ==, 0);
+        g_assert_cmpuint(c.errors[REQ_READ], ==, 1);
+
+        /* The same write succeeds once the error is gone. */
+        mem_clear_errors(d.node);
+        g_assert_cmpint(strata_backend_pwrite(d.be, cases[i].off, buf,
+                                              cases[i].len, 0), ==, 0);
+        memset(d.model + cases[i].off, 0x5a, cases[i].len);
+        g_free(buf);
+        dev_close(&d);
+    }
+}
+
+/* ---- write-zeroes ---------------------------------------------------------------- */
+
+/* Unaligned write-zeroes pads its edges with RMW; the aligned middle is a
+ * native write-zeroes (or zero buffers without one). */
+static void test_zeroes_unaligned(void)
+{
+    static const struct { int64_t off, len; } cases[] = {
+        { 100, 200 }, { 100, 3996 }, { 0, 100 }, { 4000, 200 },
+        { 100, 8192 }, { 4096, 4096 + 1 }, { 4095, 1 }, { 4095, 2 },
+        { 1, 65536 - 2 }, { 4096, 0 }, { 4097, 0 },
+    };
+
+    for (int zeroes = 0; zeroes < 2; zeroes++) {
+        for (unsigned i = 0; i < G_N_ELEMENTS(cases); i++) {
+            TestDev d;
+            MemCounters c;
+            int64_t off = cases[i].off, len = cases[i].len;
+
+            dev_open(&d, "{\"driver\": \"mem\", \"size\": 131072,"
+                     " \"align\": 4096, \"mem-align\": 512, \"zeroes\": %s}",
+                     zeroes ? "true" : "false");
+            dev_fill(&d, 3);
+            mem_reset_counters(d.node);
+            g_assert_cmpint(strata_backend_pwrite_zeroes(d.be, off, len, 0),
+                            ==, 0);
+            memset(d.model + off, 0, len);
+            mem_get_counters(d.node, &c);
+            if (zeroes && ROUND_UP(off, 4096) < ROUND_DOWN(off + len, 4096)) {
+                g_assert_cmpuint(c.requests[REQ_ZEROES], ==, 1);
+            } else {
+                g_assert_cmpuint(c.requests[REQ_ZEROES], ==, 0);
+            }
+            dev_close(&d);
+        }
+    }
+}
+
+/* ---- callback-form helpers --------------------------------------------------------- */
+
+typedef struct AioReq {
+    int64_t ret;
+    bool done;
+    int *ndone;
+    int order;                  /* completion rank */
+} AioReq;
+
+static void aio_done(void *opaque, int64_t ret)
+{
+    AioReq *r = opaque;
+    r->ret = ret;
+    r->done = true;
+    r->order = (*r->ndone)++;
+}
+
+/* ---- coalescing ---------------------------------------------------------------------- */
+
+/*
+ * Sub-block writes that arrive while an RMW of their block is reading wait
+ * behind it and are merged into its write, in arrival order.  The device
+ * sees one read and one write; every member completes with the merged
+ * write's result.
+ */
+typedef struct CoalesceCase {
+    int64_t off, len;
+    uint32_t flags;
+} CoalesceCase;
+
+static const CoalesceCase coalesce_cases[] = {
+    { 100, 200, 0 },            /* the leader */
+    { 200, 200, 0 },            /* overlaps it: must land on top */
+    { 150, 100, STRATA_REQ_FUA },
+    { 4000, 96, 0 },
+    { 120, 10, 0 },
+};
+#define NCOALESCE G_N_ELEMENTS(coalesce_cases)
+
+static void coalesce_run(bool coalesce, bool fail, int *ndone, AioReq *reqs,
+                         TestDev *d)
+{
+    uint8_t bufs[NCOALESCE][256];
+    struct iovec iov[NCOALESCE];
+
+    dev_open(d, "{\"driver\": \"mem\", \"size\": 16384, \"align\": 4096,"
+             " \"latency-ns\": 1000000, \"rmw-coalesce\": %s}",
+             coalesce ? "true" : "false");
+    dev_fill(d, 9);
+    mem_reset_counters(d->node);
+    mem_trace_clear(d->node);
+    if (fail) {
+        mem_inject_error(d->node, REQ_WRITE, 0, 4096, EIO, 1);
+    }
+    *ndone = 0;
+    for (unsigned i = 0; i < NCOALESCE; i++) {
+        const CoalesceCase *c = &coalesce_cases[i];
+        g_assert(c->len <= (int64_t)sizeof(bufs[i]));
+        for (int64_t k = 0; k < c->len; k++) {
+            bufs[i][k] = pat(100 + i, c->off + k);
+        }
+        iov[i] = (struct iovec) { bufs[i], c->len };
+        reqs[i] = (AioReq) { .ndone = ndone };
+        g_assert_cmpint(strata_backend_aio_pwritev(d->be, c->off, &iov[i], 1,
+                                                   c->flags, aio_done,
+                                                   &reqs[i]), ==, 0);
+    }
+    LOOP_RUN_WHILE(dev_loop(d), *ndone < (int)NCOALESCE);
+    if (!fail) {
+        /* Issue order: each write lands on top of the ones before it. */
+        for (unsigned i = 0; i < NCOALESCE; i++) {
+            const CoalesceCase *c = &coalesce_cases[i];
+            for (int64_t k = 0; k < c->len; k++) {
+                d->model[c->off + k] = pat(100 + i, c->off + k);
+            }
+        }
+    }
+}
+
+static void test_coalesce_merged(void)
+{
+    TestDev d;
+    AioReq reqs[NCOALESCE];
+    MemCounters c;
+    int ndone;
+    bool fua_seen = false;
+
+    coalesce_run(true, false, &ndone, reqs, &d);
+    for (unsigned i = 0; i < NCOALESCE; i++) {
+        g_assert_cmpint(reqs[i].ret, ==, 0);
+    }
+    mem_get_counters(d.node, &c);
+    g_assert_cmpuint(c.requests[REQ_READ], ==, 1);
+    g_assert_cmpuint(c.requests[REQ_WRITE], ==, 1);
+    g_assert_cmpuint(d.node->stats.pad.coalesced_writes, ==, NCOALESCE - 1);
+    g_assert_cmpuint(d.node->stats.pad.rmw_writes, ==, 1);
+    /* A member asked for FUA: the merged write carries it. */
+    for (int i = 0; i < mem_trace_count(d.node); i++) {
+        MemTraceEntry e;
+        g_assert_true(mem_trace_get(d.node, i, &e));
+        if (e.type == REQ_WRITE) {
+            fua_seen = e.flags & REQ_FUA;
+        }
+    }
+    g_assert_true(fua_seen);
+    dev_close(&d);
+}
+
+static void test_coalesce_disabled(void)
+{
+    TestDev d;
+    AioReq reqs[NCOALESCE];
+    MemCounters c;
+    int ndone;
+
+    coalesce_run(false, false, &ndone, reqs, &d);
+    for (unsigned i = 0; i < NCOALESCE; i++) {
+        g_assert_cmpint(reqs[i].ret, ==, 0);
+        /* Serialised in arrival order. */
+        g_assert_cmpint(reqs[i].order, ==, i);
+    }
+    mem_get_counters(d.node, &c);
+    g_assert_cmpuint(c.requests[REQ_READ], ==, NCOALESCE);
+    g_assert_cmpuint(c.requests[REQ_WRITE], ==, NCOALESCE);
+    g_assert_cmpuint(d.node->stats.pad.coalesced_writes, ==, 0);
+    g_assert_cmpuint(d.node->stats.pad.rmw_writes, ==, NCOALESCE);
+    dev_close(&d);
+}
+
+/* The merged write fails: every member fails with it, nothing changes. */
+static void test_coalesce_fail_together(void)
+{
+    TestDev d;
+    AioReq reqs[NCOALESCE];
+    MemCounters c;
+    int ndone;
+
+    coalesce_run(true, true, &ndone, reqs, &d);
+    for (unsigned i = 0; i < NCOALESCE; i++) {
+        g_assert_cmpint(reqs[i].ret, ==, -EIO);
+    }
+    mem_get_counters(d.node, &c);
+    g_assert_cmpuint(c.requests[REQ_WRITE], ==, 1);
+    g_assert_cmpuint(c.errors[REQ_WRITE], ==, 1);
+    dev_close(&d);
+}
+
+/* ---- reads concurrent with RMW ------------------------------------------------------ */
+
+/*
+ * Rounds of sub-block writes on disjoint ranges of two blocks, with reads
+ * of those blocks in flight among them, completing in random order.  Each
+ * read must see, in each block, every write of the round either whole or
+ * not at all, and everything else as it was before the round.
+ */
+static void test_read_no_torn_rmw(void)
+{
+    static const struct { int64_t off, len; } wr[] = {
+        { 100, 500 }, { 1000, 100 }, { 4000, 200 }, { 5000, 1000 }, { 8000, 191 },
+    };
+    static const struct { int64_t off, len; } rd[] = {
+        { 0, 8192 }, { 50, 1150 }, { 3900, 400 }, { 4096, 4096 }, { 7, 8000 },
+    };
+    TestDev d;
+    uint8_t wbuf[G_N_ELEMENTS(wr)][1024];
+    uint8_t rbuf[G_N_ELEMENTS(rd)][8192];
+    struct iovec wiov[G_N_ELEMENTS(wr)], riov[G_N_ELEMENTS(rd)];
+    AioReq wreq[G_N_ELEMENTS(wr)], rreq[G_N_ELEMENTS(rd)];
+    g_autofree uint8_t *before = g_malloc(8192);
+    uint32_t id = 1000;
+
+    dev_open(&d, "{\"driver\": \"mem\", \"size\": 8192, \"align\": 4096,"
+             " \"latency-ns\": 200000, \"random-order\": true, \"seed\": 5}");
+    dev_fill(&d, 11);
+    for (int round = 0; round < 60; round++) {
+        int ndone = 0;
+        unsigned nw = G_N_ELEMENTS(wr), nr = G_N_ELEMENTS(rd);
+
+        memcpy(before, d.model, 8192);
+        /* Interleave: w0 r0 w1 r1 ...; the order rotates every round. */
+        for (unsigned k = 0; k < nw + nr; k++) {
+            unsigned j = (k + round) % (nw + nr);
+            if (j < nw) {
+                for (int64_t x = 0; x < wr[j].len; x++) {
+                    wbuf[j][x] = pat(id + j, wr[j].off + x);
+                }
+                wiov[j] = (struct iovec) { wbuf[j], wr[j].len };
+                wreq[j] = (AioReq) { .ndone = &ndone };
+                g_assert_cmpint(strata_backend_aio_pwritev(d.be, wr[j].off,
+                                &wiov[j], 1, 0, aio_done, &wreq[j]), ==, 0);
+            } else {
+                j -= nw;
+                riov[j] = (struct iovec) { rbuf[j], rd[j].len };
+                rreq[j] = (AioReq) { .ndone = &ndone };
+                g_assert_cmpint(strata_backend_aio_preadv(d.be, rd[j].off,
+                                &riov[j], 1, 0, aio_done, &rreq[j]), ==, 0);
+            }
+        }
+        LOOP_RUN_WHILE(dev_loop(&d), ndone < (int)(nw + nr));
+        for (unsigned j = 0; j < nw; j++) {
+            g_assert_cmpint(wreq[j].ret, ==, 0);
+            for (int64_t x = 0; x < wr[j].len; x++) {
+                d.model[wr[j].off + x] = pat(id + j, wr[j].off + x);
+            }
+        }
+        for (unsigned j = 0; j < nr; j++) {
+            g_assert_cmpint(rreq[j].ret, ==, 0);
+            for (int64_t x = rd[j].off; x < rd[j].off + rd[j].len; x++) {
+                uint8_t got = rbuf[j][x - rd[j].off];
+                bool in_write = false;
+                for (unsigned w = 0; w < nw; w++) {
+                    if (x >= wr[w].off && x < wr[w].off + wr[w].len) {
+                        in_write = true;
+                        /* All of this write's bytes in this block as the
+                         * first one of them the read saw. */
+                        int64_t bs = MAX(wr[w].off, ROUND_DOWN(x, 4096));
+                        bs = MAX(bs, rd[j].off);
+                        bool is_new = rbuf[j][bs - rd[j].off] == pat(id + w, bs) &&
+                                      rbuf[j][bs - rd[j].off] != before[bs];
+                        uint8_t want = is_new ? pat(id + w, x) : before[x];
+                        if (got != want) {
+                            g_error("round %d read %u byte %" PRId64 ": 0x%02x"
+                                    " is neither all-old nor all-new for write"
+                                    " %u", round, j, x, got, w);
+                        }
+                    }
+                }
+                if (!in_write) {
+                    g_assert_cmpuint(got, ==, before[x]);
+                }
+            }
+        }
+        id += nw;
+    }
+    g_assert_cmpuint(d.node->stats.pad.serialising_waits, >, 0);
+    dev_close(&d);
+}
+
+/* ---- two parents over one node ---------------------------------------------------- */
+
+/* Two backends writing sub-block pieces of the same blocks at once:
+ * serialisation happens on the node, so no update is lost. */
+static void test_serialise_two_backends(void)
+{
+    g_autoptr(StrataError) err = NULL;
+    TestDev d;
+    StrataBackend *be2;
+    enum { N = 64 };
+    uint8_t bufs[N][64];
+    struct iovec iov[N];
+    AioReq reqs[N];
+    int ndone = 0;
+
+    dev_open(&d, "{\"driver\": \"mem\", \"size\": 8192, \"align\": 4096,"
+             " \"latency-ns\": 50000, \"random-order\": true,"
+             " \"rmw-coalesce\": false}");
+    be2 = strata_backend_new(d.node, "t2", STRATA_PERM_CONSISTENT_READ |
+                             STRATA_PERM_WRITE, STRATA_PERM_ALL, &err);
+    g_assert_nonnull(be2);
+    for (int i = 0; i < N; i++) {
+        /* Disjoint 64-byte pieces, alternating blocks and backends. */
+        int64_t off = (i % 2) * 4096 + (i / 2) * 64 + 32 * (i % 2);
+        for (int k = 0; k < 64; k++) {
+            bufs[i][k] = pat(i + 1, off + k);
+            d.model[off + k] = bufs[i][k];
+        }
+        iov[i] = (struct iovec) { bufs[i], 64 };
+        reqs[i] = (AioReq) { .ndone = &ndone };
+        g_assert_cmpint(strata_backend_aio_pwritev(i % 3 ? d.be : be2, off,
+                                                   &iov[i], 1, 0, aio_done,
+                                                   &reqs[i]), ==, 0);
+    }
+    LOOP_RUN_WHILE(dev_loop(&d), ndone < N);
+    for (int i = 0; i < N; i++) {
+        g_assert_cmpint(reqs[i].ret, ==, 0);
+    }
+    g_assert_cmpuint(d.node->stats.pad.serialising_waits, >, 0);
+    strata_backend_free(be2);
+    dev_close(&d);
+}
+
+/* ---- IOV_MAX --------------------------------------------------------------------------- */
+
+/*
+ * Vectors of 1022 to 1026 elements with every head/tail shape, read and
+ * written, on a device taking at most 1024 elements: the request never
+ * fails for its element count, pieces beyond the limit are gathered, and
+ * the device never sees more than 1024.
+ */
+static void iov_max_one(int n, bool is_write, int64_t A, uint32_t gran,
+                        int64_t head, int64_t tail, bool contiguous)
+{
+    TestDev d;
+    /* Element lengths: with gran 1, not multiples of 512. */
+    size_t elen = gran == 1 ? 300 : 512;
+    struct iovec *iov = g_new(struct iovec, n);
+    int64_t base = 2 * A + head;
+    int64_t body = (int64_t)(n - 1) * elen;
+    /* The last element makes the end land @tail bytes before a boundary. */
+    int64_t want_end_mod = (A - tail) % A;
+    int64_t last = elen + (((want_end_mod - (base + body + elen)) % A) + A) % A;
+    int64_t bytes = body + last;
+    size_t stride = contiguous ? elen : elen + 4096;
+    uint8_t *arena = g_aligned_alloc(1, stride * n + last + 4096, 4096);
+    uint32_t id = 77;
+
+    g_assert_cmpint((base + bytes) % A, ==, want_end_mod);
+    for (int i = 0; i < n; i++) {
+        iov[i] = (struct iovec) { arena + i * stride,
+                                  i == n - 1 ? (size_t)last : elen };
+    }
+    dev_open(&d, "{\"driver\": \"mem\", \"size\": %" PRId64 ", \"align\": %"
+             PRId64 ", \"mem-align\": %u, \"iov-len-align\": %u}",
+             ROUND_UP(base + bytes, A) + 4 * A, A, gran, gran);
+    dev_fill(&d, 5);
+    if (is_write) {
+        int64_t pos = base;
+        for (int i = 0; i < n; i++) {
+            uint8_t *b = iov[i].iov_base;
+            for (size_t k = 0; k < iov[i].iov_len; k++) {
+                b[k] = pat(id, pos);
+                d.model[pos++] = b[k];
+            }
+        }
+        g_assert_cmpint(strata_backend_pwritev(d.be, base, iov, n, 0), ==, 0);
+    } else {
+        g_assert_cmpint(strata_backend_preadv(d.be, base, iov, n, 0), ==, 0);
+        int64_t pos = base;
+        for (int i = 0; i < n; i++) {
+            g_assert_cmpmem(iov[i].iov_base, iov[i].iov_len, d.model + pos,
+                            iov[i].iov_len);
+            pos += iov[i].iov_len;
+        }
+    }
+    dev_check_violations(&d);
+    /* Without padding, the vector needs gathering iff it has more than
+     * 1024 elements that are not one run of memory; a padded read adds
+     * its pads to the count. */
+    int pieces = n + (!is_write && head > 0) + (!is_write && tail > 0);
+    if (!contiguous && (!is_write || (!head && !tail)) && pieces > 1024) {
+        g_assert_cmpuint(d.node->stats.pad.vectors_collapsed, >, 0);
+    }
+    if ((!is_write || (!head && !tail)) && pieces <= 1024) {
+        /* (A padded write bounces its edge blocks, which changes the count
+         * either way, so it is only checked for correctness.) */
+        g_assert_cmpuint(d.node->stats.pad.vectors_collapsed, ==, 0);
+    }
+    dev_close(&d);
+    g_aligned_free(arena);
+    g_free(iov);
+}
+
+static void test_iov_max(void)
+{
+    static const struct { int64_t A; uint32_t gran; int64_t pad; } cfgs[] = {
+        { 512, 1, 100 },        /* any element; pads of 100 bytes */
+        { 4096, 512, 512 },     /* sector elements, pads a sector long */
+    };
+
+    for (unsigned c = 0; c < G_N_ELEMENTS(cfgs); c++) {
+        for (int n = 1022; n <= 1026; n++) {
+            for (int shape = 0; shape < 4; shape++) {
+                int64_t head = shape & 1 ? cfgs[c].pad : 0;
+                int64_t tail = shape & 2 ? cfgs[c].pad : 0;
+                for (int w = 0; w < 2; w++) {
+                    iov_max_one(n, w, cfgs[c].A, cfgs[c].gran, head, tail, false);
+                    iov_max_one(n, w, cfgs[c].A, cfgs[c].gran, head, tail, true);
+                }
+            }
+        }
+    }
+}
+
+/* ---- pool exhaustion --------------------------------------------------------------- */
+
+/*
+ * A pool capped far below what the requests in flight need: requests wait
+ * for buffers (each reserving all it needs at once, before claiming its
+ * range), and all complete.  Large misaligned requests mixed with sub-block
+ * writes that contend for the same blocks.
+ */
+static void test_pool_exhaustion(void)
+{
+    enum { N = 48, MAXLEN = 96 * 1024 };
+    TestDev d;
+    uint8_t *arena = g_aligned_alloc(1, (size_t)N * (MAXLEN + 8192), 4096);
+    struct iovec iov[N][2];
+    AioReq reqs[N];
+    int64_t off[N], len[N];
+    int ndone = 0;
+    int64_t size = 8 << 20;
+    GRand *rand = g_rand_new_with_seed(42);
+
+    dev_open(&d, "{\"driver\": \"mem\", \"size\": %" PRId64 ", \"align\": 4096,"
+             " \"mem-align\": 4096, \"latency-ns\": 100000,"
+             " \"random-order\": true}", size);
+    dev_fill(&d, 13);
+    bufpool_set_cap(d.ctx->pool, 32 * 1024);
+
+    for (int phase = 0; phase < 2; phase++) {
+        bool is_write = phase == 0;
+        ndone = 0;
+        for (int i = 0; i < N; i++) {
+            uint8_t *b = arena + (size_t)i * (MAXLEN + 8192) + 1;  /* misaligned */
+            if (is_write) {
+                if (i % 4 == 3) {
+                    /* Sub-block writes into the blocks of request 0. */
+                    len[i] = 50;
+                    off[i] = off[0] + 4096 * (i % 3) + 60 * i;
+                } else {
+                    len[i] = g_rand_int_range(rand, 40000, MAXLEN);
+                    off[i] = (int64_t)i * (MAXLEN + 8192) + 4096 * 8 +
+                             g_rand_int_range(rand, 0, 4096);
+                }
+                for (int64_t k = 0; k < len[i]; k++) {
+                    b[k] = pat(200 + i, off[i] + k);
+                }
+            } else {
+                /* Read back each range, shifted a little. */
+                off[i] -= 7;
+                len[i] += 9;
+            }
+            int64_t first = len[i] / 3;
+            iov[i][0] = (struct iovec) { b, first };
+            iov[i][1] = (struct iovec) { b + first, len[i] - first };
+            reqs[i] = (AioReq) { .ndone = &ndone };
+            int ret = is_write
+                ? strata_backend_aio_pwritev(d.be, off[i], iov[i], 2, 0,
+                                             aio_done, &reqs[i])
+                : strata_backend_aio_preadv(d.be, off[i], iov[i], 2, 0,
+                                            aio_done, &reqs[i]);
+            g_assert_cmpint(ret, ==, 0);
+        }
+        LOOP_RUN_WHILE(dev_loop(&d), ndone < N);
+        for (int i = 0; i < N; i++) {
+            g_assert_cmpint(reqs[i].ret, ==, 0);
+        }
+        if (is_write) {
+            /* Writes of disjoint ranges, except the sub-block ones, which
+             * land on request 0's data in arrival order (all issued after
+             * it, all overlapping its blocks: each waits for it). */
+            for (int i = 0; i < N; i++) {
+                for (int64_t k = 0; k < len[i]; k++) {
+                    d.model[off[i] + k] = pat(200 + i, off[i] + k);
+                }
+            }
+        } else {
+            for (int i = 0; i < N; i++) {
+                uint8_t *b = arena + (size_t)i * (MAXLEN + 8192) + 1;
+                g_assert_cmpmem(b, len[i], d.model + off[i], len[i]);
+            }
+        }
+    }
+    g_assert_cmpuint(d.node->stats.pad.pool_waits, >, 0);
+    bufpool_set_cap(d.ctx->pool, 0);
+    g_rand_free(rand);
+    g_aligned_free(arena);
+    dev_close(&d);
+}
+
+/* ---- the random model test --------------------------------------------------------
+ *
+ * Thousands of reads, writes and write-zeroes with unaligned offsets and
+ * lengths and vectored, misaligned buffers, many in flight at once through
+ * the callback API, on a small device (so they overlap a lot) whose
+ * requests complete in a seeded random order after a random delay.
+ *
+ * The checker.  Each write w gets a unique id; byte x it writes is
+ * pat(id, x) (0 for write-zeroes).  A logical clock ticks at every
+ * submission and every completion, giving each request issued(r) and
+ * completed(r).  The allowed histories are those where, for every
+ * request-alignment block, the writes covering it take effect one at a
+ * time, whole, in some order that respects real time: if w1 completed
+ * before w2 was issued, w1 comes first.  Requests that were in flight
+ * together may take effect in any order.  So:
+ *
+ *  - Final state: for each block B, with W the writes overlapping it,
+ *    there must be a linear extension of the real-time order on W whose
+ *    application to the initial content yields B's final bytes.  A lost
+ *    update (an RMW that read before another write and wrote after it)
+ *    or a torn block (bytes of two writes interleaved in a way no order
+ *    explains) has no such order.
+ *  - Reads: for each block a read covers, the bytes it returned must be
+ *    the state after some set S of writes applied in such an order, where
+ *    S holds every write that completed before the read was issued, none
+ *    issued after it completed, and is closed under the real-time order;
+ *    the writes in flight during the read are tried in and out (every
+ *    closed subset, when at most 10).  A read that saw half an RMW fails.
+ *
+ * Deciding whether such an order exists is done from the end backwards:
+ * pick a write that may come last (nothing in the set must follow it) and
+ * whose bytes match the wanted bytes wherever no later-placed write
+ * already explains them; place it, mark its bytes explained, repeat; the
+ * bytes no write explains must hold the initial content.  Choosing any
+ * eligible write is safe: if an order exists, moving an eligible write to
+ * the end of the remaining ones gives another valid order (it is maximal,
+ * and it matches all bytes it would now own), so the greedy search never
+ * has to backtrack and decides the question exactly.
+ */
+
+typedef struct MWrite {
+    int64_t offset, bytes;
+    uint32_t id;                /* 0: write-zeroes */
+    int64_t issued, completed;  /* logical clock; completed INT64_MAX in flight */
+} MWrite;
+
+typedef struct ModelCfg {
+    const char *name;
+    uint32_t align, mem_align, iov_len_align;
+    int64_t max_transfer;
+    int max_iov;
+    bool coalesce;
+    int64_t size;
+} ModelCfg;
+
+struct Model;
+
+typedef struct MSlot {
+    struct Model *m;
+    int kind;                   /* 0 read, 1 write, 2 write-zeroes */
+    int widx;
+    int64_t offset, bytes;
+    int64_t issued;
+    struct iovec iov[8];
+    int niov;
+    uint8_t *arena;
+    bool busy;
+} MSlot;
+
+#define MODEL_SLOTS 40
+#define MODEL_ARENA (256 * 1024)
+
+typedef struct Model {
+    TestDev d;
+    const ModelCfg *cfg;
+    uint32_t seed;
+    GRand *rand;
+    int64_t clock;
+    GArray *writes;             /* MWrite */
+    int target, issued, completed;
+    MSlot slots[MODEL_SLOTS];
+    int nslots;
+    uint32_t next_id;
+    /* scratch for the checker */
+    uint8_t *claimed;
+    int *set, *set2;
+    /* what ran */
+    uint64_t reads_checked, reads_unchecked, ops[3];
+} Model;
+
+static void model_fail(Model *m, const char *fmt, ...) G_GNUC_PRINTF(2, 3);
+
+static void model_fail(Model *m, const char *fmt, ...)
+{
+    g_autofree char *msg = NULL;
+    va_list ap;
+
+    va_start(ap, fmt);
+    msg = g_strdup_vprintf(fmt, ap);
+    va_end(ap);
+    g_error("random model '%s' seed %" PRIu32 " (STRATA_TEST_SEED=%" PRIu32
+            " to rerun): %s", m->cfg->name, m->seed, m->seed, msg);
+}
+
+static uint8_t mw_byte(const MWrite *w, int64_t x)
+{
+    return w->id ? pat(w->id, x) : 0;
+}
+
+/*
+ * Is there an order of the writes set[0..n) (indices into m->writes)
+ * consistent with real time whose application to the initial content
+ * gives @want on [s, e)?  See the checker comment above.
+ */
+static bool model_explains(Model *m, int *set, int n, int64_t s, int64_t e,
+                           const uint8_t *want)
+{
+    MWrite *ws = (MWrite *)m->writes->data;
+    int64_t len = e - s, unexplained = len;
+
+    memset(m->claimed, 0, len);
+    while (n > 0 && unexplained > 0) {
+        int64_t max_issued = INT64_MIN;
+        int pick = -1;
+
+        for (int i = 0; i < n; i++) {
+            max_issued = MAX(max_issued, ws[set[i]].issued);
+        }
+        for (int i = n - 1; i >= 0 && pick < 0; i--) {
+            const MWrite *w = &ws[set[i]];
+            /* May come last: no other member was issued after it completed. */
+            if (w->issued != max_issued && w->completed < max_issued) {
+                continue;
+            }
+            int64_t a = MAX(s, w->offset), b = MIN(e, w->offset + w->bytes);
+            bool ok = true;
+            for (int64_t x = a; x < b && ok; x++) {
+                ok = m->claimed[x - s] || want[x - s] == mw_byte(w, x);
+            }
+            if (ok) {
+                pick = i;
+            }
+        }
+        if (pick < 0) {
+            return false;
+        }
+        const MWrite *w = &ws[set[pick]];
+        for (int64_t x = MAX(s, w->offset); x < MIN(e, w->offset + w->bytes); x++) {
+            if (!m->claimed[x - s]) {
+                m->claimed[x - s] = 1;
+                unexplained--;
+            }
+        }
+        set[pick] = set[--n];
+    }
+    for (int64_t x = s; x < e; x++) {
+        if (!m->claimed[x - s] && want[x - s] != pat(0, x)) {
+            return false;
+        }
+    }
+    return true;
+}
+
+/*
+ * Check the bytes @want that a request saw on [s, e) (a part of one
+ * block): a read issued at @issued and completed at @completed, or the
+ * final state (both INT64_MAX).  Returns false if too many writes were in
+ * flight to try every subset (the range is then not checked).
+ */
+static bool model_check_range(Model *m, int64_t s, int64_t e,
+                              const uint8_t *want, int64_t issued,
+                              int64_t completed)
+{
+    MWrite *ws = (MWrite *)m->writes->data;
+    int n = 0, nopt = 0, opt[10];
+
+    for (guint i = 0; i < m->writes->len; i++) {
+        const MWrite *w = &ws[i];
+        if (w->offset >= e || w->offset + w->bytes <= s || w->issued > completed) {
+            continue;
+        }
+        if (w->completed < issued) {
+            m->set[n++] = i;
+        } else if (nopt == G_N_ELEMENTS(opt)) {
+            return false;
+        } else {
+            opt[nopt++] = i;
+        }
+    }
+    for (uint32_t mask = 0; mask < (1u << nopt); mask++) {
+        bool closed = true;
+        /* A write in the set drags in every write that completed before
+         * it was issued. */
+        for (int i = 0; i < nopt && closed; i++) {
+            for (int j = 0; j < nopt && closed; j++) {
+                if ((mask >> i & 1) && !(mask >> j & 1) &&
+                    ws[opt[j]].completed < ws[opt[i]].issued) {
+                    closed = false;
+                }
+            }
+        }
+        if (!closed) {
+            continue;
+        }
+        int k = n;
+        for (int i = 0; i < nopt; i++) {
+            if (mask >> i & 1) {
+                m->set[k++] = opt[i];
+            }
+        }
+        /* model_explains reorders its set: give it a copy. */
+        memcpy(m->set2, m->set, sizeof(int) * k);
+        if (model_explains(m, m->set2, k, s, e, want)) {
+            return true;
+        }
+    }
+    model_fail(m, "bytes %" PRId64 "..%" PRId64 " (%s) match no serial order "
+               "of the %d writes covering them (%d in flight)", s, e,
+               issued == INT64_MAX ? "final state" : "read", n, nopt);
+    return true;
+}
+
+static void model_submit(Model *m, MSlot *sl);
+
+static void model_complete(void *opaque, int64_t ret)
+{
+    MSlot *sl = opaque;
+    Model *m = sl->m;
+    int64_t now = ++m->clock;
+    int64_t A = m->cfg->align;
+
+    if (ret != 0) {
+        model_fail(m, "%s %" PRId64 "+%" PRId64 " failed: %s",
+                   sl->kind == 0 ? "read" : sl->kind == 1 ? "write" : "zeroes",
+                   sl->offset, sl->bytes, g_strerror(-(int)ret));
+    }
+    if (sl->kind) {
+        g_array_index(m->writes, MWrite, sl->widx).completed = now;
+    } else {
+        /* Gather what the read returned, then check it block by block. */
+        g_autofree uint8_t *got = g_malloc(sl->bytes);
+        int64_t pos = 0;
+        for (int i = 0; i < sl->niov; i++) {
+            memcpy(got + pos, sl->iov[i].iov_base, sl->iov[i].iov_len);
+            pos += sl->iov[i].iov_len;
+        }
+        for (int64_t s = sl->offset; s < sl->offset + sl->bytes;) {
+            int64_t e = MIN(ROUND_DOWN(s, A) + A, sl->offset + sl->bytes);
+            if (model_check_range(m, s, e, got + (s - sl->offset), sl->issued, now)) {
+                m->reads_checked++;
+            } else {
+                m->reads_unchecked++;
+            }
+            s = e;
+        }
+    }
+    m->completed++;
+    sl->busy = false;
+    if (m->issued < m->target) {
+        model_submit(m, sl);
+    }
+}
+
+/* A random length: mostly sub-block, some a few blocks, a few large. */
+static int64_t model_rand_len(Model *m)
+{
+    int64_t A = m->cfg->align;
+    int r = g_rand_int_range(m->rand, 0, 100);
+
+    if (r < 55) {
+        return g_rand_int_range(m->rand, 1, A + 1);
+    } else if (r < 90) {
+        return g_rand_int_range(m->rand, A, 4 * A + 1);
+    }
+    return g_rand_int_range(m->rand, 4 * A, 16 * A + 1);
+}
+
+static void model_submit(Model *m, MSlot *sl)
+{
+    int64_t A = m->cfg->align;
+    int r = g_rand_int_range(m->rand, 0, 100);
+    int ret;
+
+    sl->busy = true;
+    sl->kind = r < 45 ? 0 : r < 92 ? 1 : 2;
+    sl->bytes = model_rand_len(m);
+    sl->offset = g_rand_int_range(m->rand, 0, m->cfg->size - sl->bytes + 1);
+    if (g_rand_int_range(m->rand, 0, 5) == 0) {
+        /* Some aligned requests take the fast path among the others. */
+        sl->offset = ROUND_DOWN(sl->offset, A);
+        sl->bytes = MAX(ROUND_DOWN(sl->bytes, A), A);
+    }
+    sl->issued = ++m->clock;
+    m->issued++;
+    m->ops[sl->kind]++;
+
+    if (sl->kind == 2) {
+        MWrite w = { sl->offset, sl->bytes, 0, sl->issued, INT64_MAX };
+        sl->widx = m->writes->len;
+        g_array_append_val(m->writes, w);
+        ret = strata_backend_aio_pwrite_zeroes(m->d.be, sl->offset, sl->bytes,
+                                               0, model_complete, sl);
+        g_assert_cmpint(ret, ==, 0);
+        return;
+    }
+
+    /* Split into 1..8 elements at random points, each at a random
+     * misalignment (sometimes none) in the slot's arena. */
+    int niov = g_rand_int_range(m->rand, 1, 9);
+    int64_t cuts[9];
+    cuts[0] = 0;
+    cuts[niov] = sl->bytes;
+    for (int i = 1; i < niov; i++) {
+        cuts[i] = g_rand_int_range(m->rand, 0, sl->bytes + 1);
+    }
+    for (int i = 1; i < niov; i++) {
+        for (int j = i + 1; j < niov; j++) {
+            if (cuts[j] < cuts[i]) {
+                int64_t t = cuts[i];
+                cuts[i] = cuts[j];
+                cuts[j] = t;
+            }
+        }
+    }
+    uint8_t *at = sl->arena;
+    sl->niov = niov;
+    for (int i = 0; i < niov; i++) {
+        size_t len = cuts[i + 1] - cuts[i];
+        size_t mis = g_rand_boolean(m->rand) ? 0 : g_rand_int_range(m->rand, 0, 4096);
+        if (g_rand_int_range(m->rand, 0, 4) == 0) {
+            mis = ROUND_DOWN(mis, (size_t)512);
+        }
+        at = (uint8_t *)ROUND_UP((uintptr_t)at, (uintptr_t)4096) + mis;
+        sl->iov[i] = (struct iovec) { at, len };
+        at += len;
+        g_assert(at <= sl->arena + MODEL_ARENA);
+    }
+
+    if (sl->kind == 0) {
+        for (int i = 0; i < niov; i++) {
+            memset(sl->iov[i].iov_base, 0xcc, sl->iov[i].iov_len);
+        }
+        ret = strata_backend_aio_preadv(m->d.be, sl->offset, sl->iov, niov, 0,
+                                        model_complete, sl);
+    } else {
+        MWrite w = { sl->offset, sl->bytes, m->next_id++, sl->issued, INT64_MAX };
+        int64_t pos = sl->offset;
+        for (int i = 0; i < niov; i++) {
+            uint8_t *b = sl->iov[i].iov_base;
+            for (size_t k = 0; k < sl->iov[i].iov_len; k++) {
+                b[k] = pat(w.id, pos++);
+            }
+        }
+        sl->widx = m->writes->len;
+        g_array_append_val(m->writes, w);
+        ret = strata_backend_aio_pwritev(m->d.be, sl->offset, sl->iov, niov, 0,
+                                         model_complete, sl);
+    }
+    g_assert_cmpint(ret, ==, 0);
+}
+
+static void model_run(const ModelCfg *cfg, uint32_t seed, int requests,
+                      int in_flight)
+{
+    Model *m = g_new0(Model, 1);
+    int64_t A = cfg->align;
+
+    m->cfg = cfg;
+    m->seed = seed;
+    m->rand = g_rand_new_with_seed(seed);
+    m->writes = g_array_new(FALSE, FALSE, sizeof(MWrite));
+    m->target = requests;
+    m->next_id = 1;
+    m->claimed = g_malloc(A);
+    m->set = g_new(int, requests + 1);
+    m->set2 = g_new(int, requests + 1);
+    g_assert(in_flight <= MODEL_SLOTS);
+
+    dev_open(&m->d, "{\"driver\": \"mem\", \"size\": %" PRId64
+             ", \"align\": %u, \"mem-align\": %u, \"iov-len-align\": %u,"
+             " \"max-transfer\": %" PRId64 ", \"max-iov\": %d,"
+             " \"latency-ns\": 20000, \"random-order\": true, \"seed\": %u,"
+             " \"rmw-coalesce\": %s}",
+             cfg->size, cfg->align, cfg->mem_align, cfg->iov_len_align,
+             cfg->max_transfer, cfg->max_iov, seed,
+             cfg->coalesce ? "true" : "false");
+    dev_fill(&m->d, 0);
+
+    for (int i = 0; i < in_flight; i++) {
+        m->slots[i].m = m;
+        m->slots[i].arena = g_aligned_alloc(1, MODEL_ARENA, 4096);
+        model_submit(m, &m->slots[i]);
+    }
+    LOOP_RUN_WHILE(dev_loop(&m->d), m->completed < m->target);
+
+    /* The final state, block by block. */
+    const uint8_t *data = mem_get_data(m->d.node);
+    for (int64_t b = 0; b < cfg->size; b += A) {
+        model_check_range(m, b, b + A, data + b, INT64_MAX, INT64_MAX);
+    }
+    dev_check_violations(&m->d);
+
+    BlockPadStats *ps = &m->d.node->stats.pad;
+    g_test_message("model '%s' seed %" PRIu32 ": %" PRIu64 " reads, %" PRIu64
+                   " writes, %" PRIu64 " write-zeroes; %" PRIu64 " read blocks "
+                   "checked, %" PRIu64 " unchecked; rmw %" PRIu64 ", waits %"
+                   PRIu64 ", coalesced %" PRIu64 ", collapsed %" PRIu64
+                   ", split %" PRIu64, cfg->name, seed, m->ops[0], m->ops[1],
+                   m->ops[2], m->reads_checked, m->reads_unchecked,
+                   ps->rmw_writes, ps->serialising_waits, ps->coalesced_writes,
+                   ps->vectors_collapsed, ps->split_requests);
+    g_assert_cmpuint(ps->serialising_waits, >, 0);
+    if (cfg->coalesce) {
+        g_assert_cmpuint(ps->coalesced_writes, >, 0);
+    } else {
+        g_assert_cmpuint(ps->coalesced_writes, ==, 0);
+    }
+
+    /* The model was checked above; make dev_close's comparison agree. */
+    memcpy(m->d.model, data, cfg->size);
+    for (int i = 0; i < in_flight; i++) {
+        g_aligned_free(m->slots[i].arena);
+    }
+    dev_close(&m->d);
+    g_array_free(m->writes, TRUE);
+    g_rand_free(m->rand);
+    g_free(m->claimed);
+    g_free(m->set);
+    g_free(m->set2);
+    g_free(m);
+}
+
+static const ModelCfg model_cfgs[] = {
+    { "512", 512, 1, 1, 0, 1024, true, 64 * 1024 },
+    { "4k-split-iov4", 4096, 512, 512, 8192, 4, true, 256 * 1024 },
+    { "4k-no-coalesce-iov3", 4096, 4096, 512, 0, 3, false, 256 * 1024 },
+    { "512-memalign4k", 512, 4096, 512, 4096, 1024, true, 64 * 1024 },
+    { "4k-direct-iov3", 4096, 1, 1, 16384, 3, true, 128 * 1024 },
+};
+
+static void test_model_random_concurrent(void)
+{
+    static const uint32_t seeds[] = { 1, 2, 3 };
+    const char *env = g_getenv("STRATA_TEST_SEED");
+
+    for (unsigned c = 0; c < G_N_ELEMENTS(model_cfgs); c++) {
+        if (env) {
+            model_run(&model_cfgs[c], (uint32_t)strtoul(env, NULL, 0), 4000, 32);
+            continue;
+        }
+        for (unsigned s = 0; s < G_N_ELEMENTS(seeds); s++) {
+            model_run(&model_cfgs[c], seeds[s], 4000, 32);
+        }
+    }
+}
+
+int main(int argc, char **argv)
+{
+    g_test_init(&argc, &argv, NULL);
+
+    g_test_add_func("/pad/read/head-only", test_read_head_only);
+    g_test_add_func("/pad/read/tail-only", test_read_tail_only);
+    g_test_add_func("/pad/read/head-and-tail", test_read_head_and_tail);
+    g_test_add_func("/pad/read/inside-block", test_read_inside_block);
+    g_test_add_func("/pad/read/aligned", test_read_aligned);
+    g_test_add_func("/pad/read/zero-length", test_read_zero_length);
+    g_test_add_func("/pad/write/head-only", test_write_head_only);
+    g_test_add_func("/pad/write/tail-only", test_write_tail_only);
+    g_test_add_func("/pad/write/head-and-tail", test_write_head_and_tail);
+    g_test_add_func("/pad/write/inside-block", test_write_inside_block);
+    g_test_add_func("/pad/write/aligned", test_write_aligned);
+    g_test_add_func("/pad/write/zero-length", test_write_zero_length);
+    g_test_add_func("/pad/write/rmw-read-error", test_write_rmw_read_error);
+    g_test_add_func("/pad/zeroes/unaligned", test_zeroes_unaligned);
+    g_test_add_func("/pad/read/no-torn-rmw", test_read_no_torn_rmw);
+    g_test_add_func("/pad/coalesce/merged", test_coalesce_merged);
+    g_test_add_func("/pad/coalesce/disabled", test_coalesce_disabled);
+    g_test_add_func("/pad/coalesce/fail-together", test_coalesce_fail_together);
+    g_test_add_func("/pad/serialise/two-backends", test_serialise_two_backends);
+    g_test_add_func("/pad/collapse/1022-to-1026-elements", test_iov_max);
+    g_test_add_func("/pad/pool/exhaustion", test_pool_exhaustion);
+    g_test_add_func("/pad/model/random-concurrent", test_model_random_concurrent);
+    return g_test_run();
+}
