@@ -72,6 +72,8 @@ struct StrataBackend {
     void *stop_opaque;
 
     int quiesce_counter;
+    int alive;                      /* submitted, callback not yet run
+                                       (atomic: any thread submits) */
     int in_flight;                  /* requests inside backend_co_* */
     int parked;                     /* of which stopped on an error */
     CoQueue entry_queue;            /* waiting for quiesce/stop to end */
@@ -433,6 +435,7 @@ static void req_free(BackendReq *r)
 static void backend_aio_co_entry(void *opaque)
 {
     BackendReq *r = opaque;
+    StrataBackend *be = r->be;
     StrataCompletion *cb = r->cb;
     void *cb_opaque = r->opaque;
     int64_t ret = backend_co_run(r);
@@ -444,6 +447,7 @@ static void backend_aio_co_entry(void *opaque)
      * which submits again reuses it. */
     req_free(r);
     cb(cb_opaque, ret);
+    g_atomic_int_add(&be->alive, -1);
 }
 
 static void backend_submit_bh(void *opaque)
@@ -478,6 +482,7 @@ static int backend_submit(StrataBackend *be, BackendReq *tmpl)
     *r = *tmpl;
     r->be = be;
     r->next = NULL;
+    g_atomic_int_inc(&be->alive);
 
     if (in_context_thread(be)) {
         /* The coroutine is scheduled, never entered here: the callback
@@ -752,16 +757,28 @@ STRATA_EXPORT void strata_backend_free(StrataBackend *be)
     if (!be) {
         return;
     }
+    /* Control path: it runs the loop until the backend is idle. */
+    g_assert(!co_in_coroutine());
+    g_assert(!be->ctx->thread || g_thread_self() == be->ctx->thread);
+
     /* Resume a stopped backend so parked requests complete (with their
      * errors re-tried once more) rather than hang the close. */
     if (be->stopped) {
         be->on_read_error = be->on_write_error = STRATA_ERROR_ACTION_REPORT;
-        strata_backend_resume(be);
+        backend_resume(be);
     }
-    strata_backend_drain_begin(be);
-    while (be->pending_head || be->in_flight) {
+    /* Every request submitted so far completes before the backend goes,
+     * including those waiting at the entry of a drained section the
+     * embedder never ended: each callback runs exactly once, and no
+     * coroutine may be left waiting on a queue inside freed memory. */
+    if (be->quiesce_counter > 0) {
+        be->quiesce_counter = 0;
+        co_queue_restart_all(&be->entry_queue);
+    }
+    while (g_atomic_int_get(&be->alive) > 0) {
         loop_run_once(be->ctx->loop, true);
     }
+    g_assert(be->in_flight == 0 && !be->pending_head);
     be->ctx->backends = g_list_remove(be->ctx->backends, be);
     loop_bh_delete(be->submit_bh);
     node_detach_child(be->root);

@@ -111,20 +111,21 @@ static OptNode *reopen_new_options(const ReopenState *rs,
 
     /* None of these can fail: every key is a plain member of an object
      * that the schema let through at open. */
+    bool ok = true;
     if (ch->has_read_only) {
-        g_assert(opts_set_bool(opts, "read-only", rs->read_only, NULL));
+        ok &= opts_set_bool(opts, "read-only", rs->read_only, NULL);
     }
     if (ch->has_direct) {
-        g_assert(opts_set_bool(opts, "cache.direct", rs->cache_direct, NULL));
+        ok &= opts_set_bool(opts, "cache.direct", rs->cache_direct, NULL);
     }
     if (ch->has_no_flush) {
-        g_assert(opts_set_bool(opts, "cache.no-flush", rs->cache_no_flush,
-                               NULL));
+        ok &= opts_set_bool(opts, "cache.no-flush", rs->cache_no_flush, NULL);
     }
     if (is_top && ch->has_detect_zeroes) {
-        g_assert(opts_set_str(opts, "detect-zeroes",
-                              detect_zeroes_names[rs->detect_zeroes], NULL));
+        ok &= opts_set_str(opts, "detect-zeroes",
+                           detect_zeroes_names[rs->detect_zeroes], NULL);
     }
+    g_assert(ok);
     return opts;
 }
 
@@ -234,8 +235,8 @@ bool node_reopen(StrataNode *node, OptNode *changes, StrataError **errp)
     for (i = 0; i < n; i++) {
         reopen_commit_one(&rs[i]);
     }
-    /* The deepest node first: node_refresh_limits() walks up through every
-     * parent, so the whole chain (and anything else above it) follows. */
+    /* Refresh from the deepest node: node_refresh_limits() walks up
+     * through every parent, so the chain and anything above it follow. */
     node_refresh_limits(rs[n - 1].node);
     ok = true;
 

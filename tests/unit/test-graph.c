@@ -8,12 +8,15 @@
  * why, in a build without raw.  I/O goes through the public blocking API
  * from the test's thread, which owns the context's loop.
  */
+#include <dirent.h>
 #include <errno.h>
 #include <string.h>
 #include <glib.h>
+#include <glib/gstdio.h>
 
 #include "block/backend-int.h"
 #include "block/block-int.h"
+#include "block/file-posix.h"
 #include "block/mem.h"
 
 #define MiB (1024 * 1024)
@@ -1015,6 +1018,109 @@ static void test_reopen_drains(void)
     strata_context_free(ctx);
 }
 
+static int count_open_fds(void)
+{
+    DIR *d = opendir("/proc/self/fd");
+    int n = 0;
+
+    g_assert_nonnull(d);
+    while (readdir(d)) {
+        n++;
+    }
+    closedir(d);
+    return n;
+}
+
+/*
+ * Through a driver with reopen callbacks: the file driver reopens its
+ * descriptor with and without O_DIRECT, limits follow, data stays; a
+ * transaction that fails after the driver prepared leaves no descriptor
+ * behind (the driver's abort ran).
+ */
+static void test_reopen_file_driver(void)
+{
+    if (!block_driver_find("file") || !block_driver_find("raw")) {
+        g_test_skip("the file and raw drivers are not built in yet");
+        return;
+    }
+    g_autofree char *dir = g_dir_make_tmp("strata-graph-XXXXXX", NULL);
+    g_autofree char *path = g_build_filename(dir, "disk.img", NULL);
+    g_autofree char *json = g_strdup_printf(
+        "{\"driver\": \"raw\", \"node-name\": \"top\", \"file\": {\"driver\": \"file\","
+        " \"node-name\": \"proto\", \"filename\": \"%s\", \"aio\": \"threads\"}}", path);
+    g_autoptr(StrataError) err = NULL;
+    uint8_t *wbuf = g_malloc(65536), *rbuf = g_malloc(65536);
+    uint8_t *model = g_malloc0(MiB);      /* what the file should hold */
+
+    g_assert_true(file_create(path, MiB, PREALLOC_OFF, NULL));
+    StrataContext *ctx = strata_context_new(NULL);
+    StrataNode *top = open_ok(ctx, json);
+    StrataNode *proto = node_filtered(top);
+    StrataBackend *be = backend_ok(top, "vda", PERM_CONSISTENT_READ | PERM_WRITE,
+                                   PERM_CONSISTENT_READ);
+    FileInfo info;
+
+    for (int i = 0; i < 65536; i++) {
+        wbuf[i] = (uint8_t)(i * 7 + 1);
+    }
+    g_assert_cmpint(strata_backend_pwrite(be, 1000, wbuf, 65536, 0), ==, 0);
+    memcpy(model + 1000, wbuf, 65536);
+
+    if (!reopen(top, "{\"cache\": {\"direct\": true}}", &err)) {
+        /* A filesystem without O_DIRECT: refused, and nothing changed. */
+        g_test_message("O_DIRECT reopen refused here: %s", error_get_message(err));
+        g_assert_false(top->cache_direct || proto->cache_direct);
+        g_clear_pointer(&err, error_free);
+    } else {
+        g_assert_true(top->cache_direct && proto->cache_direct);
+        file_get_info(proto, &info);
+        g_assert_true(info.direct);
+        g_assert_cmpuint(proto->bl.request_alignment, ==,
+                         MAX(info.request_alignment, info.iov_len_alignment));
+        g_assert_cmpint(strata_backend_pread(be, 1000, rbuf, 65536, 0), ==, 0);
+        g_assert_cmpmem(rbuf, 65536, wbuf, 65536);
+        g_assert_cmpint(strata_backend_pwrite(be, 77, wbuf, 4000, 0), ==, 0);
+        memcpy(model + 77, wbuf, 4000);
+    }
+
+    /* read-only under a writer fails after the file driver prepared a new
+     * descriptor (cache.direct changes too): its abort must close it. */
+    int fds = count_open_fds();
+    bool direct = proto->cache_direct;
+    g_autofree char *change = g_strdup_printf(
+        "{\"read-only\": true, \"cache\": {\"direct\": %s}}", direct ? "false" : "true");
+    g_assert_false(reopen(top, change, &err));
+    g_assert_nonnull(strstr(error_get_message(err), "backend 'vda'"));
+    g_assert_cmpint(count_open_fds(), ==, fds);
+    g_assert_cmpint(proto->cache_direct, ==, direct);
+    g_assert_false(proto->read_only);
+    file_get_info(proto, &info);
+    g_assert_cmpint(info.direct, ==, direct);
+    g_clear_pointer(&err, error_free);
+
+    /* Back to buffered, and the data is all there. */
+    reopen_ok(top, "{\"cache\": {\"direct\": false}}");
+    file_get_info(proto, &info);
+    g_assert_false(info.direct);
+    g_assert_cmpuint(proto->bl.request_alignment, ==, 1);
+    g_assert_cmpint(strata_backend_pread(be, 1000, rbuf, 65536, 0), ==, 0);
+    g_assert_cmpmem(rbuf, 65536, model + 1000, 65536);
+
+    /* Without the writer, read-only works and the file is reopened
+     * read-only underneath. */
+    strata_backend_free(be);
+    reopen_ok(top, "{\"read-only\": true}");
+    g_assert_true(proto->read_only);
+    g_assert_null(strata_backend_new(top, "vdb", PERM_WRITE, PERM_ALL, &err));
+    strata_node_unref(top);
+    strata_context_free(ctx);
+    g_unlink(path);
+    g_rmdir(dir);
+    g_free(wbuf);
+    g_free(rbuf);
+    g_free(model);
+}
+
 int main(int argc, char **argv)
 {
     g_test_init(&argc, &argv, NULL);
@@ -1055,5 +1161,7 @@ int main(int argc, char **argv)
     g_test_add_func("/graph/reopen/bad-options", test_reopen_bad_options);
     g_test_add_func("/graph/reopen/filtered-chain", test_reopen_chain);
     g_test_add_func("/graph/reopen/drains-in-flight", test_reopen_drains);
+    g_test_add_func("/graph/reopen/file-driver-commit-and-abort",
+                    test_reopen_file_driver);
     return g_test_run();
 }
