@@ -126,3 +126,41 @@ STRATA_EXPORT GSource *strata_context_create_gsource(StrataContext *ctx)
     g_assert(!ctx->thread);
     return loop_create_gsource(ctx->loop);
 }
+
+typedef struct ContextCall {
+    StrataCallFunc *fn;
+    void *opaque;
+    GMutex lock;
+    GCond cond;
+    bool done;
+} ContextCall;
+
+static void context_call_bh(void *opaque)
+{
+    ContextCall *c = opaque;
+    c->fn(c->opaque);
+    g_mutex_lock(&c->lock);
+    c->done = true;
+    g_cond_signal(&c->cond);
+    g_mutex_unlock(&c->lock);
+}
+
+STRATA_EXPORT void strata_context_call(StrataContext *ctx, StrataCallFunc *fn,
+                                       void *opaque)
+{
+    if (!ctx->thread || g_thread_self() == ctx->thread) {
+        fn(opaque);
+        return;
+    }
+    ContextCall c = { .fn = fn, .opaque = opaque };
+    g_mutex_init(&c.lock);
+    g_cond_init(&c.cond);
+    loop_oneshot(ctx->loop, context_call_bh, &c);
+    g_mutex_lock(&c.lock);
+    while (!c.done) {
+        g_cond_wait(&c.cond, &c.lock);
+    }
+    g_mutex_unlock(&c.lock);
+    g_mutex_clear(&c.lock);
+    g_cond_clear(&c.cond);
+}

@@ -88,6 +88,17 @@ STRATA_EXPORT bool strata_context_start_thread(StrataContext *ctx,
                                                StrataError **errp);
 STRATA_EXPORT void strata_context_stop_thread(StrataContext *ctx);
 
+/*
+ * Run @fn(opaque) in the context's thread and wait for it to return: how
+ * control calls (opening nodes, creating backends, reopen, setters such as
+ * strata_backend_set_error_action) are made while the loop runs in a
+ * thread of its own (a VMM hot-plugging a disk).  Without a loop thread it
+ * calls @fn directly.  Not from inside the context's own callbacks.
+ */
+typedef void StrataCallFunc(void *opaque);
+STRATA_EXPORT void strata_context_call(StrataContext *ctx, StrataCallFunc *fn,
+                                       void *opaque);
+
 /* ---- Nodes ----------------------------------------------------------------
  * Options are QEMU blockdev-add trees, e.g.
  *   {"driver": "raw", "node-name": "disk0",

@@ -1265,6 +1265,62 @@ static void test_bad_vectors(void)
     fixture_close(&f);
 }
 
+
+/* ---- control calls while the loop thread runs ---------------------------- */
+
+typedef struct HotPlug {
+    StrataContext *ctx;
+    StrataNode *node;
+    StrataBackend *be;
+    bool ran_in_loop_thread;
+    GThread *caller;
+} HotPlug;
+
+static void hotplug_open(void *opaque)
+{
+    HotPlug *h = opaque;
+    StrataError *err = NULL;
+    h->ran_in_loop_thread = g_thread_self() != h->caller;
+    h->node = strata_node_open_json(h->ctx,
+        "{\"driver\": \"mem\", \"size\": 65536, \"align\": 512}", &err);
+    g_assert_nonnull(h->node);
+    h->be = strata_backend_new(h->node, "hot",
+                               STRATA_PERM_CONSISTENT_READ | STRATA_PERM_WRITE,
+                               STRATA_PERM_ALL, &err);
+    g_assert_nonnull(h->be);
+    strata_node_unref(h->node);
+}
+
+static void hotplug_close(void *opaque)
+{
+    HotPlug *h = opaque;
+    strata_backend_free(h->be);
+    h->be = NULL;
+}
+
+static void test_context_call_hotplug(void)
+{
+    StrataError *err = NULL;
+    HotPlug h = { .caller = g_thread_self() };
+    uint8_t buf[1000], back[1000];
+
+    h.ctx = strata_context_new(&err);
+    g_assert_nonnull(h.ctx);
+    g_assert_true(strata_context_start_thread(h.ctx, &err));
+
+    strata_context_call(h.ctx, hotplug_open, &h);
+    g_assert_true(h.ran_in_loop_thread);
+    memset(buf, 0x5a, sizeof(buf));
+    g_assert_cmpint(strata_backend_pwrite(h.be, 333, buf, sizeof(buf), 0), ==, 0);
+    g_assert_cmpint(strata_backend_pread(h.be, 333, back, sizeof(back), 0), ==, 0);
+    g_assert_cmpmem(buf, sizeof(buf), back, sizeof(back));
+    strata_context_call(h.ctx, hotplug_close, &h);
+    g_assert_null(h.be);
+
+    strata_context_stop_thread(h.ctx);
+    strata_context_free(h.ctx);
+}
+
 int main(int argc, char **argv)
 {
     static FormOp form_ops[FORM__MAX][OP__MAX];
@@ -1311,5 +1367,6 @@ int main(int argc, char **argv)
                     test_threads_blocking_while_loop_thread_runs);
     g_test_add_func("/backend/request/past-the-end", test_range_past_end);
     g_test_add_func("/backend/request/bad-vectors", test_bad_vectors);
+    g_test_add_func("/backend/threads/context-call-hotplug", test_context_call_hotplug);
     return g_test_run();
 }
