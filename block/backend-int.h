@@ -27,7 +27,8 @@ int backend_co_pwrite_zeroes(StrataBackend *be, int64_t offset, int64_t bytes,
 int backend_co_pdiscard(StrataBackend *be, int64_t offset, int64_t bytes);
 int backend_co_flush(StrataBackend *be);
 int64_t backend_co_get_length(StrataBackend *be);
-int backend_co_truncate(StrataBackend *be, int64_t size, StrataError **errp);
+int backend_co_truncate(StrataBackend *be, int64_t size, PreallocMode prealloc,
+                        StrataError **errp);
 int backend_co_block_status(StrataBackend *be, int64_t offset, int64_t bytes,
                             int64_t *pnum);
 

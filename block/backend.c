@@ -315,10 +315,11 @@ int64_t backend_co_get_length(StrataBackend *be)
     return node_get_length(be_root(be));
 }
 
-int backend_co_truncate(StrataBackend *be, int64_t size, StrataError **errp)
+int backend_co_truncate(StrataBackend *be, int64_t size, PreallocMode prealloc,
+                        StrataError **errp)
 {
     backend_co_enter_request(be);
-    int ret = node_co_truncate(be_root(be), size, PREALLOC_OFF, errp);
+    int ret = node_co_truncate(be_root(be), size, prealloc, errp);
     backend_leave_request(be);
     return ret;
 }
@@ -394,7 +395,7 @@ static int64_t backend_co_run(BackendReq *r)
     case OP_LENGTH:
         return backend_co_get_length(be);
     case OP_TRUNCATE:
-        return backend_co_truncate(be, r->offset, NULL);
+        return backend_co_truncate(be, r->offset, PREALLOC_OFF, NULL);
     case OP_STATUS:
         return backend_co_block_status(be, r->offset, r->bytes, &r->pnum);
     case OP_DRAIN:
@@ -482,6 +483,8 @@ static int backend_submit(StrataBackend *be, BackendReq *tmpl)
     *r = *tmpl;
     r->be = be;
     r->next = NULL;
+    /* Internal request flags are not for callers of the public API. */
+    r->flags &= REQ_PUBLIC_MASK;
     g_atomic_int_inc(&be->alive);
 
     if (in_context_thread(be)) {

@@ -116,6 +116,8 @@ typedef struct BlkdebugState {
     BlkdebugRule *suspended;        /* in suspension order */
     CoQueue break_waiters;          /* blkdebug_co_wait_break() */
     LoopTimer drain_watch;
+    BlkdebugNotify *notify;
+    void *notify_opaque;
 } BlkdebugState;
 
 /* ---- lists ------------------------------------------------------------------ */
@@ -245,6 +247,9 @@ static void blkdebug_process_event(BlkdebugState *s, int event, int *holds)
                 r->holds = holds;
                 (*holds)++;
                 list_append(&s->suspended, r);
+                if (s->notify) {
+                    s->notify(s->notify_opaque, r->tag, true);
+                }
                 continue;
             }
             break;
@@ -279,6 +284,9 @@ static Coroutine *blkdebug_release(BlkdebugState *s, BlkdebugRule *r)
     Coroutine *co = r->co;
     bool last;
 
+    if (s->notify) {
+        s->notify(s->notify_opaque, r->tag, false);
+    }
     list_remove(&s->suspended, r);
     g_assert(*r->holds > 0);
     last = --*r->holds == 0;
@@ -519,6 +527,7 @@ static bool blkdebug_add_rule(BlkdebugState *s, OptNode *obj,
     g_autofree BlkdebugRule *r = g_new0(BlkdebugRule, 1);
     const char *event_name;
     int64_t v;
+    int event;
 
     r->action = action;
     if (!opts_require_str(obj, "event", &event_name, errp)) {
@@ -574,7 +583,8 @@ static bool blkdebug_add_rule(BlkdebugState *s, OptNode *obj,
     if (check_unknown && !opts_check_consumed(obj, errp)) {
         return false;
     }
-    list_append(&s->rules[r->event], g_steal_pointer(&r));
+    event = r->event;
+    list_append(&s->rules[event], g_steal_pointer(&r));
     return true;
 }
 
@@ -1202,6 +1212,16 @@ bool blkdebug_co_wait_break(StrataNode *node, const char *tag)
         co_queue_wait(&s->break_waiters, NULL);
     }
     return true;
+}
+
+void blkdebug_set_notify(StrataNode *node, BlkdebugNotify *cb, void *opaque)
+{
+    BlkdebugState *s = blkdebug_state_find(node, NULL);
+
+    if (s) {
+        s->notify = cb;
+        s->notify_opaque = opaque;
+    }
 }
 
 int64_t blkdebug_get_state(StrataNode *node)

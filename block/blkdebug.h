@@ -20,7 +20,9 @@
  * blkdebug_remove_break() names its tag.  A drained section over the filter
  * (node_drain_begin() on the filter or a node above it) releases every
  * suspended request, so that a drain or a close never waits forever for a
- * resume nobody will send.
+ * resume nobody will send.  (A backend's own drain, as in
+ * strata_backend_free(), is not seen: resume or remove breakpoints before
+ * freeing a backend whose requests are held.)
  */
 #ifndef STRATA_BLOCK_BLKDEBUG_H
 #define STRATA_BLOCK_BLKDEBUG_H
@@ -77,6 +79,19 @@ bool blkdebug_wait_break(StrataNode *node, const char *tag);
 /* The coroutine form of blkdebug_wait_break(): yields instead of running
  * the loop.  Must be called from a coroutine of the node's loop. */
 bool blkdebug_co_wait_break(StrataNode *node, const char *tag);
+
+/*
+ * Tell @cb about held requests: @cb(opaque, tag, true) when a request is
+ * suspended under @tag, @cb(opaque, tag, false) just before one is let go
+ * (resumed, removed, or released by a drain).  qemu-io prints "blkdebug:
+ * Suspended request 'tag'" and "blkdebug: Resuming request 'tag'" at these
+ * points and iotests expect the lines; the library never prints, so a tool
+ * that wants them installs this.  @cb runs in the loop thread, possibly in
+ * the held request's coroutine, and must not call back into blkdebug.
+ * NULL @cb removes it.  No-op without a blkdebug node.
+ */
+typedef void BlkdebugNotify(void *opaque, const char *tag, bool suspended);
+void blkdebug_set_notify(StrataNode *node, BlkdebugNotify *cb, void *opaque);
 
 /* The filter's current state (1 after open unless a "none" rule changed
  * it); -1 if @node's subtree holds no blkdebug node. */

@@ -44,8 +44,8 @@ typedef struct ReopenState ReopenState;
 enum {
     REQ_FUA = STRATA_REQ_FUA,              /* durable on completion */
     REQ_MAY_UNMAP = STRATA_REQ_MAY_UNMAP,  /* write-zeroes may deallocate */
-    REQ_NO_FALLBACK = 1u << 8,             /* write-zeroes: no slow path */
-    REQ_INTERNAL_MASK = ~0u << 8,
+    REQ_NO_FALLBACK = STRATA_REQ_NO_FALLBACK, /* write-zeroes: no slow path */
+    REQ_PUBLIC_MASK = STRATA_REQ_FUA | STRATA_REQ_MAY_UNMAP | STRATA_REQ_NO_FALLBACK,
 };
 
 /* ---- permissions (QEMU's model) --------------------------------------- */

@@ -441,6 +441,10 @@ static void inherit_options(StrataNode *parent, OptNode *child_opts)
                          parent->cache_direct ? "on" : "off", NULL);
     opts_set_default_str(child_opts, "cache.no-flush",
                          parent->cache_no_flush ? "on" : "off", NULL);
+    /* QEMU passes the discard mode down too: "unmap" on a raw node means
+     * the file below it may punch holes. */
+    opts_set_default_str(child_opts, "discard",
+                         parent->discard == DISCARD_UNMAP ? "unmap" : "ignore", NULL);
 }
 
 BlockChild *block_open_child(StrataNode *parent, OptNode *opts, const char *key,

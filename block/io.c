@@ -244,6 +244,22 @@ int io_co_drv_preadv(StrataNode *node, int64_t offset, int64_t bytes,
 
 static int drv_co_flush(StrataNode *node);
 
+/*
+ * The flush that stands in for FUA on a driver without it.  Its failure
+ * counts as a failed flush: over a host page cache the kernel reports a
+ * writeback error once, and this fdatasync may be the one that consumed
+ * it, so a later explicit flush that "succeeds" would hide lost data.
+ */
+static int drv_co_flush_fua(StrataNode *node)
+{
+    int ret = drv_co_flush(node);
+
+    if (ret < 0 && !node->cache_direct) {
+        node->flush_failed = true;
+    }
+    return ret;
+}
+
 int io_co_drv_pwritev(StrataNode *node, int64_t offset, int64_t bytes,
                       const IOVector *qiov, int flags)
 {
@@ -274,7 +290,7 @@ int io_co_drv_pwritev(StrataNode *node, int64_t offset, int64_t bytes,
     if (ret == 0) {
         node->write_gen++;
         if (emulate_fua) {
-            ret = drv_co_flush(node);
+            ret = drv_co_flush_fua(node);
         }
     }
     return ret;
@@ -339,6 +355,16 @@ int io_co_drv_pwrite_zeroes(StrataNode *node, int64_t offset, int64_t bytes,
     }
     max = MAX(ROUND_DOWN(max, (int64_t)align), (int64_t)align);
 
+    /*
+     * A driver without FUA must not see the flag (a strict device rejects
+     * it, as mem does): strip it from the native call and flush after it
+     * instead.  The zero-buffer fallback gets the caller's flags, since
+     * io_co_drv_pwritev does its own emulation.
+     */
+    bool emulate_fua = (flags & REQ_FUA) && !node->supports_fua &&
+                       node->drv->co_pwrite_zeroes;
+    int native_flags = emulate_fua ? flags & ~REQ_FUA : flags;
+
     node_co_debug_event(node, DBG_PWRITEV_ZERO);
     while (bytes > 0) {
         int64_t n = MIN(bytes, max);
@@ -349,13 +375,13 @@ int io_co_drv_pwrite_zeroes(StrataNode *node, int64_t offset, int64_t bytes,
         if (!IS_ALIGNED(offset, (int64_t)align) && n > align - offset % align) {
             n = align - offset % align;
         }
-        ret = drv_co_pwrite_zeroes_once(node, offset, n, flags);
+        ret = drv_co_pwrite_zeroes_once(node, offset, n, native_flags);
         if (ret == -ENOTSUP && !(flags & REQ_NO_FALLBACK)) {
             ret = zero_fallback(node, offset, n, flags);
         } else if (ret == 0) {
             node->write_gen++;
-            if ((flags & REQ_FUA) && !node->supports_fua && node->drv->co_pwrite_zeroes) {
-                ret = drv_co_flush(node);
+            if (emulate_fua) {
+                ret = drv_co_flush_fua(node);
             }
         }
         if (ret < 0) {
@@ -446,7 +472,9 @@ int node_co_pwrite_zeroes(StrataNode *node, int64_t offset, int64_t bytes,
     } else if (ret == 0 && !(node->perm & (PERM_WRITE | PERM_WRITE_UNCHANGED))) {
         ret = -EPERM;
     }
-    if (ret == 0 && !IS_ALIGNED(offset | bytes, (int64_t)align)) {
+    if (ret == 0 && bytes == 0) {
+        /* Nothing to zero (see node_co_preadv). */
+    } else if (ret == 0 && !IS_ALIGNED(offset | bytes, (int64_t)align)) {
         ret = pad_co_pwrite_zeroes(node, offset, bytes, flags);
     } else if (ret == 0) {
         req_track(&req, node, REQ_ZEROES, offset, offset + bytes, false);
@@ -569,7 +597,12 @@ int node_co_flush(StrataNode *node)
         node->flush_failed = true;
     }
     node->flush_active = false;
-    co_queue_next(&node->flush_queue);
+    /* Wake every queued flush, not just the next: one that finds its
+     * writes covered by this flush completes without waking anyone, and
+     * the ones behind it would wait for a flush that never comes.  The
+     * first that still has work starts the next flush; the rest see
+     * flush_active again and go back to waiting. */
+    co_queue_restart_all(&node->flush_queue);
 out:
     req_untrack(&req);
     block_stats_account(&node->stats, REQ_FLUSH, 0, ret, start);

@@ -66,6 +66,10 @@ typedef struct PadCoalesce {
     int flags;
     bool absorbed;              /* applied by an earlier request's RMW */
     int ret;                    /* its result, when absorbed */
+    /* The leader's list of the members it absorbed.  Intrusive, because
+     * the hot path allocates nothing: each entry lives in its member's
+     * frame, which stays valid while the member waits for the leader. */
+    struct PadCoalesce *next_member;
 } PadCoalesce;
 
 typedef struct PadPlan {
@@ -373,8 +377,21 @@ static void plan_cleanup(PadPlan *p)
 static int plan_co_reserve(PadPlan *p)
 {
     StrataNode *node = p->node;
+    const BlockLimits *bl = &node->bl;
     int n = 0, ret;
 
+    /*
+     * Fragments are cut at multiples of the alignment and of the memory
+     * granularity, so that every element stays legal.  A device whose
+     * max_transfer is below that (512-byte sectors, page-aligned memory,
+     * 2 KiB transfers) cannot take any fragment of this request: fail it
+     * before anything is read or written rather than send a request that
+     * breaks its limits.
+     */
+    if (bl->max_transfer && p->len > bl->max_transfer &&
+        MAX(p->gran, (int64_t)bl->request_alignment) > bl->max_transfer) {
+        return -EINVAL;
+    }
     for (int i = 0; i < p->npieces; i++) {
         if (p->pieces[i].bounce) {
             p->sizes[n++] = p->pieces[i].len;
@@ -611,7 +628,7 @@ static bool find_next_later(BlockReq *other, void *opaque)
  * applied on top of the leader's, in that order.  Returns the extra flags
  * (FUA) the merged write must carry.
  */
-static int coalesce_absorb(PadPlan *p, BlockReq *leader, GSList **members)
+static int coalesce_absorb(PadPlan *p, BlockReq *leader, PadCoalesce **members)
 {
     StrataNode *node = p->node;
     int flags = 0;
@@ -629,7 +646,8 @@ static int coalesce_absorb(PadPlan *p, BlockReq *leader, GSList **members)
         plan_copy(p, c->qiov, c->offset - p->lo, c->bytes, true);
         c->absorbed = true;
         flags |= c->flags & REQ_FUA;
-        *members = g_slist_prepend(*members, c);
+        c->next_member = *members;
+        *members = c;
         node->stats.pad.coalesced_writes++;
         cur = n;
     }
@@ -647,7 +665,7 @@ int pad_co_pwritev(StrataNode *node, int64_t offset, int64_t bytes,
     PadPlan p;
     PadCoalesce self;
     BlockReq req;
-    GSList *members = NULL;
+    PadCoalesce *members = NULL;
     int ret;
 
     plan_init(&p, node, true, offset, bytes, qiov, sa, sp, si, sb, ss);
@@ -695,10 +713,9 @@ int pad_co_pwritev(StrataNode *node, int64_t offset, int64_t bytes,
         ret = node->drv->co_truncate(node, len, PREALLOC_OFF, NULL);
         node->total_bytes = len;
     }
-    for (GSList *l = members; l; l = l->next) {
-        ((PadCoalesce *)l->data)->ret = ret;
+    for (PadCoalesce *c = members; c; c = c->next_member) {
+        c->ret = ret;
     }
-    g_slist_free(members);
 out:
     req_untrack(&req);
     plan_cleanup(&p);

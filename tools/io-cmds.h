@@ -3,8 +3,9 @@
  * SPDX-License-Identifier: MIT
  *
  * tools/strata-io.c owns the process (options, opening the image, the
- * command loop); tools/io-cmds.c implements the commands of qemu-io's
- * language against the backend API.  Everything runs in the main thread,
+ * command loop); tools/io-cmds.c holds the command table, dispatch and
+ * the control commands, tools/io-rw.c the data commands, all against the
+ * backend API.  Everything runs in the main thread,
  * which owns the context's loop: blocking requests run the loop until they
  * complete, and asynchronous requests (aio_read, aio_write) complete in
  * whatever loop iteration comes next.
@@ -54,6 +55,35 @@ void io_close_image(IoState *s);
 /* Run one command line (words split on spaces).  Returns 0, or <0 when the
  * command failed (the tool's exit status becomes 1). */
 int io_command(IoState *s, const char *line);
+
+/* The image's top node (borrowed); an image must be open. */
+static inline StrataNode *io_root(IoState *s)
+{
+    return strata_backend_get_root(s->be);
+}
+
+/* Print the one-line usage of command @name; returns -EINVAL. */
+int io_usage(const char *name);
+/* Parse a byte count or offset (decimal, 0x hex, k/M/G/T/P/E suffixes);
+ * on failure prints qemu-io's parsing error and returns false. */
+bool io_get_num(const char *arg, int64_t *out);
+/* qemu-io's human-readable size: "512 bytes", "1.500 KiB", "2 MiB". */
+void io_fmt_size(double value, char *buf, size_t size);
+
+/* Data commands (tools/io-rw.c): argv as getopt(3) takes it; 0 or <0. */
+int io_cmd_read(IoState *s, int argc, char **argv);
+int io_cmd_readv(IoState *s, int argc, char **argv);
+int io_cmd_write(IoState *s, int argc, char **argv);
+int io_cmd_writev(IoState *s, int argc, char **argv);
+int io_cmd_aio_read(IoState *s, int argc, char **argv);
+int io_cmd_aio_write(IoState *s, int argc, char **argv);
+int io_cmd_aio_flush(IoState *s, int argc, char **argv);
+int io_cmd_flush(IoState *s, int argc, char **argv);
+int io_cmd_discard(IoState *s, int argc, char **argv);
+int io_cmd_truncate(IoState *s, int argc, char **argv);
+int io_cmd_length(IoState *s, int argc, char **argv);
+int io_cmd_alloc(IoState *s, int argc, char **argv);
+int io_cmd_map(IoState *s, int argc, char **argv);
 
 /* Print "strata-io: <message>" on stderr (stdout flushed first, so the
  * two streams interleave in order). */

@@ -23,6 +23,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "config-host.h"
 #include "block/backend-int.h"
 #include "block/block-int.h"
 #include "tools/io-cmds.h"

@@ -178,6 +178,9 @@ STRATA_EXPORT bool strata_node_reopen_json(StrataNode *node, const char *json,
 /* Request flags. */
 #define STRATA_REQ_FUA        (1u << 0)   /* durable when it completes */
 #define STRATA_REQ_MAY_UNMAP  (1u << 1)   /* write-zeroes may deallocate */
+/* Write-zeroes: fail with -ENOTSUP rather than write a zero buffer when
+ * the storage has no fast way to zero. */
+#define STRATA_REQ_NO_FALLBACK (1u << 2)
 
 /* Block status flags (strata_backend_block_status). */
 #define STRATA_BLOCK_DATA   (1u << 0)     /* allocated, reads from storage */

@@ -138,7 +138,7 @@ static void request_co_entry(void *opaque)
         r->ret = backend_co_get_length(r->be);
         break;
     case OP_TRUNCATE:
-        r->ret = backend_co_truncate(r->be, r->offset, NULL);
+        r->ret = backend_co_truncate(r->be, r->offset, PREALLOC_OFF, NULL);
         break;
     default:
         g_assert_not_reached();

@@ -479,6 +479,7 @@ static void test_zeroes_unaligned(void)
                      zeroes ? "true" : "false");
             dev_fill(&d, 3);
             mem_reset_counters(d.node);
+            mem_trace_clear(d.node);
             g_assert_cmpint(strata_backend_pwrite_zeroes(d.be, off, len, 0),
                             ==, 0);
             memset(d.model + off, 0, len);
@@ -488,9 +489,97 @@ static void test_zeroes_unaligned(void)
             } else {
                 g_assert_cmpuint(c.requests[REQ_ZEROES], ==, 0);
             }
+            if (len == 0) {
+                /* Empty: nothing reaches the device, not even an RMW. */
+                g_assert_cmpuint(mem_trace_total(d.node), ==, 0);
+            }
             dev_close(&d);
         }
     }
+}
+
+/* ---- splitting ------------------------------------------------------------------ */
+
+/* Requests over max_transfer go out in aligned fragments no larger than
+ * it, each within max_iov, the RMW reads included. */
+static void test_split_max_transfer(void)
+{
+    TestDev d;
+    TestVec v;
+    uint32_t id = 31;
+    int64_t off = 100, len = 20000;
+
+    dev_open(&d, "{\"driver\": \"mem\", \"size\": 65536, \"align\": 512,"
+             " \"mem-align\": 512, \"iov-len-align\": 512,"
+             " \"max-transfer\": 4096, \"max-iov\": 4}");
+    dev_fill(&d, 1);
+    uint64_t splits = d.node->stats.pad.split_requests;
+    for (int w = 0; w < 2; w++) {
+        vec_make(&v, len, SPLIT_ODD, w ? 0 : 8);
+        mem_trace_clear(d.node);
+        if (w) {
+            int64_t pos = off;
+            for (int i = 0; i < v.niov; i++) {
+                uint8_t *b = v.iov[i].iov_base;
+                for (size_t k = 0; k < v.iov[i].iov_len; k++, pos++) {
+                    b[k] = pat(id, pos);
+                    d.model[pos] = b[k];
+                }
+            }
+            g_assert_cmpint(strata_backend_pwritev(d.be, off, v.iov, v.niov, 0), ==, 0);
+        } else {
+            g_assert_cmpint(strata_backend_preadv(d.be, off, v.iov, v.niov, 0), ==, 0);
+            int64_t pos = off;
+            for (int i = 0; i < v.niov; i++) {
+                g_assert_cmpmem(v.iov[i].iov_base, v.iov[i].iov_len,
+                                d.model + pos, v.iov[i].iov_len);
+                pos += v.iov[i].iov_len;
+            }
+        }
+        /* [0, 20480) in 4096-byte fragments, one after the other (for
+         * the write, after the RMW reads of its edge blocks). */
+        int64_t next = 0;
+        int frags = 0;
+        for (int i = 0; i < mem_trace_count(d.node); i++) {
+            MemTraceEntry e;
+            g_assert_true(mem_trace_get(d.node, i, &e));
+            g_assert_cmpint(e.bytes, <=, 4096);
+            g_assert_cmpint(e.niov, <=, 4);
+            if (e.type == (w ? REQ_WRITE : REQ_READ)) {
+                g_assert_cmpint(e.offset, ==, next);
+                next += e.bytes;
+                frags++;
+            }
+        }
+        g_assert_cmpint(next, ==, 20480);
+        g_assert_cmpint(frags, ==, 5);
+        vec_free(&v);
+    }
+    g_assert_cmpuint(d.node->stats.pad.split_requests, ==, splits + 2);
+    dev_close(&d);
+}
+
+/*
+ * A device whose max_transfer is below its memory alignment (512-byte
+ * sectors, page-aligned buffers, 2 KiB transfers) has no legal way to
+ * split a bounced request: such requests fail with -EINVAL instead of
+ * reaching the device broken; requests that need no split still work.
+ */
+static void test_split_impossible(void)
+{
+    TestDev d;
+    uint8_t buf[8192];
+
+    dev_open(&d, "{\"driver\": \"mem\", \"size\": 65536, \"align\": 512,"
+             " \"mem-align\": 4096, \"max-transfer\": 2048}");
+    memset(buf, 0x77, sizeof(buf));
+    g_assert_cmpint(strata_backend_pwrite(d.be, 100, buf + 1, 8000, 0), ==, -EINVAL);
+    g_assert_cmpint(strata_backend_pread(d.be, 100, buf + 1, 8000, 0), ==, -EINVAL);
+    g_assert_cmpint(strata_backend_pwrite(d.be, 100, buf + 1, 1000, 0), ==, 0);
+    memset(d.model + 100, 0x77, 1000);
+    g_assert_cmpint(strata_backend_pread(d.be, 99, buf, 1002, 0), ==, 0);
+    g_assert_cmpmem(buf, 1002, d.model + 99, 1002);
+    dev_close(&d);
 }
 
 /* ---- callback-form helpers --------------------------------------------------------- */
@@ -706,12 +795,19 @@ static void test_read_no_torn_rmw(void)
                 for (unsigned w = 0; w < nw; w++) {
                     if (x >= wr[w].off && x < wr[w].off + wr[w].len) {
                         in_write = true;
-                        /* All of this write's bytes in this block as the
-                         * first one of them the read saw. */
-                        int64_t bs = MAX(wr[w].off, ROUND_DOWN(x, 4096));
-                        bs = MAX(bs, rd[j].off);
-                        bool is_new = rbuf[j][bs - rd[j].off] == pat(id + w, bs) &&
-                                      rbuf[j][bs - rd[j].off] != before[bs];
+                        /* All of this write's bytes in this block (and
+                         * in this read) are old, or all are new: decide
+                         * by the first byte where old and new differ. */
+                        int64_t bs = MAX(MAX(wr[w].off, ROUND_DOWN(x, 4096)),
+                                         rd[j].off);
+                        int64_t be = MIN(MIN(wr[w].off + wr[w].len,
+                                             ROUND_DOWN(x, 4096) + 4096),
+                                         rd[j].off + rd[j].len);
+                        while (bs < be && pat(id + w, bs) == before[bs]) {
+                            bs++;
+                        }
+                        bool is_new = bs < be &&
+                                      rbuf[j][bs - rd[j].off] == pat(id + w, bs);
                         uint8_t want = is_new ? pat(id + w, x) : before[x];
                         if (got != want) {
                             g_error("round %d read %u byte %" PRId64 ": 0x%02x"
@@ -953,6 +1049,56 @@ static void test_pool_exhaustion(void)
     dev_close(&d);
 }
 
+/*
+ * After warm-up, padded, bounced, collapsed and split requests take all
+ * their buffers from the pool's free lists (invariant 4): running the
+ * same mix again maps no new pool memory.
+ */
+static void test_pool_no_allocation_after_warm_up(void)
+{
+    TestDev d;
+    BufPoolStats s0, s1;
+    TestVec v[4];
+    static const struct { int64_t off, len; Split split; size_t mis; } reqs[] = {
+        { 100, 200, SPLIT_ONE, 0 },
+        { 4000, 9000, SPLIT_ODD, 1 },
+        { 8192, 16384, SPLIT_SECTORS, 8 },
+        { 1, 40000, SPLIT_ODD, 3 },
+    };
+
+    dev_open(&d, "{\"driver\": \"mem\", \"size\": 262144, \"align\": 4096,"
+             " \"mem-align\": 512, \"iov-len-align\": 512,"
+             " \"max-transfer\": 16384, \"max-iov\": 8}");
+    for (unsigned i = 0; i < G_N_ELEMENTS(reqs); i++) {
+        vec_make(&v[i], reqs[i].len, reqs[i].split, reqs[i].mis);
+    }
+    for (int round = 0; round < 3; round++) {
+        bufpool_get_stats(d.ctx->pool, &s0);
+        for (unsigned i = 0; i < G_N_ELEMENTS(reqs); i++) {
+            int64_t pos = reqs[i].off;
+            for (int k = 0; k < v[i].niov; k++) {
+                memset(v[i].iov[k].iov_base, round * 16 + i + 1, v[i].iov[k].iov_len);
+                memset(d.model + pos, round * 16 + i + 1, v[i].iov[k].iov_len);
+                pos += v[i].iov[k].iov_len;
+            }
+            g_assert_cmpint(strata_backend_pwritev(d.be, reqs[i].off, v[i].iov,
+                                                   v[i].niov, 0), ==, 0);
+            g_assert_cmpint(strata_backend_preadv(d.be, reqs[i].off, v[i].iov,
+                                                  v[i].niov, 0), ==, 0);
+        }
+        bufpool_get_stats(d.ctx->pool, &s1);
+        if (round > 0) {
+            g_assert_cmpuint(s1.allocations, ==, s0.allocations);
+            g_assert_cmpuint(s1.reuses, >, s0.reuses);
+        }
+        g_assert_cmpuint(s1.bytes_in_use, ==, 0);
+    }
+    for (unsigned i = 0; i < G_N_ELEMENTS(reqs); i++) {
+        vec_free(&v[i]);
+    }
+    dev_close(&d);
+}
+
 /* ---- the random model test --------------------------------------------------------
  *
  * Thousands of reads, writes and write-zeroes with unaligned offsets and
@@ -1023,7 +1169,6 @@ typedef struct MSlot {
 } MSlot;
 
 #define MODEL_SLOTS 40
-#define MODEL_ARENA (256 * 1024)
 
 typedef struct Model {
     TestDev d;
@@ -1034,7 +1179,8 @@ typedef struct Model {
     GArray *writes;             /* MWrite */
     int target, issued, completed;
     MSlot slots[MODEL_SLOTS];
-    int nslots;
+    size_t arena_size;          /* of each slot: the longest request, each
+                                   element starting in a fresh page */
     uint32_t next_id;
     /* scratch for the checker */
     uint8_t *claimed;
@@ -1288,7 +1434,7 @@ static void model_submit(Model *m, MSlot *sl)
         at = (uint8_t *)ROUND_UP((uintptr_t)at, (uintptr_t)4096) + mis;
         sl->iov[i] = (struct iovec) { at, len };
         at += len;
-        g_assert(at <= sl->arena + MODEL_ARENA);
+        g_assert(at <= sl->arena + m->arena_size);
     }
 
     if (sl->kind == 0) {
@@ -1329,6 +1475,7 @@ static void model_run(const ModelCfg *cfg, uint32_t seed, int requests,
     m->claimed = g_malloc(A);
     m->set = g_new(int, requests + 1);
     m->set2 = g_new(int, requests + 1);
+    m->arena_size = 16 * A + 9 * 8192;
     g_assert(in_flight <= MODEL_SLOTS);
 
     dev_open(&m->d, "{\"driver\": \"mem\", \"size\": %" PRId64
@@ -1343,7 +1490,7 @@ static void model_run(const ModelCfg *cfg, uint32_t seed, int requests,
 
     for (int i = 0; i < in_flight; i++) {
         m->slots[i].m = m;
-        m->slots[i].arena = g_aligned_alloc(1, MODEL_ARENA, 4096);
+        m->slots[i].arena = g_aligned_alloc(1, m->arena_size, 4096);
         model_submit(m, &m->slots[i]);
     }
     LOOP_RUN_WHILE(dev_loop(&m->d), m->completed < m->target);
@@ -1391,6 +1538,7 @@ static const ModelCfg model_cfgs[] = {
     { "4k-no-coalesce-iov3", 4096, 4096, 512, 0, 3, false, 256 * 1024 },
     { "512-memalign4k", 512, 4096, 512, 4096, 1024, true, 64 * 1024 },
     { "4k-direct-iov3", 4096, 1, 1, 16384, 3, true, 128 * 1024 },
+    { "4k-iov1-split", 4096, 1, 1, 4096, 1, true, 64 * 1024 },
 };
 
 static void test_model_random_concurrent(void)
@@ -1428,12 +1576,16 @@ int main(int argc, char **argv)
     g_test_add_func("/pad/write/rmw-read-error", test_write_rmw_read_error);
     g_test_add_func("/pad/zeroes/unaligned", test_zeroes_unaligned);
     g_test_add_func("/pad/read/no-torn-rmw", test_read_no_torn_rmw);
+    g_test_add_func("/pad/split/max-transfer", test_split_max_transfer);
+    g_test_add_func("/pad/split/impossible", test_split_impossible);
     g_test_add_func("/pad/coalesce/merged", test_coalesce_merged);
     g_test_add_func("/pad/coalesce/disabled", test_coalesce_disabled);
     g_test_add_func("/pad/coalesce/fail-together", test_coalesce_fail_together);
     g_test_add_func("/pad/serialise/two-backends", test_serialise_two_backends);
     g_test_add_func("/pad/collapse/1022-to-1026-elements", test_iov_max);
     g_test_add_func("/pad/pool/exhaustion", test_pool_exhaustion);
+    g_test_add_func("/pad/pool/no-allocation-after-warm-up",
+                    test_pool_no_allocation_after_warm_up);
     g_test_add_func("/pad/model/random-concurrent", test_model_random_concurrent);
     return g_test_run();
 }
