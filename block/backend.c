@@ -95,16 +95,25 @@ bool backend_get_write_cache(const StrataBackend *be)
     return be->write_cache;
 }
 
+static StrataNode *be_root(StrataBackend *be)
+{
+    return be->root->node;
+}
+
 /* ---- quiesce, stop, resume ---------------------------------------------- */
 
 void backend_quiesce(StrataBackend *be)
 {
     be->quiesce_counter++;
+    /* Mark the graph too: a filter holding a request (a blkdebug
+     * breakpoint) sees it and lets go, so the drain can finish. */
+    be_root(be)->quiesce_counter++;
 }
 
 void backend_unquiesce(StrataBackend *be)
 {
     g_assert(be->quiesce_counter > 0);
+    be_root(be)->quiesce_counter--;
     if (--be->quiesce_counter == 0 && !be->stopped) {
         co_queue_restart_all(&be->entry_queue);
     }
@@ -217,10 +226,6 @@ STRATA_EXPORT void strata_backend_resume(StrataBackend *be)
 
 /* ---- coroutine forms ------------------------------------------------------ */
 
-static StrataNode *be_root(StrataBackend *be)
-{
-    return be->root->node;
-}
 
 /* A request past the end of the device fails with -EIO (what a disk
  * reports for an LBA out of range; qemu-io prints the same). */

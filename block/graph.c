@@ -135,8 +135,6 @@ void node_refresh_limits(StrataNode *node)
     /* If every element must be a multiple of N bytes, so must every
      * request: keep the padding unit at least that large. */
     bl.request_alignment = MAX(bl.request_alignment, bl.iov_len_alignment);
-    /* Pool buffers are page aligned; nothing here asks for more. */
-    g_assert(bl.mem_alignment <= 4096);
     bl.opt_mem_alignment = MAX(bl.opt_mem_alignment, bl.mem_alignment);
     if (bl.max_transfer) {
         /* A transfer limit below the alignment could never be honoured. */
@@ -491,6 +489,32 @@ BlockChild *block_open_child(StrataNode *parent, OptNode *opts, const char *key,
     return c;
 }
 
+/*
+ * Limits the request path cannot honour fail the open rather than a later
+ * request: pool buffers are page aligned, and a transfer limit below the
+ * memory alignment leaves no legal place to split.
+ */
+static bool limits_supported(StrataNode *node, StrataError **errp)
+{
+    const BlockLimits *bl = &node->bl;
+    long page = sysconf(_SC_PAGESIZE);
+
+    if (bl->mem_alignment > (uint32_t)page) {
+        error_set_option(errp, "Node '%s': memory alignment %u above the page "
+                         "size (%ld) is not supported", node->node_name,
+                         bl->mem_alignment, page);
+        return false;
+    }
+    if (bl->max_transfer &&
+        bl->max_transfer < (int64_t)MAX(bl->mem_alignment, bl->iov_len_alignment)) {
+        error_set_option(errp, "Node '%s': max-transfer %" G_GINT64_FORMAT
+                         " is below the memory alignment (%u)", node->node_name,
+                         bl->max_transfer, MAX(bl->mem_alignment, bl->iov_len_alignment));
+        return false;
+    }
+    return true;
+}
+
 static char *auto_node_name(StrataContext *ctx)
 {
     return g_strdup_printf("#block%03" G_GUINT64_FORMAT, ctx->next_auto_name++);
@@ -599,6 +623,12 @@ StrataNode *block_open(StrataContext *ctx, OptNode *opts, StrataError **errp)
         goto fail;
     }
     node_refresh_limits(node);
+    if (!limits_supported(node, errp)) {
+        if (drv->close) {
+            drv->close(node);
+        }
+        goto fail;
+    }
     node->total_bytes = -1;
     node_get_length(node);
     return node;

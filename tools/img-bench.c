@@ -621,7 +621,7 @@ static void bench_usage(void)
 "  -f FMT               driver of the top node (default raw)\n"
 "  --flush-interval=N   flush every N requests (writes only)\n"
 "  -i AIO               file.aio: threads, native, io_uring, auto\n"
-"  -n                   cache=none and aio=native (-i overrides the engine)\n"
+"  -n                   native AIO, as -i native (needs -t none)\n"
 "  --no-drain           do not drain the queue before a flush\n"
 "  -o OFFSET            offset of the first request (default 0)\n"
 "  --pattern=N          fill the buffers with byte N (default 0)\n"
@@ -681,7 +681,7 @@ int img_bench(int argc, char **argv)
     };
     int64_t offset = 0, step = 0;
     int pattern = 0;
-    bool quiet = false, json = false, malloc_report = false, nocache = false;
+    bool quiet = false, json = false, malloc_report = false, native_aio = false;
     int c;
 
     optind = 1;
@@ -714,7 +714,7 @@ int img_bench(int argc, char **argv)
             f.fmt = optarg;
             break;
         case 'n':
-            nocache = true;
+            native_aio = true;
             break;
         case 'i':
             f.aio = optarg;
@@ -798,15 +798,11 @@ int img_bench(int argc, char **argv)
         return 1;
     }
     const char *filename = argv[optind];
-    if (nocache) {
-        /* qemu-img's -n: O_DIRECT with native AIO.  Unlike qemu-img, a
-         * later (or earlier) -i picks the engine. */
-        if (!f.cache) {
-            f.cache = "none";
-        }
-        if (!f.aio) {
-            f.aio = "native";
-        }
+    if (native_aio && !f.aio) {
+        /* qemu-img bench's -n: native AIO, which needs -t none (or another
+         * O_DIRECT cache mode).  Where qemu-img lets -n win over -i, here
+         * -i names the engine. */
+        f.aio = "native";
     }
     if (b.flush_interval && b.flush_interval < b.depth) {
         img_error("Flush interval can't be smaller than depth");

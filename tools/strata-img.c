@@ -636,6 +636,8 @@ static int img_info(int argc, char **argv)
             if (n->drv->dump_info) {
                 n->drv->dump_info(n, text);
                 g_strchomp(text->str);
+            }
+            if (*text->str) {
                 json_builder_set_member_name(b, "driver-info");
                 json_builder_add_string_value(b, text->str);
             }

@@ -306,9 +306,13 @@ void io_close_image(IoState *s)
     if (!s->be) {
         return;
     }
+    /* Drain first: a request held at a blkdebug breakpoint is let go when
+     * the graph is drained, so quitting never waits on it forever. */
+    strata_backend_drain_begin(s->be);
     while (s->aio_in_flight > 0) {
         loop_run_once(s->ctx->loop, true);
     }
+    strata_backend_drain_end(s->be);
     strata_backend_free(s->be);
     s->be = NULL;
     s->perm = s->shared = 0;
