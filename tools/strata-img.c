@@ -3,8 +3,8 @@
  * SPDX-License-Identifier: MIT
  *
  *   strata-img create [-q] [-f raw] [-o preallocation=off|falloc|full] FILE SIZE
- *   strata-img info [-f FMT] [--image-opts] [-U] [--output=human|json] FILE
- *   strata-img map [-f FMT] [--image-opts] [-U] [--output=human|json] FILE
+ *   strata-img info [-f FMT] [-t CACHE] [--image-opts] [-U] [--output=human|json] FILE
+ *   strata-img map [-f FMT] [-t CACHE] [--image-opts] [-U] [--output=human|json] FILE
  *   strata-img bench [OPTIONS] FILE        (see tools/img-bench.c)
  *
  * FILE is an image path (raw over file unless -f names another driver), a
@@ -455,18 +455,23 @@ static int parse_inspect_opts(int argc, char **argv, ImgOpenFlags *f,
         { "force-share", no_argument, NULL, 'U' },
         { "image-opts", no_argument, NULL, OPT_IMAGE_OPTS },
         { "output", required_argument, NULL, OPT_OUTPUT },
+        { "cache", required_argument, NULL, 't' },
         { NULL, 0, NULL, 0 },
     };
     int c;
 
     optind = 1;
-    while ((c = getopt_long(argc, argv, "hf:U", long_opts, NULL)) != -1) {
+    while ((c = getopt_long(argc, argv, "hf:t:U", long_opts, NULL)) != -1) {
         switch (c) {
         case 'h':
             printf("%s", usage);
             return -2;
         case 'f':
             f->fmt = optarg;
+            break;
+        case 't':
+            /* Not in qemu-img info: shows the limits of an O_DIRECT open. */
+            f->cache = optarg;
             break;
         case 'U':
             f->force_share = true;
@@ -562,7 +567,7 @@ static void print_json(JsonBuilder *b)
 }
 
 static const char info_usage[] =
-    "Usage: strata-img info [-f FMT] [--image-opts] [-U] [--output=human|json] FILE\n";
+    "Usage: strata-img info [-f FMT] [-t CACHE] [--image-opts] [-U] [--output=human|json] FILE\n";
 
 static int img_info(int argc, char **argv)
 {
@@ -693,7 +698,7 @@ static int img_info(int argc, char **argv)
 /* ---- map ----------------------------------------------------------------------- */
 
 static const char map_usage[] =
-    "Usage: strata-img map [-f FMT] [--image-opts] [-U] [--output=human|json] FILE\n";
+    "Usage: strata-img map [-f FMT] [-t CACHE] [--image-opts] [-U] [--output=human|json] FILE\n";
 
 static int img_map(int argc, char **argv)
 {
@@ -768,8 +773,8 @@ static void usage(void)
 "\n"
 "Commands:\n"
 "  create [-q] [-f raw] [-o preallocation=off|falloc|full] FILE SIZE\n"
-"  info [-f FMT] [--image-opts] [-U] [--output=human|json] FILE\n"
-"  map [-f FMT] [--image-opts] [-U] [--output=human|json] FILE\n"
+"  info [-f FMT] [-t CACHE] [--image-opts] [-U] [--output=human|json] FILE\n"
+"  map [-f FMT] [-t CACHE] [--image-opts] [-U] [--output=human|json] FILE\n"
 "  bench [-c COUNT] [-d DEPTH] [-f FMT] [--flush-interval=N] [-i AIO] [-n]\n"
 "        [--no-drain] [-o OFFSET] [--pattern=N] [-q] [-s BUFSIZE] [-S STEP]\n"
 "        [-t CACHE] [-w] [-U] [--image-opts] [--vectors=N] [--form=co|callback]\n"

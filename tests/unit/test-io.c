@@ -21,72 +21,9 @@
 #include "block/backend-int.h"
 #include "block/block-int.h"
 #include "block/mem.h"
+#include "memdev.h"
 
 /* ---- harness ----------------------------------------------------------------- */
-
-/* Devices up to this size get a model; larger ones are for validation
- * tests that never write. */
-#define MODEL_MAX (64 << 20)
-
-typedef struct TestDev {
-    StrataContext *ctx;
-    StrataNode *node;
-    StrataBackend *be;
-    int64_t size;
-    uint8_t *model;             /* what the device must hold, or NULL */
-} TestDev;
-
-static void dev_open(TestDev *d, const char *fmt, ...) G_GNUC_PRINTF(2, 3);
-
-static void dev_open(TestDev *d, const char *fmt, ...)
-{
-    g_autoptr(StrataError) err = NULL;
-    g_autofree char *json = NULL;
-    va_list ap;
-
-    va_start(ap, fmt);
-    json = g_strdup_vprintf(fmt, ap);
-    va_end(ap);
-
-    *d = (TestDev) { 0 };
-    d->ctx = strata_context_new(&err);
-    g_assert_nonnull(d->ctx);
-    d->node = strata_node_open_json(d->ctx, json, &err);
-    if (!d->node) {
-        g_error("opening %s: %s", json, strata_error_get_message(err));
-    }
-    d->be = strata_backend_new(d->node, "t",
-                               STRATA_PERM_CONSISTENT_READ | STRATA_PERM_WRITE |
-                               STRATA_PERM_RESIZE, STRATA_PERM_ALL, &err);
-    g_assert_nonnull(d->be);
-    d->size = strata_node_get_length(d->node);
-    if (d->size <= MODEL_MAX) {
-        d->model = g_malloc0(d->size);
-    }
-}
-
-static void dev_check_violations(TestDev *d)
-{
-    MemCounters c;
-
-    mem_get_counters(d->node, &c);
-    if (c.limit_violations) {
-        g_error("%" PRIu64 " limit violations, last: %s", c.limit_violations,
-                mem_last_violation(d->node));
-    }
-}
-
-static void dev_close(TestDev *d)
-{
-    dev_check_violations(d);
-    if (d->model) {
-        g_assert_cmpmem(mem_get_data(d->node), d->size, d->model, d->size);
-    }
-    strata_backend_free(d->be);
-    strata_node_unref(d->node);
-    strata_context_free(d->ctx);
-    g_free(d->model);
-}
 
 static void dev_counters(TestDev *d, MemCounters *c)
 {

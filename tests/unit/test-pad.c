@@ -24,80 +24,9 @@
 #include "block/block-int.h"
 #include "block/io.h"
 #include "block/mem.h"
+#include "memdev.h"
 
 /* ---- harness ----------------------------------------------------------------- */
-
-typedef struct TestDev {
-    StrataContext *ctx;
-    StrataNode *node;
-    StrataBackend *be;
-    int64_t size;
-    uint8_t *model;             /* what the device must hold */
-} TestDev;
-
-static void dev_open(TestDev *d, const char *fmt, ...) G_GNUC_PRINTF(2, 3);
-
-/* Open a mem node from the JSON @fmt and a backend taking read, write and
- * resize.  The model starts as the device does: all zeroes. */
-static void dev_open(TestDev *d, const char *fmt, ...)
-{
-    g_autoptr(StrataError) err = NULL;
-    g_autofree char *json = NULL;
-    va_list ap;
-
-    va_start(ap, fmt);
-    json = g_strdup_vprintf(fmt, ap);
-    va_end(ap);
-
-    *d = (TestDev) { 0 };
-    d->ctx = strata_context_new(&err);
-    g_assert_nonnull(d->ctx);
-    d->node = strata_node_open_json(d->ctx, json, &err);
-    if (!d->node) {
-        g_error("opening %s: %s", json, strata_error_get_message(err));
-    }
-    d->be = strata_backend_new(d->node, "t",
-                               STRATA_PERM_CONSISTENT_READ | STRATA_PERM_WRITE |
-                               STRATA_PERM_RESIZE, STRATA_PERM_ALL, &err);
-    g_assert_nonnull(d->be);
-    d->size = strata_node_get_length(d->node);
-    d->model = g_malloc0(d->size);
-}
-
-static void dev_check_violations(TestDev *d)
-{
-    MemCounters c;
-
-    mem_get_counters(d->node, &c);
-    if (c.limit_violations) {
-        g_error("%" PRIu64 " limit violations, last: %s", c.limit_violations,
-                mem_last_violation(d->node));
-    }
-}
-
-/* The device equals the model, byte for byte. */
-static void dev_check_model(TestDev *d)
-{
-    const uint8_t *data = mem_get_data(d->node);
-
-    g_assert_cmpuint(mem_get_size(d->node), ==, d->size);
-    for (int64_t i = 0; i < d->size; i++) {
-        if (data[i] != d->model[i]) {
-            g_error("device differs from the model at byte %" PRId64
-                    ": 0x%02x, expected 0x%02x", i, data[i], d->model[i]);
-        }
-    }
-}
-
-static void dev_close(TestDev *d)
-{
-    dev_check_violations(d);
-    dev_check_model(d);
-    strata_backend_free(d->be);
-    strata_node_unref(d->node);
-    strata_context_free(d->ctx);
-    g_free(d->model);
-}
 
 static Loop *dev_loop(TestDev *d)
 {
