@@ -554,6 +554,9 @@ StrataNode *block_open(StrataContext *ctx, OptNode *opts, StrataError **errp)
     const char *prefix = opts_path(opts);
     const char *dot = *prefix ? "." : "";
 
+    /* Graph changes happen in the context's thread (strata_context_call
+     * gets there while a loop thread runs). */
+    g_assert(!ctx->thread || g_thread_self() == ctx->thread);
     if (opts_type(opts) != OPT_OBJECT) {
         error_set_option(errp, "%s: expected an object", *prefix ? prefix : "options");
         return NULL;

@@ -62,6 +62,9 @@ void block_stats_account(BlockStats *s, BlockReqType type, int64_t bytes,
 void req_track(BlockReq *req, StrataNode *node, BlockReqType type,
                int64_t lo, int64_t hi, bool serialising)
 {
+    /* The threading contract: a graph's requests run in its loop's thread,
+     * in coroutines. */
+    g_assert(co_in_coroutine() && loop_current() == node->ctx->loop);
     *req = (BlockReq) {
         .node = node,
         .type = type,
