@@ -236,6 +236,10 @@ static int uring_co_submit(UringState *s, UringReq *req)
         s->wait_tail = &req->next;
     }
     loop_defer_call(s->loop, uring_flush, s);
+    unsigned max_batch = loop_get_aio_max_batch(s->loop);
+    if (max_batch && io_uring_sq_ready(&s->ring) >= max_batch) {
+        uring_submit(s);
+    }
 
     while (!req->done) {
         co_yield();

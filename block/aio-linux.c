@@ -290,6 +290,10 @@ static int laio_co_submit(LaioState *s, LaioReq *req)
         s->wait_tail = &req->next;
     }
     loop_defer_call(s->loop, laio_flush, s);
+    unsigned max_batch = loop_get_aio_max_batch(s->loop);
+    if (max_batch && (unsigned)s->npending >= max_batch) {
+        laio_flush(s);
+    }
 
     while (!req->done) {
         co_yield();

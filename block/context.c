@@ -164,3 +164,9 @@ STRATA_EXPORT void strata_context_call(StrataContext *ctx, StrataCallFunc *fn,
     g_mutex_clear(&c.lock);
     g_cond_clear(&c.cond);
 }
+
+STRATA_EXPORT void strata_context_set_aio_max_batch(StrataContext *ctx,
+                                                    unsigned max_batch)
+{
+    loop_set_aio_max_batch(ctx->loop, max_batch);
+}

@@ -103,6 +103,7 @@ struct Loop {
     DeferEntry defer[LOOP_MAX_DEFER];
 
     ThreadPool *pool;
+    unsigned aio_max_batch;         /* 0: one batch per iteration */
 };
 
 static __thread Loop *tls_running_loop;
@@ -789,6 +790,16 @@ void loop_run_while(Loop *loop, bool (*cond)(void *opaque), void *opaque)
 }
 
 /* ---- thread pool -------------------------------------------------------- */
+
+void loop_set_aio_max_batch(Loop *loop, unsigned max_batch)
+{
+    loop->aio_max_batch = max_batch;
+}
+
+unsigned loop_get_aio_max_batch(const Loop *loop)
+{
+    return loop->aio_max_batch;
+}
 
 ThreadPool *loop_get_thread_pool(Loop *loop)
 {

@@ -136,6 +136,15 @@ void loop_defer_begin(Loop *loop);
 void loop_defer_end(Loop *loop);
 void loop_defer_call(Loop *loop, LoopCallback *fn, void *opaque);
 
+/*
+ * Largest batch an AIO engine collects before it submits (QEMU's
+ * aio-max-batch): 0, the default, submits once per iteration whatever the
+ * count; a smaller batch trades syscalls for latency at high depth.  An
+ * option of the loop, not of a node: the ring is shared by every node.
+ */
+void loop_set_aio_max_batch(Loop *loop, unsigned max_batch);
+unsigned loop_get_aio_max_batch(const Loop *loop);
+
 /* ---- thread pool ---------------------------------------------------- */
 
 /* The loop's thread pool (util/thread-pool.h), created on first use. */

@@ -96,6 +96,12 @@ STRATA_EXPORT void strata_context_stop_thread(StrataContext *ctx);
  * calls @fn directly.  Not from inside the context's own callbacks.
  */
 typedef void StrataCallFunc(void *opaque);
+
+/* Largest number of requests the AIO engines batch into one submission
+ * syscall (QEMU's aio-max-batch); 0, the default, batches everything
+ * queued during one loop iteration. */
+STRATA_EXPORT void strata_context_set_aio_max_batch(StrataContext *ctx,
+                                                    unsigned max_batch);
 STRATA_EXPORT void strata_context_call(StrataContext *ctx, StrataCallFunc *fn,
                                        void *opaque);
 

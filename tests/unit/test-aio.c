@@ -339,6 +339,37 @@ static void test_concurrent(gconstpointer data)
     env_cleanup(&e);
 }
 
+/* The loop's aio-max-batch caps a batch: 64 requests with a cap of 16 go
+ * out in 4 submissions of 16. */
+static void test_max_batch(gconstpointer data)
+{
+    Env e;
+    if (!env_init(&e, GPOINTER_TO_INT(data), 0)) {
+        return;
+    }
+    if (e.id == AIO_ENGINE_THREADS) {
+        g_test_skip("threads: each request is its own syscall");
+        env_cleanup(&e);
+        return;
+    }
+    uint8_t *wbufs = blk_alloc(NCONC * BLK);
+    Io *ios = g_new0(Io, NCONC);
+    for (int i = 0; i < NCONC; i++) {
+        fill_pattern(wbufs + (size_t)i * BLK, BLK, 700 + i);
+    }
+    strata_context_set_aio_max_batch(e.ctx, 16);
+    AioEngineStats s0 = env_stats(&e);
+    run_concurrent(&e, ios, wbufs, true);
+    AioEngineStats d = stats_delta(s0, env_stats(&e));
+    g_assert_cmpuint(d.completions, ==, NCONC);
+    g_assert_cmpuint(d.syscalls, ==, NCONC / 16);
+    g_assert_cmpuint(d.max_batch, <=, 16);
+
+    g_free(ios);
+    g_aligned_free(wbufs);
+    env_cleanup(&e);
+}
+
 /* A queue of 8: the 64 requests wait for room instead of failing, and no
  * batch exceeds the queue. */
 static void test_queue_full(gconstpointer data)
@@ -686,6 +717,7 @@ int main(int argc, char **argv)
     g_test_add_func("/aio/table", test_table);
     add_engine_test("roundtrip", test_roundtrip);
     add_engine_test("concurrent-64-batched", test_concurrent);
+    add_engine_test("max-batch", test_max_batch);
     add_engine_test("queue-full-waits", test_queue_full);
     add_engine_test("fua", test_fua);
     add_engine_test("short-result-hook", test_short_hook);
