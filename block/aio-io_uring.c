@@ -329,9 +329,11 @@ static void *uring_ctx_init(StrataContext *ctx, StrataError **errp)
                         io_uring_opcode_supported(probe, IORING_OP_WRITE_FIXED);
     io_uring_free_probe(probe);
 
-    /* Saves an fd table lookup per io_uring_enter where supported (5.18+);
-     * without it everything works the same. */
-    (void)io_uring_register_ring_fd(&s->ring);
+    /* No io_uring_register_ring_fd(): the registered index is private to
+     * the thread that registered it, and a context's loop may move to a
+     * thread of its own after nodes were opened (strata_context_start_thread),
+     * where every io_uring_enter would then fail with EINVAL.  The saving is
+     * one fd table lookup per syscall. */
 
     s->loop = ctx->loop;
     s->cq_entries = params.cq_entries;

@@ -356,6 +356,9 @@ struct StrataContext {
     int thread_stop;                /* atomic */
     void *engine[4];                /* per-loop AIO engine state (by id) */
     void (*engine_free[4])(void *);
+    /* Guest memory the embedder registered (block/memregion.c); NULL
+     * while none is. */
+    struct MemRegionTable *memregions;
 };
 
 /* Open a node (and its children) from an option tree.  Marks consumed what

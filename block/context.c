@@ -5,6 +5,7 @@
 #include <errno.h>
 #include "block/block-int.h"
 #include "block/backend-int.h"
+#include "block/memregion.h"
 #include "strata/strata-glib.h"
 
 STRATA_EXPORT StrataContext *strata_context_new(StrataError **errp)
@@ -62,6 +63,7 @@ STRATA_EXPORT void strata_context_free(StrataContext *ctx)
             ctx->engine_free[i](ctx->engine[i]);
         }
     }
+    memregion_cleanup(ctx);
     /* Let pending bottom halves (completions, wake-ups) run out. */
     while (loop_run_once(ctx->loop, false)) {
     }

@@ -6,7 +6,9 @@
  * engine (block/aio-engine.h) chosen by the `aio` option; everything else
  * that can block (fdatasync, fallocate, the discard and zeroing ioctls,
  * truncate) runs in the context's thread pool.  docs/file-driver.md is the
- * user's view of what follows.
+ * user's view of what follows.  Image locking lives in block/file-lock.c;
+ * the table of registered guest memory that selects io_uring fixed
+ * buffers lives in block/memregion.c.
  *
  * Alignment is probed once per file descriptor, at open and at reopen,
  * and kept as three separate numbers because the kernel checks three
@@ -50,7 +52,9 @@
 #include "block/aio-engine.h"
 #include "block/block-int.h"
 #include "block/drivers.h"
+#include "block/file-lock.h"
 #include "block/file-posix.h"
+#include "block/memregion.h"
 
 /* The most we ever assume or accept as an alignment: what every Linux
  * filesystem and block device supporting O_DIRECT is happy with. */
@@ -65,25 +69,6 @@
 #ifndef STATX_DIOALIGN
 #define STATX_DIOALIGN 0x00002000U
 #endif
-
-/* ---- lock layout, as QEMU's file-posix lays it out ------------------------
- * One byte per permission a user holds (100 + bit) and one per permission
- * it does not let others hold (200 + bit), each locked shared (F_RDLCK)
- * with open-file-description locks.  A conflict check probes the other
- * side's bytes with an F_WRLCK F_OFD_GETLK, which any other holder of a
- * shared lock there makes fail.  Bit 4 is QEMU's old "graph-mod"
- * permission: we never take it and always share it, so its bytes stay
- * untouched and QEMU versions that still know it agree with us.
- */
-#define FILE_LOCK_PERM_BASE 100
-#define FILE_LOCK_SHARED_BASE 200
-#define FILE_PERM_GRAPH_MOD (1u << 4)
-#define FILE_LOCK_NBITS 5
-#define FILE_LOCK_MASK ((1u << FILE_LOCK_NBITS) - 1)
-
-static const char *const file_lock_perm_names[FILE_LOCK_NBITS] = {
-    "consistent read", "write", "write unchanged", "resize", "change children",
-};
 
 /* Option values, in the schema's order (qapi/block.json). */
 enum { FILE_AIO_AUTO = AIO_ENGINE__MAX };
@@ -135,13 +120,14 @@ typedef struct FileState {
     bool no_discard;
     bool no_zeroout;
 
-    /* locking: what the graph committed, and the bytes we hold */
-    bool use_lock;
-    uint64_t perm, shared;
-    uint64_t locked_perm, locked_unshared;
+    FileLock lock;                  /* image locks (block/file-lock.c) */
 
     uint64_t einval_fallbacks;
     uint64_t short_resubmits;
+
+    /* io_uring fixed buffers over registered guest memory */
+    uint64_t fixed_reads, fixed_writes;
+    uint64_t fixed_fallbacks;       /* in a region the engine refused */
 } FileState;
 
 static FileState *file_state(StrataNode *node)
@@ -435,6 +421,7 @@ static bool file_pick_engine(StrataNode *node, FileState *s, FileDesc *d,
             d->engine = state;
             d->engine_why = i == 0 ? reason : "auto: better engines unavailable";
             d->fua = ops->supports_fua && ops->supports_fua(state);
+            memregion_attach_engine(node->ctx, ops, state);
             return true;
         }
         g_autofree char *path = file_key_path(opts, "aio");
@@ -468,173 +455,35 @@ static bool file_pick_engine(StrataNode *node, FileState *s, FileDesc *d,
     d->ops = ops;
     d->engine_why = "chosen by aio";
     d->fua = ops->supports_fua && ops->supports_fua(d->engine);
+    /* An engine state created after the embedder registered guest memory
+     * gets the regions now. */
+    memregion_attach_engine(node->ctx, ops, d->engine);
     return true;
 }
 
-/* ---- locking ------------------------------------------------------------------ */
-
-static bool file_ofd_supported(int fd)
-{
-    struct flock fl = {
-        .l_type = F_WRLCK, .l_whence = SEEK_SET, .l_start = 0, .l_len = 1,
-    };
-
-    return fcntl(fd, F_OFD_GETLK, &fl) == 0;
-}
-
-static int file_lock_byte(int fd, int64_t off, bool lock)
-{
-    struct flock fl = {
-        .l_type = lock ? F_RDLCK : F_UNLCK,
-        .l_whence = SEEK_SET,
-        .l_start = off,
-        .l_len = 1,
-    };
-
-    return fcntl(fd, F_OFD_SETLK, &fl) < 0 ? -errno : 0;
-}
-
-/* 0 when no other file description holds a lock on byte @off, -EAGAIN
- * when one does, -errno on failure. */
-static int file_test_byte(int fd, int64_t off)
-{
-    struct flock fl = {
-        .l_type = F_WRLCK,
-        .l_whence = SEEK_SET,
-        .l_start = off,
-        .l_len = 1,
-    };
-
-    if (fcntl(fd, F_OFD_GETLK, &fl) < 0) {
-        return -errno;
-    }
-    return fl.l_type == F_UNLCK ? 0 : -EAGAIN;
-}
-
-/*
- * Hold exactly the bytes for @perm (100 + bit) and @unshared (200 + bit)
- * on @fd, given that *@held_perm / *@held_unshared are held now.  With
- * @unlock false, bytes are only added (the prepare step keeps old and new
- * until the transaction ends).  Unlocking cannot fail in a way that
- * matters; locking a byte shared fails only if someone holds it
- * exclusively, which QEMU and Strata never do.
- */
-static bool file_lock_apply(int fd, const char *filename, uint64_t perm,
-                            uint64_t unshared, bool unlock,
-                            uint64_t *held_perm, uint64_t *held_unshared,
-                            StrataError **errp)
-{
-    for (int i = 0; i < FILE_LOCK_NBITS; i++) {
-        uint64_t bit = 1ull << i;
-        struct { uint64_t want, *held; int base; } b[2] = {
-            { perm, held_perm, FILE_LOCK_PERM_BASE },
-            { unshared, held_unshared, FILE_LOCK_SHARED_BASE },
-        };
-
-        for (int j = 0; j < 2; j++) {
-            if ((b[j].want & bit) && !(*b[j].held & bit)) {
-                int ret = file_lock_byte(fd, b[j].base + i, true);
-                if (ret < 0) {
-                    error_set(errp, STRATA_ERROR_PERMISSION, -ret,
-                              "Failed to lock byte %d of '%s': %s",
-                              b[j].base + i, filename, g_strerror(-ret));
-                    return false;
-                }
-                *b[j].held |= bit;
-            } else if (unlock && !(b[j].want & bit) && (*b[j].held & bit)) {
-                file_lock_byte(fd, b[j].base + i, false);
-                *b[j].held &= ~bit;
-            }
-        }
-    }
-    return true;
-}
-
-/* Does another user hold what we need, or need what we do not share? */
-static bool file_lock_check(int fd, const char *filename, uint64_t perm,
-                            uint64_t shared, StrataError **errp)
-{
-    static const char hint[] = "Is another process using the image? "
-        "(use locking=off or open it read-only with shared access)";
-
-    for (int i = 0; i < FILE_LOCK_NBITS; i++) {
-        uint64_t bit = 1ull << i;
-        int ret;
-
-        if (perm & bit) {
-            ret = file_test_byte(fd, FILE_LOCK_SHARED_BASE + i);
-            if (ret < 0) {
-                error_set(errp, STRATA_ERROR_PERMISSION, -ret,
-                          "Failed to get \"%s\" lock on '%s': %s",
-                          file_lock_perm_names[i], filename,
-                          ret == -EAGAIN ? hint : g_strerror(-ret));
-                return false;
-            }
-        }
-        if (!(shared & bit)) {
-            ret = file_test_byte(fd, FILE_LOCK_PERM_BASE + i);
-            if (ret < 0) {
-                error_set(errp, STRATA_ERROR_PERMISSION, -ret,
-                          "Failed to get shared \"%s\" lock on '%s': %s",
-                          file_lock_perm_names[i], filename,
-                          ret == -EAGAIN ? hint : g_strerror(-ret));
-                return false;
-            }
-        }
-    }
-    return true;
-}
+/* ---- permissions: image locks (block/file-lock.c) ------------------------------ */
 
 static bool file_check_perm(StrataNode *node, uint64_t perm, uint64_t shared,
                             StrataError **errp)
 {
     FileState *s = node->opaque;
 
-    if (!s->use_lock) {
-        return true;
-    }
-    perm &= PERM_ALL;
-    shared = (shared & PERM_ALL) | FILE_PERM_GRAPH_MOD;
-    /* Giving up permissions or sharing more cannot conflict. */
-    if ((s->perm | perm) == s->perm && (s->shared & shared) == s->shared) {
-        return true;
-    }
-    /* Lock first, then test: of two users racing for the same image, at
-     * least one sees the other's bytes. */
-    if (file_lock_apply(s->d.fd, s->filename, s->perm | perm,
-                        (~s->shared | ~shared) & FILE_LOCK_MASK, false,
-                        &s->locked_perm, &s->locked_unshared, errp) &&
-        file_lock_check(s->d.fd, s->filename, perm, shared, errp)) {
-        return true;
-    }
-    file_lock_apply(s->d.fd, s->filename, s->perm, ~s->shared & FILE_LOCK_MASK,
-                    true, &s->locked_perm, &s->locked_unshared, NULL);
-    return false;
+    return file_lock_check_perm(&s->lock, s->d.fd, s->filename, perm, shared,
+                                errp);
 }
 
 static void file_set_perm(StrataNode *node, uint64_t perm, uint64_t shared)
 {
     FileState *s = node->opaque;
 
-    perm &= PERM_ALL;
-    shared = (shared & PERM_ALL) | FILE_PERM_GRAPH_MOD;
-    if (s->use_lock) {
-        file_lock_apply(s->d.fd, s->filename, perm, ~shared & FILE_LOCK_MASK,
-                        true, &s->locked_perm, &s->locked_unshared, NULL);
-    }
-    s->perm = perm;
-    s->shared = shared;
+    file_lock_set_perm(&s->lock, s->d.fd, s->filename, perm, shared);
 }
 
 static void file_abort_perm(StrataNode *node)
 {
     FileState *s = node->opaque;
 
-    if (s->use_lock) {
-        file_lock_apply(s->d.fd, s->filename, s->perm,
-                        ~s->shared & FILE_LOCK_MASK, true, &s->locked_perm,
-                        &s->locked_unshared, NULL);
-    }
+    file_lock_abort_perm(&s->lock, s->d.fd, s->filename);
 }
 
 /* ---- reads and writes ----------------------------------------------------------- */
@@ -731,6 +580,52 @@ static int file_co_buffered_rw(StrataNode *node, FileState *s, bool write,
 }
 
 /*
+ * One submission to the engine.  A single buffer wholly inside a piece of
+ * registered guest memory goes as an io_uring fixed-buffer read or write
+ * (no vectored form exists); everything else, and everything on engines
+ * without fixed buffers, takes the normal vectored path.
+ */
+static int file_co_submit(StrataNode *node, FileState *s, bool write,
+                          int64_t offset, const struct iovec *iov, int niov,
+                          int eflags)
+{
+    FileDesc *d = &s->d;
+
+    if (niov == 1 && memregion_any(node->ctx) && d->ops->co_preadv_fixed) {
+        int slot = memregion_lookup(node->ctx, d->ops->id, iov[0].iov_base,
+                                    iov[0].iov_len);
+        int ret;
+
+        if (slot >= 0) {
+            if (write) {
+                s->fixed_writes++;
+                ret = d->ops->co_pwritev_fixed(d->engine, d->fd, offset,
+                                               iov[0].iov_base,
+                                               iov[0].iov_len, slot, eflags);
+            } else {
+                s->fixed_reads++;
+                ret = d->ops->co_preadv_fixed(d->engine, d->fd, offset,
+                                              iov[0].iov_base, iov[0].iov_len,
+                                              slot, eflags);
+            }
+            /* EFAULT: the slot no longer covers the buffer, because the
+             * region was unregistered while the request waited in the
+             * ring.  The normal path maps the memory itself. */
+            if (ret != -EFAULT) {
+                return ret;
+            }
+            s->fixed_fallbacks++;
+        } else if (slot == MEMREGION_UNREGISTERED) {
+            s->fixed_fallbacks++;
+        }
+    }
+    if (write) {
+        return d->ops->co_pwritev(d->engine, d->fd, offset, iov, niov, eflags);
+    }
+    return d->ops->co_preadv(d->engine, d->fd, offset, iov, niov, eflags);
+}
+
+/*
  * The short-transfer loop every engine shares: resubmit the remainder at
  * the right offset, zero-fill a read that reaches the end of the file,
  * retry EINTR and EAGAIN, and redo a request the kernel rejected with
@@ -757,12 +652,9 @@ static int file_co_rw(StrataNode *node, bool write, int64_t offset,
         if (buffered) {
             n = file_co_buffered_rw(node, s, write, offset + done, iov, niov,
                                     eflags);
-        } else if (write) {
-            n = d->ops->co_pwritev(d->engine, d->fd, offset + done, iov, niov,
-                                   eflags);
         } else {
-            n = d->ops->co_preadv(d->engine, d->fd, offset + done, iov, niov,
-                                  eflags);
+            n = file_co_submit(node, s, write, offset + done, iov, niov,
+                               eflags);
         }
 
         if (n == -EINTR) {
@@ -1285,6 +1177,7 @@ static bool file_open(StrataNode *node, OptNode *opts, StrataError **errp)
     uint64_t threshold;
     long iov_max = sysconf(_SC_IOV_MAX);
     struct statfs sf;
+    bool ofd = false;
     int64_t len;
 
     s->d.fd = -1;
@@ -1344,7 +1237,7 @@ static bool file_open(StrataNode *node, OptNode *opts, StrataError **errp)
     /* Locking: OFD locks or nothing (POSIX locks would be dropped by any
      * close() of the file anywhere in the process). */
     if (locking != FILE_LOCK_OFF) {
-        bool ofd = file_ofd_supported(s->d.fd);
+        ofd = file_lock_supported(s->d.fd);
         if (!ofd && locking == FILE_LOCK_ON) {
             g_autofree char *path = file_key_path(opts, "locking");
             error_set(errp, STRATA_ERROR_INVALID_OPTION, ENOTSUP,
@@ -1352,10 +1245,8 @@ static bool file_open(StrataNode *node, OptNode *opts, StrataError **errp)
                       path, s->filename);
             goto fail;
         }
-        s->use_lock = ofd;
     }
-    s->perm = 0;
-    s->shared = PERM_ALL | FILE_PERM_GRAPH_MOD;
+    file_lock_init(&s->lock, ofd);
 
     len = file_fd_length(s->d.fd, s->is_bdev);
     if (len < 0) {
@@ -1424,7 +1315,6 @@ static bool file_reopen_prepare(ReopenState *rs, StrataError **errp)
     StrataNode *node = rs->node;
     FileState *s = node->opaque;
     g_autofree FileReopen *r = g_new0(FileReopen, 1);
-    uint64_t held_perm = 0, held_unshared = 0;
 
     if (rs->read_only == node->read_only &&
         rs->cache_direct == node->cache_direct) {
@@ -1443,10 +1333,7 @@ static bool file_reopen_prepare(ReopenState *rs, StrataError **errp)
     /* Hold the same bytes on the new description before the old one goes:
      * there is never a moment with no lock.  Shared locks of our own old
      * description do not conflict with these. */
-    if (s->use_lock &&
-        !file_lock_apply(r->d.fd, s->filename, s->locked_perm,
-                         s->locked_unshared, false, &held_perm, &held_unshared,
-                         errp)) {
+    if (!file_lock_copy(&s->lock, r->d.fd, s->filename, errp)) {
         file_desc_close(&r->d);
         return false;
     }
@@ -1498,12 +1385,24 @@ static void file_dump_info(StrataNode *node, GString *out)
                            s->d.direct ? "O_DIRECT" : "buffered",
                            s->d.ops->name, s->d.engine_why, a->request, a->mem,
                            a->iov_len, a->source, s->max_transfer,
-                           s->use_lock ? "on" : "off",
+                           s->lock.enabled ? "on" : "off",
                            s->d.fua ? "native" : "emulated");
     if (s->einval_fallbacks || s->short_resubmits) {
         g_string_append_printf(out, "file: %" PRIu64 " EINVAL fallbacks, %"
                                PRIu64 " short transfers resumed\n",
                                s->einval_fallbacks, s->short_resubmits);
+    }
+    if (memregion_any(node->ctx) || s->fixed_reads || s->fixed_writes ||
+        s->fixed_fallbacks) {
+        MemRegionInfo mi;
+        memregion_get_info(node->ctx, s->d.ops->id, &mi);
+        g_string_append_printf(out, "file: guest memory: %d regions (%"
+                               PRIu64 " bytes), %d of %d pieces fixed "
+                               "buffers; %" PRIu64 " fixed reads, %" PRIu64
+                               " fixed writes, %" PRIu64 " fixed_fallbacks\n",
+                               mi.regions, mi.bytes, mi.pieces_registered,
+                               mi.pieces, s->fixed_reads, s->fixed_writes,
+                               s->fixed_fallbacks);
     }
 }
 
@@ -1535,7 +1434,6 @@ const BlockDriver bdrv_file = {
 bool file_create(const char *path, int64_t size, PreallocMode prealloc,
                  StrataError **errp)
 {
-    uint64_t held_perm = 0, held_unshared = 0;
     FileTruncateJob j = { .size = size, .prealloc = prealloc };
     bool ok = false;
     int fd, ret;
@@ -1553,12 +1451,7 @@ bool file_create(const char *path, int64_t size, PreallocMode prealloc,
                   "Could not create '%s': %s", path, g_strerror(err));
         return false;
     }
-    if (file_ofd_supported(fd) &&
-        (!file_lock_apply(fd, path, PERM_WRITE | PERM_RESIZE,
-                          PERM_ALL & ~PERM_CONSISTENT_READ, true, &held_perm,
-                          &held_unshared, errp) ||
-         !file_lock_check(fd, path, PERM_WRITE | PERM_RESIZE,
-                          PERM_CONSISTENT_READ | FILE_PERM_GRAPH_MOD, errp))) {
+    if (!file_lock_create_check(fd, path, errp)) {
         goto out;
     }
     if (ftruncate(fd, 0) < 0) {
@@ -1596,7 +1489,7 @@ void file_get_info(StrataNode *node, FileInfo *out)
     *out = (FileInfo) {
         .is_bdev = s->is_bdev,
         .direct = s->d.direct,
-        .locking = s->use_lock,
+        .locking = s->lock.enabled,
         .engine = s->d.ops->id,
         .engine_name = s->d.ops->name,
         .request_alignment = s->d.align.request,
@@ -1606,6 +1499,9 @@ void file_get_info(StrataNode *node, FileInfo *out)
         .max_transfer = s->max_transfer,
         .einval_fallbacks = s->einval_fallbacks,
         .short_resubmits = s->short_resubmits,
+        .fixed_reads = s->fixed_reads,
+        .fixed_writes = s->fixed_writes,
+        .fixed_fallbacks = s->fixed_fallbacks,
     };
 }
 

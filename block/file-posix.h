@@ -40,6 +40,13 @@ typedef struct FileInfo {
     int64_t max_transfer;
     uint64_t einval_fallbacks;  /* O_DIRECT requests redone buffered */
     uint64_t short_resubmits;   /* short transfers resumed */
+    /* Registered guest memory (strata_context_register_memory): requests
+     * sent as io_uring fixed-buffer reads and writes, and requests inside
+     * a region that the engine could not register (RLIMIT_MEMLOCK, ...)
+     * that took the normal path instead. */
+    uint64_t fixed_reads;
+    uint64_t fixed_writes;
+    uint64_t fixed_fallbacks;
 } FileInfo;
 
 /* @node must be a "file" node. */

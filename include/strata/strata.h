@@ -299,6 +299,42 @@ STRATA_EXPORT int strata_backend_aio_get_length(StrataBackend *be,
 STRATA_EXPORT int strata_backend_aio_truncate(StrataBackend *be, int64_t size,
                                               StrataCompletion *cb, void *opaque);
 
+/* ---- Guest memory ---------------------------------------------------------
+ * An embedder registers the memory its guest's buffers live in (guest RAM)
+ * so that file nodes using aio=io_uring hand single-buffer requests inside
+ * it to the kernel as io_uring fixed buffers: the pages are pinned once at
+ * registration instead of being mapped for every request.  Purely an
+ * optimisation: results are the same with or without it.  See
+ * docs/file-driver.md ("Guest memory").
+ *
+ * Control path.  With a loop thread (strata_context_start_thread) both
+ * calls may be made from any thread: they run in the loop thread through
+ * strata_context_call().  Without one, call them in the thread that runs
+ * the loop.
+ */
+
+/*
+ * Register [@addr, @addr + @len) (any alignment; pages are pinned whole)
+ * with @ctx.  Regions must not overlap one another.  False with *errp for
+ * a NULL address, an empty or wrapping range, an overlap (errno EEXIST)
+ * or too many regions (ENOSPC).  An engine that cannot pin the memory
+ * (RLIMIT_MEMLOCK, file-backed memory, too old a kernel) is not an error:
+ * the region stays recorded and its I/O takes the normal path.  While
+ * registered, the memory must stay mapped and must not be discarded
+ * (MADV_DONTNEED, balloon inflation, virtio-mem unplug): the kernel keeps
+ * using the pages pinned at registration.
+ */
+STRATA_EXPORT bool strata_context_register_memory(StrataContext *ctx,
+                                                  void *addr, size_t len,
+                                                  StrataError **errp);
+/*
+ * Unregister the region that starts at @addr (a no-op if none does) and
+ * unpin it.  No request in flight may still use it (drain the backends
+ * first); requests issued afterwards take the normal path.
+ */
+STRATA_EXPORT void strata_context_unregister_memory(StrataContext *ctx,
+                                                    void *addr);
+
 #ifdef __cplusplus
 }
 #endif

@@ -15,6 +15,7 @@
 #include <inttypes.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 #include <glib.h>
 
 #include "block/backend-int.h"
@@ -1321,6 +1322,48 @@ static void test_context_call_hotplug(void)
     strata_context_free(h.ctx);
 }
 
+
+/* A file node opened with io_uring before the loop moves to its own thread
+ * keeps working there (the ring must not depend on the opening thread). */
+static void test_uring_node_then_loop_thread(void)
+{
+    StrataError *err = NULL;
+    char path[] = "/var/tmp/strata-test-uring-XXXXXX";
+    int fd = mkstemp(path);
+    g_assert_cmpint(fd, >=, 0);
+    g_assert_cmpint(ftruncate(fd, 1 << 20), ==, 0);
+    close(fd);
+
+    StrataContext *ctx = strata_context_new(&err);
+    g_autofree char *json = g_strdup_printf(
+        "{\"driver\": \"file\", \"filename\": \"%s\", \"aio\": \"io_uring\"}", path);
+    StrataNode *node = strata_node_open_json(ctx, json, &err);
+    if (!node) {
+        g_test_skip_printf("io_uring unavailable: %s", strata_error_get_message(err));
+        strata_error_free(err);
+        strata_context_free(ctx);
+        unlink(path);
+        return;
+    }
+    StrataBackend *be = strata_backend_new(node, "u",
+                                           STRATA_PERM_CONSISTENT_READ | STRATA_PERM_WRITE,
+                                           STRATA_PERM_ALL, &err);
+    g_assert_nonnull(be);
+    strata_node_unref(node);
+    g_assert_true(strata_context_start_thread(ctx, &err));
+
+    uint8_t buf[700], back[700];
+    memset(buf, 0x6b, sizeof(buf));
+    g_assert_cmpint(strata_backend_pwrite(be, 4097, buf, sizeof(buf), 0), ==, 0);
+    g_assert_cmpint(strata_backend_pread(be, 4097, back, sizeof(back), 0), ==, 0);
+    g_assert_cmpmem(buf, sizeof(buf), back, sizeof(back));
+
+    strata_context_stop_thread(ctx);
+    strata_backend_free(be);
+    strata_context_free(ctx);
+    unlink(path);
+}
+
 int main(int argc, char **argv)
 {
     static FormOp form_ops[FORM__MAX][OP__MAX];
@@ -1368,5 +1411,7 @@ int main(int argc, char **argv)
     g_test_add_func("/backend/request/past-the-end", test_range_past_end);
     g_test_add_func("/backend/request/bad-vectors", test_bad_vectors);
     g_test_add_func("/backend/threads/context-call-hotplug", test_context_call_hotplug);
+    g_test_add_func("/backend/threads/io-uring-node-then-loop-thread",
+                    test_uring_node_then_loop_thread);
     return g_test_run();
 }
