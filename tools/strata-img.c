@@ -778,7 +778,7 @@ static void usage(void)
 "  bench [-c COUNT] [-d DEPTH] [-f FMT] [--flush-interval=N] [-i AIO] [-n]\n"
 "        [--no-drain] [-o OFFSET] [--pattern=N] [-q] [-s BUFSIZE] [-S STEP]\n"
 "        [-t CACHE] [-w] [-U] [--image-opts] [--vectors=N] [--form=co|callback]\n"
-"        [--json] [--malloc-report] FILE\n"
+"        [--json] [--malloc-report] [--one-buffer] FILE\n"
 "\n"
 "FILE is an image path (raw over file unless -f names a driver), a\n"
 "json:{...} option tree, or with --image-opts dotted keys.\n"

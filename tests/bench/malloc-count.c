@@ -58,7 +58,7 @@ static _Atomic long backtraces_left;
 
 /* Set while this thread is inside dlsym() or backtrace(): allocations
  * then go to the arena (dlsym) or uncounted to the real allocator. */
-static __thread int in_hook;
+static __thread int in_hook __attribute__((tls_model("initial-exec")));
 static _Atomic int resolving;
 
 static _Alignas(64) char arena[65536];

@@ -1,0 +1,77 @@
+#!/bin/bash
+# SPDX-License-Identifier: MIT
+#
+# Smoke test of strata-img: create, info, map and bench (both forms, flush
+# intervals, vectors, JSON) on a small file and the null driver.  Asserts
+# what the commands print, never how fast they ran.
+#
+#   test-strata-img.sh PATH/TO/strata-img
+set -euo pipefail
+
+IMG=${1:?usage: $0 strata-img}
+dir=$(mktemp -d)
+trap 'rm -rf "$dir"' EXIT
+f=$dir/t.img
+fail() { echo "FAIL: $*" >&2; exit 1; }
+expect() {  # expect NAME PATTERN TEXT
+    grep -qE -- "$2" <<<"$3" || fail "$1: no match for '$2' in:"$'\n'"$3"
+}
+
+out=$("$IMG" create "$f" 1M)
+expect create "^Formatting '$f', fmt=raw size=1048576$" "$out"
+[ "$(stat -c %s "$f")" = 1048576 ] || fail "create: wrong size"
+
+out=$("$IMG" create -q -o preallocation=falloc "$f.falloc" 64k)
+[ -z "$out" ] || fail "create -q printed: $out"
+"$IMG" create -o preallocation=bogus "$f.bad" 64k 2>/dev/null && fail "bad preallocation accepted"
+"$IMG" create -o size=1 "$f.bad" 64k 2>/dev/null && fail "unknown -o key accepted"
+
+out=$("$IMG" info "$f")
+expect info "^virtual size: 1 MiB \(1048576 bytes\)$" "$out"
+expect info "^file format: raw$" "$out"
+expect info "alignment: request" "$out"
+
+out=$("$IMG" info --output=json "$f")
+expect info-json '"virtual-size" : 1048576' "$out"
+expect info-json '"request-alignment"' "$out"
+
+# create writes the first block so an O_DIRECT probe finds data; the rest
+# is a hole.
+out=$("$IMG" map --output=json "$f")
+expect map-json '"start": 0, "length": 4096, "depth": 0, "present": true, "zero": false, "data": true, "offset": 0' "$out"
+expect map-json '"start": 4096, "length": 1044480, .*"zero": true, "data": false' "$out"
+out=$("$IMG" map "$f")
+expect map "^0 +0x1000 +0 +$f$" "$out"
+
+null='json:{"driver":"null-co","read-zeroes":false,"size":1048576}'
+out=$("$IMG" bench -c 1000 -d 4 "$null")
+expect bench "^Sending 1000 read requests, 4096 bytes each, 4 in parallel \(starting at offset 0, step size 4096\)$" "$out"
+expect bench "^Run completed in [0-9]+\.[0-9]{3} seconds\.$" "$out"
+expect bench "^IOPS: " "$out"
+expect bench "^Latency at node" "$out"
+expect bench "^Padding at " "$out"
+
+out=$("$IMG" bench -q -c 1000 -d 4 --form=callback "$null")
+expect bench-callback "^Run completed" "$out"
+[ "$(wc -l <<<"$out")" = 2 ] || fail "bench -q printed more than qemu-img's lines"
+
+for form in co callback; do
+    for drain in "" --no-drain; do
+        out=$("$IMG" bench -w -c 200 -d 4 --flush-interval=50 $drain --form=$form "$f")
+        expect "flush $form $drain" "^Sending flush every 50 requests$" "$out"
+        expect "flush $form $drain" "^Flushes: [1-9]" "$out"
+    done
+done
+
+out=$("$IMG" bench -w -c 100 -d 4 -s 8192 --vectors 16 -o 1 --json --pattern=0x5a "$f")
+expect bench-json '"vectors" : 16' "$out"
+expect bench-json '"iops"' "$out"
+# The pattern reached the file: the first byte written went to offset 1.
+[ "$(od -An -tx1 -j1 -N1 "$f" | tr -d ' ')" = 5a ] || fail "pattern not written"
+
+"$IMG" bench -c 10 -d 16 --flush-interval=8 -w "$f" 2>/dev/null && fail "flush interval < depth accepted"
+"$IMG" bench -c 10 --flush-interval=8 "$f" 2>/dev/null && fail "flush interval on reads accepted"
+"$IMG" bench -c 0 "$f" 2>/dev/null && fail "count 0 accepted"
+"$IMG" bench -c 10 --vectors 5000 "$f" 2>/dev/null && fail "more vectors than bytes accepted"
+"$IMG" bench -c 10 "$dir/missing.img" 2>/dev/null && fail "missing image opened"
+echo "ok"
