@@ -15,6 +15,18 @@
  * to clear a counter and no extra registration; the CQ ring is then read in
  * user space without a system call.
  *
+ * Completion inside io_uring_enter.  A request the kernel can finish without
+ * blocking (a page-cache hit, a fast device) has its CQE posted before
+ * io_uring_enter returns, so the submit path peeks at the CQ right after
+ * submitting: such a request then costs one system call instead of
+ * io_uring_enter plus an epoll_wait.  Those completions wake their
+ * coroutines through the loop (loop_co_wake) instead of entering them: the
+ * submit path may run inside a submitting coroutine, which must not be
+ * re-entered or enter others, and entering from the end of a defer section
+ * would chain submissions and completions without returning to the loop.
+ * (Requests that io_uring punts to its io-wq workers, e.g. O_DIRECT on
+ * tmpfs, which lacks FMODE_NOWAIT, still complete through the ring fd.)
+ *
  * Batching: every submission made while a loop iteration runs, including
  * those made by coroutines that the completion handler re-enters (the
  * completion handler opens its own defer section for that), reaches the
@@ -116,24 +128,31 @@ static bool uring_available(const char **why)
 /* Put @req in an SQE.  False when there is no room: the CQ budget is used
  * up, or the SQ is full even after submitting it. */
 static bool uring_queue(UringState *s, UringReq *req);
-static void uring_submit(UringState *s);
+static unsigned uring_submit(UringState *s);
 
 static void uring_flush(void *opaque)
 {
     UringState *s = opaque;
+    unsigned reaped;
 
-    while (s->wait_head) {
-        UringReq *req = s->wait_head;
-        if (!uring_queue(s, req)) {
-            break;
+    do {
+        while (s->wait_head) {
+            UringReq *req = s->wait_head;
+            if (!uring_queue(s, req)) {
+                break;
+            }
+            s->wait_head = req->next;
+            if (!s->wait_head) {
+                s->wait_tail = &s->wait_head;
+            }
+            req->next = NULL;
         }
-        s->wait_head = req->next;
-        if (!s->wait_head) {
-            s->wait_tail = &s->wait_head;
-        }
-        req->next = NULL;
-    }
-    uring_submit(s);
+        reaped = uring_submit(s);
+        /* Completions found right after submitting freed CQ budget that
+         * waiting requests can use now rather than a loop iteration later.
+         * Each pass either queues a waiter or finds nothing more to reap,
+         * so this ends. */
+    } while (reaped > 0 && s->wait_head);
 }
 
 static void uring_retry_cb(void *opaque)
@@ -144,13 +163,17 @@ static void uring_retry_cb(void *opaque)
     uring_flush(s);
 }
 
+static unsigned uring_reap(UringState *s, bool enter);
+
 /*
- * Hand every prepared SQE to the kernel.  Never reaps completions: this runs
- * inside a submitting coroutine when no defer section is open, and must not
- * re-enter anyone from there.
+ * Hand every prepared SQE to the kernel, then take the CQEs that are
+ * already there (uring_reap without entering anyone).  Returns how many
+ * completions were reaped.
  */
-static void uring_submit(UringState *s)
+static unsigned uring_submit(UringState *s)
 {
+    bool submitted = false;
+
     while (io_uring_sq_ready(&s->ring) > 0) {
         unsigned ready = io_uring_sq_ready(&s->ring);
         int ret = io_uring_submit(&s->ring);
@@ -160,6 +183,7 @@ static void uring_submit(UringState *s)
             if ((uint64_t)ret > s->stats.max_batch) {
                 s->stats.max_batch = ret;
             }
+            submitted = true;
             /* A short count means the kernel stopped after an SQE it
              * failed (its CQE carries the error): submit the rest. */
             continue;
@@ -179,8 +203,9 @@ static void uring_submit(UringState *s)
         if (s->inflight <= ready) {
             loop_timer_mod(&s->retry_timer, clock_ns() + URING_RETRY_NS);
         }
-        return;
+        break;
     }
+    return submitted ? uring_reap(s, false) : 0;
 }
 
 static bool uring_queue(UringState *s, UringReq *req)
@@ -247,9 +272,16 @@ static int uring_co_submit(UringState *s, UringReq *req)
     return req->ret;
 }
 
-static void uring_reap(UringState *s)
+/*
+ * Take every CQE in the ring.  @enter: enter each request's coroutine (the
+ * completion handler, which runs in the loop, not in a coroutine, inside its
+ * own defer section); else wake it through the loop (the submit path, see
+ * the top of the file), except the running coroutine's own request, which
+ * just sees done and does not yield.  Returns how many were reaped.
+ */
+static unsigned uring_reap(UringState *s, bool enter)
 {
-    bool found = false;
+    unsigned found = 0;
 
     for (;;) {
         struct io_uring_cqe *cqe;
@@ -273,17 +305,23 @@ static void uring_reap(UringState *s)
         g_assert(s->inflight > 0);
         s->inflight--;
         s->stats.completions++;
-        found = true;
+        found++;
         req->ret = (int)aio_engine_apply_short(AIO_ENGINE_IO_URING, res);
         req->done = true;
-        co_enter(req->co);
+        if (enter) {
+            co_enter(req->co);
+        } else if (req->co != co_self()) {
+            if (!co_get_loop(req->co)) {
+                /* Created before the thread had a loop; it runs in ours. */
+                co_set_loop(req->co, s->loop);
+            }
+            loop_co_wake(req->co);
+        }
     }
     if (found) {
         s->stats.reap_batches++;
     }
-    if (s->wait_head || io_uring_sq_ready(&s->ring) > 0) {
-        loop_defer_call(s->loop, uring_flush, s);
-    }
+    return found;
 }
 
 /* The ring fd polls readable: CQEs are waiting. */
@@ -294,7 +332,10 @@ static void uring_on_readable(void *opaque)
     /* Our own section, so that the requests the re-entered coroutines
      * submit go out in one io_uring_enter when the handler is done. */
     loop_defer_begin(s->loop);
-    uring_reap(s);
+    uring_reap(s, true);
+    if (s->wait_head || io_uring_sq_ready(&s->ring) > 0) {
+        loop_defer_call(s->loop, uring_flush, s);
+    }
     loop_defer_end(s->loop);
 }
 

@@ -231,13 +231,14 @@ STRATA_EXPORT void strata_backend_resume(StrataBackend *be)
  * reports for an LBA out of range; qemu-io prints the same). */
 static int check_device_range(StrataBackend *be, int64_t offset, int64_t bytes)
 {
-    if (offset < 0 || bytes < 0 || bytes > BLOCK_MAX_OFFSET - offset) {
+    if (offset < 0 || bytes < 0) {
         return -EINVAL;
     }
     int64_t len = node_get_length(be_root(be));
     if (len < 0) {
         return (int)len;
     }
+    /* Past the end is what a disk reports for it, however far past. */
     if (offset > len || bytes > len - offset) {
         return -EIO;
     }

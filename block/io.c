@@ -377,6 +377,10 @@ int io_co_drv_pwrite_zeroes(StrataNode *node, int64_t offset, int64_t bytes,
          * so the driver can use its fast path on all but the edges. */
         if (!IS_ALIGNED(offset, (int64_t)align) && n > align - offset % align) {
             n = align - offset % align;
+        } else if (n > align && !IS_ALIGNED(offset + n, (int64_t)align)) {
+            /* ...and the unaligned tail goes separately, so no piece longer
+             * than the granularity ends off it (as QEMU cuts them). */
+            n = ROUND_DOWN(offset + n, (int64_t)align) - offset;
         }
         ret = drv_co_pwrite_zeroes_once(node, offset, n, native_flags);
         if (ret == -ENOTSUP && !(flags & REQ_NO_FALLBACK)) {
@@ -477,6 +481,11 @@ int node_co_pwrite_zeroes(StrataNode *node, int64_t offset, int64_t bytes,
     }
     if (ret == 0 && bytes == 0) {
         /* Nothing to zero (see node_co_preadv). */
+    } else if (ret == 0 && !IS_ALIGNED(offset | bytes, (int64_t)align) &&
+               (flags & REQ_NO_FALLBACK)) {
+        /* Padding writes the edges as data: exactly the slow path the
+         * caller asked us not to take. */
+        ret = -ENOTSUP;
     } else if (ret == 0 && !IS_ALIGNED(offset | bytes, (int64_t)align)) {
         ret = pad_co_pwrite_zeroes(node, offset, bytes, flags);
     } else if (ret == 0) {

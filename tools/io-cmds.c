@@ -144,25 +144,15 @@ static int cmd_info(IoState *s, int argc, char **argv)
 /* ---- open, close, reopen, quit --------------------------------------------------- */
 
 /* Dotted keys from -o merged into *acc (created on first use). */
-static bool add_dotted(OptNode **acc, const char *text)
+/* Several -o options are one set of dotted keys: joined and parsed
+ * together, so "-o file.driver=file -o file.filename=x" builds one "file"
+ * object rather than the second replacing the first. */
+static bool add_dotted(GString *acc, const char *text)
 {
-    StrataError *err = NULL;
-    OptNode *o = opts_parse_dotted(text, &err);
-
-    if (!o) {
-        io_error("%s", strata_error_get_message(err));
-        strata_error_free(err);
-        return false;
+    if (acc->len) {
+        g_string_append_c(acc, ',');
     }
-    if (!*acc) {
-        *acc = o;
-        return true;
-    }
-    for (guint i = 0; i < opts_object_size(o); i++) {
-        opts_set_child(*acc, opts_object_key(o, i),
-                       opts_clone(opts_object_value(o, i)));
-    }
-    opts_unref(o);
+    g_string_append(acc, text);
     return true;
 }
 
@@ -170,6 +160,7 @@ static int cmd_open(IoState *s, int argc, char **argv)
 {
     IoOpenFlags f = { .image_opts = s->image_opts };
     g_autoptr(OptNode) extra = NULL;
+    g_autoptr(GString) dotted = g_string_new(NULL);
     StrataError *err = NULL;
     int c;
 
@@ -210,12 +201,18 @@ static int cmd_open(IoState *s, int argc, char **argv)
             f.discard = optarg;
             break;
         case 'o':
-            if (!add_dotted(&extra, optarg)) {
-                return -EINVAL;
-            }
+            add_dotted(dotted, optarg);
             break;
         default:
             return io_usage("open");
+        }
+    }
+    if (dotted->len) {
+        extra = opts_parse_dotted(dotted->str, &err);
+        if (!extra) {
+            io_error("%s", strata_error_get_message(err));
+            strata_error_free(err);
+            return -EINVAL;
         }
     }
     const char *name = NULL;
@@ -252,6 +249,7 @@ static int cmd_reopen(IoState *s, int argc, char **argv)
 {
     g_autoptr(OptNode) changes = opts_new_object();
     g_autoptr(OptNode) extra = NULL;
+    g_autoptr(GString) dotted = g_string_new(NULL);
     bool has_rw = false, read_only = false, has_cache = false;
     bool direct = false, wce = false, no_flush = false;
     StrataError *err = NULL;
@@ -267,9 +265,7 @@ static int cmd_reopen(IoState *s, int argc, char **argv)
             has_cache = true;
             break;
         case 'o':
-            if (!add_dotted(&extra, optarg)) {
-                return -EINVAL;
-            }
+            add_dotted(dotted, optarg);
             break;
         case 'r':
         case 'w':
@@ -286,6 +282,14 @@ static int cmd_reopen(IoState *s, int argc, char **argv)
     }
     if (optind != argc) {
         return io_usage("reopen");
+    }
+    if (dotted->len) {
+        extra = opts_parse_dotted(dotted->str, &err);
+        if (!extra) {
+            io_error("%s", strata_error_get_message(err));
+            strata_error_free(err);
+            return -EINVAL;
+        }
     }
     if (has_rw) {
         opts_set_bool(changes, "read-only", read_only, NULL);

@@ -203,11 +203,14 @@ static OptNode *build_options(const char *filename, OptNode *extra,
     /* A format given a plain filename stores its data in a file node. */
     drv = opts_driver(opts);
     OptNode *fn = opts_peek(opts, "filename");
+    OptNode *file = opts_peek(opts, "file");
     if (drv && driver_is_format(drv) && fn && opts_type(fn) == OPT_STRING &&
-        !opts_has(opts, "file")) {
+        (!file || opts_type(file) == OPT_OBJECT)) {
+        /* Options for the file node given with -o (file.locking=off) join
+         * the filename there rather than replace it. */
         g_autofree char *name = g_strdup(opts_scalar_str(fn));
         opts_remove(opts, "filename");
-        if (!opts_set_str(opts, "file.driver", "file", errp) ||
+        if (!opts_set_default_str(opts, "file.driver", "file", errp) ||
             !opts_set_str(opts, "file.filename", name, errp)) {
             return NULL;
         }
@@ -287,8 +290,11 @@ bool io_open_image(IoState *s, const char *filename, OptNode *take_extra,
             perm |= PERM_RESIZE;
         }
     }
-    uint32_t shared = f->force_share ? PERM_ALL
-                                     : PERM_CONSISTENT_READ | PERM_WRITE_UNCHANGED;
+    /* As qemu-io: a read-only user shares everything, so it can look at an
+     * image a writer holds; a writer shares reading only. */
+    uint32_t shared = f->force_share || root->read_only
+                      ? PERM_ALL
+                      : PERM_CONSISTENT_READ | PERM_WRITE_UNCHANGED;
     s->be = strata_backend_new(root, "strata-io", perm, shared, errp);
     node_unref(root);       /* the backend holds the node now */
     if (!s->be) {

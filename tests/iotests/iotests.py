@@ -51,7 +51,9 @@ signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
 
 
 def notrun(reason):
-    print(reason)
+    print(reason, flush=True)
+    with open(os.path.join(test_dir, '.notrun'), 'w') as f:
+        f.write(reason + '\n')
     sys.exit(NOTRUN_STATUS)
 
 
@@ -91,8 +93,11 @@ def blkdebug_img(path=None, extra=''):
 
 
 def _detach_loop_file(path):
-    out = subprocess.run(['losetup', '-j', path], capture_output=True,
-                         text=True).stdout
+    try:
+        out = subprocess.run(['losetup', '-j', path], capture_output=True,
+                             text=True).stdout
+    except FileNotFoundError:
+        return
     for line in out.splitlines():
         dev = line.split(':', 1)[0]
         if dev.startswith('/dev/loop'):
@@ -138,6 +143,7 @@ def filter_strata_io(text):
 
 def filter_test_dir(text):
     text = text.replace(test_dir, 'TEST_DIR').replace(shm_dir, 'SHM_DIR')
+    text = text.replace(strata_io_prog + ':', 'strata-io:')
     return re.sub(r'/dev/loop[0-9]+', 'LOOP_DEV', text)
 
 

@@ -10,6 +10,7 @@
 #include <limits.h>
 #include <stdarg.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
 #include <sys/stat.h>
@@ -63,6 +64,12 @@ static const char *engine_path_name(AioEngineId id)
     };
     return names[id];
 }
+
+static int open_temp_file(bool *direct);
+
+/* A buffered (page-cache) temporary file of FILE_SIZE bytes filled with
+ * the pattern of @seed through pwrite, so reads of it are cache hits. */
+static int open_buffered_file(unsigned seed);
 
 static int open_temp_file(bool *direct)
 {
@@ -699,6 +706,292 @@ static void test_fixed(gconstpointer data)
     env_cleanup(&e);
 }
 
+/* ---- completions found right after submitting ----------------------------- */
+
+static int open_buffered_file(unsigned seed)
+{
+    const char *dir = g_getenv("STRATA_AIO_TEST_DIR");
+    if (!dir) {
+        dir = g_file_test("/var/tmp", G_FILE_TEST_IS_DIR)
+              ? "/var/tmp" : g_get_tmp_dir();
+    }
+    g_autofree char *path = g_build_filename(dir, "strata-aio-XXXXXX", NULL);
+    int fd = g_mkstemp(path);
+    g_assert_cmpint(fd, >=, 0);
+    unlink(path);
+
+    uint8_t *buf = g_malloc(FILE_SIZE);
+    fill_pattern(buf, FILE_SIZE, seed);
+    g_assert_cmpint(pwrite(fd, buf, FILE_SIZE, 0), ==, FILE_SIZE);
+    g_free(buf);
+    return fd;
+}
+
+/*
+ * A request that the kernel finishes inside the submitting system call (a
+ * buffered file: libaio runs buffered I/O synchronously in io_submit, and
+ * io_uring serves a page-cache hit inline) is seen right after submitting.
+ * A coroutine entered outside any defer section submits from inside itself
+ * and, for libaio always, gets its result without yielding, with no loop
+ * iteration in between.
+ */
+static void test_inline_no_yield(gconstpointer data)
+{
+    Env e;
+    if (!env_init(&e, GPOINTER_TO_INT(data), 0)) {
+        return;
+    }
+    if (e.id == AIO_ENGINE_THREADS) {
+        g_test_skip("threads: completions always come from a worker");
+        env_cleanup(&e);
+        return;
+    }
+    int bfd = open_buffered_file(11);
+    uint8_t *expect = g_malloc(FILE_SIZE);
+    uint8_t *buf = blk_alloc(4 * BLK);
+    fill_pattern(expect, FILE_SIZE, 11);
+
+    AioEngineStats s0 = env_stats(&e);
+    Io io = {
+        .e = &e, .fd = bfd, .offset = 20 * BLK, .niov = 2,
+        .iov = { { buf, BLK }, { buf + BLK, 3 * BLK } },
+    };
+    Coroutine *co = co_create(io_co, &io);
+    co_set_loop(co, e.ctx->loop);
+    e.pending++;
+    co_enter(co);
+    if (e.id == AIO_ENGINE_NATIVE) {
+        /* Finished inside co_enter: no yield, no loop iteration. */
+        g_assert_true(io.done);
+    } else if (!io.done) {
+        g_test_message("%s: this filesystem did not complete the read "
+                       "inline", e.ops->name);
+        env_wait(&e);
+    }
+    g_assert_true(io.done);
+    g_assert_cmpint(io.ret, ==, 4 * BLK);
+    g_assert_cmpmem(buf, 4 * BLK, expect + 20 * BLK, 4 * BLK);
+
+    AioEngineStats d = stats_delta(s0, env_stats(&e));
+    g_assert_cmpuint(d.submits, ==, 1);
+    g_assert_cmpuint(d.syscalls, ==, 1);
+    g_assert_cmpuint(d.completions, ==, 1);
+    /* Nothing is left behind for the completion handler. */
+    loop_run_once(e.ctx->loop, false);
+    g_assert_cmpuint(env_stats(&e).completions, ==, s0.completions + 1);
+
+    close(bfd);
+    g_free(expect);
+    g_aligned_free(buf);
+    env_cleanup(&e);
+}
+
+/*
+ * aio-max-batch 4: the fourth coroutine submits the batch from inside
+ * itself.  The three others' requests complete in that io_submit (buffered
+ * libaio) and are woken through the loop, not entered from the fourth
+ * coroutine; the fourth sees its own result without yielding.  Every result
+ * is right and each coroutine runs to its end exactly once.
+ */
+typedef struct BatchIo {
+    Io io;
+    int entries_after;      /* coroutine code that ran after the request */
+} BatchIo;
+
+static void batch_io_co(void *opaque)
+{
+    BatchIo *b = opaque;
+    Env *e = b->io.e;
+
+    b->io.ret = e->ops->co_preadv(e->state, b->io.fd, b->io.offset,
+                                  b->io.iov, b->io.niov, 0);
+    /* The submitting coroutine must not be running another coroutine's
+     * completion on its stack: each one continues here, by itself. */
+    g_assert_false(b->io.done);
+    b->io.done = true;
+    b->entries_after++;
+    e->pending--;
+}
+
+static void test_inline_batch_wakes(gconstpointer data)
+{
+    Env e;
+    if (!env_init(&e, GPOINTER_TO_INT(data), 0)) {
+        return;
+    }
+    if (e.id == AIO_ENGINE_THREADS) {
+        g_test_skip("threads: each request is its own syscall");
+        env_cleanup(&e);
+        return;
+    }
+    enum { N = 4 };
+    int bfd = open_buffered_file(23);
+    uint8_t *expect = g_malloc(FILE_SIZE);
+    uint8_t *bufs = blk_alloc(N * BLK);
+    BatchIo b[N];
+    fill_pattern(expect, FILE_SIZE, 23);
+    strata_context_set_aio_max_batch(e.ctx, N);
+
+    AioEngineStats s0 = env_stats(&e);
+    for (int i = 0; i < N; i++) {
+        b[i] = (BatchIo) { .io = {
+            .e = &e, .fd = bfd, .offset = (int64_t)(N - i) * 3 * BLK,
+            .iov = { { bufs + (size_t)i * BLK, BLK } }, .niov = 1,
+        } };
+        env_spawn(&e, batch_io_co, &b[i]);
+    }
+    env_wait(&e);
+    AioEngineStats d = stats_delta(s0, env_stats(&e));
+
+    for (int i = 0; i < N; i++) {
+        g_assert_true(b[i].io.done);
+        g_assert_cmpint(b[i].entries_after, ==, 1);
+        g_assert_cmpint(b[i].io.ret, ==, BLK);
+        g_assert_cmpmem(bufs + (size_t)i * BLK, BLK,
+                        expect + b[i].io.offset, BLK);
+    }
+    g_assert_cmpuint(d.submits, ==, N);
+    g_assert_cmpuint(d.completions, ==, N);
+    g_assert_cmpuint(d.syscalls, ==, 1);
+    g_assert_cmpuint(d.max_batch, ==, N);
+
+    close(bfd);
+    g_free(expect);
+    g_aligned_free(bufs);
+    env_cleanup(&e);
+}
+
+/*
+ * Random mix: coroutines write, then read back and check, blocks of their
+ * own, some on the (possibly O_DIRECT, completing later) test file and some
+ * on a buffered file (completing inside the submitting call), so both ways
+ * of reaping run interleaved on one engine state.  Seed:
+ * STRATA_AIO_TEST_SEED (default fixed).
+ */
+#define MIX_COS 24
+#define MIX_OPS 40
+#define MIX_BLOCKS 8            /* blocks owned by each coroutine */
+
+typedef struct MixCo {
+    Env *e;
+    int index;
+    int fds[2];
+    GRand *rand;
+    uint8_t *wbuf, *rbuf;
+    uint8_t *model;             /* [2][MIX_BLOCKS * BLK]: last data written */
+    int failures;
+} MixCo;
+
+static void mix_co(void *opaque)
+{
+    MixCo *m = opaque;
+    Env *e = m->e;
+
+    for (int op = 0; op < MIX_OPS; op++) {
+        int which = g_rand_int_range(m->rand, 0, 2);
+        int blk = g_rand_int_range(m->rand, 0, MIX_BLOCKS);
+        int64_t offset = ((int64_t)m->index * MIX_BLOCKS + blk) * BLK;
+        uint8_t *model = m->model + ((size_t)which * MIX_BLOCKS + blk) * BLK;
+        struct iovec iov;
+
+        if (g_rand_boolean(m->rand)) {
+            fill_pattern(m->wbuf, BLK, g_rand_int(m->rand));
+            iov = (struct iovec) { m->wbuf, BLK };
+            int ret = e->ops->co_pwritev(e->state, m->fds[which], offset,
+                                         &iov, 1, 0);
+            g_assert_cmpint(ret, ==, BLK);
+            memcpy(model, m->wbuf, BLK);
+        } else {
+            iov = (struct iovec) { m->rbuf, BLK };
+            int ret = e->ops->co_preadv(e->state, m->fds[which], offset,
+                                        &iov, 1, 0);
+            g_assert_cmpint(ret, ==, BLK);
+            if (memcmp(m->rbuf, model, BLK) != 0) {
+                m->failures++;
+            }
+        }
+    }
+    e->pending--;
+}
+
+static void test_mixed_reaping(gconstpointer data)
+{
+    Env e;
+    if (!env_init(&e, GPOINTER_TO_INT(data), 0)) {
+        return;
+    }
+    const char *seed_env = g_getenv("STRATA_AIO_TEST_SEED");
+    guint32 seed = seed_env ? (guint32)g_ascii_strtoull(seed_env, NULL, 0)
+                            : 0x5eed;
+    int bfd = open_buffered_file(0);
+    MixCo *m = g_new0(MixCo, MIX_COS);
+    uint8_t *bufs = blk_alloc((size_t)MIX_COS * 2 * BLK);
+    /* Aligned: e.fd may be O_DIRECT. */
+    uint8_t *zero = blk_alloc(MIX_COS * MIX_BLOCKS * BLK);
+    uint8_t *initial = g_malloc(FILE_SIZE);
+
+    G_STATIC_ASSERT(MIX_COS * MIX_BLOCKS * BLK <= FILE_SIZE);
+    /* Both files start with known contents: zeroes and pattern 0. */
+    g_assert_cmpint(pwrite(e.fd, zero, MIX_COS * MIX_BLOCKS * BLK, 0), ==,
+                    MIX_COS * MIX_BLOCKS * BLK);
+    fill_pattern(initial, FILE_SIZE, 0);
+
+    for (int i = 0; i < MIX_COS; i++) {
+        m[i] = (MixCo) {
+            .e = &e, .index = i, .fds = { e.fd, bfd },
+            .rand = g_rand_new_with_seed(seed + i),
+            .wbuf = bufs + (size_t)i * 2 * BLK,
+            .rbuf = bufs + (size_t)i * 2 * BLK + BLK,
+            .model = g_malloc0(2 * MIX_BLOCKS * BLK),
+        };
+        memcpy(m[i].model + MIX_BLOCKS * BLK,
+               initial + (size_t)i * MIX_BLOCKS * BLK, MIX_BLOCKS * BLK);
+        env_spawn(&e, mix_co, &m[i]);
+    }
+    env_wait(&e);
+
+    AioEngineStats st = env_stats(&e);
+    g_test_message("%s: mixed: %" G_GUINT64_FORMAT " requests in %"
+                   G_GUINT64_FORMAT " syscalls, %" G_GUINT64_FORMAT
+                   " reap batches", e.ops->name, st.submits, st.syscalls,
+                   st.reap_batches);
+    g_assert_cmpuint(st.submits, ==, MIX_COS * MIX_OPS);
+    g_assert_cmpuint(st.completions, ==, MIX_COS * MIX_OPS);
+    for (int i = 0; i < MIX_COS; i++) {
+        if (m[i].failures) {
+            g_test_message("seed %u (STRATA_AIO_TEST_SEED): coroutine %d read "
+                           "back wrong data %d times", seed, i, m[i].failures);
+        }
+        g_assert_cmpint(m[i].failures, ==, 0);
+        g_rand_free(m[i].rand);
+        g_free(m[i].model);
+    }
+
+    close(bfd);
+    g_free(m);
+    g_aligned_free(zero);
+    g_free(initial);
+    g_aligned_free(bufs);
+    env_cleanup(&e);
+}
+
+/*
+ * libaio without the user-space completion ring: the io_getevents path
+ * (used when the kernel's ring header is not one we know) still delivers
+ * every completion, batched, with the right data.
+ */
+static void test_native_no_user_ring(void)
+{
+    /* libc's setenv, not g_setenv, which warns once threads exist: the
+     * thread pools' idle workers never read the environment, and the
+     * engine reads the variable only when it creates its state. */
+    setenv("STRATA_AIO_NATIVE_NO_USER_RING", "1", 1);
+    test_concurrent(GINT_TO_POINTER(AIO_ENGINE_NATIVE));
+    test_chain(GINT_TO_POINTER(AIO_ENGINE_NATIVE));
+    test_mixed_reaping(GINT_TO_POINTER(AIO_ENGINE_NATIVE));
+    unsetenv("STRATA_AIO_NATIVE_NO_USER_RING");
+}
+
 static void add_engine_test(const char *name, GTestDataFunc fn)
 {
     for (AioEngineId id = 0; id < AIO_ENGINE__MAX; id++) {
@@ -724,5 +1017,11 @@ int main(int argc, char **argv)
     add_engine_test("errors", test_errors);
     add_engine_test("completion-submits-same-batch", test_chain);
     add_engine_test("fixed-buffers", test_fixed);
+    add_engine_test("inline-completion/no-yield", test_inline_no_yield);
+    add_engine_test("inline-completion/batch-wakes-others",
+                    test_inline_batch_wakes);
+    add_engine_test("mixed-inline-and-later-completions", test_mixed_reaping);
+    g_test_add_func("/aio/native/no-user-ring/io_getevents-fallback",
+                    test_native_no_user_ring);
     return g_test_run();
 }
