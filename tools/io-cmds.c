@@ -258,7 +258,7 @@ static int cmd_reopen(IoState *s, int argc, char **argv)
     while ((c = getopt(argc, argv, "c:o:rw")) != -1) {
         switch (c) {
         case 'c':
-            if (!io_parse_cache_mode(optarg, &direct, &wce, &no_flush)) {
+            if (!tool_parse_cache_mode(optarg, &direct, &wce, &no_flush)) {
                 io_error("Invalid cache option: %s", optarg);
                 return -EINVAL;
             }

@@ -17,6 +17,7 @@
 #include <stdint.h>
 
 #include "block/block-int.h"
+#include "tools/tool-common.h"
 
 /* How to open an image: the command line's options or the open command's. */
 typedef struct IoOpenFlags {
@@ -40,8 +41,6 @@ typedef struct IoState {
 } IoState;
 
 /* Parse a QEMU cache mode: direct I/O, write cache enabled, no-flush. */
-bool io_parse_cache_mode(const char *mode, bool *direct, bool *wce,
-                         bool *no_flush);
 
 /* Open @filename (or the dotted keys in it with f->image_opts) with
  * @take_extra merged in (the open command's -o, may be NULL) and make it

@@ -74,49 +74,7 @@ char *img_size_to_str(uint64_t bytes)
                            suffixes[i]);
 }
 
-/*
- * QEMU's cache modes, as the three switches they stand for:
- *
- *   mode          cache.direct  write cache  cache.no-flush
- *   none               on           on            off
- *   writeback          off          on            off
- *   writethrough       off          off           off
- *   directsync         on           off           off
- *   unsafe             off          on            on
- */
-bool img_parse_cache_mode(const char *mode, bool *direct, bool *wce,
-                          bool *no_flush)
-{
-    static const struct {
-        const char *name;
-        bool direct, wce, no_flush;
-    } modes[] = {
-        { "none", true, true, false },
-        { "off", true, true, false },
-        { "writeback", false, true, false },
-        { "writethrough", false, false, false },
-        { "directsync", true, false, false },
-        { "unsafe", false, true, true },
-    };
 
-    for (size_t i = 0; i < G_N_ELEMENTS(modes); i++) {
-        if (!strcmp(mode, modes[i].name)) {
-            *direct = modes[i].direct;
-            *wce = modes[i].wce;
-            *no_flush = modes[i].no_flush;
-            return true;
-        }
-    }
-    return false;
-}
-
-/* ---- opening images ------------------------------------------------------ */
-
-static const char *opts_driver(const OptNode *opts)
-{
-    OptNode *d = opts_peek(opts, "driver");
-    return d && opts_type(d) == OPT_STRING ? opts_scalar_str(d) : NULL;
-}
 
 /*
  * Call @fn on each option object opened inline along the primary chain
@@ -129,7 +87,7 @@ static bool chain_foreach(OptNode *opts,
                           void *opaque, StrataError **errp)
 {
     while (opts && opts_type(opts) == OPT_OBJECT) {
-        const char *name = opts_driver(opts);
+        const char *name = tool_opts_driver(opts);
         const BlockDriver *drv = name ? block_driver_find(name) : NULL;
 
         if (!fn(opts, opaque, errp)) {
@@ -160,7 +118,7 @@ typedef struct AioSet {
 static bool set_aio(OptNode *o, void *opaque, StrataError **errp)
 {
     AioSet *a = opaque;
-    const char *d = opts_driver(o);
+    const char *d = tool_opts_driver(o);
 
     if (d && !strcmp(d, "file")) {
         a->found = true;
@@ -192,7 +150,7 @@ static OptNode *img_build_options(const char *filename, const ImgOpenFlags *f,
         return NULL;
     }
 
-    const char *drv = opts_driver(opts);
+    const char *drv = tool_opts_driver(opts);
     if (f->fmt && drv && strcmp(drv, f->fmt)) {
         error_setg(errp, "-f %s conflicts with driver '%s' in the options",
                    f->fmt, drv);
@@ -203,7 +161,7 @@ static OptNode *img_build_options(const char *filename, const ImgOpenFlags *f,
         return NULL;
     }
     /* A format given a plain filename keeps its data in a file node. */
-    drv = opts_driver(opts);
+    drv = tool_opts_driver(opts);
     const BlockDriver *bd = drv ? block_driver_find(drv) : NULL;
     OptNode *fn = opts_peek(opts, "filename");
     if (bd && bd->is_format && fn && opts_type(fn) == OPT_STRING &&
@@ -226,7 +184,7 @@ static OptNode *img_build_options(const char *filename, const ImgOpenFlags *f,
         CacheSet c;
         bool wce;
 
-        if (!img_parse_cache_mode(f->cache, &c.direct, &wce, &c.no_flush)) {
+        if (!tool_parse_cache_mode(f->cache, &c.direct, &wce, &c.no_flush)) {
             error_setg(errp, "Invalid cache option: %s", f->cache);
             return NULL;
         }
@@ -253,7 +211,7 @@ StrataBackend *img_open(StrataContext *ctx, const char *filename,
 {
     bool direct = false, wce = true, no_flush = false;
 
-    if (f->cache && !img_parse_cache_mode(f->cache, &direct, &wce, &no_flush)) {
+    if (f->cache && !tool_parse_cache_mode(f->cache, &direct, &wce, &no_flush)) {
         error_setg(errp, "Invalid cache option: %s", f->cache);
         return NULL;
     }

@@ -13,6 +13,7 @@
 #include <stdint.h>
 
 #include "block/block-int.h"
+#include "tools/tool-common.h"
 
 /* How to open an image, as qemu-img's common options say it. */
 typedef struct ImgOpenFlags {
@@ -33,9 +34,6 @@ typedef struct ImgOpenFlags {
 StrataBackend *img_open(StrataContext *ctx, const char *filename,
                         const ImgOpenFlags *f, StrataError **errp);
 
-/* Parse a QEMU cache mode into its three switches; false if unknown. */
-bool img_parse_cache_mode(const char *mode, bool *direct, bool *wce,
-                          bool *no_flush);
 
 /* A byte count: decimal, 0x hex, or a k/M/G/T/P/E suffix (powers of 1024).
  * False (and a message naming @what on stderr) on garbage or overflow. */

@@ -42,43 +42,6 @@ void io_error(const char *fmt, ...)
     fputc('\n', stderr);
 }
 
-/*
- * QEMU's cache modes, as the three switches they stand for:
- *
- *   mode          cache.direct  write cache  cache.no-flush
- *   none               on           on            off
- *   writeback          off          on            off
- *   writethrough       off          off           off
- *   directsync         on           off           off
- *   unsafe             off          on            on
- *
- * With the write cache off the backend makes every write FUA.
- */
-bool io_parse_cache_mode(const char *mode, bool *direct, bool *wce,
-                         bool *no_flush)
-{
-    static const struct {
-        const char *name;
-        bool direct, wce, no_flush;
-    } modes[] = {
-        { "none", true, true, false },
-        { "off", true, true, false },       /* QEMU's alias of none */
-        { "writeback", false, true, false },
-        { "writethrough", false, false, false },
-        { "directsync", true, false, false },
-        { "unsafe", false, true, true },
-    };
-
-    for (size_t i = 0; i < G_N_ELEMENTS(modes); i++) {
-        if (!strcmp(mode, modes[i].name)) {
-            *direct = modes[i].direct;
-            *wce = modes[i].wce;
-            *no_flush = modes[i].no_flush;
-            return true;
-        }
-    }
-    return false;
-}
 
 /* ---- building the option tree ------------------------------------------ */
 
@@ -98,11 +61,6 @@ static void opts_merge(OptNode *dst, const OptNode *src)
     }
 }
 
-static const char *opts_driver(const OptNode *opts)
-{
-    OptNode *d = opts_peek(opts, "driver");
-    return d && opts_type(d) == OPT_STRING ? opts_scalar_str(d) : NULL;
-}
 
 static bool driver_is_format(const char *name)
 {
@@ -123,7 +81,7 @@ static GPtrArray *opts_chain(OptNode *opts)
 
     while (opts && opts_type(opts) == OPT_OBJECT) {
         g_ptr_array_add(chain, opts);
-        const char *name = opts_driver(opts);
+        const char *name = tool_opts_driver(opts);
         const BlockDriver *drv = name ? block_driver_find(name) : NULL;
         OptNode *next = NULL;
 
@@ -183,7 +141,7 @@ static OptNode *build_options(const char *filename, OptNode *extra,
         opts_merge(opts, extra);
     }
 
-    const char *drv = opts_driver(opts);
+    const char *drv = tool_opts_driver(opts);
     if (f->fmt) {
         if (drv && strcmp(drv, f->fmt)) {
             error_setg(errp, "-f %s conflicts with driver '%s' in the options",
@@ -201,7 +159,7 @@ static OptNode *build_options(const char *filename, OptNode *extra,
     }
 
     /* A format given a plain filename stores its data in a file node. */
-    drv = opts_driver(opts);
+    drv = tool_opts_driver(opts);
     OptNode *fn = opts_peek(opts, "filename");
     OptNode *file = opts_peek(opts, "file");
     if (drv && driver_is_format(drv) && fn && opts_type(fn) == OPT_STRING &&
@@ -222,7 +180,7 @@ static OptNode *build_options(const char *filename, OptNode *extra,
     }
     if (f->cache) {
         bool direct, wce, no_flush;
-        if (!io_parse_cache_mode(f->cache, &direct, &wce, &no_flush)) {
+        if (!tool_parse_cache_mode(f->cache, &direct, &wce, &no_flush)) {
             error_setg(errp, "Invalid cache option: %s", f->cache);
             return NULL;
         }
@@ -242,7 +200,7 @@ static OptNode *build_options(const char *filename, OptNode *extra,
         bool found = false;
         for (guint i = 0; i < chain->len; i++) {
             OptNode *o = g_ptr_array_index(chain, i);
-            const char *d = opts_driver(o);
+            const char *d = tool_opts_driver(o);
             if (d && !strcmp(d, "file")) {
                 if (!opts_set_str(o, "aio", f->aio, errp)) {
                     return NULL;
@@ -266,7 +224,7 @@ bool io_open_image(IoState *s, const char *filename, OptNode *take_extra,
     bool direct = false, wce = false, no_flush = false;
 
     g_assert(!s->be);
-    if (f->cache && !io_parse_cache_mode(f->cache, &direct, &wce, &no_flush)) {
+    if (f->cache && !tool_parse_cache_mode(f->cache, &direct, &wce, &no_flush)) {
         error_setg(errp, "Invalid cache option: %s", f->cache);
         return false;
     }
@@ -462,7 +420,7 @@ int main(int argc, char **argv)
     }
     if (f.cache) {
         bool d, w, nf;
-        if (!io_parse_cache_mode(f.cache, &d, &w, &nf)) {
+        if (!tool_parse_cache_mode(f.cache, &d, &w, &nf)) {
             io_error("Invalid cache option: %s", f.cache);
             return 1;
         }
