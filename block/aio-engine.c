@@ -96,3 +96,15 @@ unsigned aio_engine_queue_depth(AioEngineId id, unsigned dflt)
     unsigned depth = __atomic_load_n(&queue_depth_of[id], __ATOMIC_RELAXED);
     return depth ? depth : dflt;
 }
+
+int aio_engine_probe_once(int *cache, int (*probe)(void))
+{
+    int known = g_atomic_int_get(cache);
+
+    if (!known) {
+        int ret = probe();
+        known = ret == 0 ? 1 : ret;
+        g_atomic_int_set(cache, known);
+    }
+    return known;
+}

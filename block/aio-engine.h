@@ -102,6 +102,14 @@ extern const AioEngineOps aio_threads_ops;
 extern const AioEngineOps aio_linux_ops;
 extern const AioEngineOps aio_io_uring_ops;
 
+/*
+ * Run @probe (which tries to set the engine up and tears it down again) once
+ * per process and remember the answer in *@cache: 1 usable, else the
+ * -errno the probe returned.  Thread-safe; a racing second probe is
+ * harmless.  For the engines' available() callbacks.
+ */
+int aio_engine_probe_once(int *cache, int (*probe)(void));
+
 /* The engine table for @id, or NULL if not compiled in. */
 const AioEngineOps *aio_engine_get(AioEngineId id);
 

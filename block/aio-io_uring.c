@@ -85,23 +85,22 @@ typedef struct UringState {
     AioEngineStats stats;
 } UringState;
 
+static int uring_probe(void)
+{
+    struct io_uring ring;
+    int ret = io_uring_queue_init(2, &ring, 0);
+    if (ret == 0) {
+        io_uring_queue_exit(&ring);
+    }
+    return ret;
+}
+
 static bool uring_available(const char **why)
 {
     /* 0 untried, 1 usable, -errno from io_uring_setup. */
     static int result;
-    int known = g_atomic_int_get(&result);
+    int known = aio_engine_probe_once(&result, uring_probe);
 
-    if (!known) {
-        struct io_uring ring;
-        int ret = io_uring_queue_init(2, &ring, 0);
-        if (ret == 0) {
-            io_uring_queue_exit(&ring);
-            known = 1;
-        } else {
-            known = ret;
-        }
-        g_atomic_int_set(&result, known);
-    }
     if (known > 0) {
         return true;
     }

@@ -107,23 +107,22 @@ typedef struct LaioState {
     AioEngineStats stats;
 } LaioState;
 
+static int laio_probe(void)
+{
+    io_context_t io_ctx = 0;
+    int ret = io_setup(1, &io_ctx);
+    if (ret == 0) {
+        io_destroy(io_ctx);
+    }
+    return ret;
+}
+
 static bool laio_available(const char **why)
 {
     /* 0 untried, 1 usable, -errno from io_setup. */
     static int result;
-    int known = g_atomic_int_get(&result);
+    int known = aio_engine_probe_once(&result, laio_probe);
 
-    if (!known) {
-        io_context_t io_ctx = 0;
-        int ret = io_setup(1, &io_ctx);
-        if (ret == 0) {
-            io_destroy(io_ctx);
-            known = 1;
-        } else {
-            known = ret;
-        }
-        g_atomic_int_set(&result, known);
-    }
     if (known > 0) {
         return true;
     }
