@@ -592,7 +592,8 @@ int node_co_flush(StrataNode *node)
     if (node->flush_failed) {
         /* Linux reports a writeback error on a buffered file once; a later
          * fsync that "succeeds" does not mean the lost pages reached the
-         * disk.  Keep failing until the node is reopened. */
+         * disk.  Keep failing until the node is closed (a reopen keeps
+         * this: see block/reopen.c). */
         ret = -EIO;
         goto out;
     }

@@ -168,10 +168,11 @@ static void reopen_commit_one(ReopenState *rs)
     node->cache_direct = rs->cache_direct;
     node->cache_no_flush = rs->cache_no_flush;
     node->detect_zeroes = rs->detect_zeroes;
-    /* The storage was reopened: a flush error remembered from the old
-     * file description says nothing about the new one (and a user who
-     * reopens after an error does so to get going again). */
-    node->flush_failed = false;
+    /* node->flush_failed stays as it is.  Linux reports a writeback error
+     * once per file description, and a reopen that keeps the descriptor
+     * (only detect-zeroes changed) or opens a new one (which never sees
+     * the old error) would both let the next flush "succeed" over lost
+     * data.  Only closing the node forgets the failure. */
     opts_unref(node->options);
     node->options = rs->options;
     rs->options = NULL;

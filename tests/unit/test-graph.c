@@ -11,6 +11,7 @@
 #include <dirent.h>
 #include <errno.h>
 #include <string.h>
+#include <unistd.h>
 #include <glib.h>
 #include <glib/gstdio.h>
 
@@ -850,8 +851,12 @@ static void test_reopen_detect_zeroes(void)
     strata_context_free(ctx);
 }
 
-/* A failed flush over the page cache sticks until the node is reopened. */
-static void test_reopen_clears_flush_failed(void)
+/*
+ * A failed flush over the page cache sticks for the node's lifetime: a
+ * reopen (same descriptor or a new one) must not make the next flush
+ * succeed over data the kernel already reported lost.
+ */
+static void test_reopen_keeps_flush_failed(void)
 {
     StrataContext *ctx = strata_context_new(NULL);
     StrataNode *m0 = open_ok(ctx, "{\"driver\": \"mem\", \"node-name\": \"m0\","
@@ -867,12 +872,53 @@ static void test_reopen_clears_flush_failed(void)
     g_assert_true(m0->flush_failed);
 
     reopen_ok(m0, "{}");
-    g_assert_false(m0->flush_failed);
+    reopen_ok(m0, "{\"detect-zeroes\": \"on\"}");
+    g_assert_true(m0->flush_failed);
     g_assert_cmpint(strata_backend_pwrite(be, 0, buf, sizeof(buf), 0), ==, 0);
-    g_assert_cmpint(strata_backend_flush(be), ==, 0);
+    g_assert_cmpint(strata_backend_flush(be), ==, -EIO);
     strata_backend_free(be);
     strata_node_unref(m0);
     strata_context_free(ctx);
+}
+
+/*
+ * The same with the error injected by blkdebug on its flush_to_disk event,
+ * over a buffered file: reopening only detect-zeroes (the file driver
+ * keeps its descriptor) must leave the next guest flush failing.
+ */
+static void test_reopen_keeps_flush_failed_blkdebug(void)
+{
+    g_autofree char *dir = g_dir_make_tmp("strata-graph-XXXXXX", NULL);
+    g_autofree char *path = g_build_filename(dir, "img", NULL);
+    g_autofree char *json = NULL;
+    StrataContext *ctx = strata_context_new(NULL);
+    char buf[4096];
+
+    g_assert_true(g_file_set_contents(path, "", 0, NULL));
+    g_assert_cmpint(truncate(path, 65536), ==, 0);
+    json = g_strdup_printf(
+        "{\"driver\": \"blkdebug\", \"node-name\": \"bd\","
+        " \"inject-error\": [{\"event\": \"flush_to_disk\", \"errno\": 5,"
+        " \"once\": true}],"
+        " \"image\": {\"driver\": \"file\", \"filename\": \"%s\","
+        " \"cache\": {\"direct\": false}}}", path);
+    StrataNode *bd = open_ok(ctx, json);
+    StrataBackend *be = backend_ok(bd, "vda", PERM_CONSISTENT_READ | PERM_WRITE,
+                                   PERM_CONSISTENT_READ);
+
+    memset(buf, 0x5a, sizeof(buf));
+    g_assert_cmpint(strata_backend_pwrite(be, 0, buf, sizeof(buf), 0), ==, 0);
+    g_assert_cmpint(strata_backend_flush(be), ==, -EIO);
+    reopen_ok(bd, "{\"detect-zeroes\": \"on\"}");
+    g_assert_cmpint(strata_backend_pwrite(be, 4096, buf, sizeof(buf), 0), ==, 0);
+    /* The injected error was "once": only the sticky flag can fail it. */
+    g_assert_cmpint(strata_backend_flush(be), ==, -EIO);
+
+    strata_backend_free(be);
+    strata_node_unref(bd);
+    strata_context_free(ctx);
+    g_assert_cmpint(unlink(path), ==, 0);
+    g_assert_cmpint(rmdir(dir), ==, 0);
 }
 
 static void test_reopen_bad_options(void)
@@ -1156,8 +1202,10 @@ int main(int argc, char **argv)
     g_test_add_func("/graph/reopen/abort-under-writer", test_reopen_abort_writer);
     g_test_add_func("/graph/reopen/cache-no-flush", test_reopen_no_flush);
     g_test_add_func("/graph/reopen/detect-zeroes", test_reopen_detect_zeroes);
-    g_test_add_func("/graph/reopen/clears-flush-failed",
-                    test_reopen_clears_flush_failed);
+    g_test_add_func("/graph/reopen/keeps-flush-failed",
+                    test_reopen_keeps_flush_failed);
+    g_test_add_func("/graph/reopen/keeps-flush-failed-blkdebug",
+                    test_reopen_keeps_flush_failed_blkdebug);
     g_test_add_func("/graph/reopen/bad-options", test_reopen_bad_options);
     g_test_add_func("/graph/reopen/filtered-chain", test_reopen_chain);
     g_test_add_func("/graph/reopen/drains-in-flight", test_reopen_drains);

@@ -559,7 +559,8 @@ static void test_flush_concurrent(void)
 }
 
 /* A flush failure over the host page cache (cache.direct=false) sticks:
- * every later flush fails (until a reopen, not implemented yet). */
+ * every later flush fails, for the node's life (test-graph.c checks that
+ * a reopen keeps it). */
 static void test_flush_failed_sticky(void)
 {
     TestDev d;
