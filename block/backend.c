@@ -781,6 +781,10 @@ STRATA_EXPORT void strata_backend_free(StrataBackend *be)
      * embedder never ended: each callback runs exactly once, and no
      * coroutine may be left waiting on a queue inside freed memory. */
     if (be->quiesce_counter > 0) {
+        /* Give back this backend's share of the root's counter too, or a
+         * filter there (blkdebug) would act drained for ever. */
+        be_root(be)->quiesce_counter -= be->quiesce_counter;
+        g_assert(be_root(be)->quiesce_counter >= 0);
         be->quiesce_counter = 0;
         co_queue_restart_all(&be->entry_queue);
     }

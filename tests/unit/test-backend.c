@@ -20,6 +20,7 @@
 
 #include "block/backend-int.h"
 #include "block/block-int.h"
+#include "block/blkdebug.h"
 #include "block/mem.h"
 
 #define MiB (1024 * 1024)
@@ -1005,6 +1006,52 @@ static void test_drain_free_inside_section(void)
     fixture_close(&f);
 }
 
+/*
+ * A backend freed inside a drained section gives back its share of the
+ * root node's quiesce counter: a blkdebug filter on that node must not
+ * behave as if it were drained for ever after (it lets every breakpoint go
+ * while drained), so a breakpoint set through a second backend holds.
+ */
+static void test_drain_free_inside_section_unquiesces_root(void)
+{
+    g_autoptr(StrataError) err = NULL;
+    StrataContext *ctx = strata_context_new(NULL);
+    StrataNode *bd = strata_node_open_json(ctx,
+        "{\"driver\": \"blkdebug\", \"node-name\": \"bd\","
+        " \"image\": {\"driver\": \"mem\", \"size\": 65536}}", &err);
+    g_assert_nonnull(bd);
+    StrataBackend *be1 = strata_backend_new(bd, "vda", STRATA_PERM_ALL,
+                                            STRATA_PERM_ALL, &err);
+    StrataBackend *be2 = strata_backend_new(bd, "vdb", STRATA_PERM_ALL,
+                                            STRATA_PERM_ALL, &err);
+    uint8_t buf[512];
+    struct iovec iov = { buf, sizeof(buf) };
+    Counter c;
+
+    g_assert_nonnull(be1);
+    g_assert_nonnull(be2);
+    strata_backend_drain_begin(be1);
+    strata_backend_free(be1);
+    g_assert_cmpint(bd->quiesce_counter, ==, 0);
+
+    memset(buf, 0x3c, sizeof(buf));
+    counter_init(&c, NULL);
+    g_assert_true(blkdebug_break(bd, "pwritev", "A", &err));
+    g_assert_cmpint(strata_backend_aio_pwritev(be2, 0, &iov, 1, 0, counter_cb, &c),
+                    ==, 0);
+    run_idle(ctx);
+    g_assert_true(blkdebug_is_suspended(bd, "A"));
+    g_assert_cmpint(c.done, ==, 0);
+    g_assert_true(blkdebug_resume(bd, "A", &err));
+    run_idle(ctx);
+    g_assert_cmpint(c.done, ==, 1);
+    g_assert_cmpint(c.failed, ==, 0);
+    counter_clear(&c);
+    strata_backend_free(be2);
+    strata_node_unref(bd);
+    strata_context_free(ctx);
+}
+
 /* ---- threads ------------------------------------------------------------------------- */
 
 #define SUBMITTERS 4
@@ -1405,6 +1452,8 @@ int main(int argc, char **argv)
     g_test_add_func("/backend/drain/from-other-thread", test_drain_from_other_thread);
     g_test_add_func("/backend/drain/free-inside-section",
                     test_drain_free_inside_section);
+    g_test_add_func("/backend/drain/free-inside-section-unquiesces-root",
+                    test_drain_free_inside_section_unquiesces_root);
     g_test_add_func("/backend/threads/callback-submission",
                     test_threads_callback_submission);
     g_test_add_func("/backend/threads/blocking-while-loop-thread-runs",
