@@ -151,25 +151,23 @@ typedef enum DebugEvent {
 extern const char *const debug_event_names[DBG__MAX];
 
 /* ---- request tracking ----------------------------------------------------
- * Every request entering a node is tracked there for drain, flush ordering
- * and serialisation.  BlockReq lives in the request's coroutine frame.
+ * A request that covers bytes is tracked on the node over the range it
+ * owns, for serialisation (drain counts node->in_flight, which every entry
+ * point holds from entry to return).  BlockReq lives in the request's
+ * coroutine frame.
  * block/io.c owns the fields; the interval tree lives in block/reqtree.c.
  */
 struct BlockReq {
     StrataNode *node;
     BlockReqType type;
-    int64_t offset, bytes;          /* as the caller asked */
     int64_t lo, hi;                 /* range this request owns: [lo, hi) */
     uint64_t seq;                   /* arrival order on this node */
     bool serialising;               /* owns [lo, hi) exclusively */
-    Coroutine *co;
     CoQueue waiters;                /* requests waiting for this one */
     /* interval tree links (block/reqtree.c) */
     BlockReq *rb_left, *rb_right, *rb_parent;
     bool rb_red;
     int64_t rb_max_hi;              /* max hi in this subtree */
-    /* in-flight list */
-    BlockReq *next, *prev;
     void *pad_state;                /* block/pad.c, e.g. coalescing */
 };
 
@@ -229,11 +227,9 @@ struct StrataNode {
     int64_t total_bytes;            /* cached length, -1 unknown */
 
     /* requests */
-    int in_flight;
-    BlockReq *tracked_head;         /* in-flight list, arrival order */
+    int in_flight;                  /* inside this node's entry points */
     BlockReq *tracked_root;         /* interval tree of owned ranges */
     uint64_t next_seq;
-    CoQueue drain_waiters;
     int quiesce_counter;
 
     /* flush bookkeeping (block/io.c) */

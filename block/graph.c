@@ -602,7 +602,6 @@ StrataNode *block_open(StrataContext *ctx, OptNode *opts, StrataError **errp)
     node->options = opts_clone(opts);
     node->opaque = g_malloc0(MAX(drv->instance_size, 1));
     node->shared_perm = PERM_ALL;
-    co_queue_init(&node->drain_waiters);
     co_queue_init(&node->flush_queue);
     if (name) {
         node->node_name = g_strdup(name);

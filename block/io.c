@@ -57,14 +57,33 @@ void block_stats_account(BlockStats *s, BlockReqType type, int64_t bytes,
     op->hist[MIN(bucket, STATS_HIST_BUCKETS - 1)]++;
 }
 
-/* ---- tracking ------------------------------------------------------------- */
+/* ---- in flight and tracking ------------------------------------------------ */
 
-void req_track(BlockReq *req, StrataNode *node, BlockReqType type,
-               int64_t lo, int64_t hi, bool serialising)
+/*
+ * A request counts as in flight on a node from the moment it enters the
+ * node's entry point until it returns from it, whatever it waits for in
+ * between (pool memory, an overlapping request, a held breakpoint): drain
+ * waits for this count, so a drained node has no request anywhere in its
+ * entry, and no plan built for its old limits survives a reopen.
+ */
+static void node_enter(StrataNode *node)
 {
     /* The threading contract: a graph's requests run in its loop's thread,
      * in coroutines. */
     g_assert(co_in_coroutine() && loop_current() == node->ctx->loop);
+    node->in_flight++;
+}
+
+static void node_leave(StrataNode *node)
+{
+    g_assert(node->in_flight > 0);
+    node->in_flight--;
+}
+
+void req_track(BlockReq *req, StrataNode *node, BlockReqType type,
+               int64_t lo, int64_t hi, bool serialising)
+{
+    g_assert(node->in_flight > 0 && lo < hi);
     *req = (BlockReq) {
         .node = node,
         .type = type,
@@ -72,22 +91,9 @@ void req_track(BlockReq *req, StrataNode *node, BlockReqType type,
         .hi = hi,
         .seq = node->next_seq++,
         .serialising = serialising,
-        .co = co_self(),
     };
     co_queue_init(&req->waiters);
-
-    /* In-flight list in arrival order (tail insert keeps flush ordering
-     * simple to reason about). */
-    req->next = node->tracked_head;
-    if (req->next) {
-        req->next->prev = req;
-    }
-    node->tracked_head = req;
-    node->in_flight++;
-
-    if (lo < hi) {
-        reqtree_insert(&node->tracked_root, req);
-    }
+    reqtree_insert(&node->tracked_root, req);
     if (serialising) {
         node->serialising_in_flight++;
     }
@@ -97,25 +103,11 @@ void req_untrack(BlockReq *req)
 {
     StrataNode *node = req->node;
 
-    if (req->lo < req->hi) {
-        reqtree_remove(&node->tracked_root, req);
-    }
-    if (req->prev) {
-        req->prev->next = req->next;
-    } else {
-        node->tracked_head = req->next;
-    }
-    if (req->next) {
-        req->next->prev = req->prev;
-    }
+    reqtree_remove(&node->tracked_root, req);
     if (req->serialising) {
         node->serialising_in_flight--;
     }
-    node->in_flight--;
     co_queue_restart_all(&req->waiters);
-    if (node->in_flight == 0) {
-        co_queue_restart_all(&node->drain_waiters);
-    }
 }
 
 typedef struct ConflictSearch {
@@ -402,7 +394,7 @@ int io_co_drv_pwrite_zeroes(StrataNode *node, int64_t offset, int64_t bytes,
 
 /* ---- entry points --------------------------------------------------------------- */
 
-int node_co_preadv(StrataNode *node, int64_t offset, int64_t bytes,
+static int node_co_preadv_entered(StrataNode *node, int64_t offset, int64_t bytes,
                    const IOVector *qiov, int flags)
 {
     int64_t start = clock_ns();
@@ -432,7 +424,7 @@ static bool want_detect_zeroes(StrataNode *node, const IOVector *qiov, int64_t b
            iov_is_zero(qiov, 0, bytes);
 }
 
-int node_co_pwritev(StrataNode *node, int64_t offset, int64_t bytes,
+static int node_co_pwritev_entered(StrataNode *node, int64_t offset, int64_t bytes,
                     const IOVector *qiov, int flags)
 {
     int64_t start = clock_ns();
@@ -466,7 +458,7 @@ int node_co_pwritev(StrataNode *node, int64_t offset, int64_t bytes,
     return ret;
 }
 
-int node_co_pwrite_zeroes(StrataNode *node, int64_t offset, int64_t bytes,
+static int node_co_pwrite_zeroes_entered(StrataNode *node, int64_t offset, int64_t bytes,
                           int flags)
 {
     int64_t start = clock_ns();
@@ -498,7 +490,7 @@ int node_co_pwrite_zeroes(StrataNode *node, int64_t offset, int64_t bytes,
     return ret;
 }
 
-int node_co_pdiscard(StrataNode *node, int64_t offset, int64_t bytes)
+static int node_co_pdiscard_entered(StrataNode *node, int64_t offset, int64_t bytes)
 {
     int64_t start = clock_ns();
     const BlockLimits *bl = &node->bl;
@@ -573,14 +565,11 @@ static int drv_co_flush(StrataNode *node)
     return 0;
 }
 
-int node_co_flush(StrataNode *node)
+static int node_co_flush_entered(StrataNode *node)
 {
     int64_t start = clock_ns();
-    BlockReq req;
     uint64_t gen;
     int ret = 0;
-
-    req_track(&req, node, REQ_FLUSH, 0, 0, false);
 
     /* One flush at a time per node; a flush that waited may find that the
      * one before it already covered every write it must cover. */
@@ -617,12 +606,11 @@ int node_co_flush(StrataNode *node)
      * flush_active again and go back to waiting. */
     co_queue_restart_all(&node->flush_queue);
 out:
-    req_untrack(&req);
     block_stats_account(&node->stats, REQ_FLUSH, 0, ret, start);
     return ret;
 }
 
-int node_co_block_status(StrataNode *node, int64_t offset, int64_t bytes,
+static int node_co_block_status_entered(StrataNode *node, int64_t offset, int64_t bytes,
                          int64_t *pnum)
 {
     int64_t len = node_get_length(node);
@@ -655,7 +643,7 @@ int node_co_block_status(StrataNode *node, int64_t offset, int64_t bytes,
     return ret;
 }
 
-int node_co_truncate(StrataNode *node, int64_t size, PreallocMode prealloc,
+static int node_co_truncate_entered(StrataNode *node, int64_t size, PreallocMode prealloc,
                      StrataError **errp)
 {
     BlockReq req;
@@ -696,6 +684,69 @@ int node_co_truncate(StrataNode *node, int64_t size, PreallocMode prealloc,
     return ret;
 }
 
+/* ---- the entry points: counted in flight around everything they do ---------------- */
+
+int node_co_preadv(StrataNode *node, int64_t offset, int64_t bytes,
+                   const IOVector *qiov, int flags)
+{
+    node_enter(node);
+    int ret = node_co_preadv_entered(node, offset, bytes, qiov, flags);
+    node_leave(node);
+    return ret;
+}
+
+int node_co_pwritev(StrataNode *node, int64_t offset, int64_t bytes,
+                    const IOVector *qiov, int flags)
+{
+    node_enter(node);
+    int ret = node_co_pwritev_entered(node, offset, bytes, qiov, flags);
+    node_leave(node);
+    return ret;
+}
+
+int node_co_pwrite_zeroes(StrataNode *node, int64_t offset, int64_t bytes,
+                          int flags)
+{
+    node_enter(node);
+    int ret = node_co_pwrite_zeroes_entered(node, offset, bytes, flags);
+    node_leave(node);
+    return ret;
+}
+
+int node_co_pdiscard(StrataNode *node, int64_t offset, int64_t bytes)
+{
+    node_enter(node);
+    int ret = node_co_pdiscard_entered(node, offset, bytes);
+    node_leave(node);
+    return ret;
+}
+
+int node_co_flush(StrataNode *node)
+{
+    node_enter(node);
+    int ret = node_co_flush_entered(node);
+    node_leave(node);
+    return ret;
+}
+
+int node_co_block_status(StrataNode *node, int64_t offset, int64_t bytes,
+                         int64_t *pnum)
+{
+    node_enter(node);
+    int ret = node_co_block_status_entered(node, offset, bytes, pnum);
+    node_leave(node);
+    return ret;
+}
+
+int node_co_truncate(StrataNode *node, int64_t size, PreallocMode prealloc,
+                     StrataError **errp)
+{
+    node_enter(node);
+    int ret = node_co_truncate_entered(node, size, prealloc, errp);
+    node_leave(node);
+    return ret;
+}
+
 void node_co_debug_event(StrataNode *node, int event)
 {
     if (node->drv->co_debug_event) {
@@ -719,6 +770,20 @@ static bool subtree_busy(StrataNode *node)
     return false;
 }
 
+/* A request anywhere above @node (in a parent's entry, waiting for memory
+ * or a range, before it reaches @node) counts too: it would enter @node
+ * with a plan made for the limits of before the drained section. */
+static bool ancestors_busy(StrataNode *node)
+{
+    for (GSList *l = node->parents; l; l = l->next) {
+        BlockChild *c = l->data;
+        if (c->parent && (c->parent->in_flight || ancestors_busy(c->parent))) {
+            return true;
+        }
+    }
+    return false;
+}
+
 void node_drain_begin(StrataNode *node)
 {
     g_assert(!co_in_coroutine());
@@ -728,7 +793,7 @@ void node_drain_begin(StrataNode *node)
     for (GList *l = node->ctx->backends; l; l = l->next) {
         backend_quiesce(l->data);
     }
-    while (subtree_busy(node)) {
+    while (subtree_busy(node) || ancestors_busy(node)) {
         loop_run_once(node->ctx->loop, true);
     }
 }

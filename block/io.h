@@ -13,7 +13,8 @@
 #include "block/block-int.h"
 
 /*
- * Track @req on @node over [lo, hi) (lo == hi: tracked for drain only).
+ * Track @req on @node over [lo, hi) (lo < hi), inside one of the node's
+ * entry points (which count it in flight for drain).
  * A serialising request owns its range: it waits for every overlapping
  * request that arrived before it, and overlapping requests arriving later
  * wait for it.  Never yields.
