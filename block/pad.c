@@ -89,6 +89,7 @@ typedef struct PadPlan {
     void **bufs;
     size_t *sizes;
     int nbufs;
+    unsigned pool_level;        /* nesting level of the reservation */
     bool collapsed;
 
     void *scratch;              /* heap scratch for large vectors */
@@ -364,7 +365,12 @@ static void plan_cleanup(PadPlan *p)
 {
     BufPool *pool = p->node->ctx->pool;
     for (int i = 0; i < p->nbufs; i++) {
-        bufpool_put(pool, p->bufs[i], p->sizes[i]);
+        bufpool_put(pool, p->pool_level, p->bufs[i], p->sizes[i]);
+    }
+    if (p->nbufs) {
+        /* What this level held is back: a later reservation of this
+         * request (its next fragment's child, say) is at our level again. */
+        *co_pool_depth() = p->pool_level;
     }
     p->nbufs = 0;
     if (p->scratch) {
@@ -398,14 +404,26 @@ static int plan_co_reserve(PadPlan *p)
         }
     }
     if (n) {
-        ret = bufpool_try_get(node->ctx->pool, n, p->sizes, p->bufs);
+        /*
+         * Nested reservations are ordered (util/bufpool.h): while this
+         * request holds these buffers, whatever it reserves further down
+         * the graph is one level deeper and never waits for memory that
+         * this level holds.  An 80 MiB misaligned write below a padding
+         * filter would otherwise wait for ever for its own head buffer.
+         */
+        unsigned *depth = co_pool_depth();
+        p->pool_level = *depth;
+        ret = bufpool_try_get(node->ctx->pool, p->pool_level, n, p->sizes,
+                              p->bufs);
         if (ret == -EAGAIN) {
             node->stats.pad.pool_waits++;
-            ret = bufpool_co_get(node->ctx->pool, n, p->sizes, p->bufs);
+            ret = bufpool_co_get(node->ctx->pool, p->pool_level, n, p->sizes,
+                                 p->bufs);
         }
         if (ret < 0) {
             return ret;
         }
+        *depth = p->pool_level + 1;
     }
     p->nbufs = n;
     for (int i = 0, b = 0; i < p->npieces; i++) {

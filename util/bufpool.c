@@ -7,14 +7,17 @@
  * touches the heap.
  *
  * Admission works on "committed" bytes: bytes in use plus bytes granted to
- * waiters that have been woken but have not run yet.  A reservation of
- * @total class bytes fits when committed + total <= cap, or when nothing is
- * committed at all (so a reservation larger than the cap still runs, alone).
+ * waiters that have been woken but have not run yet, kept per nesting
+ * level.  A reservation of @total class bytes at level L fits when the
+ * bytes committed at levels >= L plus @total stay within the cap, or when
+ * nothing is committed at those levels (so a reservation larger than the
+ * cap still runs, alone at its level and below).
  * Free buffers never block admission: the reservation that needs room
  * releases them when it runs.
  *
- * Waiting is strictly FIFO.  The pool keeps its own list of waiter records
- * (on the waiters' stacks) in the same order as its CoQueue.  Whenever
+ * Waiting is strictly FIFO within a level, and deeper levels are granted
+ * first.  The pool keeps, per level, its own list of waiter records (on
+ * the waiters' stacks) in the same order as that level's CoQueue.  Whenever
  * committed bytes shrink or the cap grows, the pool grants the head waiter
  * while it fits: the grant moves the waiter's total into the reserved
  * count *before* the waiter runs, so nothing that runs between the wake-up
@@ -79,13 +82,15 @@ struct BufPool {
     uint64_t bytes_held;        /* in use + free */
     uint64_t bytes_in_use;
     uint64_t reserved;          /* granted to woken, not yet running waiters */
+    /* In use plus reserved, per nesting level. */
+    uint64_t committed[BUFPOOL_LEVELS];
 
     /* Indexed by shift; entries below min_shift stay empty. */
     FreeBuf *free_list[BUFPOOL_NSHIFTS];
     size_t free_count[BUFPOOL_NSHIFTS];
 
-    CoQueue queue;
-    BufPoolWaiter *wait_head, *wait_tail;
+    CoQueue queue[BUFPOOL_LEVELS];
+    BufPoolWaiter *wait_head[BUFPOOL_LEVELS], *wait_tail[BUFPOOL_LEVELS];
 
     unsigned inject_after;      /* test hook: prefaults left to pass, */
     unsigned inject_count;      /* then prefaults left to fail */
@@ -325,10 +330,19 @@ static void bufpool_make_room(BufPool *pool, const size_t *keep,
 
 /* ---- admission ---------------------------------------------------------- */
 
-static bool bufpool_fits(const BufPool *pool, uint64_t total)
+static unsigned bufpool_level(unsigned level)
 {
-    uint64_t committed = pool->bytes_in_use + pool->reserved;
+    return MIN(level, BUFPOOL_LEVELS - 1);
+}
 
+/* @level already clamped. */
+static bool bufpool_fits(const BufPool *pool, unsigned level, uint64_t total)
+{
+    uint64_t committed = 0;
+
+    for (unsigned l = level; l < BUFPOOL_LEVELS; l++) {
+        committed += pool->committed[l];
+    }
     return committed == 0 || committed + total <= pool->cap;
 }
 
@@ -338,8 +352,8 @@ static bool bufpool_fits(const BufPool *pool, uint64_t total)
  * fresh, all of them before any is handed out, so that a failure leaves the
  * pool as it was apart from free buffers released to make room.
  */
-static int bufpool_take(BufPool *pool, int n, const size_t *sizes,
-                        void **bufs, const size_t *need)
+static int bufpool_take(BufPool *pool, unsigned level, int n,
+                        const size_t *sizes, void **bufs, const size_t *need)
 {
     FreeBuf *staged = NULL;
     uint64_t fresh_bytes = 0;
@@ -396,6 +410,7 @@ static int bufpool_take(BufPool *pool, int n, const size_t *sizes,
 
         bufs[i] = bufpool_pop_free(pool, shift);
         pool->bytes_in_use += (size_t)1 << shift;
+        pool->committed[level] += (size_t)1 << shift;
     }
     pool->allocations += fresh_count;
     pool->reuses += (uint64_t)n - fresh_count;
@@ -403,75 +418,86 @@ static int bufpool_take(BufPool *pool, int n, const size_t *sizes,
 }
 
 /*
- * Wake waiters in order for as long as the head one fits.  Each woken
- * waiter's bytes are reserved here, so the head cannot be overtaken while
- * it waits for the loop to re-enter it.
+ * Wake waiters, deepest level first and in order within a level, for as
+ * long as the head one fits.  Each woken waiter's bytes are reserved here,
+ * so the head cannot be overtaken while it waits for the loop to re-enter
+ * it.  A grant at one level changes nothing for deeper ones (they do not
+ * count it), so one pass from the deepest level down is enough.
  */
 static void bufpool_grant_waiters(BufPool *pool)
 {
-    BufPoolWaiter *w;
+    for (int l = BUFPOOL_LEVELS - 1; l >= 0; l--) {
+        BufPoolWaiter *w;
 
-    while ((w = pool->wait_head) != NULL && bufpool_fits(pool, w->total)) {
-        bool woke;
+        while ((w = pool->wait_head[l]) != NULL &&
+               bufpool_fits(pool, l, w->total)) {
+            bool woke;
 
-        pool->wait_head = w->next;
-        if (pool->wait_head == NULL) {
-            pool->wait_tail = NULL;
+            pool->wait_head[l] = w->next;
+            if (pool->wait_head[l] == NULL) {
+                pool->wait_tail[l] = NULL;
+            }
+            pool->reserved += w->total;
+            pool->committed[l] += w->total;
+            w->granted = true;
+            woke = co_queue_next(&pool->queue[l]);
+            assert(woke);
+            (void)woke;
         }
-        pool->reserved += w->total;
-        w->granted = true;
-        woke = co_queue_next(&pool->queue);
-        assert(woke);
-        (void)woke;
     }
 }
 
-int bufpool_try_get(BufPool *pool, int n, const size_t *sizes, void **bufs)
+int bufpool_try_get(BufPool *pool, unsigned level, int n, const size_t *sizes,
+                    void **bufs)
 {
     size_t need[BUFPOOL_NSHIFTS];
     uint64_t total;
     int ret;
 
+    level = bufpool_level(level);
     ret = bufpool_plan(pool, n, sizes, need, &total);
     if (ret < 0 || n == 0) {
         return ret;
     }
-    if (pool->wait_head != NULL || !bufpool_fits(pool, total)) {
+    if (pool->wait_head[level] != NULL || !bufpool_fits(pool, level, total)) {
         return -EAGAIN;
     }
-    return bufpool_take(pool, n, sizes, bufs, need);
+    return bufpool_take(pool, level, n, sizes, bufs, need);
 }
 
-int bufpool_co_get(BufPool *pool, int n, const size_t *sizes, void **bufs)
+int bufpool_co_get(BufPool *pool, unsigned level, int n, const size_t *sizes,
+                   void **bufs)
 {
     size_t need[BUFPOOL_NSHIFTS];
     uint64_t total;
     int ret;
 
     assert(co_in_coroutine());
+    level = bufpool_level(level);
     ret = bufpool_plan(pool, n, sizes, need, &total);
     if (ret < 0 || n == 0) {
         return ret;
     }
-    if (pool->wait_head == NULL && bufpool_fits(pool, total)) {
-        return bufpool_take(pool, n, sizes, bufs, need);
+    if (pool->wait_head[level] == NULL && bufpool_fits(pool, level, total)) {
+        return bufpool_take(pool, level, n, sizes, bufs, need);
     }
 
     BufPoolWaiter w = { .total = total };
 
-    if (pool->wait_tail != NULL) {
-        pool->wait_tail->next = &w;
+    if (pool->wait_tail[level] != NULL) {
+        pool->wait_tail[level]->next = &w;
     } else {
-        pool->wait_head = &w;
+        pool->wait_head[level] = &w;
     }
-    pool->wait_tail = &w;
+    pool->wait_tail[level] = &w;
     pool->waits++;
-    co_queue_wait(&pool->queue, NULL);
+    co_queue_wait(&pool->queue[level], NULL);
 
     /* Only bufpool_grant_waiters() wakes this queue. */
     assert(w.granted);
     pool->reserved -= total;
-    ret = bufpool_take(pool, n, sizes, bufs, need);
+    pool->committed[level] -= total;
+    ret = bufpool_take(pool, level, n, sizes, bufs, need);
     if (ret < 0) {
         /* The room granted to this reservation goes to the next ones. */
         bufpool_grant_waiters(pool);
@@ -479,7 +505,7 @@ int bufpool_co_get(BufPool *pool, int n, const size_t *sizes, void **bufs)
     return ret;
 }
 
-void bufpool_put(BufPool *pool, void *buf, size_t size)
+void bufpool_put(BufPool *pool, unsigned level, void *buf, size_t size)
 {
     int shift = bufpool_class_shift(pool, size);
     size_t csize;
@@ -487,9 +513,11 @@ void bufpool_put(BufPool *pool, void *buf, size_t size)
     assert(buf != NULL && size > 0 && shift >= 0);
     assert(((uintptr_t)buf & (pool->align - 1)) == 0);
     csize = (size_t)1 << shift;
-    assert(pool->bytes_in_use >= csize);
+    level = bufpool_level(level);
+    assert(pool->committed[level] >= csize);
 
     pool->bytes_in_use -= csize;
+    pool->committed[level] -= csize;
     if (pool->bytes_held > pool->cap) {
         /* Over the cap (it was lowered, or a reservation larger than the
          * cap ran): shrink back instead of caching. */
@@ -515,7 +543,9 @@ BufPool *bufpool_new(size_t align, size_t cap_bytes)
     pool->align = MAX((size_t)page, align);
     pool->min_shift = __builtin_ctzll(pool->align);
     pool->cap = cap_bytes ? cap_bytes : BUFPOOL_DEFAULT_CAP;
-    co_queue_init(&pool->queue);
+    for (unsigned l = 0; l < BUFPOOL_LEVELS; l++) {
+        co_queue_init(&pool->queue[l]);
+    }
     return pool;
 }
 
@@ -526,7 +556,9 @@ void bufpool_free(BufPool *pool)
     }
     assert(pool->bytes_in_use == 0);
     assert(pool->reserved == 0);
-    assert(pool->wait_head == NULL);
+    for (unsigned l = 0; l < BUFPOOL_LEVELS; l++) {
+        assert(pool->wait_head[l] == NULL && pool->committed[l] == 0);
+    }
     bufpool_trim(pool);
     assert(pool->bytes_held == 0);
     g_free(pool);

@@ -19,6 +19,17 @@
  *  - a request reserves everything it will need in one call
  *    (bufpool_co_get with n sizes), so two requests never each hold part of
  *    what the other waits for.
+ *  - nested reservations are ordered by level.  A request that holds
+ *    buffers at one node and descends into a child that needs its own
+ *    reserves there at the next level (co_pool_depth()).  A reservation at
+ *    level L competes only with what is held at levels >= L: what its own
+ *    ancestors (and everyone else's) hold at lower levels does not count
+ *    against it, and waiters at deeper levels are granted first.  Holders
+ *    at the deepest level wait for nothing, so they finish and free their
+ *    memory; by induction every level progresses, and a nested request can
+ *    never wait for memory that its own parent level holds.  The price: the
+ *    pool may hold up to the cap per level in use (in practice one or two).
+ *    Levels past BUFPOOL_LEVELS - 1 share the last one.
  */
 #ifndef STRATA_UTIL_BUFPOOL_H
 #define STRATA_UTIL_BUFPOOL_H
@@ -31,6 +42,8 @@
 typedef struct BufPool BufPool;
 
 #define BUFPOOL_DEFAULT_CAP (64u << 20)
+/* Nesting levels kept apart (see the ordering rule above). */
+#define BUFPOOL_LEVELS 16
 /* The largest size class (and so the largest single buffer), 2 GiB. */
 #define BUFPOOL_MAX_CLASS ((size_t)1 << 31)
 
@@ -51,23 +64,28 @@ size_t bufpool_class_size(const BufPool *pool, size_t bytes);
 
 /*
  * Reserve @n buffers of @sizes[i] bytes (0 < sizes[i]) in one step and
- * store them in @bufs[i].  Yields while the pool is at its cap.  Returns 0,
+ * store them in @bufs[i], at nesting @level (0 for a request that holds no
+ * other buffer of this pool; see the ordering rule above).  Yields while
+ * the pool is at its cap for that level.  Returns 0,
  * or -ENOMEM when fresh memory could not be mapped or prefaulted (then
  * nothing is held), or -EINVAL when a size is 0 or above
- * BUFPOOL_MAX_CLASS.  @n == 0 returns 0 at once.  Reservations are
- * admitted in arrival order: a later one never overtakes a waiting one.
+ * BUFPOOL_MAX_CLASS.  @n == 0 returns 0 at once.  Reservations of one
+ * level are admitted in arrival order: a later one never overtakes a
+ * waiting one; deeper levels are granted first.
  * Never allocates when the buffers come from the free lists.
  * Coroutine only.
  */
-int bufpool_co_get(BufPool *pool, int n, const size_t *sizes, void **bufs);
+int bufpool_co_get(BufPool *pool, unsigned level, int n, const size_t *sizes,
+                   void **bufs);
 /* Non-waiting form: -EAGAIN instead of waiting.  Callable anywhere in the
  * pool's thread. */
-int bufpool_try_get(BufPool *pool, int n, const size_t *sizes, void **bufs);
-/* Return one buffer obtained with size @size (any size of the same class
- * will do).  The buffer is kept for reuse unless the pool holds more than
+int bufpool_try_get(BufPool *pool, unsigned level, int n, const size_t *sizes,
+                    void **bufs);
+/* Return one buffer obtained at @level with size @size (any size of the
+ * same class will do).  The buffer is kept for reuse unless the pool holds more than
  * its cap; waiters that now fit are woken (they run later, not inside this
  * call).  Callable anywhere in the pool's thread. */
-void bufpool_put(BufPool *pool, void *buf, size_t size);
+void bufpool_put(BufPool *pool, unsigned level, void *buf, size_t size);
 
 /* Release every free buffer back to the system. */
 void bufpool_trim(BufPool *pool);

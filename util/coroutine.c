@@ -60,6 +60,7 @@ struct Coroutine {
     void *opaque;
     Coroutine *caller;          /* who entered us; NULL unless running */
     Loop *loop;                 /* home loop, see co_get_loop() */
+    unsigned pool_depth;        /* see co_pool_depth() */
     Coroutine *wake_next;       /* util/loop.c wake list */
     Coroutine *queue_next;      /* CoQueue membership */
     Coroutine *pool_next;       /* free list of the thread's pool */
@@ -298,6 +299,14 @@ static void co_trampoline(void)
     co_terminate(co);
 }
 
+unsigned *co_pool_depth(void)
+{
+    Coroutine *co = co_thread()->current;
+
+    assert(co && "co_pool_depth outside a coroutine");
+    return &co->pool_depth;
+}
+
 Coroutine *co_create(CoroutineEntry *entry, void *opaque)
 {
     CoThread *t = co_thread();
@@ -311,6 +320,7 @@ Coroutine *co_create(CoroutineEntry *entry, void *opaque)
     co->opaque = opaque;
     co->caller = NULL;
     co->loop = loop_current();
+    co->pool_depth = 0;
     co->wake_next = NULL;
     co->queue_next = NULL;
     co->pool_next = NULL;

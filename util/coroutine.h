@@ -58,6 +58,17 @@ Loop *co_get_loop(Coroutine *co);
 void co_set_loop(Coroutine *co, Loop *loop);
 
 /*
+ * How many bounce-pool reservations the current coroutine holds, nested
+ * (a request holding padding buffers at one node that descends into a
+ * child which needs its own): the level its next reservation is made at,
+ * by util/bufpool.h's ordering rule.  The request path reads it before it
+ * reserves, sets it one higher while it holds the buffers and puts it
+ * back when it returns them.  A fresh coroutine starts at 0.  Must be
+ * called from a coroutine.
+ */
+unsigned *co_pool_depth(void);
+
+/*
  * Stack size for coroutines created from now on in this process, in bytes
  * (rounded up to the page size; default 64 KiB, at least 16 KiB; under ASan
  * the effective size is 4x).  Call before creating coroutines.

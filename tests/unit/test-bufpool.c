@@ -54,7 +54,7 @@ static void *get_one(BufPool *pool, size_t size)
 {
     void *buf = NULL;
 
-    g_assert_cmpint(bufpool_try_get(pool, 1, &size, &buf), ==, 0);
+    g_assert_cmpint(bufpool_try_get(pool, 0, 1, &size, &buf), ==, 0);
     g_assert_nonnull(buf);
     return buf;
 }
@@ -72,7 +72,7 @@ static void test_align_page_or_larger(void)
         void *bufs[G_N_ELEMENTS(sizes)];
 
         g_assert_cmpuint(bufpool_get_align(pool), ==, align);
-        g_assert_cmpint(bufpool_try_get(pool, G_N_ELEMENTS(sizes), sizes,
+        g_assert_cmpint(bufpool_try_get(pool, 0, G_N_ELEMENTS(sizes), sizes,
                                         bufs), ==, 0);
         for (size_t i = 0; i < G_N_ELEMENTS(sizes); i++) {
             size_t csize = bufpool_class_size(pool, sizes[i]);
@@ -83,7 +83,7 @@ static void test_align_page_or_larger(void)
             memset(bufs[i], 0xa5, csize);
         }
         for (size_t i = 0; i < G_N_ELEMENTS(sizes); i++) {
-            bufpool_put(pool, bufs[i], sizes[i]);
+            bufpool_put(pool, 0, bufs[i], sizes[i]);
         }
         g_assert_cmpuint(get_stats(pool).bytes_in_use, ==, 0);
         bufpool_free(pool);
@@ -116,7 +116,7 @@ static void test_class_rounding(void)
     buf = get_one(pool, 3 * page + 1);
     g_assert_cmpuint(get_stats(pool).bytes_in_use, ==, 4 * page);
     g_assert_cmpuint(get_stats(pool).bytes_held, ==, 4 * page);
-    bufpool_put(pool, buf, 4 * page);
+    bufpool_put(pool, 0, buf, 4 * page);
     g_assert_cmpuint(get_stats(pool).bytes_in_use, ==, 0);
     g_assert_cmpuint(get_stats(pool).bytes_held, ==, 4 * page);
 
@@ -131,11 +131,11 @@ static void test_class_invalid_sizes(void)
     size_t huge[] = { page, BUFPOOL_MAX_CLASS + 1 };
     void *bufs[2] = { (void *)1, (void *)2 };
 
-    g_assert_cmpint(bufpool_try_get(pool, 2, zero, bufs), ==, -EINVAL);
-    g_assert_cmpint(bufpool_try_get(pool, 2, huge, bufs), ==, -EINVAL);
-    g_assert_cmpint(bufpool_try_get(pool, -1, zero, bufs), ==, -EINVAL);
+    g_assert_cmpint(bufpool_try_get(pool, 0, 2, zero, bufs), ==, -EINVAL);
+    g_assert_cmpint(bufpool_try_get(pool, 0, 2, huge, bufs), ==, -EINVAL);
+    g_assert_cmpint(bufpool_try_get(pool, 0, -1, zero, bufs), ==, -EINVAL);
     g_assert_true(bufs[0] == (void *)1 && bufs[1] == (void *)2);
-    g_assert_cmpint(bufpool_try_get(pool, 0, NULL, NULL), ==, 0);
+    g_assert_cmpint(bufpool_try_get(pool, 0, 0, NULL, NULL), ==, 0);
     g_assert_cmpuint(get_stats(pool).bytes_held, ==, 0);
     g_assert_cmpuint(get_stats(pool).allocations, ==, 0);
     bufpool_free(pool);
@@ -153,7 +153,7 @@ static void test_reuse_same_buffer(void)
     st = get_stats(pool);
     g_assert_cmpuint(st.allocations, ==, 1);
     g_assert_cmpuint(st.reuses, ==, 0);
-    bufpool_put(pool, a, 10000);
+    bufpool_put(pool, 0, a, 10000);
 
     /* A different size of the same class gets the same buffer back. */
     b = get_one(pool, 12000);
@@ -162,7 +162,7 @@ static void test_reuse_same_buffer(void)
     g_assert_cmpuint(st.allocations, ==, 1);
     g_assert_cmpuint(st.reuses, ==, 1);
     g_assert_cmpuint(st.bytes_held, ==, bufpool_class_size(pool, 10000));
-    bufpool_put(pool, b, 12000);
+    bufpool_put(pool, 0, b, 12000);
     bufpool_free(pool);
 }
 
@@ -178,16 +178,16 @@ static void test_reuse_steady_state(void)
     void *bufs[3], *first[3];
     BufPoolStats st;
 
-    g_assert_cmpint(bufpool_try_get(pool, 3, sizes, first), ==, 0);
+    g_assert_cmpint(bufpool_try_get(pool, 0, 3, sizes, first), ==, 0);
     for (int i = 0; i < 3; i++) {
-        bufpool_put(pool, first[i], sizes[i]);
+        bufpool_put(pool, 0, first[i], sizes[i]);
     }
     for (int round = 0; round < 1000; round++) {
-        g_assert_cmpint(bufpool_try_get(pool, 3, sizes, bufs), ==, 0);
+        g_assert_cmpint(bufpool_try_get(pool, 0, 3, sizes, bufs), ==, 0);
         for (int i = 0; i < 3; i++) {
             g_assert_true(bufs[i] == first[i]);
             memset(bufs[i], round, sizes[i]);
-            bufpool_put(pool, bufs[i], sizes[i]);
+            bufpool_put(pool, 0, bufs[i], sizes[i]);
         }
     }
     st = get_stats(pool);
@@ -210,16 +210,16 @@ static void test_cap_try_get_eagain(void)
         bufs[i] = get_one(pool, page);
     }
     g_assert_cmpuint(get_stats(pool).cap, ==, 4 * page);
-    g_assert_cmpint(bufpool_try_get(pool, 1, &one, &extra), ==, -EAGAIN);
+    g_assert_cmpint(bufpool_try_get(pool, 0, 1, &one, &extra), ==, -EAGAIN);
     g_assert_true(extra == (void *)1);
     g_assert_cmpuint(get_stats(pool).bytes_held, ==, 4 * page);
 
-    bufpool_put(pool, bufs[3], page);
+    bufpool_put(pool, 0, bufs[3], page);
     extra = get_one(pool, page);
     g_assert_true(extra == bufs[3]);
-    bufpool_put(pool, extra, page);
+    bufpool_put(pool, 0, extra, page);
     for (int i = 0; i < 3; i++) {
-        bufpool_put(pool, bufs[i], page);
+        bufpool_put(pool, 0, bufs[i], page);
     }
     bufpool_free(pool);
 }
@@ -232,12 +232,12 @@ static void test_cap_frees_other_classes(void)
     size_t sizes[2] = { page, page };
 
     big = get_one(pool, 4 * page);
-    bufpool_put(pool, big, 4 * page);
+    bufpool_put(pool, 0, big, 4 * page);
     g_assert_cmpuint(get_stats(pool).bytes_held, ==, 4 * page);
 
     /* Two pages of another class only fit once the free 4-page buffer is
      * released. */
-    g_assert_cmpint(bufpool_try_get(pool, 2, sizes, small), ==, 0);
+    g_assert_cmpint(bufpool_try_get(pool, 0, 2, sizes, small), ==, 0);
     st = get_stats(pool);
     g_assert_cmpuint(st.bytes_held, ==, 2 * page);
     g_assert_cmpuint(st.bytes_in_use, ==, 2 * page);
@@ -245,8 +245,8 @@ static void test_cap_frees_other_classes(void)
     g_assert_cmpuint(st.reuses, ==, 0);
     g_assert_true(is_unmapped(big));
 
-    bufpool_put(pool, small[0], page);
-    bufpool_put(pool, small[1], page);
+    bufpool_put(pool, 0, small[0], page);
+    bufpool_put(pool, 0, small[1], page);
     bufpool_free(pool);
 }
 
@@ -257,12 +257,12 @@ static void test_cap_keeps_free_buffers_with_room(void)
     void *big, *small;
 
     big = get_one(pool, 4 * page);
-    bufpool_put(pool, big, 4 * page);
+    bufpool_put(pool, 0, big, 4 * page);
     small = get_one(pool, page);
     g_assert_cmpuint(get_stats(pool).bytes_held, ==, 5 * page);
-    bufpool_put(pool, small, page);
+    bufpool_put(pool, 0, small, page);
     g_assert_true(get_one(pool, 4 * page) == big);
-    bufpool_put(pool, big, 4 * page);
+    bufpool_put(pool, 0, big, 4 * page);
     bufpool_free(pool);
 }
 
@@ -277,16 +277,16 @@ static void test_cap_all_or_nothing(void)
     held = get_one(pool, 2 * page);
     before = get_stats(pool);
     /* One page would fit, both do not: nothing is handed out. */
-    g_assert_cmpint(bufpool_try_get(pool, 2, sizes, bufs), ==, -EAGAIN);
+    g_assert_cmpint(bufpool_try_get(pool, 0, 2, sizes, bufs), ==, -EAGAIN);
     g_assert_true(bufs[0] == (void *)1 && bufs[1] == (void *)2);
     after = get_stats(pool);
     g_assert_cmpmem(&before, sizeof(before), &after, sizeof(after));
 
-    bufpool_put(pool, held, 2 * page);
-    g_assert_cmpint(bufpool_try_get(pool, 2, sizes, bufs), ==, 0);
+    bufpool_put(pool, 0, held, 2 * page);
+    g_assert_cmpint(bufpool_try_get(pool, 0, 2, sizes, bufs), ==, 0);
     g_assert_true(bufs[1] == held);
-    bufpool_put(pool, bufs[0], sizes[0]);
-    bufpool_put(pool, bufs[1], sizes[1]);
+    bufpool_put(pool, 0, bufs[0], sizes[0]);
+    bufpool_put(pool, 0, bufs[1], sizes[1]);
     bufpool_free(pool);
 }
 
@@ -299,13 +299,13 @@ static void test_cap_oversize_when_idle(void)
     big = get_one(pool, 4 * page);
     memset(big, 1, 4 * page);
     g_assert_cmpuint(get_stats(pool).bytes_held, ==, 4 * page);
-    g_assert_cmpint(bufpool_try_get(pool, 1, &one, &extra), ==, -EAGAIN);
+    g_assert_cmpint(bufpool_try_get(pool, 0, 1, &one, &extra), ==, -EAGAIN);
 
     /* Over the cap, the returned buffer is released, not cached. */
-    bufpool_put(pool, big, 4 * page);
+    bufpool_put(pool, 0, big, 4 * page);
     g_assert_cmpuint(get_stats(pool).bytes_held, ==, 0);
     extra = get_one(pool, page);
-    bufpool_put(pool, extra, page);
+    bufpool_put(pool, 0, extra, page);
     bufpool_free(pool);
 }
 
@@ -317,8 +317,8 @@ static void test_cap_lower_releases(void)
     for (int i = 0; i < 4; i++) {
         bufs[i] = get_one(pool, page);
     }
-    bufpool_put(pool, bufs[0], page);
-    bufpool_put(pool, bufs[1], page);
+    bufpool_put(pool, 0, bufs[0], page);
+    bufpool_put(pool, 0, bufs[1], page);
     g_assert_cmpuint(get_stats(pool).bytes_held, ==, 4 * page);
 
     /* Lowering releases free buffers until the pool fits ... */
@@ -329,9 +329,9 @@ static void test_cap_lower_releases(void)
     g_assert_cmpuint(get_stats(pool).bytes_held, ==, 2 * page);
 
     /* ... and buffers in use are released as they come back. */
-    bufpool_put(pool, bufs[2], page);
+    bufpool_put(pool, 0, bufs[2], page);
     g_assert_cmpuint(get_stats(pool).bytes_held, ==, page);
-    bufpool_put(pool, bufs[3], page);
+    bufpool_put(pool, 0, bufs[3], page);
     g_assert_cmpuint(get_stats(pool).bytes_held, ==, page);
 
     bufpool_set_cap(pool, 0);
@@ -356,7 +356,7 @@ static void test_prefault_populates(void)
 
     buf = get_one(pool, size);
     g_assert_cmpuint(resident_pages(buf, size), ==, size / page);
-    bufpool_put(pool, buf, size);
+    bufpool_put(pool, 0, buf, size);
     bufpool_free(pool);
 }
 
@@ -372,7 +372,7 @@ static void test_prefault_einval_touches_pages(void)
     g_assert_cmpuint((uintptr_t)buf % 65536, ==, 0);
     g_assert_cmpuint(resident_pages(buf, size), ==, size / page);
     g_assert_cmpuint(get_stats(pool).prefault_failures, ==, 0);
-    bufpool_put(pool, buf, size);
+    bufpool_put(pool, 0, buf, size);
     bufpool_free(pool);
 }
 
@@ -387,10 +387,10 @@ static void test_prefault_failure_enomem(void)
     /* One free page-sized buffer to reuse, so the failing reservation
      * mixes a reused buffer, a fresh one that succeeds and one that fails. */
     warm = get_one(pool, page);
-    bufpool_put(pool, warm, page);
+    bufpool_put(pool, 0, warm, page);
 
     bufpool_test_inject_prefault_error(pool, 1, 1, ENOMEM);
-    g_assert_cmpint(bufpool_try_get(pool, 3, sizes, bufs), ==, -ENOMEM);
+    g_assert_cmpint(bufpool_try_get(pool, 0, 3, sizes, bufs), ==, -ENOMEM);
     g_assert_true(bufs[0] == (void *)1 && bufs[1] == (void *)2 &&
                   bufs[2] == (void *)3);
     st = get_stats(pool);
@@ -402,19 +402,19 @@ static void test_prefault_failure_enomem(void)
 
     /* Other errnos fail the same way. */
     bufpool_test_inject_prefault_error(pool, 0, 1, EFAULT);
-    g_assert_cmpint(bufpool_try_get(pool, 3, sizes, bufs), ==, -ENOMEM);
+    g_assert_cmpint(bufpool_try_get(pool, 0, 3, sizes, bufs), ==, -ENOMEM);
     g_assert_cmpuint(get_stats(pool).prefault_failures, ==, 2);
 
     /* The injection is spent: the same reservation now succeeds and the
      * free buffer is still there to reuse. */
-    g_assert_cmpint(bufpool_try_get(pool, 3, sizes, bufs), ==, 0);
+    g_assert_cmpint(bufpool_try_get(pool, 0, 3, sizes, bufs), ==, 0);
     g_assert_true(bufs[0] == warm);
     st = get_stats(pool);
     g_assert_cmpuint(st.reuses, ==, 1);
     g_assert_cmpuint(st.allocations, ==, 3);
     g_assert_cmpuint(st.bytes_in_use, ==, 7 * page);
     for (int i = 0; i < 3; i++) {
-        bufpool_put(pool, bufs[i], sizes[i]);
+        bufpool_put(pool, 0, bufs[i], sizes[i]);
     }
     bufpool_free(pool);
 }
@@ -428,9 +428,9 @@ static void test_trim_releases_free(void)
     void *bufs[3];
     BufPoolStats st;
 
-    g_assert_cmpint(bufpool_try_get(pool, 3, sizes, bufs), ==, 0);
-    bufpool_put(pool, bufs[0], sizes[0]);
-    bufpool_put(pool, bufs[2], sizes[2]);
+    g_assert_cmpint(bufpool_try_get(pool, 0, 3, sizes, bufs), ==, 0);
+    bufpool_put(pool, 0, bufs[0], sizes[0]);
+    bufpool_put(pool, 0, bufs[2], sizes[2]);
     bufpool_trim(pool);
     st = get_stats(pool);
     g_assert_cmpuint(st.bytes_held, ==, 2 * page);
@@ -440,7 +440,7 @@ static void test_trim_releases_free(void)
     /* The buffer in use is untouched. */
     memset(bufs[1], 7, sizes[1]);
 
-    bufpool_put(pool, bufs[1], sizes[1]);
+    bufpool_put(pool, 0, bufs[1], sizes[1]);
     bufpool_trim(pool);
     g_assert_cmpuint(get_stats(pool).bytes_held, ==, 0);
     g_assert_true(is_unmapped(bufs[1]));
@@ -448,7 +448,7 @@ static void test_trim_releases_free(void)
     /* The pool works after a trim: fresh buffers again. */
     bufs[0] = get_one(pool, page);
     g_assert_cmpuint(get_stats(pool).allocations, ==, 4);
-    bufpool_put(pool, bufs[0], page);
+    bufpool_put(pool, 0, bufs[0], page);
     bufpool_free(pool);
 }
 
@@ -463,7 +463,7 @@ static void test_asan_use_after_put(void)
         BufPool *pool = bufpool_new(0, 0);
         volatile uint8_t *buf = get_one(pool, 2 * page);
 
-        bufpool_put(pool, (void *)buf, 2 * page);
+        bufpool_put(pool, 0, (void *)buf, 2 * page);
         buf[page] = 1;
         return;
     }
@@ -491,6 +491,7 @@ static void yield_once(void)
 
 typedef struct WaitReq {
     BufPool *pool;
+    unsigned level;
     int id;
     int n;
     size_t sizes[3];
@@ -506,7 +507,7 @@ static void wait_req_co(void *opaque)
     WaitReq *r = opaque;
 
     r->started = true;
-    r->ret = bufpool_co_get(r->pool, r->n, r->sizes, r->bufs);
+    r->ret = bufpool_co_get(r->pool, r->level, r->n, r->sizes, r->bufs);
     if (r->order != NULL) {
         r->order[(*r->norder)++] = r->id;
     }
@@ -518,7 +519,7 @@ static void wait_req_put(WaitReq *r)
     g_assert_true(r->done);
     g_assert_cmpint(r->ret, ==, 0);
     for (int i = 0; i < r->n; i++) {
-        bufpool_put(r->pool, r->bufs[i], r->sizes[i]);
+        bufpool_put(r->pool, r->level, r->bufs[i], r->sizes[i]);
     }
 }
 
@@ -571,7 +572,7 @@ static void test_wait_fifo(void)
     g_assert_cmpuint(get_stats(pool).waits, ==, 3);
 
     /* One page back: A fits and goes. */
-    bufpool_put(pool, m1, page);
+    bufpool_put(pool, 0, m1, page);
     drain_loop(loop);
     g_assert_true(req[0].done);
     g_assert_false(req[1].done);
@@ -580,12 +581,12 @@ static void test_wait_fifo(void)
     /* A's page back: C would fit, but B is ahead of it; try_get from
      * outside respects the queue too. */
     wait_req_put(&req[0]);
-    g_assert_cmpint(bufpool_try_get(pool, 1, &one, &probe), ==, -EAGAIN);
+    g_assert_cmpint(bufpool_try_get(pool, 0, 1, &one, &probe), ==, -EAGAIN);
     drain_loop(loop);
     g_assert_false(req[1].done);
     g_assert_false(req[2].done);
 
-    bufpool_put(pool, m2, page);
+    bufpool_put(pool, 0, m2, page);
     drain_loop(loop);
     g_assert_true(req[1].done);
     g_assert_false(req[2].done);
@@ -636,7 +637,7 @@ static void test_wait_oversize_until_idle(void)
     g_assert_true(big.started);
     g_assert_false(big.done);
 
-    bufpool_put(pool, held, page);
+    bufpool_put(pool, 0, held, page);
     drain_loop(loop);
     g_assert_true(big.done);
     g_assert_cmpint(big.ret, ==, 0);
@@ -644,6 +645,83 @@ static void test_wait_oversize_until_idle(void)
     memset(big.bufs[0], 1, 4 * page);
     wait_req_put(&big);
     g_assert_cmpuint(get_stats(pool).bytes_held, <=, 2 * page);
+    bufpool_free(pool);
+    test_loop_free(loop);
+}
+
+/*
+ * Nested reservations (the ordering rule): a reservation at level 1 does
+ * not count what level 0 holds, so a child never waits for its own
+ * parent's buffers, even when it alone exceeds the cap; level 0 counts
+ * everything.
+ */
+static void test_levels_deeper_ignores_shallower(void)
+{
+    BufPool *pool = bufpool_new(0, 4 * page);
+    size_t four = 4 * page, eight = 8 * page, one = page;
+    void *l0, *l1, *big, *probe = NULL;
+
+    g_assert_cmpint(bufpool_try_get(pool, 0, 1, &four, &l0), ==, 0);
+    /* Pool full at level 0: level 1 still gets the full cap... */
+    g_assert_cmpint(bufpool_try_get(pool, 1, 1, &four, &l1), ==, 0);
+    /* ...but level 0, counting both, gets nothing, nor does level 1 now. */
+    g_assert_cmpint(bufpool_try_get(pool, 0, 1, &one, &probe), ==, -EAGAIN);
+    g_assert_cmpint(bufpool_try_get(pool, 1, 1, &one, &probe), ==, -EAGAIN);
+    bufpool_put(pool, 1, l1, four);
+    /* An oversize reservation runs when its level and deeper are idle,
+     * whatever level 0 holds. */
+    g_assert_cmpint(bufpool_try_get(pool, 1, 1, &eight, &big), ==, 0);
+    memset(big, 0x5a, eight);
+    g_assert_cmpint(bufpool_try_get(pool, 2, 1, &one, &probe), ==, 0);
+    bufpool_put(pool, 2, probe, one);
+    bufpool_put(pool, 1, big, eight);
+    bufpool_put(pool, 0, l0, four);
+    g_assert_cmpuint(get_stats(pool).bytes_in_use, ==, 0);
+    /* Levels past the last share it. */
+    g_assert_cmpint(bufpool_try_get(pool, BUFPOOL_LEVELS + 3, 1, &four, &l1), ==, 0);
+    g_assert_cmpint(bufpool_try_get(pool, BUFPOOL_LEVELS - 1, 1, &one, &probe),
+                    ==, -EAGAIN);
+    bufpool_put(pool, BUFPOOL_LEVELS + 3, l1, four);
+    bufpool_free(pool);
+}
+
+/*
+ * Waiters at a deeper level are granted before earlier waiters at a
+ * shallower one: the deeper holders are what the shallower ones (their
+ * parents) wait on.
+ */
+static void test_levels_deeper_waiters_first(void)
+{
+    Loop *loop = test_loop_new();
+    BufPool *pool = bufpool_new(0, 2 * page);
+    int order[2], norder = 0;
+    WaitReq req[2] = {
+        { .id = 0, .level = 0, .n = 1, .sizes = { 2 * page } },
+        { .id = 1, .level = 1, .n = 1, .sizes = { 2 * page } },
+    };
+    size_t two = 2 * page;
+    void *held;
+
+    g_assert_cmpint(bufpool_try_get(pool, 1, 1, &two, &held), ==, 0);
+    for (int i = 0; i < 2; i++) {
+        req[i].pool = pool;
+        req[i].order = order;
+        req[i].norder = &norder;
+        loop_co_spawn(loop, wait_req_co, &req[i]);
+        drain_loop(loop);
+        g_assert_false(req[i].done);
+    }
+    bufpool_put(pool, 1, held, two);
+    drain_loop(loop);
+    g_assert_true(req[1].done);
+    g_assert_false(req[0].done);
+    wait_req_put(&req[1]);
+    drain_loop(loop);
+    g_assert_true(req[0].done);
+    wait_req_put(&req[0]);
+    g_assert_cmpint(norder, ==, 2);
+    g_assert_cmpint(order[0], ==, 1);
+    g_assert_cmpint(order[1], ==, 0);
     bufpool_free(pool);
     test_loop_free(loop);
 }
@@ -663,12 +741,12 @@ static void test_wait_all_or_nothing(void)
     g_assert_false(req.done);
     g_assert_cmpuint(get_stats(pool).bytes_in_use, ==, 2 * page);
 
-    bufpool_put(pool, a, page);
+    bufpool_put(pool, 0, a, page);
     drain_loop(loop);
     g_assert_false(req.done);
     g_assert_cmpuint(get_stats(pool).bytes_in_use, ==, page);
 
-    bufpool_put(pool, b, page);
+    bufpool_put(pool, 0, b, page);
     drain_loop(loop);
     g_assert_true(req.done);
     g_assert_cmpuint(get_stats(pool).bytes_in_use, ==, 4 * page);
@@ -692,7 +770,7 @@ static void test_wait_raise_cap_wakes(void)
     drain_loop(loop);
     g_assert_true(req.done);
     wait_req_put(&req);
-    bufpool_put(pool, held, page);
+    bufpool_put(pool, 0, held, page);
     bufpool_free(pool);
     test_loop_free(loop);
 }
@@ -721,8 +799,8 @@ static void test_wait_prefault_failure_passes_on(void)
     g_assert_false(b.done);
 
     bufpool_test_inject_prefault_error(pool, 0, 1, ENOMEM);
-    bufpool_put(pool, m1, page);
-    bufpool_put(pool, m2, page);
+    bufpool_put(pool, 0, m1, page);
+    bufpool_put(pool, 0, m2, page);
     drain_loop(loop);
     g_assert_true(a.done);
     g_assert_cmpint(a.ret, ==, -ENOMEM);
@@ -734,7 +812,7 @@ static void test_wait_prefault_failure_passes_on(void)
     g_assert_cmpuint(get_stats(pool).bytes_in_use, ==, page);
     g_assert_cmpuint(get_stats(pool).bytes_held, <=, 2 * page);
 
-    bufpool_put(pool, b.bufs[0], page);
+    bufpool_put(pool, 0, b.bufs[0], page);
     bufpool_free(pool);
     test_loop_free(loop);
 }
@@ -762,7 +840,7 @@ static void stress_co(void *opaque)
     void *bufs[3];
     BufPoolStats st;
 
-    g_assert_cmpint(bufpool_co_get(ctx->pool, r->n, r->sizes, bufs), ==, 0);
+    g_assert_cmpint(bufpool_co_get(ctx->pool, 0, r->n, r->sizes, bufs), ==, 0);
     bufpool_get_stats(ctx->pool, &st);
     ctx->max_held = MAX(ctx->max_held, st.bytes_held);
     /* Only an oversized reservation, running alone, may exceed the cap. */
@@ -787,7 +865,7 @@ static void stress_co(void *opaque)
         /* Nobody else wrote into our buffers while we held them. */
         g_assert_cmpuint(p[0], ==, (uint8_t)r->id);
         g_assert_cmpuint(p[r->sizes[i] - 1], ==, (uint8_t)r->id);
-        bufpool_put(ctx->pool, bufs[i], r->sizes[i]);
+        bufpool_put(ctx->pool, 0, bufs[i], r->sizes[i]);
     }
     ctx->done++;
 }
@@ -869,6 +947,10 @@ int main(int argc, char **argv)
     g_test_add_func("/bufpool/asan/use-after-put-reported",
                     test_asan_use_after_put);
     g_test_add_func("/bufpool/wait/fifo", test_wait_fifo);
+    g_test_add_func("/bufpool/levels/deeper-ignores-shallower",
+                    test_levels_deeper_ignores_shallower);
+    g_test_add_func("/bufpool/levels/deeper-waiters-first",
+                    test_levels_deeper_waiters_first);
     g_test_add_func("/bufpool/wait/not-when-room", test_wait_not_when_room);
     g_test_add_func("/bufpool/wait/oversize-until-idle",
                     test_wait_oversize_until_idle);
