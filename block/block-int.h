@@ -335,6 +335,10 @@ struct ReopenState {
     bool cache_direct;
     bool cache_no_flush;
     DetectZeroes detect_zeroes;
+    /* The request alignment the node will have after commit, when the
+     * driver's prepare knows it changes (a new O_DIRECT descriptor); 0
+     * means unchanged. */
+    uint32_t request_alignment;
     void *opaque;           /* driver's prepared state */
 };
 
@@ -404,6 +408,20 @@ static inline StrataNode *node_filtered(StrataNode *node)
 
 /* Length in bytes (cached; drivers update node->total_bytes). */
 int64_t node_get_length(StrataNode *node);
+/* Forget the cached length of @node and of every node above it (the
+ * node grew or shrank under them). */
+void node_invalidate_length(StrataNode *node);
+
+/*
+ * QEMU's end-of-image rule: a node whose length (rounded up to 512 bytes,
+ * as QEMU's sector count is) is not a multiple of its request alignment
+ * @align can be written only by a user that may also resize it, because a
+ * padded write of its last block grows it.  True when
+ * @perm may be held; else false with an error (EPERM, in QEMU's words; or
+ * the errno of a failed length query, naming the node).
+ */
+bool node_check_size_alignment(StrataNode *node, uint64_t perm, uint32_t align,
+                               StrataError **errp);
 
 /* Reopen @node with changed common options in @changes (read-only,
  * cache.direct, cache.no-flush, detect-zeroes), applied to its subtree

@@ -1093,6 +1093,7 @@ static bool file_reopen_prepare(ReopenState *rs, StrataError **errp)
         file_desc_close(&r->d);
         return false;
     }
+    rs->request_alignment = r->d.align.request;
     rs->opaque = g_steal_pointer(&r);
     return true;
 }

@@ -152,6 +152,47 @@ void node_refresh_limits(StrataNode *node)
     }
 }
 
+void node_invalidate_length(StrataNode *node)
+{
+    node->total_bytes = -1;
+    for (GSList *l = node->parents; l; l = l->next) {
+        BlockChild *c = l->data;
+        if (c->parent) {
+            node_invalidate_length(c->parent);
+        }
+    }
+}
+
+bool node_check_size_alignment(StrataNode *node, uint64_t perm, uint32_t align,
+                               StrataError **errp)
+{
+    int64_t len;
+
+    if (!(perm & (PERM_WRITE | PERM_WRITE_UNCHANGED)) || (perm & PERM_RESIZE) ||
+        align <= 1) {
+        return true;
+    }
+    len = node_get_length(node);
+    if (len < 0) {
+        error_set(errp, STRATA_ERROR_GENERIC, (int)-len,
+                  "Cannot get 'write' permission on node '%s': its size is "
+                  "unknown (%s), so a padded write could not be kept inside "
+                  "it", node->node_name, g_strerror((int)-len));
+        return false;
+    }
+    /* QEMU counts sizes in 512-byte sectors and checks the rounded size:
+     * a 5000-byte image is writable on a 512-byte device (its last sector
+     * is padded and it grows to 5120), not on a 4 KiB one.  The same here,
+     * so that what opens in one opens in the other. */
+    if (ROUND_UP(len, (int64_t)512) % align) {
+        error_set(errp, STRATA_ERROR_PERMISSION, EPERM,
+                  "Cannot get 'write' permission without 'resize': Image size "
+                  "is not a multiple of request alignment");
+        return false;
+    }
+    return true;
+}
+
 int64_t node_get_length(StrataNode *node)
 {
     if (node->total_bytes < 0 && node->drv->get_length) {
@@ -236,7 +277,9 @@ static bool perm_update_subtree(PermTxn *t, StrataNode *node, StrataError **errp
                   names);
         return false;
     }
-    if (!node_check_conflicts(node, errp)) {
+    if (!node_check_conflicts(node, errp) ||
+        !node_check_size_alignment(node, perm, node->bl.request_alignment,
+                                   errp)) {
         return false;
     }
     t->visited = g_slist_prepend(t->visited, node);

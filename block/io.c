@@ -214,6 +214,16 @@ bool io_request_fits(const StrataNode *node, int64_t offset, int64_t bytes,
 
 /* ---- the driver step --------------------------------------------------------- */
 
+/* A write that ended past the cached length grew the node (a padded last
+ * block, or a write at the end of a growable file): the lengths cached
+ * here and above are stale. */
+static inline void io_note_write_end(StrataNode *node, int64_t end)
+{
+    if (node->total_bytes >= 0 && end > node->total_bytes) {
+        node_invalidate_length(node);
+    }
+}
+
 static void assert_fits(StrataNode *node, int64_t offset, int64_t bytes,
                         const IOVector *qiov)
 {
@@ -284,6 +294,7 @@ int io_co_drv_pwritev(StrataNode *node, int64_t offset, int64_t bytes,
 
     if (ret == 0) {
         node->write_gen++;
+        io_note_write_end(node, offset + bytes);
         if (emulate_fua) {
             ret = drv_co_flush_fua(node);
         }
@@ -379,6 +390,7 @@ int io_co_drv_pwrite_zeroes(StrataNode *node, int64_t offset, int64_t bytes,
             ret = zero_fallback(node, offset, n, flags);
         } else if (ret == 0) {
             node->write_gen++;
+            io_note_write_end(node, offset + n);
             if (emulate_fua) {
                 ret = drv_co_flush_fua(node);
             }

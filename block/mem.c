@@ -67,6 +67,7 @@ typedef struct MemState {
     GRand *rand;
 
     GArray *rules;                  /* MemErrorRule */
+    int length_errno;               /* get_length fails with it when set */
     MemCounters counters;
     char last_violation[128];
     MemTraceEntry trace[MEM_TRACE_SIZE];
@@ -520,7 +521,14 @@ static int mem_co_block_status(StrataNode *node, int64_t offset,
 
 static int64_t mem_get_length(StrataNode *node)
 {
-    return mem_state(node)->size;
+    MemState *s = mem_state(node);
+    return s->length_errno ? -s->length_errno : s->size;
+}
+
+void mem_fail_length(StrataNode *node, int errnum)
+{
+    mem_state(node)->length_errno = errnum;
+    node_invalidate_length(node);
 }
 
 /* Resize data and bitmaps to @size; new bytes are zero and unallocated.

@@ -42,6 +42,8 @@ void mem_inject_error(StrataNode *node, BlockReqType type, int64_t offset,
                       int64_t bytes, int errnum, int count);
 /* Remove every rule. */
 void mem_clear_errors(StrataNode *node);
+/* Make the length query fail with -@errnum from now on (0: succeed again). */
+void mem_fail_length(StrataNode *node, int errnum);
 
 /* ---- data ------------------------------------------------------------------ */
 

@@ -722,15 +722,19 @@ int pad_co_pwritev(StrataNode *node, int64_t offset, int64_t bytes,
     if (rmw && node->rmw_coalesce && p.len == node->bl.request_alignment) {
         flags |= coalesce_absorb(&p, &req, &members);
     }
+    /*
+     * The end of the image: a node whose length is not a multiple of the
+     * alignment is written only by users that may resize it (the
+     * permission check, node_check_size_alignment), and its last block is
+     * written whole.  The node grows to the block's end, visibly (the
+     * driver step drops the cached lengths, io_co_drv_pwritev) and as
+     * durably as the write itself: the
+     * size change is part of what FUA or the next flush makes stable.  It
+     * never shrinks back: a truncate after the write could be lost in a
+     * crash while the growth was not, and would cut data another user
+     * appended meanwhile.
+     */
     ret = plan_co_io(&p, flags);
-
-    /* An image whose size is not a multiple of the alignment must not grow
-     * because its last block was written whole: trim it back. */
-    if (ret == 0 && p.hi > node_get_length(node) && node->drv->co_truncate) {
-        int64_t len = node_get_length(node);
-        ret = node->drv->co_truncate(node, len, PREALLOC_OFF, NULL);
-        node->total_bytes = len;
-    }
     for (PadCoalesce *c = members; c; c = c->next_member) {
         c->ret = ret;
     }

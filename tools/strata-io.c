@@ -237,16 +237,14 @@ bool io_open_image(IoState *s, const char *filename, OptNode *take_extra,
         return false;
     }
 
-    /* What qemu-io's BlockBackend takes: read, plus write and resize on a
-     * writable image; others may read and write without changing data.
-     * With -U others may do anything, and resize is taken only when a
-     * command needs it. */
+    /* What qemu-io's BlockBackend takes: read, plus write on a writable
+     * image; resize only when a command needs it (truncate), as qemu-io
+     * does.  That matters at the end of an image whose size is not a
+     * multiple of the alignment: without resize it cannot be opened for
+     * writing with O_DIRECT on a 4 KiB device (QEMU's rule). */
     uint32_t perm = PERM_CONSISTENT_READ;
     if (!root->read_only) {
         perm |= PERM_WRITE;
-        if (!f->force_share) {
-            perm |= PERM_RESIZE;
-        }
     }
     /* As qemu-io: a read-only user shares everything, so it can look at an
      * image a writer holds; a writer shares reading only. */
