@@ -265,21 +265,29 @@ static int drv_co_flush_fua(StrataNode *node)
     return ret;
 }
 
+bool io_fua_emulated(const StrataNode *node, int flags, bool zeroes)
+{
+    return (flags & REQ_FUA) && !node->cache_no_flush && !node->supports_fua &&
+           (node->drv->co_pwritev || (zeroes && node->drv->co_pwrite_zeroes));
+}
+
+int io_co_fua_flush(StrataNode *node)
+{
+    return drv_co_flush_fua(node);
+}
+
 int io_co_drv_pwritev(StrataNode *node, int64_t offset, int64_t bytes,
                       const IOVector *qiov, int flags)
 {
     int ret;
-    bool emulate_fua = false;
+    bool emulate_fua = io_fua_emulated(node, flags, false);
 
     assert_fits(node, offset, bytes, qiov);
     if (bytes == 0) {
         return 0;
     }
-    if (node->cache_no_flush) {
+    if (node->cache_no_flush || emulate_fua) {
         flags &= ~REQ_FUA;
-    } else if ((flags & REQ_FUA) && !node->supports_fua && node->drv->co_pwritev) {
-        flags &= ~REQ_FUA;
-        emulate_fua = true;
     }
 
     node_co_debug_event(node, DBG_PWRITEV);
@@ -363,13 +371,14 @@ int io_co_drv_pwrite_zeroes(StrataNode *node, int64_t offset, int64_t bytes,
 
     /*
      * A driver without FUA must not see the flag (a strict device rejects
-     * it, as mem does): strip it from the native call and flush after it
-     * instead.  The zero-buffer fallback gets the caller's flags, since
-     * io_co_drv_pwritev does its own emulation.
+     * it, as mem does), and a request cut into many chunks must not cost a
+     * flush per chunk (a 1 GiB write-zeroes would be ~1024 fdatasyncs):
+     * strip FUA from every chunk, native or fallback, and flush once after
+     * the last.
      */
-    bool emulate_fua = (flags & REQ_FUA) && !node->supports_fua &&
-                       node->drv->co_pwrite_zeroes;
-    int native_flags = emulate_fua ? flags & ~REQ_FUA : flags;
+    bool emulate_fua = io_fua_emulated(node, flags, true);
+    int chunk_flags = emulate_fua ? flags & ~REQ_FUA : flags;
+    bool written = false;
 
     node_co_debug_event(node, DBG_PWRITEV_ZERO);
     while (bytes > 0) {
@@ -385,23 +394,21 @@ int io_co_drv_pwrite_zeroes(StrataNode *node, int64_t offset, int64_t bytes,
              * than the granularity ends off it (as QEMU cuts them). */
             n = ROUND_DOWN(offset + n, (int64_t)align) - offset;
         }
-        ret = drv_co_pwrite_zeroes_once(node, offset, n, native_flags);
+        ret = drv_co_pwrite_zeroes_once(node, offset, n, chunk_flags);
         if (ret == -ENOTSUP && !(flags & REQ_NO_FALLBACK)) {
-            ret = zero_fallback(node, offset, n, flags);
+            ret = zero_fallback(node, offset, n, chunk_flags);
         } else if (ret == 0) {
             node->write_gen++;
             io_note_write_end(node, offset + n);
-            if (emulate_fua) {
-                ret = drv_co_flush_fua(node);
-            }
         }
         if (ret < 0) {
             return ret;
         }
+        written = true;
         offset += n;
         bytes -= n;
     }
-    return 0;
+    return emulate_fua && written ? io_co_fua_flush(node) : 0;
 }
 
 /* ---- entry points --------------------------------------------------------------- */

@@ -38,6 +38,17 @@ int io_co_drv_preadv(StrataNode *node, int64_t offset, int64_t bytes,
 int io_co_drv_pwritev(StrataNode *node, int64_t offset, int64_t bytes,
                       const IOVector *qiov, int flags);
 /* Aligned write-zeroes in chunks, with the zero-buffer fallback. */
+/*
+ * FUA on a driver without it is a flush after the write.  A request that
+ * reaches the driver in several pieces strips FUA from them when this is
+ * true (@zeroes: some pieces are write-zeroes) and calls io_co_fua_flush()
+ * once after the last piece succeeded.
+ */
+bool io_fua_emulated(const StrataNode *node, int flags, bool zeroes);
+/* The flush that completes an emulated FUA; a failure is sticky as any
+ * failed flush over the page cache. */
+int io_co_fua_flush(StrataNode *node);
+
 int io_co_drv_pwrite_zeroes(StrataNode *node, int64_t offset, int64_t bytes,
                             int flags);
 

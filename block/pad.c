@@ -511,12 +511,18 @@ static int plan_co_io(PadPlan *p, int flags)
 {
     const BlockLimits *bl = &p->node->bl;
     int64_t step = p->len;
+    bool fua_once = false;
 
     if (bl->max_transfer && bl->max_transfer < p->len) {
         /* Cut on multiples of the granularity and of the alignment. */
         int64_t unit = MAX(p->gran, (int64_t)bl->request_alignment);
         step = MAX(ROUND_DOWN(bl->max_transfer, unit), unit);
         p->node->stats.pad.split_requests++;
+        /* Emulated FUA: one flush after the last fragment, not one each. */
+        fua_once = p->is_write && io_fua_emulated(p->node, flags, false);
+        if (fua_once) {
+            flags &= ~REQ_FUA;
+        }
     }
     for (int64_t pos = 0; pos < p->len; pos += step) {
         int ret = plan_co_io_range(p, pos, MIN(step, p->len - pos), flags);
@@ -524,7 +530,7 @@ static int plan_co_io(PadPlan *p, int flags)
             return ret;
         }
     }
-    return 0;
+    return fua_once ? io_co_fua_flush(p->node) : 0;
 }
 
 /* ---- reads ------------------------------------------------------------------------ */
@@ -760,14 +766,22 @@ int pad_co_pwrite_zeroes(StrataNode *node, int64_t offset, int64_t bytes,
     int64_t mid_hi = ROUND_DOWN(end, A);
     IOVector v;
     int ret;
+    /* Up to three pieces (head, middle, tail): emulated FUA flushes once
+     * after the last of them. */
+    bool fua_once = io_fua_emulated(node, flags, true);
 
     g_assert(A <= ZERO_BUF_SIZE);
-    if (mid_lo >= mid_hi) {
+    if (fua_once) {
+        flags &= ~REQ_FUA;
+    }
+    if (mid_lo >= mid_hi && bytes <= ZERO_BUF_SIZE) {
         /* Head and tail share a block, or touch two neighbours. */
         iov_init_buf(&v, (void *)io_zero_buf, bytes);
-        if (bytes <= ZERO_BUF_SIZE) {
-            return pad_co_pwritev(node, offset, bytes, &v, flags & REQ_FUA);
+        ret = pad_co_pwritev(node, offset, bytes, &v, flags & REQ_FUA);
+        if (ret < 0) {
+            return ret;
         }
+        return fua_once ? io_co_fua_flush(node) : 0;
     }
     if (offset < mid_lo) {
         int64_t n = MIN(mid_lo, end) - offset;
@@ -790,5 +804,5 @@ int pad_co_pwrite_zeroes(StrataNode *node, int64_t offset, int64_t bytes,
             return ret;
         }
     }
-    return 0;
+    return fua_once ? io_co_fua_flush(node) : 0;
 }
