@@ -28,6 +28,7 @@ run_unit() {   # NAME BUILDDIR [meson test args] -- [setup args]
     while [ $# -gt 0 ] && [ "$1" != -- ]; do test_args+=("$1"); shift; done
     [ $# -gt 0 ] && shift
     echo "== unit tests ($name) =="
+    local start=$SECONDS
     if ! scripts/build.sh "$dir" "${werror[@]}" "$@"; then
         echo "test: build of $dir failed"
         echo "0 0 0 1" > "$summary_dir/$name"
@@ -44,6 +45,7 @@ run_unit() {   # NAME BUILDDIR [meson test args] -- [setup args]
     grep -E '^ *[0-9]+/[0-9]+ ' "$summary_dir/$name.log" | sed 's/^/  /'
     [ $rc -ne 0 ] && { status=1; tail -n 60 "$summary_dir/$name.log"; }
     python3 scripts/count-tap.py "$dir/meson-logs/testlog.json" > "$summary_dir/$name"
+    echo "  ($name: build and tests took $((SECONDS - start)) s)"
 }
 
 run_unit plain build
