@@ -1011,8 +1011,9 @@ static void test_drain_free_inside_section(void)
 #define SUBMITTERS 4
 #if defined(__SANITIZE_THREAD__)
 /* Each request in flight is a coroutine, and under ThreadSanitizer each
- * coroutine is a fiber with its own mappings: 8,000 at once exhaust them. */
-#define REQS_PER_THREAD 250
+ * coroutine is a fiber with its own mappings: 8,000 at once exhaust them,
+ * and creating hundreds is slow. */
+#define REQS_PER_THREAD 64
 #else
 #define REQS_PER_THREAD 2000
 #endif
