@@ -19,4 +19,4 @@ bench:
 	tests/bench/compare
 
 clean:
-	rm -rf build build-asan build-release var
+	rm -rf build build-asan build-tsan build-release var

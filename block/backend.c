@@ -10,9 +10,10 @@
  *     wakes the loop), runs as a coroutine there and completes with the
  *     embedder's callback in that thread;
  *   - blocking (strata_backend_p*): a callback-form request waited for,
- *     either by running the loop in the caller's thread (a tool's main
- *     thread) or on a condition variable (a vCPU thread while the loop
- *     runs in its own thread).
+ *     by running the loop when the caller owns it (loop_is_owner: a tool's
+ *     main thread) and otherwise on a condition variable (a vCPU thread
+ *     while the loop runs in its own thread or in the embedder's main
+ *     loop): two threads never run one loop.
  * Request descriptors come from a per-backend free list that grows during
  * warm-up only; coroutines come from the coroutine pool.
  */
@@ -21,6 +22,7 @@
 
 #include "block/backend-int.h"
 #include "block/block-int.h"
+#include "util/thread.h"
 
 /* Most elements one request's vector may have.  The padding layer gathers
  * vectors above the node's max_iov (1024 for files), so this is a sanity
@@ -40,9 +42,8 @@ typedef enum BackendOp {
 } BackendOp;
 
 typedef struct SyncWait {
-    GMutex lock;
-    GCond cond;
-    bool done;
+    Mutex lock;
+    Cond cond;
 } SyncWait;
 
 typedef struct BackendReq {
@@ -79,7 +80,7 @@ struct StrataBackend {
     CoQueue entry_queue;            /* waiting for quiesce/stop to end */
     CoQueue idle_waiters;           /* drains waiting for in_flight == parked */
 
-    GMutex lock;                    /* protects pending and free lists */
+    Mutex lock;                     /* protects pending and free lists */
     BackendReq *pending_head, *pending_tail;
     BackendReq *free_list;
     LoopBH *submit_bh;
@@ -214,8 +215,8 @@ static void backend_resume(void *opaque)
 
 STRATA_EXPORT void strata_backend_resume(StrataBackend *be)
 {
-    if (be->ctx->thread && g_thread_self() != be->ctx->thread) {
-        /* The queues belong to the loop thread (the embedder typically
+    if (!loop_is_owner(be->ctx->loop)) {
+        /* The queues belong to the loop's owner (the embedder typically
          * resumes from a monitor thread after the stop callback told it
          * about the error): resume there, soon. */
         loop_oneshot(be->ctx->loop, backend_resume, be);
@@ -415,12 +416,12 @@ static BackendReq *req_alloc(StrataBackend *be)
 {
     BackendReq *r;
 
-    g_mutex_lock(&be->lock);
+    mutex_lock(&be->lock);
     r = be->free_list;
     if (r) {
         be->free_list = r->next;
     }
-    g_mutex_unlock(&be->lock);
+    mutex_unlock(&be->lock);
     if (!r) {
         r = g_new(BackendReq, 1);   /* warm-up only: descriptors are reused */
     }
@@ -433,10 +434,10 @@ static void req_free(BackendReq *r)
 {
     StrataBackend *be = r->be;
 
-    g_mutex_lock(&be->lock);
+    mutex_lock(&be->lock);
     r->next = be->free_list;
     be->free_list = r;
-    g_mutex_unlock(&be->lock);
+    mutex_unlock(&be->lock);
 }
 
 static void backend_aio_co_entry(void *opaque)
@@ -462,10 +463,10 @@ static void backend_submit_bh(void *opaque)
     StrataBackend *be = opaque;
     BackendReq *list;
 
-    g_mutex_lock(&be->lock);
+    mutex_lock(&be->lock);
     list = be->pending_head;
     be->pending_head = be->pending_tail = NULL;
-    g_mutex_unlock(&be->lock);
+    mutex_unlock(&be->lock);
 
     while (list) {
         BackendReq *r = list;
@@ -473,11 +474,6 @@ static void backend_submit_bh(void *opaque)
         r->next = NULL;
         loop_co_spawn(be->ctx->loop, backend_aio_co_entry, r);
     }
-}
-
-static bool in_context_thread(StrataBackend *be)
-{
-    return loop_current() == be->ctx->loop;
 }
 
 static int backend_submit(StrataBackend *be, BackendReq *tmpl)
@@ -493,20 +489,20 @@ static int backend_submit(StrataBackend *be, BackendReq *tmpl)
     r->flags &= REQ_PUBLIC_MASK;
     g_atomic_int_inc(&be->alive);
 
-    if (in_context_thread(be)) {
+    if (loop_is_owner(be->ctx->loop)) {
         /* The coroutine is scheduled, never entered here: the callback
          * cannot run inside this call. */
         loop_co_spawn(be->ctx->loop, backend_aio_co_entry, r);
         return 0;
     }
-    g_mutex_lock(&be->lock);
+    mutex_lock(&be->lock);
     if (be->pending_tail) {
         be->pending_tail->next = r;
     } else {
         be->pending_head = r;
     }
     be->pending_tail = r;
-    g_mutex_unlock(&be->lock);
+    mutex_unlock(&be->lock);
     loop_bh_schedule(be->submit_bh);
     return 0;
 }
@@ -524,10 +520,10 @@ static void sync_complete(void *opaque, int64_t ret)
     SyncReq *s = opaque;
     s->ret = ret;
     if (s->wait) {
-        g_mutex_lock(&s->wait->lock);
+        mutex_lock(&s->wait->lock);
         s->done = true;
-        g_cond_signal(&s->wait->cond);
-        g_mutex_unlock(&s->wait->lock);
+        cond_signal(&s->wait->cond);
+        mutex_unlock(&s->wait->lock);
     } else {
         s->done = true;
     }
@@ -542,29 +538,30 @@ static int64_t run_sync(StrataBackend *be, BackendReq *tmpl, int64_t *pnum)
     tmpl->opaque = &s;
     tmpl->pnum_out = pnum;
 
-    if (!be->ctx->thread) {
-        /* The caller's thread owns the loop: run it until done.  The loop
-         * asserts that this is not a callback of the same loop. */
+    if (loop_is_owner(be->ctx->loop)) {
+        /* Only the owner may run the loop: run it until done. */
         int ret = backend_submit(be, tmpl);
         g_assert(ret == 0);
         while (!s.done) {
             loop_run_once(be->ctx->loop, true);
         }
     } else {
+        /* The owner (a loop thread, or the embedder's thread driving the
+         * loop) runs the request; a loop without an owner is being handed
+         * over, and its next owner will. */
         SyncWait w;
-        g_assert(g_thread_self() != be->ctx->thread);
-        g_mutex_init(&w.lock);
-        g_cond_init(&w.cond);
+        mutex_init(&w.lock);
+        cond_init(&w.cond);
         s.wait = &w;
         int ret = backend_submit(be, tmpl);
         g_assert(ret == 0);
-        g_mutex_lock(&w.lock);
+        mutex_lock(&w.lock);
         while (!s.done) {
-            g_cond_wait(&w.cond, &w.lock);
+            cond_wait(&w.cond, &w.lock);
         }
-        g_mutex_unlock(&w.lock);
-        g_mutex_clear(&w.lock);
-        g_cond_clear(&w.cond);
+        mutex_unlock(&w.lock);
+        mutex_cleanup(&w.lock);
+        cond_cleanup(&w.cond);
     }
     return s.ret;
 }
@@ -655,8 +652,8 @@ static void backend_unquiesce_cb(void *opaque)
 
 STRATA_EXPORT void strata_backend_drain_end(StrataBackend *be)
 {
-    if (be->ctx->thread && g_thread_self() != be->ctx->thread) {
-        /* Hand the release to the loop thread, which owns the queue. */
+    if (!loop_is_owner(be->ctx->loop)) {
+        /* Hand the release to the loop's owner, which owns the queue. */
         loop_oneshot(be->ctx->loop, backend_unquiesce_cb, be);
         return;
     }
@@ -747,11 +744,11 @@ STRATA_EXPORT StrataBackend *strata_backend_new(StrataNode *root, const char *na
     be->write_cache = true;
     co_queue_init(&be->entry_queue);
     co_queue_init(&be->idle_waiters);
-    g_mutex_init(&be->lock);
+    mutex_init(&be->lock);
 
     be->root = backend_attach_root(be, root, perm & PERM_ALL, shared & PERM_ALL, errp);
     if (!be->root) {
-        g_mutex_clear(&be->lock);
+        mutex_cleanup(&be->lock);
         g_free(be->name);
         g_free(be);
         return NULL;
@@ -768,7 +765,7 @@ STRATA_EXPORT void strata_backend_free(StrataBackend *be)
     }
     /* Control path: it runs the loop until the backend is idle. */
     g_assert(!co_in_coroutine());
-    g_assert(!be->ctx->thread || g_thread_self() == be->ctx->thread);
+    g_assert(loop_is_owner(be->ctx->loop));
 
     /* Resume a stopped backend so parked requests complete (with their
      * errors re-tried once more) rather than hang the close. */
@@ -800,7 +797,7 @@ STRATA_EXPORT void strata_backend_free(StrataBackend *be)
         be->free_list = r->next;
         g_free(r);
     }
-    g_mutex_clear(&be->lock);
+    mutex_cleanup(&be->lock);
     g_free(be->name);
     g_free(be);
 }

@@ -7,7 +7,8 @@
  * unit tests include this header.
  *
  * Threading: a graph belongs to one StrataContext, i.e. one Loop, and every
- * function here runs in that loop's thread.  Functions marked _co_ run in a
+ * function here runs in that loop's owner thread (loop_is_owner(), see
+ * util/loop.h).  Functions marked _co_ run in a
  * coroutine of that loop.  Other threads reach a graph only through the
  * backend's thread-safe submission path (block/backend.c).
  */
@@ -352,7 +353,8 @@ struct StrataContext {
     GHashTable *nodes;              /* node-name → StrataNode (weak) */
     GList *backends;                /* StrataBackend * (weak) */
     uint64_t next_auto_name;
-    GThread *thread;                /* when running in its own thread */
+    GThread *thread;                /* the loop thread, which owns the
+                                       loop while it runs */
     int thread_stop;                /* atomic */
     void *engine[4];                /* per-loop AIO engine state (by id) */
     void (*engine_free[4])(void *);

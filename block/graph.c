@@ -597,9 +597,9 @@ StrataNode *block_open(StrataContext *ctx, OptNode *opts, StrataError **errp)
     const char *prefix = opts_path(opts);
     const char *dot = *prefix ? "." : "";
 
-    /* Graph changes happen in the context's thread (strata_context_call
-     * gets there while a loop thread runs). */
-    g_assert(!ctx->thread || g_thread_self() == ctx->thread);
+    /* Graph changes happen in the thread that owns the context's loop
+     * (strata_context_call gets there from any other). */
+    g_assert(loop_is_owner(ctx->loop));
     if (opts_type(opts) != OPT_OBJECT) {
         error_set_option(errp, "%s: expected an object", *prefix ? prefix : "options");
         return NULL;

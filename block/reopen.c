@@ -207,7 +207,7 @@ bool node_reopen(StrataNode *node, OptNode *changes, StrataError **errp)
 
     g_assert(!co_in_coroutine());
     /* The drained section runs the loop in this thread. */
-    g_assert(!node->ctx->thread || g_thread_self() == node->ctx->thread);
+    g_assert(loop_is_owner(node->ctx->loop));
 
     if (!reopen_parse_changes(changes, &ch, errp)) {
         return false;

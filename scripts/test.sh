@@ -1,11 +1,13 @@
 #!/usr/bin/env bash
 # The whole test suite: unit tests (plain build), the same unit tests under
-# AddressSanitizer + UndefinedBehaviorSanitizer, and the iotests `auto`
-# group once per AIO engine.  Ends with "N passed, N failed[, N skipped]",
-# counting individual test cases, and exits non-zero if anything failed.
+# AddressSanitizer + UndefinedBehaviorSanitizer, the unit tests that start
+# threads (meson suite "threads") under ThreadSanitizer, and the iotests
+# `auto` group once per AIO engine.  Ends with "N passed, N failed[, N
+# skipped]", counting individual test cases, and exits non-zero if anything
+# failed.
 #
-# Environment: WERROR=1 builds with --werror (CI sets it); SKIP_ASAN=1 skips
-# the sanitizer pass (for quick local runs only).
+# Environment: WERROR=1 builds with --werror (CI sets it); SKIP_ASAN=1 and
+# SKIP_TSAN=1 skip the sanitizer passes (for quick local runs only).
 set -uo pipefail
 cd "$(dirname "$0")/.."
 top=$PWD
@@ -20,28 +22,51 @@ summary_dir=$(mktemp -d)
 trap 'rm -rf "$summary_dir"' EXIT
 status=0
 
-run_unit() {   # NAME BUILDDIR [setup args]
+run_unit() {   # NAME BUILDDIR [meson test args] -- [setup args]
     local name=$1 dir=$2; shift 2
+    local test_args=()
+    while [ $# -gt 0 ] && [ "$1" != -- ]; do test_args+=("$1"); shift; done
+    [ $# -gt 0 ] && shift
     echo "== unit tests ($name) =="
-    if ! scripts/build.sh "$dir" "${werror[@]}" "$@"; then
+    local start=$SECONDS
+    # A pass that runs a subset of the tests builds only what they need
+    # (meson test does, when the directory is merely configured).
+    local setup_only=()
+    [ ${#test_args[@]} -gt 0 ] && setup_only=(--setup-only)
+    if ! scripts/build.sh "${setup_only[@]}" "$dir" "${werror[@]}" "$@"; then
         echo "test: build of $dir failed"
         echo "0 0 0 1" > "$summary_dir/$name"
         status=1
         return
     fi
+    rm -f "$dir/meson-logs/testlog.json"
     # Sanitizers: abort on the first report so a finding fails the test.
     ASAN_OPTIONS=${ASAN_OPTIONS:-detect_leaks=1:abort_on_error=1} \
     UBSAN_OPTIONS=${UBSAN_OPTIONS:-print_stacktrace=1:halt_on_error=1} \
-        meson test -C "$dir" --print-errorlogs --num-processes 2 >"$summary_dir/$name.log" 2>&1
+    TSAN_OPTIONS=${TSAN_OPTIONS:-halt_on_error=1:second_deadlock_stack=1} \
+        meson test -C "$dir" --print-errorlogs --num-processes 2 "${test_args[@]}" \
+        >"$summary_dir/$name.log" 2>&1
     local rc=$?
     grep -E '^ *[0-9]+/[0-9]+ ' "$summary_dir/$name.log" | sed 's/^/  /'
     [ $rc -ne 0 ] && { status=1; tail -n 60 "$summary_dir/$name.log"; }
-    python3 scripts/count-tap.py "$dir/meson-logs/testlog.json" > "$summary_dir/$name"
+    if [ -f "$dir/meson-logs/testlog.json" ]; then
+        python3 scripts/count-tap.py "$dir/meson-logs/testlog.json" > "$summary_dir/$name"
+    else
+        echo "test: no test ran in $dir (did the build fail?)"
+        echo "0 0 0 1" > "$summary_dir/$name"
+        status=1
+    fi
+    echo "  ($name: build and tests took $((SECONDS - start)) s)"
 }
 
 run_unit plain build
 if [ "${SKIP_ASAN:-0}" != 1 ]; then
-    run_unit asan build-asan -Db_sanitize=address,undefined -Db_lundef=false
+    run_unit asan build-asan -- -Db_sanitize=address,undefined -Db_lundef=false
+fi
+if [ "${SKIP_TSAN:-0}" != 1 ]; then
+    # Only the tests that start threads: a data race needs two, and TSan
+    # slows everything else down for nothing.
+    run_unit tsan build-tsan --suite threads -- -Db_sanitize=thread -Db_lundef=false
 fi
 
 if [ -x tests/iotests/check ]; then

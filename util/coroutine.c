@@ -31,6 +31,17 @@
 #define CO_ASAN 0
 #endif
 
+#if defined(__SANITIZE_THREAD__)
+#define CO_TSAN 1
+#elif defined(__has_feature)
+#if __has_feature(thread_sanitizer)
+#define CO_TSAN 1
+#endif
+#endif
+#ifndef CO_TSAN
+#define CO_TSAN 0
+#endif
+
 #if CO_ASAN
 #include <sanitizer/asan_interface.h>
 #include <sanitizer/common_interface_defs.h>
@@ -38,6 +49,10 @@
 #define CO_STACK_SCALE 4
 #else
 #define CO_STACK_SCALE 1
+#endif
+
+#if CO_TSAN
+#include <sanitizer/tsan_interface.h>
 #endif
 
 #define CO_STACK_DEFAULT (64 * 1024)
@@ -76,6 +91,9 @@ struct Coroutine {
     void *asan_fake_stack;
     const void *asan_stack_bottom;
     size_t asan_stack_size;
+    /* ThreadSanitizer's state for this stack (a leader's is its thread's,
+     * learnt on the first switch away from it); NULL without TSan. */
+    void *tsan_fiber;
 };
 
 typedef struct CoThread {
@@ -153,6 +171,48 @@ static inline void co_asan_unpoison_stack(Coroutine *co)
 }
 #endif
 
+/* ---- ThreadSanitizer fiber annotations -------------------------------
+ *
+ * TSan keeps a shadow call stack and a vector clock per thread; a stack
+ * switch it is not told about mixes the two coroutines' histories into one
+ * and, when a coroutine resumes in another thread, hides the ordering the
+ * hand-over provides.  Each coroutine gets a TSan fiber, and every switch
+ * announces its target right before it happens.  The switch synchronises
+ * (flags 0): what the coroutine did before it yielded happens before what
+ * it does after it resumes, whichever thread resumes it.
+ */
+#if CO_TSAN
+static inline void co_tsan_create(Coroutine *co)
+{
+    co->tsan_fiber = __tsan_create_fiber(0);
+}
+
+static inline void co_tsan_destroy(Coroutine *co)
+{
+    __tsan_destroy_fiber(co->tsan_fiber);
+}
+
+static inline void co_tsan_switch(Coroutine *from, const Coroutine *to)
+{
+    if (from->is_leader && !from->tsan_fiber) {
+        from->tsan_fiber = __tsan_get_current_fiber();
+    }
+    __tsan_switch_to_fiber(to->tsan_fiber, 0);
+}
+#else
+static inline void co_tsan_create(Coroutine *co)
+{
+}
+
+static inline void co_tsan_destroy(Coroutine *co)
+{
+}
+
+static inline void co_tsan_switch(Coroutine *from, const Coroutine *to)
+{
+}
+#endif
+
 /* ---- Stacks and the per-thread pool ---------------------------------- */
 
 static size_t co_page_size(void)
@@ -205,12 +265,14 @@ static Coroutine *co_new(CoThread *t, size_t stack_size)
     co->stack_size = stack_size;
     co->asan_stack_bottom = co->stack;
     co->asan_stack_size = stack_size;
+    co_tsan_create(co);
     t->stats.created++;
     return co;
 }
 
 static void co_delete(Coroutine *co)
 {
+    co_tsan_destroy(co);
     munmap(co->map, co->map_size);
     g_free(co);
 }
@@ -285,6 +347,7 @@ static __attribute__((noreturn)) void co_terminate(Coroutine *co)
     co->state = CO_STATE_TERMINATED;
     co_set_current(t, to);
     co_asan_before_switch(co, true, to);
+    co_tsan_switch(co, to);
     co_context_switch(&co->ctx, &to->ctx);
     /* Nobody switches back into a terminated context. */
     abort();
@@ -343,6 +406,7 @@ void co_enter(Coroutine *co)
     co->state = CO_STATE_RUNNING;
     t->current = co;
     co_asan_before_switch(from, false, co);
+    co_tsan_switch(from, co);
     co_context_switch(&from->ctx, &co->ctx);
     co_asan_after_switch(from, co);
 
@@ -368,6 +432,7 @@ void co_yield(void)
     self->state = CO_STATE_SUSPENDED;
     co_set_current(t, to);
     co_asan_before_switch(self, false, to);
+    co_tsan_switch(self, to);
     co_context_switch(&self->ctx, &to->ctx);
     /* Possibly resumed in another thread: t is stale from here on. */
     co_asan_after_switch(self, self->caller);

@@ -9,7 +9,9 @@
  * Stacks come from a per-thread pool (mmap with a guard page below the stack,
  * reused after termination).  The context switch is hand-written for x86-64
  * and aarch64 with a ucontext fallback; under AddressSanitizer every switch is
- * announced with __sanitizer_start/finish_switch_fiber and stacks are larger.
+ * announced with __sanitizer_start/finish_switch_fiber, under ThreadSanitizer
+ * with __tsan_switch_to_fiber (each coroutine is a TSan fiber), and stacks
+ * are larger.
  *
  * Thread rules: a coroutine is entered only in one thread at a time; to wake a
  * coroutine from another thread use loop_co_wake() (util/loop.h), which

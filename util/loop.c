@@ -29,6 +29,7 @@
 #include <sys/eventfd.h>
 #include <glib.h>
 #include "util/loop.h"
+#include "util/thread.h"
 #include "util/thread-pool.h"
 
 /*
@@ -74,6 +75,9 @@ typedef struct DeferEntry {
 } DeferEntry;
 
 struct Loop {
+    /* thread_self_id() of the thread that may run the loop, 0 while it is
+     * being handed over.  Written by that thread only; read by any. */
+    _Atomic uint64_t owner;
     int epfd;
     int wake_fd;
     FdHandler wake_handler;
@@ -129,6 +133,34 @@ void loop_attach_current(Loop *loop)
     tls_attached_loop = loop;
 }
 
+/* ---- ownership -------------------------------------------------------- */
+
+bool loop_is_owner(const Loop *loop)
+{
+    /* Relaxed is enough: only this thread can make the answer true, and
+     * a handover in progress elsewhere leaves it false either way. */
+    return atomic_load_explicit(&loop->owner, memory_order_relaxed) ==
+           thread_self_id();
+}
+
+void loop_release(Loop *loop)
+{
+    assert(loop_is_owner(loop) && "loop_release by a thread that does not own the loop");
+    /* Release: what the old owner did happens before the new owner's
+     * loop_acquire(). */
+    atomic_store_explicit(&loop->owner, 0, memory_order_release);
+}
+
+void loop_acquire(Loop *loop)
+{
+    uint64_t none = 0;
+    bool ok = atomic_compare_exchange_strong_explicit(
+        &loop->owner, &none, thread_self_id(),
+        memory_order_acquire, memory_order_relaxed);
+    assert(ok && "loop_acquire: the loop still has an owner");
+    (void)ok;
+}
+
 /* ---- wake-up ---------------------------------------------------------- */
 
 void loop_wake(Loop *loop)
@@ -152,7 +184,7 @@ void loop_wake(Loop *loop)
  * not sleeping while its thread runs our caller. */
 static inline void loop_kick(Loop *loop)
 {
-    if (loop_current() != loop) {
+    if (!loop_is_owner(loop)) {
         loop_wake(loop);
     }
 }
@@ -205,6 +237,7 @@ Loop *loop_new(StrataError **errp)
         return NULL;
     }
     loop->fd_handlers = g_hash_table_new(g_direct_hash, g_direct_equal);
+    atomic_init(&loop->owner, thread_self_id());
     return loop;
 }
 
@@ -216,6 +249,8 @@ void loop_free(Loop *loop)
         return;
     }
     assert(loop->depth == 0);
+    assert((loop_is_owner(loop) || atomic_load(&loop->owner) == 0) &&
+           "loop_free by a thread that does not own the loop");
     if (loop->pool) {
         thread_pool_free(loop->pool);
         loop->pool = NULL;
@@ -348,9 +383,12 @@ static unsigned loop_bh_enqueue(LoopBH *bh, unsigned set)
 
 void loop_bh_schedule(LoopBH *bh)
 {
+    /* Read before publishing: once linked, the loop may run a one-shot BH
+     * and free it before we get to look at it again. */
+    Loop *loop = bh->loop;
     unsigned old = loop_bh_enqueue(bh, BH_SCHEDULED);
     if (!(old & BH_SCHEDULED)) {
-        loop_kick(bh->loop);
+        loop_kick(loop);
     }
 }
 
@@ -433,8 +471,8 @@ void loop_co_wake(Coroutine *co)
     assert(loop && "loop_co_wake: coroutine has no home loop");
     assert(*link == NULL && "loop_co_wake: coroutine already scheduled");
 
-    if (loop_current() == loop) {
-        /* Only this thread touches the local list: no atomics. */
+    if (loop_is_owner(loop)) {
+        /* Only the owner touches the local list: no atomics. */
         *link = WAKE_LIST_END;
         if (loop->wake_tail) {
             *co_wake_next_ptr(loop->wake_tail) = co;
@@ -743,6 +781,7 @@ bool loop_run_once(Loop *loop, bool blocking)
     bool progress;
 
     assert(!co_in_coroutine() && "loop_run_once from a coroutine");
+    assert(loop_is_owner(loop) && "loop_run_once by a thread that does not own the loop");
     tls_running_loop = loop;
     loop->depth++;
 

@@ -1,14 +1,22 @@
 /*
  * Per-thread event loop (SPDX-License-Identifier: MIT)
  *
- * One Loop runs in one thread at a time.  It multiplexes fd handlers
- * (epoll), bottom halves, monotonic timers and coroutine wake-ups, and
- * gives I/O engines a "defer" section so the submissions made during one
- * iteration reach the kernel in one batch.
+ * A Loop multiplexes fd handlers (epoll), bottom halves, monotonic timers
+ * and coroutine wake-ups, and gives I/O engines a "defer" section so the
+ * submissions made during one iteration reach the kernel in one batch.
  *
- * Thread safety: loop_bh_schedule(), loop_wake() and loop_co_wake() may be
- * called from any thread.  Everything else is for the thread that runs the
- * loop (its "home" thread; see loop_attach_current()).
+ * Ownership: a loop has one owner thread, the only thread that may run it
+ * (loop_run_once() asserts it).  The thread that creates a loop owns it;
+ * ownership moves only by an explicit handover: the owner calls
+ * loop_release(), something orders the two threads (starting or joining
+ * a thread, a lock), and the new owner calls loop_acquire().
+ * loop_is_owner() is the one test for "may I run this loop myself"; a
+ * thread that does not own the loop hands work to it (bottom halves,
+ * coroutine wake-ups) and waits for the owner to run it.
+ *
+ * Thread safety: loop_is_owner(), loop_bh_schedule(), loop_wake(),
+ * loop_oneshot() and loop_co_wake() may be called from any thread.
+ * Everything else is for the owner.
  */
 #ifndef STRATA_UTIL_LOOP_H
 #define STRATA_UTIL_LOOP_H
@@ -29,13 +37,26 @@ typedef void LoopCallback(void *opaque);
 int64_t clock_ns(void);
 
 /*
- * Create a loop.  It is not yet attached to any thread; loop_run_once()
- * attaches it to the calling thread for the duration of the call.
+ * Create a loop, owned by the calling thread.  It is not attached as the
+ * thread's current loop (loop_current()) until loop_attach_current(), or
+ * for the duration of a loop_run_once() call.
  */
 Loop *loop_new(StrataError **errp);
-/* Free a loop: no fd handlers, timers or scheduled bottom halves may
- * remain; pending coroutine wake-ups are a bug (asserted). */
+/* Free a loop, in its owner thread or while it has no owner: no fd
+ * handlers, timers or scheduled bottom halves may remain; pending
+ * coroutine wake-ups are a bug (asserted). */
 void loop_free(Loop *loop);
+
+/* True when the calling thread owns @loop (any thread). */
+bool loop_is_owner(const Loop *loop);
+/* Give up ownership (owner only, asserted): until some thread calls
+ * loop_acquire(), nobody may run the loop, and every thread that submits
+ * work to it waits. */
+void loop_release(Loop *loop);
+/* Become the owner of a loop that has none (asserted).  The previous
+ * owner's loop_release() must happen before this call (thread creation,
+ * thread join or a lock orders them). */
+void loop_acquire(Loop *loop);
 
 /*
  * The loop of the calling thread: the one currently running in this thread
@@ -48,7 +69,8 @@ Loop *loop_current(void);
 void loop_attach_current(Loop *loop);
 
 /*
- * Run one iteration: run scheduled bottom halves and coroutine wake-ups,
+ * Run one iteration, in the owner thread only (asserted): run scheduled
+ * bottom halves and coroutine wake-ups,
  * expired timers, then (if @blocking and nothing became ready) wait for fd
  * events or the next timer, and dispatch them.  Returns true if any
  * callback ran.  Must not be called from a coroutine (asserted).  A

@@ -15,6 +15,7 @@
 #include <errno.h>
 #include <glib.h>
 #include "util/thread-pool.h"
+#include "util/thread.h"
 
 #define THREAD_POOL_DEFAULT_WORKERS 64
 #define THREAD_POOL_DEFAULT_QUEUE 4096
@@ -42,9 +43,9 @@ struct ThreadPool {
     int max_queue;
     int64_t idle_ns;
 
-    GMutex lock;                 /* guards everything down to "stats" */
-    GCond work_cond;             /* workers wait for items or stop */
-    GCond exit_cond;             /* thread_pool_free waits for workers */
+    Mutex lock;                  /* guards everything down to "stats" */
+    Cond work_cond;              /* workers wait for items or stop */
+    Cond exit_cond;              /* thread_pool_free waits for workers */
     ThreadPoolElem *queue_head, *queue_tail;
     int queued;
     ThreadPoolElem *done_head, *done_tail;
@@ -67,16 +68,16 @@ static gpointer thread_pool_worker(gpointer opaque)
     ThreadPoolWorker *self = opaque;
     ThreadPool *pool = self->pool;
 
-    g_mutex_lock(&pool->lock);
+    mutex_lock(&pool->lock);
     for (;;) {
         if (!pool->queue_head && !pool->stopping) {
-            gint64 deadline = g_get_monotonic_time() + pool->idle_ns / 1000;
+            int64_t deadline = clock_ns() + pool->idle_ns;
             bool timed_out = false;
 
             pool->idle++;
             while (!pool->queue_head && !pool->stopping && !timed_out) {
-                timed_out = !g_cond_wait_until(&pool->work_cond, &pool->lock,
-                                                deadline);
+                timed_out = !cond_wait_until(&pool->work_cond, &pool->lock,
+                                             deadline);
             }
             pool->idle--;
         }
@@ -90,14 +91,14 @@ static gpointer thread_pool_worker(gpointer opaque)
         }
         pool->queued--;
         bool wake_space = pool->space_waiters > 0;
-        g_mutex_unlock(&pool->lock);
+        mutex_unlock(&pool->lock);
 
         if (wake_space) {
             loop_bh_schedule(pool->space_bh);
         }
         elem->ret = elem->fn(elem->arg);
 
-        g_mutex_lock(&pool->lock);
+        mutex_lock(&pool->lock);
         elem->next = NULL;
         if (pool->done_tail) {
             pool->done_tail->next = elem;
@@ -113,8 +114,8 @@ static gpointer thread_pool_worker(gpointer opaque)
     pool->workers--;
     self->next = pool->exited;
     __atomic_store_n(&pool->exited, self, __ATOMIC_RELAXED);
-    g_cond_broadcast(&pool->exit_cond);
-    g_mutex_unlock(&pool->lock);
+    cond_broadcast(&pool->exit_cond);
+    mutex_unlock(&pool->lock);
     return NULL;
 }
 
@@ -127,10 +128,10 @@ static inline bool thread_pool_has_exited(ThreadPool *pool)
 /* Join the workers that have exited.  Called without the lock. */
 static void thread_pool_reap(ThreadPool *pool)
 {
-    g_mutex_lock(&pool->lock);
+    mutex_lock(&pool->lock);
     ThreadPoolWorker *list = pool->exited;
     pool->exited = NULL;
-    g_mutex_unlock(&pool->lock);
+    mutex_unlock(&pool->lock);
 
     while (list) {
         ThreadPoolWorker *w = list;
@@ -142,10 +143,10 @@ static void thread_pool_reap(ThreadPool *pool)
 
 static void thread_pool_run_completions(ThreadPool *pool)
 {
-    g_mutex_lock(&pool->lock);
+    mutex_lock(&pool->lock);
     ThreadPoolElem *elem = pool->done_head;
     pool->done_head = pool->done_tail = NULL;
-    g_mutex_unlock(&pool->lock);
+    mutex_unlock(&pool->lock);
 
     while (elem) {
         ThreadPoolElem *next = elem->next;
@@ -178,9 +179,9 @@ static void thread_pool_space_bh(void *opaque)
 {
     ThreadPool *pool = opaque;
 
-    g_mutex_lock(&pool->lock);
+    mutex_lock(&pool->lock);
     int slots = pool->max_queue - pool->queued;
-    g_mutex_unlock(&pool->lock);
+    mutex_unlock(&pool->lock);
 
     /* Waiters re-check when they run; one wake per free slot. */
     while (slots-- > 0 && co_queue_next(&pool->space_queue)) {
@@ -196,9 +197,9 @@ ThreadPool *thread_pool_new(Loop *loop, int max_workers, int max_queue)
                                         : THREAD_POOL_DEFAULT_WORKERS;
     pool->max_queue = max_queue > 0 ? max_queue : THREAD_POOL_DEFAULT_QUEUE;
     pool->idle_ns = THREAD_POOL_IDLE_NS;
-    g_mutex_init(&pool->lock);
-    g_cond_init(&pool->work_cond);
-    g_cond_init(&pool->exit_cond);
+    mutex_init(&pool->lock);
+    cond_init(&pool->work_cond);
+    cond_init(&pool->exit_cond);
     co_queue_init(&pool->space_queue);
     pool->completion_bh = loop_bh_new(loop, thread_pool_completion_bh, pool);
     pool->space_bh = loop_bh_new(loop, thread_pool_space_bh, pool);
@@ -207,10 +208,10 @@ ThreadPool *thread_pool_new(Loop *loop, int max_workers, int max_queue)
 
 void thread_pool_set_idle_timeout_ns(ThreadPool *pool, int64_t ns)
 {
-    g_mutex_lock(&pool->lock);
+    mutex_lock(&pool->lock);
     pool->idle_ns = ns > 0 ? ns : 0;
-    g_cond_broadcast(&pool->work_cond);
-    g_mutex_unlock(&pool->lock);
+    cond_broadcast(&pool->work_cond);
+    mutex_unlock(&pool->lock);
 }
 
 /* Queue @elem and make sure a worker will take it.  Called with the lock;
@@ -243,7 +244,7 @@ static bool thread_pool_enqueue_locked(ThreadPool *pool, ThreadPoolElem *elem)
         }
     }
     if (pool->idle > 0) {
-        g_cond_signal(&pool->work_cond);
+        cond_signal(&pool->work_cond);
     }
     return pool->workers > 0;
 }
@@ -295,21 +296,21 @@ int thread_pool_co_submit(ThreadPool *pool, ThreadPoolFunc *fn, void *arg)
         thread_pool_reap(pool);
     }
 
-    g_mutex_lock(&pool->lock);
+    mutex_lock(&pool->lock);
     assert(!pool->stopping);
     while (pool->queued >= pool->max_queue) {
         pool->space_waiters++;
         pool->queue_waits++;
-        g_mutex_unlock(&pool->lock);
+        mutex_unlock(&pool->lock);
         co_queue_wait(&pool->space_queue, NULL);
-        g_mutex_lock(&pool->lock);
+        mutex_lock(&pool->lock);
         pool->space_waiters--;
     }
     bool queued = thread_pool_enqueue_locked(pool, &elem);
     if (!queued) {
         thread_pool_unqueue_locked(pool, &elem);
     }
-    g_mutex_unlock(&pool->lock);
+    mutex_unlock(&pool->lock);
 
     if (!queued) {
         /* No thread could be started at all: blocking this coroutine's
@@ -343,7 +344,7 @@ int thread_pool_submit(ThreadPool *pool, ThreadPoolFunc *fn, void *arg,
         .recycle = true,
     };
 
-    g_mutex_lock(&pool->lock);
+    mutex_lock(&pool->lock);
     assert(!pool->stopping);
     bool queued = false;
     if (pool->queued < pool->max_queue) {
@@ -352,7 +353,7 @@ int thread_pool_submit(ThreadPool *pool, ThreadPoolFunc *fn, void *arg,
             thread_pool_unqueue_locked(pool, elem);
         }
     }
-    g_mutex_unlock(&pool->lock);
+    mutex_unlock(&pool->lock);
 
     if (!queued) {
         elem->next = pool->free_elems;
@@ -364,7 +365,7 @@ int thread_pool_submit(ThreadPool *pool, ThreadPoolFunc *fn, void *arg,
 
 void thread_pool_get_stats(ThreadPool *pool, ThreadPoolStats *out)
 {
-    g_mutex_lock(&pool->lock);
+    mutex_lock(&pool->lock);
     *out = (ThreadPoolStats) {
         .submitted = pool->submitted,
         .completed = pool->completed,
@@ -372,7 +373,7 @@ void thread_pool_get_stats(ThreadPool *pool, ThreadPoolStats *out)
         .workers = pool->workers,
         .queued = pool->queued,
     };
-    g_mutex_unlock(&pool->lock);
+    mutex_unlock(&pool->lock);
 }
 
 void thread_pool_free(ThreadPool *pool)
@@ -380,13 +381,13 @@ void thread_pool_free(ThreadPool *pool)
     if (!pool) {
         return;
     }
-    g_mutex_lock(&pool->lock);
+    mutex_lock(&pool->lock);
     pool->stopping = true;
-    g_cond_broadcast(&pool->work_cond);
+    cond_broadcast(&pool->work_cond);
     while (pool->workers > 0) {
-        g_cond_wait(&pool->exit_cond, &pool->lock);
+        cond_wait(&pool->exit_cond, &pool->lock);
     }
-    g_mutex_unlock(&pool->lock);
+    mutex_unlock(&pool->lock);
     thread_pool_reap(pool);
 
     /* Work that finished after the last completion BH ran: complete it
@@ -401,8 +402,8 @@ void thread_pool_free(ThreadPool *pool)
         pool->free_elems = elem->next;
         g_free(elem);
     }
-    g_cond_clear(&pool->exit_cond);
-    g_cond_clear(&pool->work_cond);
-    g_mutex_clear(&pool->lock);
+    cond_cleanup(&pool->exit_cond);
+    cond_cleanup(&pool->work_cond);
+    mutex_cleanup(&pool->lock);
     g_free(pool);
 }

@@ -59,8 +59,8 @@ STRATA_EXPORT void strata_error_free(StrataError *err);
 
 /* ---- Handles ------------------------------------------------------------
  * StrataContext: one event loop (and its thread, buffer pool, AIO rings).
- *   Every graph belongs to one context; all its I/O runs in the context's
- *   thread.
+ *   Every graph belongs to one context; all its I/O runs in the thread that
+ *   owns the context's loop (see "Contexts").
  * StrataNode: one node of a graph (a driver instance), refcounted.
  * StrataBackend: what a guest device holds: the root of a graph, with
  *   permissions, an error policy and a thread-safe request entry.
@@ -72,28 +72,38 @@ typedef struct StrataBackend StrataBackend;
 /* ---- Contexts ----------------------------------------------------------- */
 
 /*
- * Create a context with its own event loop.  The loop runs either in the
- * caller's thread (strata_context_run_once) or in a thread of its own
- * (strata_context_start_thread).  NULL with *errp on failure.
+ * Create a context with its own event loop.  The loop has one owner
+ * thread, the only thread that runs it: first the caller, which runs it
+ * with strata_context_run_once(), from a GSource (strata-glib.h) or inside
+ * its own blocking calls; then, from strata_context_start_thread() until
+ * strata_context_stop_thread(), a thread of its own.  Other threads never
+ * run the loop: their requests are handed to the owner.  NULL with *errp
+ * on failure.
  */
 STRATA_EXPORT StrataContext *strata_context_new(StrataError **errp);
-/* Close every node and backend still open and free the context.  Not
- * while its thread runs (stop it first). */
+/* Close every node and backend still open and free the context.  In the
+ * owner thread, not while the loop thread runs (stop it first). */
 STRATA_EXPORT void strata_context_free(StrataContext *ctx);
-/* Run one loop iteration in the calling thread; with @blocking, wait for
- * an event.  True if anything ran. */
+/* Run one loop iteration; with @blocking, wait for an event.  True if
+ * anything ran.  Only in the owner thread (asserted). */
 STRATA_EXPORT bool strata_context_run_once(StrataContext *ctx, bool blocking);
-/* Run the loop in a new thread until strata_context_stop_thread(). */
+/* Hand the loop to a new thread, which runs it until
+ * strata_context_stop_thread().  Call in the owner thread. */
 STRATA_EXPORT bool strata_context_start_thread(StrataContext *ctx,
                                                StrataError **errp);
+/* Stop the loop thread and join it; the calling thread (any but the loop
+ * thread) owns the loop afterwards.  Requests other threads submit from
+ * then on complete when it runs the loop. */
 STRATA_EXPORT void strata_context_stop_thread(StrataContext *ctx);
 
 /*
- * Run @fn(opaque) in the context's thread and wait for it to return: how
- * control calls (opening nodes, creating backends, reopen, setters such as
- * strata_backend_set_error_action) are made while the loop runs in a
- * thread of its own (a VMM hot-plugging a disk).  Without a loop thread it
- * calls @fn directly.  Not from inside the context's own callbacks.
+ * Run @fn(opaque) in the thread that owns the context's loop and wait for
+ * it to return: how control calls (opening nodes, creating backends,
+ * reopen, setters such as strata_backend_set_error_action) are made from
+ * other threads (a VMM hot-plugging a disk while the loop runs in its own
+ * thread, or in the main thread through a GSource).  In the owner thread
+ * it calls @fn directly.  From another thread it returns once the owner
+ * has run the loop.
  */
 typedef void StrataCallFunc(void *opaque);
 
@@ -111,8 +121,8 @@ STRATA_EXPORT void strata_context_call(StrataContext *ctx, StrataCallFunc *fn,
  *    "file": {"driver": "file", "filename": "disk.img", "cache": {"direct": true}}}
  * or the same as dotted keys: "driver=raw,node-name=disk0,file.driver=file,...".
  * Errors name the offending key path ("file.aio: expected one of ...").
- * Control path: call in the context's thread, or in any thread while the
- * context's loop is not running in a thread of its own.
+ * Control path: call in the thread that owns the context's loop (asserted;
+ * strata_context_call gets there from any other).
  */
 STRATA_EXPORT StrataNode *strata_node_open_json(StrataContext *ctx,
                                                 const char *json,
@@ -220,18 +230,21 @@ typedef enum StrataErrorAction {
 STRATA_EXPORT void strata_backend_set_error_action(StrataBackend *be,
                                                    StrataErrorAction on_read,
                                                    StrataErrorAction on_write);
-/* Called in the context's thread when the backend stops on an error
- * (@err is the -errno, @is_write the direction). */
+/* Called in the thread that owns the context's loop when the backend
+ * stops on an error (@err is the -errno, @is_write the direction). */
 typedef void StrataStopCallback(void *opaque, int err, bool is_write);
 STRATA_EXPORT void strata_backend_set_stop_callback(StrataBackend *be,
                                                     StrataStopCallback *cb,
                                                     void *opaque);
 STRATA_EXPORT bool strata_backend_is_stopped(StrataBackend *be);
-/* Retry the parked requests and accept new ones again. */
+/* Retry the parked requests and accept new ones again.  Any thread: from
+ * one that does not own the loop it takes effect soon, in the owner. */
 STRATA_EXPORT void strata_backend_resume(StrataBackend *be);
 
 /* Drained section: new requests wait, in-flight ones complete before
- * drain_begin returns.  Not from a completion callback. */
+ * drain_begin returns (a blocking call).  Not from a completion callback.
+ * drain_end from a thread that does not own the loop takes effect soon,
+ * in the owner. */
 STRATA_EXPORT void strata_backend_drain_begin(StrataBackend *be);
 STRATA_EXPORT void strata_backend_drain_end(StrataBackend *be);
 
@@ -241,8 +254,10 @@ STRATA_EXPORT void strata_backend_drain_end(StrataBackend *be);
  * -errno.
  *
  * Blocking form: callable from any thread except from inside a completion
- * callback or the context's loop callbacks (asserted).  In the thread that
- * owns a context without a loop thread, it runs the loop until done.
+ * callback or the context's loop callbacks.  In the thread that owns the
+ * context's loop it runs the loop until done; in any other it waits while
+ * the owner runs the request (so the owner must be running the loop: its
+ * loop thread, or the embedder's main loop through a GSource).
  */
 STRATA_EXPORT int strata_backend_pread(StrataBackend *be, int64_t offset,
                                        void *buf, size_t bytes, uint32_t flags);
@@ -269,7 +284,7 @@ STRATA_EXPORT int strata_backend_block_status(StrataBackend *be, int64_t offset,
 
 /*
  * Callback form, callable from any thread (a VMM's vCPU threads): returns
- * 0 → @cb(opaque, ret) runs exactly once, later, in the context's thread;
+ * 0 → @cb(opaque, ret) runs exactly once, later, in the loop's owner thread;
  * returns <0 → it never runs.  @iov (the array and the memory it points
  * to) must stay valid until @cb runs; the library keeps no pointer into it
  * afterwards.  For get_length, ret is the length (or -errno).
@@ -307,10 +322,8 @@ STRATA_EXPORT int strata_backend_aio_truncate(StrataBackend *be, int64_t size,
  * optimisation: results are the same with or without it.  See
  * docs/file-driver.md ("Guest memory").
  *
- * Control path.  With a loop thread (strata_context_start_thread) both
- * calls may be made from any thread: they run in the loop thread through
- * strata_context_call().  Without one, call them in the thread that runs
- * the loop.
+ * Control path, callable from any thread: both calls run in the thread
+ * that owns the context's loop through strata_context_call().
  */
 
 /*

@@ -22,6 +22,7 @@
 #include "block/block-int.h"
 #include "block/blkdebug.h"
 #include "block/mem.h"
+#include "util/thread.h"
 
 #define MiB (1024 * 1024)
 #define DISK_SIZE MiB
@@ -443,8 +444,8 @@ static void test_writethrough(void)
 /* ---- completion counting across threads ------------------------------------ */
 
 typedef struct Counter {
-    GMutex lock;
-    GCond cond;
+    Mutex lock;
+    Cond cond;
     int done;
     int failed;
     int wrong_thread;
@@ -454,22 +455,22 @@ typedef struct Counter {
 static void counter_init(Counter *c, GThread *expect)
 {
     memset(c, 0, sizeof(*c));
-    g_mutex_init(&c->lock);
-    g_cond_init(&c->cond);
+    mutex_init(&c->lock);
+    cond_init(&c->cond);
     c->expect_thread = expect;
 }
 
 static void counter_clear(Counter *c)
 {
-    g_mutex_clear(&c->lock);
-    g_cond_clear(&c->cond);
+    mutex_cleanup(&c->lock);
+    cond_cleanup(&c->cond);
 }
 
 static void counter_cb(void *opaque, int64_t ret)
 {
     Counter *c = opaque;
 
-    g_mutex_lock(&c->lock);
+    mutex_lock(&c->lock);
     c->done++;
     if (ret != 0) {
         c->failed++;
@@ -477,25 +478,25 @@ static void counter_cb(void *opaque, int64_t ret)
     if (c->expect_thread && g_thread_self() != c->expect_thread) {
         c->wrong_thread++;
     }
-    g_cond_broadcast(&c->cond);
-    g_mutex_unlock(&c->lock);
+    cond_broadcast(&c->cond);
+    mutex_unlock(&c->lock);
 }
 
 static int counter_get(Counter *c)
 {
-    g_mutex_lock(&c->lock);
+    mutex_lock(&c->lock);
     int n = c->done;
-    g_mutex_unlock(&c->lock);
+    mutex_unlock(&c->lock);
     return n;
 }
 
 static void counter_wait(Counter *c, int n)
 {
-    g_mutex_lock(&c->lock);
+    mutex_lock(&c->lock);
     while (c->done < n) {
-        g_cond_wait(&c->cond, &c->lock);
+        cond_wait(&c->cond, &c->lock);
     }
-    g_mutex_unlock(&c->lock);
+    mutex_unlock(&c->lock);
 }
 
 /* ---- error policy ----------------------------------------------------------------- */
@@ -781,18 +782,18 @@ static void test_error_resume_while_drained(void)
 /* With a loop thread, the embedder resumes from its own thread (a
  * monitor), told by the stop callback. */
 typedef struct ThreadStop {
-    GMutex lock;
-    GCond cond;
+    Mutex lock;
+    Cond cond;
     int stops;
 } ThreadStop;
 
 static void thread_stop_cb(void *opaque, int err, bool is_write)
 {
     ThreadStop *ts = opaque;
-    g_mutex_lock(&ts->lock);
+    mutex_lock(&ts->lock);
     ts->stops++;
-    g_cond_broadcast(&ts->cond);
-    g_mutex_unlock(&ts->lock);
+    cond_broadcast(&ts->cond);
+    mutex_unlock(&ts->lock);
 }
 
 static void test_error_resume_from_other_thread(void)
@@ -804,8 +805,8 @@ static void test_error_resume_from_other_thread(void)
     struct iovec iov[4];
 
     fixture_open(&f, NULL);
-    g_mutex_init(&ts.lock);
-    g_cond_init(&ts.cond);
+    mutex_init(&ts.lock);
+    cond_init(&ts.cond);
     strata_backend_set_error_action(f.be, STRATA_ERROR_ACTION_STOP,
                                     STRATA_ERROR_ACTION_STOP);
     strata_backend_set_stop_callback(f.be, thread_stop_cb, &ts);
@@ -818,11 +819,11 @@ static void test_error_resume_from_other_thread(void)
         g_assert_cmpint(strata_backend_aio_pwritev(f.be, i * 512, &iov[i], 1, 0,
                                                    counter_cb, &c), ==, 0);
     }
-    g_mutex_lock(&ts.lock);
+    mutex_lock(&ts.lock);
     while (ts.stops == 0) {
-        g_cond_wait(&ts.cond, &ts.lock);
+        cond_wait(&ts.cond, &ts.lock);
     }
-    g_mutex_unlock(&ts.lock);
+    mutex_unlock(&ts.lock);
     g_assert_true(strata_backend_is_stopped(f.be));
     strata_backend_resume(f.be);
     counter_wait(&c, 4);
@@ -835,8 +836,8 @@ static void test_error_resume_from_other_thread(void)
         g_assert_cmpmem(mem_get_data(f.mem) + i * 512, 512, data[i], 512);
     }
     counter_clear(&c);
-    g_mutex_clear(&ts.lock);
-    g_cond_clear(&ts.cond);
+    mutex_cleanup(&ts.lock);
+    cond_cleanup(&ts.cond);
     fixture_close(&f);
 }
 
@@ -1055,7 +1056,14 @@ static void test_drain_free_inside_section_unquiesces_root(void)
 /* ---- threads ------------------------------------------------------------------------- */
 
 #define SUBMITTERS 4
+#if defined(__SANITIZE_THREAD__)
+/* Each request in flight is a coroutine, and under ThreadSanitizer each
+ * coroutine is a fiber with its own mappings: 8,000 at once exhaust them,
+ * and creating hundreds is slow. */
+#define REQS_PER_THREAD 64
+#else
 #define REQS_PER_THREAD 2000
+#endif
 #define BLOCK 128   /* SUBMITTERS * REQS_PER_THREAD * BLOCK == DISK_SIZE */
 
 typedef struct Submitter {

@@ -5,6 +5,7 @@
 #include <errno.h>
 #include <glib.h>
 #include "util/thread-pool.h"
+#include "util/thread.h"
 
 static Loop *test_loop_new(void)
 {
@@ -17,41 +18,41 @@ static Loop *test_loop_new(void)
 
 /* A gate worker functions block on until the test opens it. */
 typedef struct Gate {
-    GMutex lock;
-    GCond cond;
+    Mutex lock;
+    Cond cond;
     bool open;
     int started;
 } Gate;
 
 static void gate_init(Gate *g)
 {
-    g_mutex_init(&g->lock);
-    g_cond_init(&g->cond);
+    mutex_init(&g->lock);
+    cond_init(&g->cond);
     g->open = false;
     g->started = 0;
 }
 
 static void gate_open(Gate *g)
 {
-    g_mutex_lock(&g->lock);
+    mutex_lock(&g->lock);
     g->open = true;
-    g_cond_broadcast(&g->cond);
-    g_mutex_unlock(&g->lock);
+    cond_broadcast(&g->cond);
+    mutex_unlock(&g->lock);
 }
 
 static void gate_wait_started(Gate *g, int n)
 {
-    g_mutex_lock(&g->lock);
+    mutex_lock(&g->lock);
     while (g->started < n) {
-        g_cond_wait(&g->cond, &g->lock);
+        cond_wait(&g->cond, &g->lock);
     }
-    g_mutex_unlock(&g->lock);
+    mutex_unlock(&g->lock);
 }
 
 static void gate_clear(Gate *g)
 {
-    g_cond_clear(&g->cond);
-    g_mutex_clear(&g->lock);
+    cond_cleanup(&g->cond);
+    mutex_cleanup(&g->lock);
 }
 
 typedef struct Work {
@@ -72,13 +73,13 @@ static int work_fn(void *arg)
     w->ran_in = g_thread_self();
     g_atomic_int_inc(&w->runs);
     if (w->gate) {
-        g_mutex_lock(&w->gate->lock);
+        mutex_lock(&w->gate->lock);
         w->gate->started++;
-        g_cond_broadcast(&w->gate->cond);
+        cond_broadcast(&w->gate->cond);
         while (!w->gate->open) {
-            g_cond_wait(&w->gate->cond, &w->gate->lock);
+            cond_wait(&w->gate->cond, &w->gate->lock);
         }
-        g_mutex_unlock(&w->gate->lock);
+        mutex_unlock(&w->gate->lock);
     }
     if (w->sleep_us) {
         g_usleep(w->sleep_us);
