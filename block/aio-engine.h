@@ -27,12 +27,8 @@
 #include <sys/uio.h>
 #include "block/block-int.h"
 
-typedef enum AioEngineId {
-    AIO_ENGINE_THREADS,
-    AIO_ENGINE_NATIVE,
-    AIO_ENGINE_IO_URING,
-    AIO_ENGINE__MAX,
-} AioEngineId;
+/* AioEngineId is in block/block-int.h: the context keeps one state slot
+ * per engine. */
 
 /*
  * Counters of one engine's per-context state (what batching achieved).

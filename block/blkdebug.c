@@ -489,14 +489,6 @@ static int blkdebug_co_block_status(StrataNode *node, int64_t offset,
 
 /* ---- options and rules ------------------------------------------------------------ */
 
-/* "image.align" for an option @key of @opts, for messages. */
-static char *blkdebug_key_path(OptNode *opts, const char *key)
-{
-    const char *path = opts_path(opts);
-
-    return *path ? g_strdup_printf("%s.%s", path, key) : g_strdup(key);
-}
-
 /* An int option in [min, max], with an error naming it otherwise. */
 static bool blkdebug_get_int_in(OptNode *obj, const char *key, int64_t def,
                                 int64_t min, int64_t max, int64_t *out,
@@ -506,7 +498,7 @@ static bool blkdebug_get_int_in(OptNode *obj, const char *key, int64_t def,
         return false;
     }
     if (*out < min || *out > max) {
-        g_autofree char *path = blkdebug_key_path(obj, key);
+        g_autofree char *path = opts_key_path(obj, key);
         error_set_option(errp, "%s: %" PRId64 " is not between %" PRId64
                          " and %" PRId64, path, *out, min, max);
         return false;
@@ -535,7 +527,7 @@ static bool blkdebug_add_rule(BlkdebugState *s, OptNode *obj,
     }
     r->event = blkdebug_event_lookup(event_name);
     if (r->event < 0) {
-        g_autofree char *path = blkdebug_key_path(obj, "event");
+        g_autofree char *path = opts_key_path(obj, "event");
         g_autofree char *names = blkdebug_event_list();
         error_set_option(errp, "%s: unknown event '%s' (expected one of %s)",
                          path, event_name, names);
@@ -571,7 +563,7 @@ static bool blkdebug_add_rule(BlkdebugState *s, OptNode *obj,
         }
     } else {
         if (!opts_has(obj, "new_state")) {
-            g_autofree char *path = blkdebug_key_path(obj, "new_state");
+            g_autofree char *path = opts_key_path(obj, "new_state");
             error_set_option(errp, "%s: missing", path);
             return false;
         }
@@ -598,7 +590,7 @@ static bool blkdebug_add_rule_list(BlkdebugState *s, OptNode *opts,
         return true;
     }
     if (opts_type(list) != OPT_LIST) {
-        g_autofree char *path = blkdebug_key_path(opts, key);
+        g_autofree char *path = opts_key_path(opts, key);
         error_set_option(errp, "%s: expected a list", path);
         return false;
     }
@@ -810,7 +802,7 @@ static bool blkdebug_get_limit(OptNode *opts, const char *key, uint64_t max,
     if (*out == 0) {
         return true;
     }
-    path = blkdebug_key_path(opts, key);
+    path = opts_key_path(opts, key);
     if (*out > max) {
         error_set_option(errp, "%s: %" PRIu64 " is larger than %" PRIu64,
                          path, *out, max);
@@ -839,7 +831,7 @@ static bool blkdebug_parse_limits(BlkdebugState *s, OptNode *opts,
         return false;
     }
     if (s->align && (!is_power_of_2(s->align) || s->align > (1u << 30))) {
-        g_autofree char *path = blkdebug_key_path(opts, "align");
+        g_autofree char *path = opts_key_path(opts, "align");
         error_set_option(errp, "%s: %" PRIu64 " is not a power of two "
                          "between 1 and 1G", path, s->align);
         return false;

@@ -345,6 +345,15 @@ struct ReopenState {
 
 /* ---- graph (block/graph.c) ---------------------------------------------------- */
 
+/* The AIO engines (block/aio-engine.h); the context keeps per-loop state
+ * for each. */
+typedef enum AioEngineId {
+    AIO_ENGINE_THREADS,
+    AIO_ENGINE_NATIVE,
+    AIO_ENGINE_IO_URING,
+    AIO_ENGINE__MAX,
+} AioEngineId;
+
 /* Context internals (block/context.c). */
 struct StrataContext {
     Loop *loop;
@@ -356,8 +365,8 @@ struct StrataContext {
     GThread *thread;                /* the loop thread, which owns the
                                        loop while it runs */
     int thread_stop;                /* atomic */
-    void *engine[4];                /* per-loop AIO engine state (by id) */
-    void (*engine_free[4])(void *);
+    void *engine[AIO_ENGINE__MAX];  /* per-loop AIO engine state (by id) */
+    void (*engine_free[AIO_ENGINE__MAX])(void *);
     /* Guest memory the embedder registered (block/memregion.c); NULL
      * while none is. */
     struct MemRegionTable *memregions;

@@ -103,14 +103,6 @@ static FileState *file_state(StrataNode *node)
     return node->opaque;
 }
 
-/* "file.aio" for an option @key of @opts, for messages. */
-static char *file_key_path(OptNode *opts, const char *key)
-{
-    const char *path = opts_path(opts);
-
-    return *path ? g_strdup_printf("%s.%s", path, key) : g_strdup(key);
-}
-
 /* ---- small system helpers ------------------------------------------------ */
 
 static int64_t file_fd_length(int fd, bool is_bdev)
@@ -215,12 +207,12 @@ static bool file_pick_engine(StrataNode *node, FileState *s, FileDesc *d,
             memregion_attach_engine(node->ctx, ops, state);
             return true;
         }
-        g_autofree char *path = file_key_path(opts, "aio");
+        g_autofree char *path = opts_key_path(opts, "aio");
         error_setg(errp, "%s: no AIO engine is usable", path);
         return false;
     }
 
-    g_autofree char *path = file_key_path(opts, "aio");
+    g_autofree char *path = opts_key_path(opts, "aio");
     if (s->aio == AIO_ENGINE_NATIVE && !d->direct) {
         error_set_option(errp, "%s: 'native' needs cache.direct=on "
                          "(io_submit blocks on buffered files)", path);
@@ -948,7 +940,7 @@ static bool file_open(StrataNode *node, OptNode *opts, StrataError **errp)
         return false;
     }
     if (threshold > (uint64_t)BLOCK_MAX_RW_BYTES) {
-        g_autofree char *path = file_key_path(opts, "bounce-threshold");
+        g_autofree char *path = opts_key_path(opts, "bounce-threshold");
         error_set_option(errp, "%s: %" PRIu64 " is larger than the largest "
                          "request (%" PRId64 ")", path, threshold,
                          BLOCK_MAX_RW_BYTES);
@@ -967,7 +959,7 @@ static bool file_open(StrataNode *node, OptNode *opts, StrataError **errp)
     /* The native engine's refusal does not depend on the file: say so
      * before touching it. */
     if (aio == AIO_ENGINE_NATIVE && !node->cache_direct) {
-        g_autofree char *path = file_key_path(opts, "aio");
+        g_autofree char *path = opts_key_path(opts, "aio");
         error_set_option(errp, "%s: 'native' needs cache.direct=on "
                          "(io_submit blocks on buffered files)", path);
         goto fail;
@@ -995,7 +987,7 @@ static bool file_open(StrataNode *node, OptNode *opts, StrataError **errp)
     if (locking != FILE_LOCK_OFF) {
         ofd = file_lock_supported(s->d.fd);
         if (!ofd && locking == FILE_LOCK_ON) {
-            g_autofree char *path = file_key_path(opts, "locking");
+            g_autofree char *path = opts_key_path(opts, "locking");
             error_set(errp, STRATA_ERROR_INVALID_OPTION, ENOTSUP,
                       "%s: 'on' needs OFD locks, which '%s' does not support",
                       path, s->filename);

@@ -603,14 +603,6 @@ static int mem_co_truncate(StrataNode *node, int64_t size,
     return 0;
 }
 
-/* "file.align" for an option @key of @opts, for messages. */
-static char *mem_key_path(OptNode *opts, const char *key)
-{
-    const char *path = opts_path(opts);
-
-    return *path ? g_strdup_printf("%s.%s", path, key) : g_strdup(key);
-}
-
 /* A power-of-two alignment option in [1, 1 GiB]. */
 static bool mem_get_align(OptNode *opts, const char *key, uint32_t *out,
                           StrataError **errp)
@@ -621,7 +613,7 @@ static bool mem_get_align(OptNode *opts, const char *key, uint32_t *out,
         return false;
     }
     if (!is_power_of_2(v) || v > (1u << 30)) {
-        g_autofree char *path = mem_key_path(opts, key);
+        g_autofree char *path = opts_key_path(opts, key);
         error_set_option(errp, "%s: %" PRIu64 " is not a power of two "
                          "between 1 and 1G", path, v);
         return false;
@@ -638,7 +630,7 @@ static bool mem_open(StrataNode *node, OptNode *opts, StrataError **errp)
     int ret;
 
     if (!opts_has(opts, "size")) {
-        g_autofree char *path = mem_key_path(opts, "size");
+        g_autofree char *path = opts_key_path(opts, "size");
         error_set_option(errp, "%s: missing", path);
         return false;
     }
@@ -656,32 +648,32 @@ static bool mem_open(StrataNode *node, OptNode *opts, StrataError **errp)
         return false;
     }
     if (size > (uint64_t)BLOCK_MAX_OFFSET) {
-        g_autofree char *path = mem_key_path(opts, "size");
+        g_autofree char *path = opts_key_path(opts, "size");
         error_set_option(errp, "%s: %" PRIu64 " is too large", path, size);
         return false;
     }
     if (!IS_ALIGNED(size, (uint64_t)s->align)) {
-        g_autofree char *path = mem_key_path(opts, "size");
+        g_autofree char *path = opts_key_path(opts, "size");
         error_set_option(errp, "%s: %" PRIu64 " is not a multiple of align "
                          "(%" PRIu32 ")", path, size, s->align);
         return false;
     }
     if (max_transfer && (max_transfer < s->align ||
                          max_transfer > (uint64_t)BLOCK_MAX_RW_BYTES)) {
-        g_autofree char *path = mem_key_path(opts, "max-transfer");
+        g_autofree char *path = opts_key_path(opts, "max-transfer");
         error_set_option(errp, "%s: %" PRIu64 " must be 0 or between align "
                          "(%" PRIu32 ") and %" PRId64, path, max_transfer,
                          s->align, BLOCK_MAX_RW_BYTES);
         return false;
     }
     if (max_iov < 1 || max_iov > IOV_MAX) {
-        g_autofree char *path = mem_key_path(opts, "max-iov");
+        g_autofree char *path = opts_key_path(opts, "max-iov");
         error_set_option(errp, "%s: %" PRId64 " is not between 1 and %d",
                          path, max_iov, IOV_MAX);
         return false;
     }
     if (latency_ns < 0) {
-        g_autofree char *path = mem_key_path(opts, "latency-ns");
+        g_autofree char *path = opts_key_path(opts, "latency-ns");
         error_set_option(errp, "%s: %" PRId64 " is negative", path,
                          latency_ns);
         return false;
@@ -692,7 +684,7 @@ static bool mem_open(StrataNode *node, OptNode *opts, StrataError **errp)
 
     ret = mem_resize(s, (int64_t)size);
     if (ret) {
-        g_autofree char *path = mem_key_path(opts, "size");
+        g_autofree char *path = opts_key_path(opts, "size");
         error_setg_errno(errp, -ret, "%s: cannot allocate %" PRIu64 " bytes",
                          path, size);
         region_free(&s->data);

@@ -81,14 +81,6 @@ static int64_t null_get_length(StrataNode *node)
     return s->size;
 }
 
-/* "file.size" for an option @key of @opts, for messages. */
-static char *null_key_path(OptNode *opts, const char *key)
-{
-    const char *path = opts_path(opts);
-
-    return *path ? g_strdup_printf("%s.%s", path, key) : g_strdup(key);
-}
-
 static bool null_open(StrataNode *node, OptNode *opts, StrataError **errp)
 {
     NullState *s = node->opaque;
@@ -101,12 +93,12 @@ static bool null_open(StrataNode *node, OptNode *opts, StrataError **errp)
         return false;
     }
     if (size > (uint64_t)BLOCK_MAX_OFFSET) {
-        g_autofree char *path = null_key_path(opts, "size");
+        g_autofree char *path = opts_key_path(opts, "size");
         error_set_option(errp, "%s: %" PRIu64 " is too large", path, size);
         return false;
     }
     if (latency_ns < 0) {
-        g_autofree char *path = null_key_path(opts, "latency-ns");
+        g_autofree char *path = opts_key_path(opts, "latency-ns");
         error_set_option(errp, "%s: %" PRId64 " is negative", path,
                          latency_ns);
         return false;

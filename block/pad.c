@@ -288,23 +288,17 @@ static void plan_fit_max_iov(PadPlan *p)
     p->npieces = n;
 
     /* Then gather the cheapest run: the window of adjacent pieces with the
-     * fewest bytes that brings the count down to max_iov. */
-    while (p->npieces > max_iov) {
+     * fewest bytes that brings the count down to max_iov (util/iov.c's
+     * sliding window, over a view of the pieces' lengths; the vector for
+     * the driver is built later, in plan_co_reserve). */
+    if (p->npieces > max_iov) {
         int k = p->npieces - max_iov + 1;
-        int64_t sum = 0, best_sum;
-        int best = 0;
-        for (int i = 0; i < k; i++) {
-            sum += p->pieces[i].len;
+        IOVector lens;
+        for (int i = 0; i < p->npieces; i++) {
+            p->iov[i] = (struct iovec) { p->pieces[i].base, p->pieces[i].len };
         }
-        best_sum = sum;
-        for (int i = k; i < p->npieces; i++) {
-            sum += p->pieces[i].len - p->pieces[i - k].len;
-            if (sum < best_sum) {
-                best_sum = sum;
-                best = i - k + 1;
-            }
-        }
-        plan_gather(p, best, k);
+        iov_init_external(&lens, p->iov, p->npieces);
+        plan_gather(p, iov_min_run(&lens, k, NULL), k);
         p->collapsed = true;
     }
 }

@@ -30,14 +30,6 @@ static StrataNode *raw_child(StrataNode *node)
     return node->file->node;
 }
 
-/* "image.offset" for an option @key of @opts, for messages. */
-static char *raw_key_path(OptNode *opts, const char *key)
-{
-    const char *path = opts_path(opts);
-
-    return *path ? g_strdup_printf("%s.%s", path, key) : g_strdup(key);
-}
-
 static int64_t raw_get_length(StrataNode *node)
 {
     RawState *s = node->opaque;
@@ -181,14 +173,14 @@ static bool raw_open(StrataNode *node, OptNode *opts, StrataError **errp)
         return false;
     }
     if (offset > (uint64_t)len) {
-        g_autofree char *path = raw_key_path(opts, "offset");
+        g_autofree char *path = opts_key_path(opts, "offset");
         error_set_option(errp, "%s: %" PRIu64 " is beyond the end of node "
                          "'%s' (%" PRId64 " bytes)", path, offset,
                          raw_child(node)->node_name, len);
         return false;
     }
     if (s->has_size && size > (uint64_t)len - offset) {
-        g_autofree char *path = raw_key_path(opts, "size");
+        g_autofree char *path = opts_key_path(opts, "size");
         error_set_option(errp, "%s: the window [%" PRIu64 ", %" PRIu64
                          ") extends beyond the end of node '%s' (%" PRId64
                          " bytes)", path, offset, offset + size,

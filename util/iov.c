@@ -429,30 +429,6 @@ size_t iov_copy(const IOVector *dst, size_t dst_off,
     return len;
 }
 
-int iov_merge_contiguous(IOVector *v)
-{
-    g_assert(v);
-    if (iov_is_external(v)) {
-        return -EPERM;
-    }
-    int out = 0;
-    for (int i = 0; i < v->niov; i++) {
-        struct iovec e = v->iov[i];
-        if (e.iov_len == 0) {
-            continue;
-        }
-        if (out > 0 &&
-            (char *)v->iov[out - 1].iov_base + v->iov[out - 1].iov_len ==
-            (char *)e.iov_base) {
-            v->iov[out - 1].iov_len += e.iov_len;
-        } else {
-            v->iov[out++] = e;
-        }
-    }
-    v->niov = out;
-    return out;
-}
-
 int iov_min_run(const IOVector *v, int count, size_t *bytes)
 {
     g_assert(v);
@@ -478,53 +454,6 @@ int iov_min_run(const IOVector *v, int count, size_t *bytes)
         *bytes = best;
     }
     return best_idx;
-}
-
-int iov_gather(IOVector *v, int first, int count, void *bounce, bool copy_in,
-               struct iovec *saved)
-{
-    g_assert(v);
-    if (iov_is_external(v)) {
-        return -EPERM;
-    }
-    if (first < 0 || count < 1 || count > v->niov - first) {
-        return -EINVAL;
-    }
-    g_assert(bounce);
-
-    size_t total = 0;
-    char *out = bounce;
-    for (int i = first; i < first + count; i++) {
-        const struct iovec *e = &v->iov[i];
-        if (copy_in && e->iov_len) {
-            memcpy(out + total, e->iov_base, e->iov_len);
-        }
-        total += e->iov_len;
-    }
-    if (saved) {
-        memcpy(saved, &v->iov[first], count * sizeof(*saved));
-    }
-
-    v->iov[first] = (struct iovec) { .iov_base = bounce, .iov_len = total };
-    memmove(&v->iov[first + 1], &v->iov[first + count],
-            (v->niov - first - count) * sizeof(v->iov[0]));
-    v->niov -= count - 1;
-    /* The bounce element covers exactly the bytes it replaced, so
-     * v->size is unchanged. */
-    return 0;
-}
-
-void iov_scatter(const struct iovec *saved, int count, const void *bounce)
-{
-    g_assert(count >= 0);
-    g_assert(saved || count == 0);
-    const char *in = bounce;
-    for (int i = 0; i < count; i++) {
-        if (saved[i].iov_len) {
-            memcpy(saved[i].iov_base, in, saved[i].iov_len);
-            in += saved[i].iov_len;
-        }
-    }
 }
 
 bool iov_check(const IOVector *v)

@@ -88,30 +88,12 @@ bool iov_is_zero(const IOVector *v, size_t off, size_t len);
 size_t iov_copy(const IOVector *dst, size_t dst_off,
                 const IOVector *src, size_t src_off, size_t len);
 
-/* Merge neighbours that are contiguous in memory (a.base + a.len ==
- * b.base) and drop zero-length elements, in place.  Returns the new
- * element count, or -EPERM on an external vector. */
-int iov_merge_contiguous(IOVector *v);
-
 /*
  * Find the run of @count adjacent elements with the fewest total bytes.
  * Returns the index of its first element (ties: the lowest index) and
  * stores the run's bytes in *bytes.  1 <= count <= v->niov.
  */
 int iov_min_run(const IOVector *v, int count, size_t *bytes);
-
-/*
- * Replace elements [first, first + count) with one element over @bounce,
- * whose size must be at least their total.  If @copy_in, their data is
- * copied into @bounce first (writes).  The replaced elements are stored
- * in @saved (capacity >= count) so iov_scatter() can copy back (reads);
- * @saved may be NULL when nothing will be copied back.
- * Returns 0, -EINVAL on a bad range, -EPERM on an external vector.
- */
-int iov_gather(IOVector *v, int first, int count, void *bounce, bool copy_in,
-               struct iovec *saved);
-/* Copy the bytes of @bounce out to the @count elements in @saved. */
-void iov_scatter(const struct iovec *saved, int count, const void *bounce);
 
 /* Debug check: v->size equals the sum of element lengths. */
 bool iov_check(const IOVector *v);

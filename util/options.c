@@ -351,6 +351,13 @@ const char *opts_path(const OptNode *node)
     return node->path;
 }
 
+char *opts_key_path(const OptNode *opts, const char *key)
+{
+    const char *path = opts_path(opts);
+
+    return *path ? g_strdup_printf("%s.%s", path, key) : g_strdup(key);
+}
+
 const char *opts_type_name(OptType t)
 {
     switch (t) {

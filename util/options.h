@@ -93,6 +93,9 @@ bool opts_remove(OptNode *obj, const char *key);
 OptType opts_type(const OptNode *node);
 /* Full key path of @node ("" for a root unless it was given one). */
 const char *opts_path(const OptNode *node);
+/* "file.aio": the full path of member @key of object @opts, for messages
+ * (newly allocated). */
+char *opts_key_path(const OptNode *opts, const char *key);
 /* Type name for messages: "boolean", "integer", "string", "object", ... */
 const char *opts_type_name(OptType t);
 

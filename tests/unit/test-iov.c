@@ -353,11 +353,8 @@ static void test_external_wrap(void)
 
     /* ...but changing its elements is not. */
     char c;
-    struct iovec saved[2];
     g_assert_cmpint(iov_add(&v, &c, 1), ==, -EPERM);
     g_assert_cmpint(iov_push_front(&v, &c, 1), ==, -EPERM);
-    g_assert_cmpint(iov_merge_contiguous(&v), ==, -EPERM);
-    g_assert_cmpint(iov_gather(&v, 0, 2, out, true, saved), ==, -EPERM);
     IOVector src;
     iov_init_buf(&src, &c, 1);
     g_assert_cmpint(iov_concat_slice(&v, &src, 0, 1), ==, -EPERM);
@@ -777,85 +774,6 @@ static void test_copy_offsets(void)
     zfixture_cleanup(&f);
 }
 
-/* ---- merge ------------------------------------------------------------- */
-
-static void test_merge_adjacent(void)
-{
-    char buf[32];
-    IOVector v;
-    iov_init(&v, 16);
-    /* [0,4) [4,8) [] [8,10) | [12,16) | [16,20) [] [20,24) */
-    g_assert_cmpint(iov_add(&v, NULL, 0), ==, 0);
-    g_assert_cmpint(iov_add(&v, buf, 4), ==, 0);
-    g_assert_cmpint(iov_add(&v, buf + 4, 4), ==, 0);
-    g_assert_cmpint(iov_add(&v, buf + 20, 0), ==, 0);
-    g_assert_cmpint(iov_add(&v, buf + 8, 2), ==, 0);
-    g_assert_cmpint(iov_add(&v, buf + 12, 4), ==, 0);
-    g_assert_cmpint(iov_add(&v, buf + 16, 4), ==, 0);
-    g_assert_cmpint(iov_add(&v, buf + 3, 0), ==, 0);
-    g_assert_cmpint(iov_add(&v, buf + 20, 4), ==, 0);
-    g_assert_cmpint(iov_add(&v, buf + 30, 0), ==, 0);
-    size_t size = iov_size(&v);
-
-    g_assert_cmpint(iov_merge_contiguous(&v), ==, 2);
-    g_assert_cmpint(v.niov, ==, 2);
-    g_assert_true(v.iov[0].iov_base == buf);
-    g_assert_cmpuint(v.iov[0].iov_len, ==, 10);
-    g_assert_true(v.iov[1].iov_base == buf + 12);
-    g_assert_cmpuint(v.iov[1].iov_len, ==, 12);
-    g_assert_cmpuint(iov_size(&v), ==, size);
-    g_assert_true(iov_check(&v));
-
-    /* Already merged: no change. */
-    g_assert_cmpint(iov_merge_contiguous(&v), ==, 2);
-    iov_cleanup(&v);
-}
-
-static void test_merge_non_adjacent(void)
-{
-    char buf[32];
-    IOVector v;
-    iov_init(&v, 16);
-    /* Touching in the other order, overlapping, and a gap: none merge. */
-    g_assert_cmpint(iov_add(&v, buf + 4, 4), ==, 0);
-    g_assert_cmpint(iov_add(&v, buf, 4), ==, 0);
-    g_assert_cmpint(iov_add(&v, buf + 2, 4), ==, 0);
-    g_assert_cmpint(iov_add(&v, buf + 7, 4), ==, 0);
-    struct iovec before[4];
-    memcpy(before, v.iov, sizeof(before));
-    g_assert_cmpint(iov_merge_contiguous(&v), ==, 4);
-    g_assert_cmpmem(v.iov, sizeof(before), before, sizeof(before));
-    iov_cleanup(&v);
-
-    /* Only zero-length elements: all dropped. */
-    iov_init(&v, 4);
-    g_assert_cmpint(iov_add(&v, buf, 0), ==, 0);
-    g_assert_cmpint(iov_add(&v, NULL, 0), ==, 0);
-    g_assert_cmpint(iov_merge_contiguous(&v), ==, 0);
-    g_assert_cmpint(v.niov, ==, 0);
-    g_assert_cmpuint(iov_size(&v), ==, 0);
-    g_assert_cmpint(iov_merge_contiguous(&v), ==, 0);
-    iov_cleanup(&v);
-}
-
-static void test_merge_1024_pieces(void)
-{
-    /* 1024 one-byte pieces of one buffer collapse to a single element. */
-    g_autofree char *buf = g_malloc(TEST_IOV_MAX);
-    g_autofree struct iovec *storage = g_new(struct iovec, TEST_IOV_MAX);
-    IOVector v;
-    iov_init_storage(&v, storage, TEST_IOV_MAX);
-    for (int i = 0; i < TEST_IOV_MAX; i++) {
-        g_assert_cmpint(iov_add(&v, buf + i, 1), ==, 0);
-    }
-    g_assert_cmpint(iov_merge_contiguous(&v), ==, 1);
-    g_assert_true(v.iov[0].iov_base == buf);
-    g_assert_cmpuint(v.iov[0].iov_len, ==, TEST_IOV_MAX);
-    /* Room again for new elements. */
-    g_assert_cmpint(iov_add(&v, buf, 1), ==, 0);
-    iov_cleanup(&v);
-}
-
 /* ---- min_run ------------------------------------------------------------ */
 
 static IOVector *vec_of_lengths(IOVector *v, const size_t *lens, int n)
@@ -960,160 +878,6 @@ static void test_min_run_random_vs_brute_force(void)
         }
         iov_cleanup(&v);
     }
-    g_rand_free(rand);
-}
-
-/* ---- gather / scatter ----------------------------------------------------- */
-
-static void test_gather_copy_in_then_scatter(void)
-{
-    ZFixture f;
-    zfixture_init(&f);
-    /* Elements 1..6 are "abc" [] "de" "fgh" [] "ij" minus the last: 8 bytes. */
-    char bounce[16];
-    memset(bounce, '#', sizeof(bounce));
-    struct iovec saved[5];
-    struct iovec orig[8];
-    memcpy(orig, f.v.iov, sizeof(orig));
-
-    g_assert_cmpint(iov_gather(&f.v, 1, 5, bounce, true, saved), ==, 0);
-    g_assert_cmpmem(bounce, 9, "abcdefgh#", 9);
-    g_assert_cmpmem(saved, sizeof(saved), orig + 1, sizeof(saved));
-    g_assert_cmpint(f.v.niov, ==, 4);
-    g_assert_true(f.v.iov[0].iov_base == orig[0].iov_base);
-    g_assert_true(f.v.iov[1].iov_base == bounce);
-    g_assert_cmpuint(f.v.iov[1].iov_len, ==, 8);
-    g_assert_true(f.v.iov[2].iov_base == f.piece[3]);
-    g_assert_cmpuint(iov_size(&f.v), ==, 10);
-    g_assert_true(iov_check(&f.v));
-
-    /* The vector reads the same bytes through the bounce buffer. */
-    char out[10];
-    g_assert_cmpuint(iov_to_buf(&f.v, 0, out, 10), ==, 10);
-    g_assert_cmpmem(out, 10, "abcdefghij", 10);
-
-    /* A read lands in the bounce buffer; scatter puts it back. */
-    g_assert_cmpuint(iov_from_buf(&f.v, 0, "0123456789", 10), ==, 10);
-    g_assert_cmpstr(f.piece[0], ==, "abc");
-    iov_scatter(saved, 5, bounce);
-    g_assert_cmpstr(f.piece[0], ==, "012");
-    g_assert_cmpstr(f.piece[1], ==, "34");
-    g_assert_cmpstr(f.piece[2], ==, "567");
-    g_assert_cmpstr(f.piece[3], ==, "89");
-    zfixture_cleanup(&f);
-}
-
-static void test_gather_read_without_copy_in(void)
-{
-    char a[4] = "aaa", b[4] = "bbb", c[4] = "ccc";
-    char bounce[9];
-    memset(bounce, '#', sizeof(bounce));
-    struct iovec saved[3];
-    IOVector v;
-    iov_init(&v, 4);
-    g_assert_cmpint(iov_add(&v, a, 3), ==, 0);
-    g_assert_cmpint(iov_add(&v, b, 3), ==, 0);
-    g_assert_cmpint(iov_add(&v, c, 3), ==, 0);
-    g_assert_cmpint(iov_gather(&v, 0, 3, bounce, false, saved), ==, 0);
-    /* No copy in: the bounce buffer is untouched. */
-    g_assert_cmpint(bounce[0], ==, '#');
-    g_assert_cmpint(v.niov, ==, 1);
-    g_assert_cmpuint(iov_size(&v), ==, 9);
-    memcpy(bounce, "xyzXYZ123", 9);
-    iov_scatter(saved, 3, bounce);
-    g_assert_cmpstr(a, ==, "xyz");
-    g_assert_cmpstr(b, ==, "XYZ");
-    g_assert_cmpstr(c, ==, "123");
-
-    /* A write that will not copy back needs no saved array. */
-    iov_reset(&v);
-    g_assert_cmpint(iov_add(&v, a, 3), ==, 0);
-    g_assert_cmpint(iov_add(&v, b, 3), ==, 0);
-    g_assert_cmpint(iov_gather(&v, 0, 2, bounce, true, NULL), ==, 0);
-    g_assert_cmpmem(bounce, 6, "xyzXYZ", 6);
-    iov_cleanup(&v);
-}
-
-static void test_gather_bad_range(void)
-{
-    char buf[8], bounce[8];
-    struct iovec saved[4];
-    IOVector v;
-    iov_init(&v, 4);
-    g_assert_cmpint(iov_add(&v, buf, 2), ==, 0);
-    g_assert_cmpint(iov_add(&v, buf + 4, 2), ==, 0);
-    g_assert_cmpint(iov_gather(&v, -1, 1, bounce, true, saved), ==, -EINVAL);
-    g_assert_cmpint(iov_gather(&v, 0, 0, bounce, true, saved), ==, -EINVAL);
-    g_assert_cmpint(iov_gather(&v, 0, 3, bounce, true, saved), ==, -EINVAL);
-    g_assert_cmpint(iov_gather(&v, 1, 2, bounce, true, saved), ==, -EINVAL);
-    g_assert_cmpint(iov_gather(&v, 2, 1, bounce, true, saved), ==, -EINVAL);
-    g_assert_cmpint(iov_gather(&v, G_MAXINT, 2, bounce, true, saved), ==,
-                    -EINVAL);
-    g_assert_cmpint(v.niov, ==, 2);
-    g_assert_true(v.iov[0].iov_base == buf);
-    /* The last single element is a valid range. */
-    g_assert_cmpint(iov_gather(&v, 1, 1, bounce, true, saved), ==, 0);
-    g_assert_true(v.iov[1].iov_base == bounce);
-    iov_cleanup(&v);
-}
-
-static void test_gather_collapse_1025(void)
-{
-    /* The padding path's use: 1025 elements collapse to 1024 by gathering
-     * the cheapest adjacent pair, and a read round-trips. */
-    guint32 seed = test_seed();
-    g_test_message("seed %u (STRATA_TEST_SEED)", seed);
-    GRand *rand = g_rand_new_with_seed(seed);
-    const int n = TEST_IOV_MAX + 1;
-    size_t total = 0;
-    size_t *lens = g_new(size_t, n);
-    for (int i = 0; i < n; i++) {
-        lens[i] = g_rand_int_range(rand, 1, 64);
-        total += lens[i];
-    }
-    /* Each element in its own spot of a buffer, gaps between them. */
-    char *backing = g_malloc0(total + n);
-    char *ref = g_malloc(total);
-    IOVector v;
-    iov_init(&v, n);
-    for (int i = 0, pos = 0; i < n; i++) {
-        g_assert_cmpint(iov_add(&v, backing + pos, lens[i]), ==, 0);
-        pos += lens[i] + 1;
-    }
-    g_assert_cmpint(iov_merge_contiguous(&v), ==, n);
-
-    size_t bytes;
-    int first = iov_min_run(&v, 2, &bytes);
-    char *bounce = g_malloc(bytes);
-    struct iovec saved[2];
-    g_assert_cmpint(iov_gather(&v, first, 2, bounce, false, saved), ==, 0);
-    g_assert_cmpint(v.niov, ==, TEST_IOV_MAX);
-    g_assert_cmpuint(iov_size(&v), ==, total);
-
-    for (size_t i = 0; i < total; i++) {
-        ref[i] = (char)g_rand_int(rand);
-    }
-    g_assert_cmpuint(iov_from_buf(&v, 0, ref, total), ==, total);
-    iov_scatter(saved, 2, bounce);
-
-    /* Rebuild the original layout and read it back. */
-    IOVector orig;
-    iov_init(&orig, n);
-    for (int i = 0, pos = 0; i < n; i++) {
-        g_assert_cmpint(iov_add(&orig, backing + pos, lens[i]), ==, 0);
-        pos += lens[i] + 1;
-    }
-    char *out = g_malloc(total);
-    g_assert_cmpuint(iov_to_buf(&orig, 0, out, total), ==, total);
-    SEED_CHECK(seed, memcmp(out, ref, total) == 0);
-
-    iov_cleanup(&orig);
-    iov_cleanup(&v);
-    g_free(out);
-    g_free(bounce);
-    g_free(ref);
-    g_free(backing);
-    g_free(lens);
     g_rand_free(rand);
 }
 
@@ -1238,7 +1002,7 @@ static void test_random_vs_flat(void)
             size_t off = rand_off(rand, size);
             size_t len = rand_off(rand, size - off);
             size_t wild = g_rand_int_range(rand, 0, (gint32)size + 50);
-            switch (g_rand_int_range(rand, 0, 8)) {
+            switch (g_rand_int_range(rand, 0, 7)) {
             case 0: {    /* slice, then a slice of the slice */
                 int cnt = iov_slice_count(&a.v, off, len);
                 SEED_CHECK(seed, iov_slice(&s, &a.v, off, len) == 0);
@@ -1319,31 +1083,6 @@ static void test_random_vs_flat(void)
                 SEED_CHECK(seed, memcmp(out, refb + o2, l2) == 0);
                 break;
             }
-            case 7: {    /* merge a slice whose pieces are in part adjacent */
-                SEED_CHECK(seed, iov_slice(&s, &a.v, off, len) == 0);
-                /* Split each piece in two: the halves are contiguous. */
-                iov_reset(&s2);
-                for (int i = 0; i < s.niov && s2.niov + 2 <= s2.max; i++) {
-                    size_t h = g_rand_int_range(rand, 0, (gint32)s.iov[i].iov_len + 1);
-                    char *base = s.iov[i].iov_base;
-                    SEED_CHECK(seed, iov_add(&s2, base, h) == 0);
-                    SEED_CHECK(seed, iov_add(&s2, base + h,
-                                             s.iov[i].iov_len - h) == 0);
-                }
-                size_t sz = iov_size(&s2);
-                char *before = iov_dup_bytes(&s2);
-                int n = iov_merge_contiguous(&s2);
-                SEED_CHECK(seed, n == s2.niov && n <= s.niov);
-                SEED_CHECK(seed, !has_zero_length(&s2) && iov_size(&s2) == sz);
-                for (int i = 1; i < n; i++) {
-                    SEED_CHECK(seed, (char *)s2.iov[i - 1].iov_base +
-                                     s2.iov[i - 1].iov_len != s2.iov[i].iov_base);
-                }
-                SEED_CHECK(seed, iov_to_buf(&s2, 0, out, sz) == sz);
-                SEED_CHECK(seed, memcmp(out, before, sz) == 0);
-                g_free(before);
-                break;
-            }
             }
         }
         /* The whole vector still matches the reference. */
@@ -1398,22 +1137,12 @@ int main(int argc, char **argv)
     g_test_add_func("/iov/is-zero/every-position", test_is_zero);
     g_test_add_func("/iov/copy/offsets", test_copy_offsets);
 
-    g_test_add_func("/iov/merge/adjacent", test_merge_adjacent);
-    g_test_add_func("/iov/merge/non-adjacent", test_merge_non_adjacent);
-    g_test_add_func("/iov/merge/1024-pieces", test_merge_1024_pieces);
 
     g_test_add_func("/iov/min-run/basic", test_min_run_basic);
     g_test_add_func("/iov/min-run/ties-lowest-index", test_min_run_ties);
     g_test_add_func("/iov/min-run/random-vs-brute-force",
                     test_min_run_random_vs_brute_force);
 
-    g_test_add_func("/iov/gather/copy-in-then-scatter",
-                    test_gather_copy_in_then_scatter);
-    g_test_add_func("/iov/gather/read-without-copy-in",
-                    test_gather_read_without_copy_in);
-    g_test_add_func("/iov/gather/bad-range", test_gather_bad_range);
-    g_test_add_func("/iov/gather/collapse-1025-elements",
-                    test_gather_collapse_1025);
 
     g_test_add_func("/iov/check/detects-bad-size", test_check_detects_bad_size);
     g_test_add_func("/iov/random/slice-and-copy-vs-flat", test_random_vs_flat);
