@@ -563,16 +563,21 @@ int pad_co_preadv(StrataNode *node, int64_t offset, int64_t bytes,
 
 /* ---- writes ------------------------------------------------------------------------ */
 
-/* Read the block at @pos of the plan into the bounce piece holding it. */
+/*
+ * Read [pos, pos + len) of the plan (whole blocks, inside one bounce
+ * piece) into that piece, in fragments that fit max_transfer.
+ */
 static int plan_co_rmw_read(PadPlan *p, int64_t pos, int64_t len)
 {
-    int64_t unit = MAX((int64_t)p->node->bl.request_alignment, p->gran);
+    const BlockLimits *bl = &p->node->bl;
+    int64_t unit = MAX((int64_t)bl->request_alignment, p->gran);
+    int64_t end = pos + len;
     int i = 0;
     while (p->pieces[i].pos + p->pieces[i].len <= pos) {
         i++;
     }
     PadPiece *pc = &p->pieces[i];
-    g_assert(pc->bounce && pc->pos <= pos && pos + len <= pc->pos + pc->len);
+    g_assert(pc->bounce && pc->pos <= pos && end <= pc->pos + pc->len);
 
     /*
      * The tail block need not start at a legal address inside its bounce
@@ -585,42 +590,88 @@ static int plan_co_rmw_read(PadPlan *p, int64_t pos, int64_t len)
      * write, and the range is ours (serialising), so reading them is
      * harmless.
      *
-     *   pc->pos     start (multiple of unit)   pos            pos + len
+     *   pc->pos     start (multiple of unit)   pos            end
      *   |-----------|--------------------------|--------------|
      *               |<------------- RMW read ---------------->|
      */
-    int64_t start = ROUND_DOWN(pos, unit);
-    g_assert(start >= pc->pos);
-    len += pos - start;
-    pos = start;
+    pos = ROUND_DOWN(pos, unit);
+    g_assert(pos >= pc->pos);
 
-    IOVector v;
-    iov_init_buf(&v, (uint8_t *)pc->base + (pos - pc->pos), len);
-    return io_co_drv_preadv(p->node, p->lo + pos, len, &v, 0);
-}
-
-static int plan_co_rmw(PadPlan *p)
-{
-    StrataNode *node = p->node;
-    int64_t A = node->bl.request_alignment;
-    int ret;
-
-    if (p->head || (p->tail && p->len == A)) {
-        /* One read covers both edges when they share a block. */
-        node_co_debug_event(node, DBG_PWRITEV_RMW_HEAD);
-        ret = plan_co_rmw_read(p, 0, A);
-        node_co_debug_event(node, DBG_PWRITEV_RMW_AFTER_HEAD);
+    /* A merged read of two blocks may exceed max_transfer: cut it where
+     * plan_co_io would. */
+    int64_t step = end - pos;
+    if (bl->max_transfer && bl->max_transfer < step) {
+        step = MAX(ROUND_DOWN(bl->max_transfer, unit), unit);
+    }
+    for (; pos < end; pos += step) {
+        int64_t n = MIN(step, end - pos);
+        IOVector v;
+        iov_init_buf(&v, (uint8_t *)pc->base + (pos - pc->pos), n);
+        int ret = io_co_drv_preadv(p->node, p->lo + pos, n, &v, 0);
         if (ret < 0) {
             return ret;
         }
     }
-    if (p->tail && p->len > A) {
-        node_co_debug_event(node, DBG_PWRITEV_RMW_TAIL);
-        ret = plan_co_rmw_read(p, p->len - A, A);
-        node_co_debug_event(node, DBG_PWRITEV_RMW_AFTER_TAIL);
+    return 0;
+}
+
+/*
+ * The RMW reads of a write's partial edge blocks, with QEMU's events (its
+ * bdrv_init_padding/bdrv_padding_rmw_read, which scripts written for
+ * qemu-io wait for).  The edges are read in one request when they are all
+ * there is: the request lies in one block, or it spans exactly two
+ * neighbouring blocks with both ends unaligned.  Such a merged read fires
+ * the head event (if there is a head), then the tail event (if there is a
+ * tail), reads, then after_head and after_tail likewise.  Otherwise the head
+ * block is read between pwritev_rmw_head and pwritev_rmw_after_head, then
+ * the tail block between pwritev_rmw_tail and pwritev_rmw_after_tail.  A
+ * failed read fires no after_ event and fails the write (invariant 2).
+ *
+ *   merged, one block       |hh|  data  |tt|          one read of A
+ *   merged, two blocks      |hhhh| data |data|tttt|   one read of 2A
+ *   separate                |hh| data ... data |tt|   head read, tail read
+ */
+static int plan_co_rmw(PadPlan *p)
+{
+    StrataNode *node = p->node;
+    int64_t A = node->bl.request_alignment;
+    bool merged = p->len == A || (p->len == 2 * A && p->head && p->tail);
+    int ret;
+
+    if (merged) {
+        if (p->head) {
+            node_co_debug_event(node, DBG_PWRITEV_RMW_HEAD);
+        }
+        if (p->tail) {
+            node_co_debug_event(node, DBG_PWRITEV_RMW_TAIL);
+        }
+        ret = plan_co_rmw_read(p, 0, p->len);
         if (ret < 0) {
             return ret;
         }
+        if (p->head) {
+            node_co_debug_event(node, DBG_PWRITEV_RMW_AFTER_HEAD);
+        }
+        if (p->tail) {
+            node_co_debug_event(node, DBG_PWRITEV_RMW_AFTER_TAIL);
+        }
+        return 0;
+    }
+    if (p->head) {
+        node_co_debug_event(node, DBG_PWRITEV_RMW_HEAD);
+        ret = plan_co_rmw_read(p, 0, A);
+        if (ret < 0) {
+            return ret;
+        }
+        node_co_debug_event(node, DBG_PWRITEV_RMW_AFTER_HEAD);
+    }
+    if (p->tail) {
+        node_co_debug_event(node, DBG_PWRITEV_RMW_TAIL);
+        ret = plan_co_rmw_read(p, p->len - A, A);
+        if (ret < 0) {
+            return ret;
+        }
+        node_co_debug_event(node, DBG_PWRITEV_RMW_AFTER_TAIL);
     }
     return 0;
 }

@@ -359,10 +359,21 @@ static int break_errno(IoState *s)
     return blkdebug_find(io_root(s)) ? ENOENT : ENOTSUP;
 }
 
+/* The lines qemu-io prints (on stdout) as its blkdebug holds and lets go
+ * of a request. */
+static void break_notify(void *opaque, const char *tag, bool suspended)
+{
+    printf("blkdebug: %s request '%s'\n", suspended ? "Suspended" : "Resuming",
+           tag);
+}
+
 static int cmd_break(IoState *s, int argc, char **argv)
 {
     g_autoptr(StrataError) err = NULL;
 
+    /* Only breakpoints suspend requests, so the filter they are set on is
+     * the one to listen to. */
+    blkdebug_set_notify(io_root(s), break_notify, NULL);
     if (!blkdebug_break(io_root(s), argv[1], argv[2], &err)) {
         int e = break_errno(s);
         printf("Could not set breakpoint: %s\n", strerror(e));

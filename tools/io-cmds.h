@@ -84,7 +84,10 @@ int io_cmd_length(IoState *s, int argc, char **argv);
 int io_cmd_alloc(IoState *s, int argc, char **argv);
 int io_cmd_map(IoState *s, int argc, char **argv);
 
-/* Print "strata-io: <message>" on stderr (stdout flushed first, so the
+/* The program's name: argv[0]'s basename (borrowed, for the process). */
+extern const char *io_progname;
+
+/* Print "<io_progname>: <message>" on stderr (stdout flushed first, so the
  * two streams interleave in order). */
 void io_error(const char *fmt, ...) G_GNUC_PRINTF(1, 2);
 

@@ -27,37 +27,9 @@
 #include "block/backend-int.h"
 #include "block/block-int.h"
 #include "tools/io-cmds.h"
+#include "tools/tool-common.h"
 
 /* ---- numbers and their formats --------------------------------------- */
-
-/* A byte count or offset: decimal, 0x hex, or a k/M/G/T/P/E suffix.
- * Returns the value, -EINVAL for garbage, -ERANGE above INT64_MAX. */
-static int64_t cvtnum(const char *s)
-{
-    uint64_t v;
-
-    if (parse_size(s, &v)) {
-        return v > INT64_MAX ? -ERANGE : (int64_t)v;
-    }
-    /* parse_size() does not say why it failed: digits with at most a
-     * suffix letter that still fail were too large. */
-    const char *p = s;
-    if (p[0] == '0' && (p[1] == 'x' || p[1] == 'X') && p[2]) {
-        for (p += 2; isxdigit((unsigned char)*p); p++) {
-        }
-        return *p ? -EINVAL : -ERANGE;
-    }
-    if (!isdigit((unsigned char)*p)) {
-        return -EINVAL;
-    }
-    while (isdigit((unsigned char)*p)) {
-        p++;
-    }
-    if (*p && strchr("bkmgtpeBKMGTPE", *p)) {
-        p++;
-    }
-    return *p ? -EINVAL : -ERANGE;
-}
 
 static void print_cvtnum_err(int64_t rc, const char *arg)
 {
@@ -72,12 +44,17 @@ static void print_cvtnum_err(int64_t rc, const char *arg)
 /* Parse @arg as a number into *out; prints the error and returns false. */
 bool io_get_num(const char *arg, int64_t *out)
 {
-    int64_t v = cvtnum(arg);
-    if (v < 0) {
-        print_cvtnum_err(v, arg);
+    bool hex_suffix;
+    int ret = tool_cvtnum(arg, out, &hex_suffix);
+
+    if (ret < 0) {
+        print_cvtnum_err(ret, arg);
         return false;
     }
-    *out = v;
+    if (hex_suffix) {
+        io_error("warning: Using a multiplier suffix on hex numbers is "
+                 "deprecated: %s", arg);
+    }
     return true;
 }
 

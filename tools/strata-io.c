@@ -28,14 +28,16 @@
 #include "block/block-int.h"
 #include "tools/io-cmds.h"
 
-#define PROMPT "strata-io> "
+/* argv[0]'s basename, as qemu-io names itself in messages and the prompt:
+ * installed as (or linked to) another name, the tool prints that one. */
+const char *io_progname = "strata-io";
 
 void io_error(const char *fmt, ...)
 {
     va_list ap;
 
     fflush(stdout);
-    fputs("strata-io: ", stderr);
+    fprintf(stderr, "%s: ", io_progname);
     va_start(ap, fmt);
     vfprintf(stderr, fmt, ap);
     va_end(ap);
@@ -318,7 +320,7 @@ static int run_stdin(IoState *s)
 
     for (;;) {
         if (tty) {
-            fputs(PROMPT, stdout);
+            printf("%s> ", io_progname);
         }
         fflush(stdout);
         ssize_t n = getline(&line, &cap, stdin);
@@ -358,12 +360,13 @@ int main(int argc, char **argv)
         { "image-opts", no_argument, NULL, OPT_IMAGE_OPTS },
         { NULL, 0, NULL, 0 },
     };
-    const char *prog = "strata-io";
+    g_autofree char *prog = g_path_get_basename(argv[0] ? argv[0] : "strata-io");
     g_autoptr(GPtrArray) cmds = g_ptr_array_new();
     IoOpenFlags f = { 0 };
     IoState s = { 0 };
     int c, failed = 0;
 
+    io_progname = prog;
     while ((c = getopt_long(argc, argv, "hVc:f:rnmki:t:d:U", long_opts, NULL)) != -1) {
         switch (c) {
         case 'h':

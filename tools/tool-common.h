@@ -23,6 +23,21 @@
 bool tool_parse_cache_mode(const char *mode, bool *direct, bool *wce,
                            bool *no_flush);
 
+/*
+ * A byte count or offset as qemu-io's cvtnum reads it (QEMU 7.2's
+ * qemu_strtosz with byte default unit):
+ *   - optional leading whitespace and '+', decimal digits ("010" is ten);
+ *   - "0x"/"0X" and hex digits;
+ *   - a decimal fraction ("1.5k", "1.k", "1." and "1.0" are fine; an
+ *     exponent is not), which needs a suffix unless it is zero;
+ *   - one suffix b k M G T P E (any case, binary units); on a hex number
+ *     it is accepted with *hex_suffix set (QEMU warns it is deprecated);
+ *   - the result rounded to the nearest byte, half up.
+ * Returns 0 with *out set, -EINVAL for anything else (nothing may follow),
+ * -ERANGE above INT64_MAX.  @hex_suffix may be NULL.
+ */
+int tool_cvtnum(const char *s, int64_t *out, bool *hex_suffix);
+
 /* The "driver" member of @opts if it is a string (borrowed), else NULL. */
 const char *tool_opts_driver(const OptNode *opts);
 

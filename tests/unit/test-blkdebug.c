@@ -785,52 +785,121 @@ static void test_state_transitions(void)
 /* ---- events of the RMW path ------------------------------------------------------------ */
 
 /*
- * A write of [1024, 7168) on align=4096 over a 512-byte image: the head
- * block [0, 4096) and the tail block [4096, 8192) are read, patched and
- * written back as one 8 KiB write.  The events fire on the filter in this
- * order; a chain of set-state rules proves it.
+ * The events of an unaligned write fire on the filter in QEMU's order for
+ * each padding shape (its bdrv_padding_rmw_read): the edges are read in one
+ * request when the write lies in one block or spans exactly two blocks with
+ * both ends unaligned (head, then tail event; the read; after_head, then
+ * after_tail), else the head block and then the tail block, each between
+ * its own pair of events.  A chain of set-state rules proves the order:
+ * event i moves state i + 1 to i + 2, and any event out of turn moves the
+ * filter to state 99.  mem's trace shows the reads.
  */
-static void test_rmw_event_order(void)
+typedef struct EventOrderCase {
+    const char *name;
+    int64_t offset, bytes;
+    bool zeroes;
+    const char *events;         /* H AH T AT W (pwritev) Z (pwritev_zero) D (done) */
+    int64_t reads[2][2];        /* RMW reads reaching mem: offset, bytes */
+} EventOrderCase;
+
+static const EventOrderCase event_order_cases[] = {
+    { "head-only", 1024, 7168, false, "H AH W D", { { 0, 4096 } } },
+    { "head-only-one-block", 1024, 3072, false, "H AH W D", { { 0, 4096 } } },
+    { "tail-only", 0, 4608, false, "T AT W D", { { 4096, 4096 } } },
+    { "tail-only-one-block", 4096, 512, false, "T AT W D", { { 4096, 4096 } } },
+    { "inside-one-block", 512, 512, false, "H T AH AT W D", { { 0, 4096 } } },
+    { "merged-two-blocks", 512, 4096, false, "H T AH AT W D", { { 0, 8192 } } },
+    { "merged-two-blocks-wide", 1024, 6144, false, "H T AH AT W D",
+      { { 0, 8192 } } },
+    { "separate-blocks", 512, 8192, false, "H AH T AT W D",
+      { { 0, 4096 }, { 8192, 4096 } } },
+    { "zeroes-inside-one-block", 512, 512, true, "H T AH AT W D",
+      { { 0, 4096 } } },
+    { "zeroes-merged-two-blocks", 512, 4096, true, "H T AH AT W D",
+      { { 0, 8192 } } },
+};
+
+static const struct {
+    const char *code, *event;
+} event_codes[] = {
+    { "H", "pwritev_rmw_head" }, { "AH", "pwritev_rmw_after_head" },
+    { "T", "pwritev_rmw_tail" }, { "AT", "pwritev_rmw_after_tail" },
+    { "W", "pwritev" }, { "Z", "pwritev_zero" }, { "D", "pwritev_done" },
+};
+
+static const char *event_of_code(const char *code)
 {
-    static const char *const order[] = {
-        "pwritev_rmw_head", "pwritev_rmw_after_head", "pwritev_rmw_tail",
-        "pwritev_rmw_after_tail", "pwritev", "pwritev_done",
-    };
+    for (unsigned i = 0; i < G_N_ELEMENTS(event_codes); i++) {
+        if (!strcmp(event_codes[i].code, code)) {
+            return event_codes[i].event;
+        }
+    }
+    g_assert_not_reached();
+}
+
+static void test_rmw_event_order(gconstpointer opaque)
+{
+    const EventOrderCase *c = opaque;
+    g_auto(GStrv) codes = g_strsplit(c->events, " ", -1);
     GString *rules = g_string_new("\"rmw-coalesce\": false, \"align\": 4096, "
                                   "\"set-state\": [");
     g_autofree char *extra = NULL;
+    guint n = g_strv_length(codes);
+    int nreads = 0;
     TestDev d;
 
-    for (unsigned i = 0; i < G_N_ELEMENTS(order); i++) {
-        g_string_append_printf(rules, "%s{\"event\": \"%s\", \"state\": %u, "
-                               "\"new_state\": %u}", i ? ", " : "", order[i],
+    /* The chain first: of several matching set-state rules the first
+     * defined wins, so the catch-alls only act on events out of turn. */
+    for (guint i = 0; i < n; i++) {
+        g_string_append_printf(rules, "{\"event\": \"%s\", \"state\": %u, "
+                               "\"new_state\": %u}, ", event_of_code(codes[i]),
                                i + 1, i + 2);
+    }
+    for (unsigned i = 0; i < G_N_ELEMENTS(event_codes); i++) {
+        g_string_append_printf(rules, "%s{\"event\": \"%s\", \"new_state\": 99}",
+                               i ? ", " : "", event_codes[i].event);
     }
     g_string_append(rules, "]");
     extra = g_string_free(rules, false);
     dev_open(&d, "\"align\": 512|%s", extra);
-    dev_fill(&d, 1);
     mem_trace_clear(d.mem);
-    g_assert_cmpint(dev_write(&d, 2, 1024, 6144), ==, 0);
-    g_assert_cmpint(blkdebug_get_state(d.node), ==, 7);
-    g_assert_cmpint(mem_trace_count(d.mem), ==, 3);
-    trace_expect(d.mem, 0, REQ_READ, 0, 4096);
-    trace_expect(d.mem, 1, REQ_READ, 4096, 4096);
-    trace_expect(d.mem, 2, REQ_WRITE, 0, 8192);
+    if (c->zeroes) {
+        g_assert_cmpint(strata_backend_pwrite_zeroes(d.be, c->offset, c->bytes,
+                                                     0), ==, 0);
+    } else {
+        g_assert_cmpint(dev_write(&d, 2, c->offset, c->bytes), ==, 0);
+    }
+    g_assert_cmpint(blkdebug_get_state(d.node), ==, n + 1);
+    for (int i = 0; i < 2 && c->reads[i][1]; i++) {
+        trace_expect(d.mem, i, REQ_READ, c->reads[i][0], c->reads[i][1]);
+        nreads++;
+    }
+    g_assert_cmpint(trace_count(d.mem, REQ_READ), ==, nreads);
     dev_close(&d);
 }
 
 typedef struct RmwCase {
+    const char *shape;
+    int64_t offset, bytes;
     const char *event;
     int mem_reads;              /* reads that reached the image */
 } RmwCase;
 
+/* Edges in blocks 0 and 2 (two reads), in neighbouring blocks 0 and 1 (one
+ * merged read), and a tail alone in one block. */
 static const RmwCase rmw_cases[] = {
-    { "pwritev_rmw_head", 0 },
-    { "pwritev_rmw_after_head", 1 },
-    { "pwritev_rmw_tail", 1 },
-    { "pwritev_rmw_after_tail", 2 },
-    { "pwritev", 2 },
+    { "separate", 1024, 10240, "pwritev_rmw_head", 0 },
+    { "separate", 1024, 10240, "pwritev_rmw_after_head", 1 },
+    { "separate", 1024, 10240, "pwritev_rmw_tail", 1 },
+    { "separate", 1024, 10240, "pwritev_rmw_after_tail", 2 },
+    { "separate", 1024, 10240, "pwritev", 2 },
+    { "merged", 1024, 6144, "pwritev_rmw_head", 0 },
+    { "merged", 1024, 6144, "pwritev_rmw_tail", 0 },
+    { "merged", 1024, 6144, "pwritev_rmw_after_head", 1 },
+    { "merged", 1024, 6144, "pwritev_rmw_after_tail", 1 },
+    { "merged", 1024, 6144, "pwritev", 1 },
+    { "tail-one-block", 4096, 512, "pwritev_rmw_tail", 0 },
+    { "tail-one-block", 4096, 512, "pwritev_rmw_after_tail", 1 },
 };
 
 /* An error injected at any point of the RMW fails the write and leaves
@@ -853,7 +922,7 @@ static void test_rmw_error_at(gconstpointer opaque)
         g_free(before);
         before = image_snapshot(&d);
         mem_trace_clear(d.mem);
-        g_assert_cmpint(dev_write(&d, 2, 1024, 6144), ==, -ENOSPC);
+        g_assert_cmpint(dev_write(&d, 2, c->offset, c->bytes), ==, -ENOSPC);
         assert_image_equals(&d, before);
         g_assert_cmpint(trace_count(d.mem, REQ_READ), ==, c->mem_reads);
         g_assert_cmpint(trace_count(d.mem, REQ_WRITE), ==, 0);
@@ -963,7 +1032,8 @@ static void test_break_neighbours_proceed(void)
     g_assert_true(blkdebug_break(d.node, "pwritev_rmw_after_head", "A", &err));
     aio_write_start(&d, &w1, 2, 3584, 512);
     g_assert_true(blkdebug_wait_break(d.node, "A"));
-    g_assert_true(blkdebug_break(d.node, "pwritev_rmw_after_head", "B", &err));
+    /* A write from the start of a block has only a tail (QEMU's events). */
+    g_assert_true(blkdebug_break(d.node, "pwritev_rmw_after_tail", "B", &err));
     aio_write_start(&d, &w2, 3, 4096, 512);
     g_assert_true(blkdebug_wait_break(d.node, "B"));
     g_assert_true(blkdebug_is_suspended(d.node, "A"));
@@ -1296,9 +1366,14 @@ int main(int argc, char **argv)
     g_test_add_func("/blkdebug/rule/active-set-replaced", test_rule_active_set);
     g_test_add_func("/blkdebug/state/transitions", test_state_transitions);
 
-    g_test_add_func("/blkdebug/rmw/event-order", test_rmw_event_order);
+    for (unsigned i = 0; i < G_N_ELEMENTS(event_order_cases); i++) {
+        g_autofree char *path = g_strdup_printf("/blkdebug/rmw/event-order/%s",
+                                                event_order_cases[i].name);
+        g_test_add_data_func(path, &event_order_cases[i], test_rmw_event_order);
+    }
     for (unsigned i = 0; i < G_N_ELEMENTS(rmw_cases); i++) {
-        g_autofree char *path = g_strdup_printf("/blkdebug/rmw/error-at/%s",
+        g_autofree char *path = g_strdup_printf("/blkdebug/rmw/error-at/%s/%s",
+                                                rmw_cases[i].shape,
                                                 rmw_cases[i].event);
         g_test_add_data_func(path, &rmw_cases[i], test_rmw_error_at);
     }

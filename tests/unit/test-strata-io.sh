@@ -126,6 +126,23 @@ command \"nosuch\" not found
     "$IO" -c 'read x 1' -c 'read 0' -c 'nosuch' -c 'write -u 0 1' \
           -c 'write -P 300 0 1' "$MEM"
 
+# qemu-io's cvtnum: leading whitespace (a TAB; the line splits at spaces
+# only), '+', "1.k", fractions rounded half up, hex with a suffix warns.
+expect "numbers as qemu-io reads them" 1 \
+"read 1/1 bytes at offset 8192
+1 bytes, 1 ops; TIME
+read 1/1 bytes at offset 1024
+1 bytes, 1 ops; TIME
+read 1/1 bytes at offset 1
+1 bytes, 1 ops; TIME
+strata-io: warning: Using a multiplier suffix on hex numbers is deprecated: 0x1k
+read 1/1 bytes at offset 1024
+1 bytes, 1 ops; TIME
+Parsing error: non-numeric argument, or extraneous/unrecognized suffix -- 1.5
+Parsing error: argument too large -- 8.0E" -- \
+    "$IO" -c "read $(printf '\t')8k +1" -c 'read 1.k 1' -c 'read 0.0005k 1' \
+          -c 'read 0x1k 1' -c 'read 1.5 1' -c 'read 8.0E 1' "$MEM"
+
 expect "read-only image refuses writes" 1 \
 "strata-io: Block node is read-only
 read 1/1 bytes at offset 0
