@@ -499,6 +499,13 @@ static bool limits_supported(StrataNode *node, StrataError **errp)
     const BlockLimits *bl = &node->bl;
     long page = sysconf(_SC_PAGESIZE);
 
+    if (bl->request_alignment > BLOCK_MAX_REQUEST_ALIGN) {
+        /* Only a device could say so: the options stop at the cap. */
+        error_set_option(errp, "Node '%s': request alignment %u above %u is "
+                         "not supported", node->node_name,
+                         bl->request_alignment, BLOCK_MAX_REQUEST_ALIGN);
+        return false;
+    }
     if (bl->mem_alignment > (uint32_t)page) {
         error_set_option(errp, "Node '%s': memory alignment %u above the page "
                          "size (%ld) is not supported", node->node_name,

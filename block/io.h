@@ -42,6 +42,8 @@ int io_co_drv_pwrite_zeroes(StrataNode *node, int64_t offset, int64_t bytes,
 
 /* A read-only shared buffer of zeroes, ZERO_BUF_SIZE bytes, page aligned. */
 #define ZERO_BUF_SIZE (1 << 20)
+_Static_assert(ZERO_BUF_SIZE >= BLOCK_MAX_REQUEST_ALIGN,
+               "partial blocks are written from the zero buffer");
 extern const uint8_t io_zero_buf[ZERO_BUF_SIZE];
 
 /*

@@ -603,7 +603,7 @@ static char *mem_key_path(OptNode *opts, const char *key)
     return *path ? g_strdup_printf("%s.%s", path, key) : g_strdup(key);
 }
 
-/* A power-of-two alignment option in [1, 1 GiB]. */
+/* A power-of-two alignment option in [1, BLOCK_MAX_REQUEST_ALIGN]. */
 static bool mem_get_align(OptNode *opts, const char *key, uint32_t *out,
                           StrataError **errp)
 {
@@ -612,10 +612,10 @@ static bool mem_get_align(OptNode *opts, const char *key, uint32_t *out,
     if (!opts_get_size(opts, key, 1, &v, errp)) {
         return false;
     }
-    if (!is_power_of_2(v) || v > (1u << 30)) {
+    if (!is_power_of_2(v) || v > BLOCK_MAX_REQUEST_ALIGN) {
         g_autofree char *path = mem_key_path(opts, key);
         error_set_option(errp, "%s: %" PRIu64 " is not a power of two "
-                         "between 1 and 1G", path, v);
+                         "between 1 and 1M", path, v);
         return false;
     }
     *out = (uint32_t)v;
@@ -664,6 +664,13 @@ static bool mem_open(StrataNode *node, OptNode *opts, StrataError **errp)
         error_set_option(errp, "%s: %" PRIu64 " must be 0 or between align "
                          "(%" PRIu32 ") and %" PRId64, path, max_transfer,
                          s->align, BLOCK_MAX_RW_BYTES);
+        return false;
+    }
+    if (s->mem_align > (uint64_t)sysconf(_SC_PAGESIZE)) {
+        /* Pool buffers, which padding uses, are page aligned. */
+        g_autofree char *path = mem_key_path(opts, "mem-align");
+        error_set_option(errp, "%s: %" PRIu32 " is above the page size (%ld)",
+                         path, s->mem_align, sysconf(_SC_PAGESIZE));
         return false;
     }
     if (max_iov < 1 || max_iov > IOV_MAX) {
