@@ -658,6 +658,15 @@ static bool mem_open(StrataNode *node, OptNode *opts, StrataError **errp)
                          "(%" PRIu32 ")", path, size, s->align);
         return false;
     }
+    if (!IS_ALIGNED(size, (uint64_t)s->iov_len_align)) {
+        /* Every request is a multiple of it: the last block would be out
+         * of reach. */
+        g_autofree char *path = mem_key_path(opts, "size");
+        error_set_option(errp, "%s: %" PRIu64 " is not a multiple of "
+                         "iov-len-align (%" PRIu32 ")", path, size,
+                         s->iov_len_align);
+        return false;
+    }
     if (max_transfer && (max_transfer < s->align ||
                          max_transfer > (uint64_t)BLOCK_MAX_RW_BYTES)) {
         g_autofree char *path = mem_key_path(opts, "max-transfer");

@@ -34,6 +34,8 @@
 /* Delays above this are valid and only wait: such nodes are opened but
  * not driven. */
 #define MAX_DRIVEN_LATENCY_NS 10000000
+/* Random combinations tried per driver. */
+#define COMBINATIONS 150
 
 /* Files are created under /var/tmp and unlinked at once; nodes open them
  * as /proc/self/fd/N, so that nothing is left behind even if a value makes
@@ -61,6 +63,7 @@ typedef struct Sweep {
     const SchemaMember *m;
     const SchemaMember *list;   /* the list @m is a member of, or NULL */
     char *list_path;
+    GPtrArray *accepted;        /* values its sweep opened a node with */
 } Sweep;
 
 /* ---- values ------------------------------------------------------------------ */
@@ -90,7 +93,7 @@ static GPtrArray *values_for(const SchemaMember *m)
         "18446744073709551616", "-1", "1.5k", "1Q", "x", "",
     };
     static const char *const strings[] = {
-        "", "x", "a,,b", "%s%n%s", "none", "bogus", "read_aio", "l1_update",
+        "", "x", "a,b", "%s%n%s", "none", "bogus", "read_aio", "l1_update",
         "/nonexistent/strata-sweep", "/dev/null", "@DIR@", "@IMG@", "@CFG@",
         "\xc3\xa9\xff",
     };
@@ -171,35 +174,60 @@ static char *subst(const char *text)
     return g_strjoinv(rules_path, c);
 }
 
-/* Dotted keys: the base with @path=@value set (replacing the base's own
- * value of @path, and of every key below it for a child). */
-static char *build_keys(const Sweep *sw, const char *base, const char *value)
+/* One option set to one value. */
+typedef struct Setting {
+    const Sweep *sw;
+    const char *value;          /* may hold @IMG@, @DIR@, @CFG@ */
+} Setting;
+
+static bool key_replaced(const char *key, const Setting *set, int n)
+{
+    for (int i = 0; i < n; i++) {
+        g_autofree char *below = g_strconcat(set[i].sw->path, ".", NULL);
+        if (!strcmp(key, set[i].sw->path) || g_str_has_prefix(key, below)) {
+            return true;
+        }
+    }
+    return false;
+}
+
+/* Dotted keys: the base with each setting applied (replacing the base's
+ * own value of that path, and of every key below it for a child), and the
+ * required siblings of list members. */
+static char *build_keys(const char *base, const Setting *set, int n)
 {
     g_autofree char *b = subst(base);
     g_auto(GStrv) pairs = g_strsplit(b, ",", -1);
     g_autoptr(GString) out = g_string_new(NULL);
-    g_autofree char *below = g_strconcat(sw->path, ".", NULL);
+    g_autoptr(GHashTable) lists = g_hash_table_new(g_str_hash, g_str_equal);
 
     for (char **p = pairs; *p; p++) {
         g_auto(GStrv) kv = g_strsplit(*p, "=", 2);
-        if (!strcmp(kv[0], sw->path) || g_str_has_prefix(kv[0], below)) {
-            continue;
+        if (!key_replaced(kv[0], set, n)) {
+            g_string_append_printf(out, "%s%s", out->len ? "," : "", *p);
         }
-        g_string_append_printf(out, "%s%s", out->len ? "," : "", *p);
     }
-    if (sw->list) {
-        for (const SchemaMember *s = sw->list->members; s->name; s++) {
-            if (s->required && s != sw->m) {
-                g_string_append_printf(out, ",%s.0.%s=%s", sw->list_path,
-                                       s->name, sibling_value(s));
+    for (int i = 0; i < n; i++) {
+        const Sweep *sw = set[i].sw;
+        if (sw->list && !g_hash_table_contains(lists, sw->list_path)) {
+            g_hash_table_add(lists, sw->list_path);
+            for (const SchemaMember *m = sw->list->members; m->name; m++) {
+                bool given = false;
+                for (int j = 0; j < n; j++) {
+                    given |= set[j].sw->list == sw->list && set[j].sw->m == m;
+                }
+                if (m->required && !given) {
+                    g_string_append_printf(out, ",%s.0.%s=%s", sw->list_path,
+                                           m->name, sibling_value(m));
+                }
             }
         }
+        /* Commas inside a value are doubled in dotted keys. */
+        g_autofree char *v = subst(set[i].value);
+        g_auto(GStrv) parts = g_strsplit(v, ",", -1);
+        g_autofree char *escaped = g_strjoinv(",,", parts);
+        g_string_append_printf(out, ",%s=%s", sw->path, escaped);
     }
-    /* Commas inside a value are doubled in dotted keys. */
-    g_autofree char *v = subst(value);
-    g_auto(GStrv) parts = g_strsplit(v, ",", -1);
-    g_autofree char *escaped = g_strjoinv(",,", parts);
-    g_string_append_printf(out, ",%s=%s", sw->path, escaped);
     return g_strdup(out->str);
 }
 
@@ -256,45 +284,62 @@ static void drive(StrataBackend *be, bool stores)
     g_free(model);
 }
 
-static bool message_names(const char *msg, const Sweep *sw, const char *value)
+/* Does @msg name one of the options set, or quote one of the values? */
+static bool message_names(const char *msg, const Setting *set, int n)
 {
-    g_autofree char *v = subst(value);
+    for (int i = 0; i < n; i++) {
+        g_autofree char *v = subst(set[i].value);
+        g_autofree char *quoted = g_strdup_printf("'%s'", v);
 
-    g_autofree char *quoted = g_strdup_printf("'%s'", v);
-
-    return strstr(msg, sw->m->name) || (*v && strstr(msg, v)) ||
-           strstr(msg, quoted);
+        if (strstr(msg, set[i].sw->m->name) || (*v && strstr(msg, v)) ||
+            strstr(msg, quoted)) {
+            return true;
+        }
+    }
+    return false;
 }
 
-static void try_value(const Sweep *sw, const char *base, const char *value,
-                      GString *problems)
+/*
+ * Open @base with @set applied.  A refusal must name an option of @set
+ * (or, with @base_ok, any option: a combination may break a base value);
+ * an accepted node is driven.
+ */
+static bool try_settings(const char *base, const Setting *set, int n,
+                         bool base_ok, GString *problems)
 {
-    g_autofree char *keys = build_keys(sw, base, value);
+    g_autofree char *keys = build_keys(base, set, n);
+    g_autofree char *printable = g_strescape(keys, NULL);
     g_autoptr(StrataError) err = NULL;
     StrataContext *ctx = strata_context_new(NULL);
     StrataNode *root;
-
-    g_autofree char *printable = g_strescape(keys, NULL);
+    bool stores = true, waits = false;
 
     g_test_message("%s", printable);
     root = strata_node_open_dotted(ctx, keys, &err);
+    if (root && n == 1) {
+        g_ptr_array_add(set[0].sw->accepted, g_strdup(set[0].value));
+    }
     if (!root) {
         const char *msg = strata_error_get_message(err);
         g_autofree char *printable_msg = g_strescape(msg, NULL);
         g_test_message("  -> %s", printable_msg);
-        if (!message_names(msg, sw, value)) {
-            g_string_append_printf(problems, "\n  %s=%s: the error names "
-                                   "neither the option nor the value: %s",
-                                   sw->path, value, msg);
+        if (!message_names(msg, set, n) &&
+            !(base_ok && strchr(msg, ':'))) {
+            g_string_append_printf(problems, "\n  %s: the error names "
+                                   "neither an option set nor its value: %s",
+                                   printable, msg);
         }
         strata_context_free(ctx);
-        return;
+        return false;
     }
 
-    int64_t latency = 0;
-    if (!strcmp(sw->m->name, "latency-ns")) {
-        latency = g_ascii_strtoll(value, NULL, 0);
+    for (int i = 0; i < n; i++) {
+        if (!strcmp(set[i].sw->m->name, "latency-ns")) {
+            waits |= g_ascii_strtoll(set[i].value, NULL, 0) >
+                     MAX_DRIVEN_LATENCY_NS;
+        }
     }
+    stores = strcmp(strata_node_get_driver(root), "null") != 0;
     StrataBackend *be = strata_backend_new(root, "sweep",
         STRATA_PERM_CONSISTENT_READ | STRATA_PERM_WRITE, STRATA_PERM_ALL, NULL);
     if (!be) {
@@ -302,42 +347,99 @@ static void try_value(const Sweep *sw, const char *base, const char *value,
                                 STRATA_PERM_ALL, NULL);
     }
     strata_node_unref(root);
-    if (be && latency <= MAX_DRIVEN_LATENCY_NS) {
-        drive(be, strcmp(sw->drv->name, "null") != 0);
+    if (be && !waits) {
+        drive(be, stores);
     }
     strata_context_free(ctx);
+    /* The image keeps its size for the next case. */
+    g_assert_cmpint(ftruncate(img_fd, DEV_SIZE), ==, 0);
+    return true;
+}
+
+static const char *base_of(const SchemaDriver *drv)
+{
+    for (size_t i = 0; i < G_N_ELEMENTS(bases); i++) {
+        if (!strcmp(bases[i].driver, drv->name)) {
+            return bases[i].keys;
+        }
+    }
+    g_error("no base node for driver '%s' in test-option-sweep.c", drv->name);
 }
 
 static void test_sweep(gconstpointer opaque)
 {
     const Sweep *sw = opaque;
-    const char *base = NULL;
+    const char *base = base_of(sw->drv);
     g_autoptr(GString) problems = g_string_new(NULL);
+    g_autoptr(GPtrArray) values = values_for(sw->m);
 
-    for (size_t i = 0; i < G_N_ELEMENTS(bases); i++) {
-        if (!strcmp(bases[i].driver, sw->drv->name)) {
-            base = bases[i].keys;
-        }
-    }
-    if (!base) {
-        g_error("no base node for driver '%s' in test-option-sweep.c",
-                sw->drv->name);
-    }
     if (!strcmp(sw->path, "driver")) {
         /* Other drivers' bases are other sweeps; only bad names here. */
-        try_value(sw, base, "bogus", problems);
-        try_value(sw, base, "", problems);
-    } else {
-        g_autoptr(GPtrArray) values = values_for(sw->m);
-        for (guint i = 0; i < values->len; i++) {
-            try_value(sw, base, values->pdata[i], problems);
-        }
+        g_ptr_array_set_size(values, 0);
+        add(values, "bogus");
+        add(values, "");
+    }
+    for (guint i = 0; i < values->len; i++) {
+        Setting set = { sw, values->pdata[i] };
+        try_settings(base, &set, 1, false, problems);
     }
     if (problems->len) {
         g_test_fail_printf("%s:%s", sw->drv->name, problems->str);
     }
-    /* The image must be intact in size for the next sweeps. */
-    g_assert_cmpint(ftruncate(img_fd, DEV_SIZE), ==, 0);
+}
+
+/* Sweeps per driver, for the combinations. */
+static GHashTable *driver_sweeps;       /* name → GPtrArray of Sweep */
+
+/*
+ * Random combinations of two to five options of one driver, each set to a
+ * random value of its list: conflicting settings must be refused with an
+ * error, never abort.  The seed is STRATA_TEST_SEED (default fixed).
+ */
+static void test_combinations(gconstpointer opaque)
+{
+    const SchemaDriver *drv = opaque;
+    GPtrArray *sweeps = g_hash_table_lookup(driver_sweeps, drv->name);
+    const char *seed_env = g_getenv("STRATA_TEST_SEED");
+    guint32 seed = seed_env ? (guint32)g_ascii_strtoull(seed_env, NULL, 0)
+                            : 20261203;
+    g_autoptr(GRand) rand = g_rand_new_with_seed(seed);
+    g_autoptr(GString) problems = g_string_new(NULL);
+    int opened = 0;
+
+    g_test_message("seed %u (STRATA_TEST_SEED)", seed);
+    for (int round = 0; round < COMBINATIONS; round++) {
+        Setting set[5];
+        g_autoptr(GPtrArray) keep = g_ptr_array_new_with_free_func(
+            (GDestroyNotify)g_ptr_array_unref);
+        int n = g_rand_int_range(rand, 2, 6);
+
+        for (int i = 0; i < n; i++) {
+            const Sweep *sw;
+            bool dup;
+            do {
+                sw = sweeps->pdata[g_rand_int_range(rand, 0, sweeps->len)];
+                dup = !strcmp(sw->path, "driver");
+                for (int j = 0; j < i; j++) {
+                    dup |= set[j].sw == sw;
+                }
+            } while (dup);
+            /* Mostly values the option accepts alone (when its sweep ran
+             * first), so that most combinations open and are driven. */
+            GPtrArray *values = sw->accepted->len && g_rand_int_range(rand, 0, 5)
+                ? g_ptr_array_ref(sw->accepted) : values_for(sw->m);
+            g_ptr_array_add(keep, values);
+            set[i] = (Setting) {
+                sw, values->pdata[g_rand_int_range(rand, 0, values->len)],
+            };
+        }
+        opened += try_settings(base_of(drv), set, n, true, problems);
+    }
+    g_test_message("%d of %d combinations opened and driven", opened,
+                   COMBINATIONS);
+    if (problems->len) {
+        g_test_fail_printf("%s (seed %u):%s", drv->name, seed, problems->str);
+    }
 }
 
 /* ---- values found by the sweep ------------------------------------------------------ */
@@ -367,6 +469,23 @@ static void test_latency_cap(void)
     }
 }
 
+/*
+ * mem took a size that is not a multiple of iov-len-align: every request
+ * is padded to that granule, so every request to its last block (here:
+ * any request) failed with EINVAL.  Refused at open now.
+ */
+static void test_mem_size_granule(void)
+{
+    g_autoptr(StrataError) err = NULL;
+    StrataContext *ctx = strata_context_new(NULL);
+
+    g_assert_null(strata_node_open_dotted(ctx,
+        "driver=mem,size=4096,iov-len-align=8192", &err));
+    g_assert_cmpstr(strata_error_get_message(err), ==,
+                    "size: 4096 is not a multiple of iov-len-align (8192)");
+    strata_context_free(ctx);
+}
+
 /* ---- registration ----------------------------------------------------------------- */
 
 static void add_members(const SchemaDriver *drv, const SchemaMember *members,
@@ -391,8 +510,15 @@ static void add_members(const SchemaDriver *drv, const SchemaMember *members,
         sw->m = m;
         sw->list = list;
         sw->list_path = g_strdup(list_path);
+        sw->accepted = g_ptr_array_new_with_free_func(g_free);
         g_autofree char *name = g_strdup_printf("/option-sweep/%s/%s",
                                                 drv->name, path);
+        GPtrArray *of_drv = g_hash_table_lookup(driver_sweeps, drv->name);
+        if (!of_drv) {
+            of_drv = g_ptr_array_new();
+            g_hash_table_insert(driver_sweeps, (char *)drv->name, of_drv);
+        }
+        g_ptr_array_add(of_drv, sw);
         /* The Sweep lives as long as the process: GTest keeps it. */
         g_test_add_data_func(name, sw, test_sweep);
     }
@@ -421,9 +547,17 @@ int main(int argc, char **argv)
                   "[bogus]\n= =\n", 0, &rules_path);
 
     g_test_add_func("/option-sweep/found/latency-cap", test_latency_cap);
+    g_test_add_func("/option-sweep/found/mem-size-granule",
+                    test_mem_size_granule);
+    driver_sweeps = g_hash_table_new(g_str_hash, g_str_equal);
     for (const SchemaDriver *d = schema_drivers(); d->name; d++) {
         add_members(d, schema_common_members(), "", NULL, NULL);
         add_members(d, d->members, "", NULL, NULL);
+    }
+    for (const SchemaDriver *d = schema_drivers(); d->name; d++) {
+        g_autofree char *name = g_strdup_printf("/option-sweep/%s/combinations",
+                                                d->name);
+        g_test_add_data_func(name, d, test_combinations);
     }
     return g_test_run();
 }
