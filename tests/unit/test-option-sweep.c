@@ -49,12 +49,15 @@ static int img_fd;
 static const struct {
     const char *driver;
     const char *keys;
+    const char *child, *child_driver;   /* its inline child, if any */
 } bases[] = {
     { "file", "driver=file,filename=@IMG@" },
-    { "raw", "driver=raw,file.driver=file,file.filename=@IMG@" },
+    { "raw", "driver=raw,file.driver=file,file.filename=@IMG@",
+      "file", "file" },
     { "null", "driver=null,size=2M" },
     { "mem", "driver=mem,size=2M" },
-    { "blkdebug", "driver=blkdebug,image.driver=mem,image.size=2M" },
+    { "blkdebug", "driver=blkdebug,image.driver=mem,image.size=2M",
+      "image", "mem" },
 };
 
 typedef struct Sweep {
@@ -390,6 +393,9 @@ static void test_sweep(gconstpointer opaque)
 
 /* Sweeps per driver, for the combinations. */
 static GHashTable *driver_sweeps;       /* name → GPtrArray of Sweep */
+/* What the combinations of a driver draw from: its own options but
+ * "driver", and those of its child in the base, under the child's key. */
+static GHashTable *driver_pools;        /* name → GPtrArray of Sweep */
 
 /*
  * Random combinations of two to five options of one driver, each set to a
@@ -399,7 +405,7 @@ static GHashTable *driver_sweeps;       /* name → GPtrArray of Sweep */
 static void test_combinations(gconstpointer opaque)
 {
     const SchemaDriver *drv = opaque;
-    GPtrArray *sweeps = g_hash_table_lookup(driver_sweeps, drv->name);
+    GPtrArray *sweeps = g_hash_table_lookup(driver_pools, drv->name);
     const char *seed_env = g_getenv("STRATA_TEST_SEED");
     guint32 seed = seed_env ? (guint32)g_ascii_strtoull(seed_env, NULL, 0)
                             : 20261203;
@@ -419,7 +425,7 @@ static void test_combinations(gconstpointer opaque)
             bool dup;
             do {
                 sw = sweeps->pdata[g_rand_int_range(rand, 0, sweeps->len)];
-                dup = !strcmp(sw->path, "driver");
+                dup = false;
                 for (int j = 0; j < i; j++) {
                     dup |= set[j].sw == sw;
                 }
@@ -488,6 +494,36 @@ static void test_mem_size_granule(void)
 
 /* ---- registration ----------------------------------------------------------------- */
 
+/* The combination pool of @drv (see driver_pools). */
+static GPtrArray *pool_new(const char *drv, const char *child,
+                           const char *child_drv)
+{
+    GPtrArray *pool = g_ptr_array_new();
+    GPtrArray *own = g_hash_table_lookup(driver_sweeps, drv);
+    GPtrArray *of_child = child ? g_hash_table_lookup(driver_sweeps, child_drv)
+                                : NULL;
+
+    for (guint i = 0; own && i < own->len; i++) {
+        Sweep *sw = own->pdata[i];
+        if (strcmp(sw->path, "driver") && (!child || strcmp(sw->path, child))) {
+            g_ptr_array_add(pool, sw);
+        }
+    }
+    for (guint i = 0; of_child && i < of_child->len; i++) {
+        const Sweep *sw = of_child->pdata[i];
+        if (!strcmp(sw->path, "driver")) {
+            continue;
+        }
+        Sweep *c = g_new(Sweep, 1);
+        *c = *sw;       /* shares m, list and the accepted values */
+        c->path = g_strdup_printf("%s.%s", child, sw->path);
+        c->list_path = sw->list_path ? g_strdup_printf("%s.%s", child,
+                                                       sw->list_path) : NULL;
+        g_ptr_array_add(pool, c);
+    }
+    return pool;
+}
+
 static void add_members(const SchemaDriver *drv, const SchemaMember *members,
                         const char *prefix, const SchemaMember *list,
                         const char *list_path)
@@ -553,6 +589,12 @@ int main(int argc, char **argv)
     for (const SchemaDriver *d = schema_drivers(); d->name; d++) {
         add_members(d, schema_common_members(), "", NULL, NULL);
         add_members(d, d->members, "", NULL, NULL);
+    }
+    driver_pools = g_hash_table_new(g_str_hash, g_str_equal);
+    for (size_t i = 0; i < G_N_ELEMENTS(bases); i++) {
+        g_hash_table_insert(driver_pools, (char *)bases[i].driver,
+                            pool_new(bases[i].driver, bases[i].child,
+                                     bases[i].child_driver));
     }
     for (const SchemaDriver *d = schema_drivers(); d->name; d++) {
         g_autofree char *name = g_strdup_printf("/option-sweep/%s/combinations",
