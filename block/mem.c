@@ -435,6 +435,25 @@ static int mem_co_pwritev(StrataNode *node, int64_t offset, int64_t bytes,
     return 0;
 }
 
+/* Zero the bytes of [offset, offset + bytes).  Whole pages go back to the
+ * kernel, which fills them with zeroes again when they are next touched:
+ * zeroing or discarding a large range of a sparse device must not
+ * populate it (a 1 TiB device zeroed whole would exhaust memory). */
+static void mem_zero_bytes(MemState *s, int64_t offset, int64_t bytes)
+{
+    uint8_t *p = s->data.p;
+    int64_t page = sysconf(_SC_PAGESIZE);
+    int64_t lo = ROUND_UP(offset, page);
+    int64_t hi = ROUND_DOWN(offset + bytes, page);
+
+    if (lo < hi && madvise(p + lo, (size_t)(hi - lo), MADV_DONTNEED) == 0) {
+        memset(p + offset, 0, (size_t)(lo - offset));
+        memset(p + hi, 0, (size_t)(offset + bytes - hi));
+    } else {
+        memset(p + offset, 0, (size_t)bytes);
+    }
+}
+
 /* Zero [offset, offset + bytes); chunks covered completely become
  * unallocated (@unmap) or allocated zeroes. */
 static void mem_zero_range(MemState *s, int64_t offset, int64_t bytes,
@@ -442,7 +461,7 @@ static void mem_zero_range(MemState *s, int64_t offset, int64_t bytes,
 {
     int64_t first, end;
 
-    memset((uint8_t *)s->data.p + offset, 0, (size_t)bytes);
+    mem_zero_bytes(s, offset, bytes);
     mem_full_chunks(s, offset, bytes, &first, &end);
     if (first < end) {
         bm_assign(s->alloc_bm.p, first, end, !unmap);

@@ -34,6 +34,10 @@
 /* Delays above this are valid and only wait: such nodes are opened but
  * not driven. */
 #define MAX_DRIVEN_LATENCY_NS 10000000
+/* Whole-device write-zeroes and discards only up to this size: mem
+ * without native write-zeroes writes zero data, which a sparse 1 TiB
+ * device would have to hold in memory. */
+#define WHOLE_DEVICE_MAX (64 << 20)
 /* Random combinations tried per driver. */
 #define COMBINATIONS 150
 
@@ -270,8 +274,21 @@ static void drive(StrataBackend *be, bool stores)
     if (known && strata_backend_pread(be, 0, r, n, 0) == 0) {
         g_assert_cmpmem(r, n, model, n);
     }
-    (void)strata_backend_pwrite_zeroes(be, 0, 8192, 0);
-    (void)strata_backend_pdiscard(be, 0, 65536);
+    /* Zeroing and discard shapes that cross every granularity: odd
+     * edges, long bodies, the whole device. */
+    static const int64_t ranges[][2] = {
+        { 0, 8192 }, { 513, 70000 }, { 4096, 200000 }, { 12345, 300001 },
+        { 1000, 200000 }, { 65536, 65536 },
+    };
+    for (size_t i = 0; i < G_N_ELEMENTS(ranges); i++) {
+        (void)strata_backend_pwrite_zeroes(be, ranges[i][0], ranges[i][1],
+                                           i % 2 ? STRATA_REQ_MAY_UNMAP : 0);
+        (void)strata_backend_pdiscard(be, ranges[i][1] / 3, ranges[i][1]);
+    }
+    if (len > 0 && len <= WHOLE_DEVICE_MAX) {
+        (void)strata_backend_pwrite_zeroes(be, 0, len, STRATA_REQ_MAY_UNMAP);
+        (void)strata_backend_pdiscard(be, 0, len);
+    }
     (void)strata_backend_flush(be);
     /* Across and past the end. */
     if (len >= 100) {
@@ -492,6 +509,49 @@ static void test_mem_size_granule(void)
     strata_context_free(ctx);
 }
 
+/* Resident memory of this process, in bytes. */
+static int64_t resident_bytes(void)
+{
+    g_autofree char *text = NULL;
+    long size = 0, resident = 0;
+
+    g_assert_true(g_file_get_contents("/proc/self/statm", &text, NULL, NULL));
+    g_assert_cmpint(sscanf(text, "%ld %ld", &size, &resident), ==, 2);
+    return (int64_t)resident * sysconf(_SC_PAGESIZE);
+}
+
+/*
+ * mem zeroed and discarded with memset: zeroing a large sparse device
+ * whole (a size any config may give) populated every page of it, and the
+ * process was killed for memory.  Whole pages are handed back now.
+ */
+static void test_mem_zero_sparse(void)
+{
+    const int64_t size = 512 << 20;
+    g_autofree char *keys = g_strdup_printf("driver=mem,size=%" PRId64, size);
+    StrataContext *ctx = strata_context_new(NULL);
+    StrataNode *root = strata_node_open_dotted(ctx, keys, NULL);
+    StrataBackend *be;
+    uint8_t buf[4096];
+    int64_t before;
+
+    g_assert_nonnull(root);
+    be = strata_backend_new(root, "sweep", STRATA_PERM_CONSISTENT_READ |
+                            STRATA_PERM_WRITE, STRATA_PERM_ALL, NULL);
+    strata_node_unref(root);
+    memset(buf, 0x5a, sizeof(buf));
+    g_assert_cmpint(strata_backend_pwrite(be, size - 8192, buf, 4096, 0), ==, 0);
+    before = resident_bytes();
+    g_assert_cmpint(strata_backend_pwrite_zeroes(be, 100, size - 200, 0), ==, 0);
+    g_assert_cmpint(strata_backend_pdiscard(be, 0, size), ==, 0);
+    g_assert_cmpint(resident_bytes() - before, <, 64 << 20);
+    g_assert_cmpint(strata_backend_pread(be, size - 8192, buf, 4096, 0), ==, 0);
+    for (size_t i = 0; i < sizeof(buf); i++) {
+        g_assert_cmpint(buf[i], ==, 0);
+    }
+    strata_context_free(ctx);
+}
+
 /* ---- registration ----------------------------------------------------------------- */
 
 /* The combination pool of @drv (see driver_pools). */
@@ -585,6 +645,7 @@ int main(int argc, char **argv)
     g_test_add_func("/option-sweep/found/latency-cap", test_latency_cap);
     g_test_add_func("/option-sweep/found/mem-size-granule",
                     test_mem_size_granule);
+    g_test_add_func("/option-sweep/found/mem-zero-sparse", test_mem_zero_sparse);
     driver_sweeps = g_hash_table_new(g_str_hash, g_str_equal);
     for (const SchemaDriver *d = schema_drivers(); d->name; d++) {
         add_members(d, schema_common_members(), "", NULL, NULL);
