@@ -3,8 +3,9 @@
  * SPDX-License-Identifier: MIT
  *
  * The device's bytes live in one anonymous mapping, so a large device costs
- * only the pages that are written (the kernel zero-fills the rest lazily)
- * and an allocation failure is an error return rather than an abort.
+ * only the pages that are written (the kernel zero-fills the rest lazily;
+ * zeroing and discard give whole pages back) and an allocation failure is
+ * an error return rather than an abort.
  * Allocation status is kept per MEM_CHUNK_SIZE chunk in two bitmaps, also
  * anonymous mappings:
  *
