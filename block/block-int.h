@@ -210,6 +210,12 @@ struct StrataNode {
 
     /* common options */
     bool read_only;
+    /* Where read-write access is refused, open read-only instead (the
+     * protocol driver's open applies it and sets read_only). */
+    bool auto_read_only;
+    /* Share every permission with other users of the node (and so of
+     * its image), whatever the parents share; requires read_only. */
+    bool force_share;
     bool cache_direct;
     bool cache_no_flush;
     DiscardMode discard;

@@ -24,7 +24,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/ioctl.h>
 #include <unistd.h>
+#include <linux/fs.h>
 #include <glib.h>
 
 #include "block/aio-engine.h"
@@ -786,6 +788,170 @@ static void test_coverage(void)
     g_test_message("%u options covered", all->len);
 }
 
+/* ---- options whose effect needs a second user or a special file ------------- */
+
+/* A node over the file behind @fd, with a backend taking @perm and
+ * sharing @shared; NULL (and the context freed) with *errp on failure. */
+static StrataBackend *open_user(StrataContext *ctx, int fd, const char *extra,
+                                uint32_t perm, uint32_t shared,
+                                StrataError **errp)
+{
+    g_autofree char *json = g_strdup_printf(
+        "{\"driver\": \"file\", \"filename\": \"/proc/self/fd/%d\"%s}",
+        fd, extra);
+    StrataNode *node = strata_node_open_json(ctx, json, errp);
+    StrataBackend *be;
+
+    if (!node) {
+        return NULL;
+    }
+    be = strata_backend_new(node, "user", perm, shared, errp);
+    strata_node_unref(node);
+    return be;
+}
+
+/*
+ * force-share lets another user write the image a read-only user holds:
+ * the reader shares only read (as a guest's disk does), yet with
+ * force-share a writer gets in, and the reader sees what it wrote.
+ * Without it the writer is refused.  (The option used to be parsed and
+ * ignored.)
+ */
+static void test_force_share_effect(void)
+{
+    int fd;
+    g_autofree char *img = tmp_file(NULL, DEV_SIZE, &fd);
+    const uint32_t r = STRATA_PERM_CONSISTENT_READ;
+    const uint32_t rw = r | STRATA_PERM_WRITE;
+    uint8_t *buf = aligned_alloc_zero(4096), *got = aligned_alloc_zero(4096);
+
+    unlink(img);
+    for (int force = 0; force < 2; force++) {
+        g_autoptr(StrataError) err = NULL;
+        StrataContext *rctx = strata_context_new(NULL);
+        StrataContext *wctx = strata_context_new(NULL);
+        StrataBackend *reader = open_user(rctx, fd, force
+            ? ", \"read-only\": true, \"force-share\": true"
+            : ", \"read-only\": true",
+            r, r | STRATA_PERM_WRITE_UNCHANGED, &err);
+        g_assert_nonnull(reader);
+        StrataBackend *writer = open_user(wctx, fd, "", rw, r, &err);
+        if (!force) {
+            g_assert_null(writer);
+            g_assert_nonnull(strstr(strata_error_get_message(err), "write"));
+        } else {
+            g_assert_nonnull(writer);
+            fill(buf, 4096, 9);
+            g_assert_cmpint(strata_backend_pwrite(writer, FAR_OFFSET, buf, 4096,
+                                                  STRATA_REQ_FUA), ==, 0);
+            g_assert_cmpint(strata_backend_pread(reader, FAR_OFFSET, got, 4096,
+                                                 0), ==, 0);
+            g_assert_cmpmem(got, 4096, buf, 4096);
+        }
+        strata_context_free(wctx);
+        strata_context_free(rctx);
+    }
+    free(buf);
+    free(got);
+    close(fd);
+}
+
+/* force-share without read-only is refused, naming the option. */
+static void test_force_share_needs_read_only(void)
+{
+    g_autoptr(StrataError) err = NULL;
+    StrataContext *ctx = strata_context_new(NULL);
+
+    g_assert_null(strata_node_open_json(ctx, "{\"driver\": \"raw\", "
+        "\"file\": {\"driver\": \"null\", \"force-share\": true}}", &err));
+    g_assert_cmpstr(strata_error_get_message(err), ==,
+                    "file.force-share: 'on' needs read-only=on");
+    g_clear_pointer(&err, strata_error_free);
+
+    /* Nor can a reopen make such a node writable. */
+    StrataNode *n = strata_node_open_json(ctx, "{\"driver\": \"null\", "
+        "\"node-name\": \"fs\", \"read-only\": true, \"force-share\": true}",
+        &err);
+    g_assert_nonnull(n);
+    g_assert_false(strata_node_reopen_json(n, "{\"read-only\": false}", &err));
+    g_assert_cmpstr(strata_error_get_message(err), ==,
+                    "read-only: cannot be turned off: node 'fs' was opened "
+                    "with force-share=on");
+    strata_node_unref(n);
+    strata_context_free(ctx);
+}
+
+static const char immutable_env[] = "STRATA_MATRIX_IMMUTABLE";
+
+static void auto_read_only_child(const char *img)
+{
+    g_autofree char *plain = g_strdup_printf(
+        "{\"driver\": \"file\", \"filename\": \"%s\"}", img);
+    g_autofree char *auto_ro = g_strdup_printf(
+        "{\"driver\": \"raw\", \"auto-read-only\": true, \"file\": "
+        "{\"driver\": \"file\", \"filename\": \"%s\"}}", img);
+    StrataContext *ctx = strata_context_new(NULL);
+    g_autoptr(StrataError) err = NULL;
+    uint8_t want[4096], got[4096];
+
+    /* Read-write refused, no fallback asked for: the open fails. */
+    g_assert_null(strata_node_open_json(ctx, plain, &err));
+    g_assert_cmpint(strata_error_get_errno(err), ==, EPERM);
+    g_clear_pointer(&err, strata_error_free);
+
+    /* auto-read-only (inherited by the file child): read-only instead. */
+    StrataNode *root = strata_node_open_json(ctx, auto_ro, &err);
+    g_assert_nonnull(root);
+    g_assert_null(strata_backend_new(root, "rw", STRATA_PERM_CONSISTENT_READ |
+                                     STRATA_PERM_WRITE, STRATA_PERM_ALL, &err));
+    g_assert_cmpint(strata_error_get_errno(err), ==, EROFS);
+    StrataBackend *be = strata_backend_new(root, "ro",
+        STRATA_PERM_CONSISTENT_READ, STRATA_PERM_ALL, NULL);
+    g_assert_nonnull(be);
+    strata_node_unref(root);
+    fill(want, sizeof(want), 11);
+    g_assert_cmpint(strata_backend_pread(be, 513, got, sizeof(got), 0), ==, 0);
+    g_assert_cmpmem(got, sizeof(got), want, sizeof(want));
+    /* The raw node above stays writable in principle, as in QEMU; this
+     * backend took no write permission, so writes fail with EPERM. */
+    g_assert_cmpint(strata_backend_pwrite(be, 0, got, 512, 0), ==, -EPERM);
+    strata_context_free(ctx);
+}
+
+/*
+ * auto-read-only: a file the process may not open for writing (here an
+ * immutable one, which even root cannot write) opens read-only.  The
+ * option used to be parsed and ignored.  The checks run in a subprocess,
+ * so that the file is made mutable again and removed whatever happens.
+ */
+static void test_auto_read_only_effect(void)
+{
+    if (g_test_subprocess()) {
+        auto_read_only_child(g_getenv(immutable_env));
+        return;
+    }
+    int fd, flags = 0;
+    g_autofree char *img = tmp_file(NULL, DEV_SIZE, &fd);
+    uint8_t data[4096];
+
+    fill(data, sizeof(data), 11);
+    g_assert_cmpint(pwrite(fd, data, sizeof(data), 513), ==, sizeof(data));
+    if (ioctl(fd, FS_IOC_GETFLAGS, &flags) < 0 ||
+        (flags |= FS_IMMUTABLE_FL, ioctl(fd, FS_IOC_SETFLAGS, &flags) < 0)) {
+        test_skipf("cannot make a file immutable here: %s", g_strerror(errno));
+        close(fd);
+        unlink(img);
+        return;
+    }
+    g_setenv(immutable_env, img, true);
+    g_test_trap_subprocess(NULL, 0, G_TEST_SUBPROCESS_INHERIT_STDERR);
+    flags &= ~FS_IMMUTABLE_FL;
+    g_assert_cmpint(ioctl(fd, FS_IOC_SETFLAGS, &flags), ==, 0);
+    close(fd);
+    unlink(img);
+    g_test_trap_assert_passed();
+}
+
 /* ---- main -------------------------------------------------------------------------- */
 
 static void add_case(const Case *c, const Param *p)
@@ -811,6 +977,11 @@ int main(int argc, char **argv)
     g_test_init(&argc, &argv, NULL);
 
     g_test_add_func("/option-matrix/coverage", test_coverage);
+    g_test_add_func("/option-matrix/effect/force-share", test_force_share_effect);
+    g_test_add_func("/option-matrix/effect/force-share-needs-read-only",
+                    test_force_share_needs_read_only);
+    g_test_add_func("/option-matrix/effect/auto-read-only",
+                    test_auto_read_only_effect);
     for (size_t i = 0; i < G_N_ELEMENTS(cases); i++) {
         if (!case_uses_file(&cases[i])) {
             add_case(&cases[i], NULL);
