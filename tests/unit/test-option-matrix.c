@@ -19,7 +19,6 @@
  * case: an option added to the schema needs a case here.
  */
 #include <errno.h>
-#include <fcntl.h>
 #include <inttypes.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -41,7 +40,6 @@
 #define REGION (256 << 10)      /* the sequence works in [0, REGION) */
 #define FAR_SECTOR 2048         /* byte 1 MiB: where blkdebug rules aim */
 #define FAR_OFFSET ((int64_t)FAR_SECTOR * 512)
-
 
 /* ---- cases ------------------------------------------------------------------ */
 

@@ -18,7 +18,6 @@
  * Any abort fails the test; the message log names the value being tried.
  */
 #include <errno.h>
-#include <fcntl.h>
 #include <inttypes.h>
 #include <stdio.h>
 #include <stdlib.h>
