@@ -830,10 +830,11 @@ static bool blkdebug_parse_limits(BlkdebugState *s, OptNode *opts,
     if (!opts_get_size(opts, "align", 0, &s->align, errp)) {
         return false;
     }
-    if (s->align && (!is_power_of_2(s->align) || s->align > (1u << 30))) {
+    if (s->align && (!is_power_of_2(s->align) ||
+                     s->align > BLOCK_MAX_REQUEST_ALIGN)) {
         g_autofree char *path = opts_key_path(opts, "align");
         error_set_option(errp, "%s: %" PRIu64 " is not a power of two "
-                         "between 1 and 1G", path, s->align);
+                         "between 1 and 1M", path, s->align);
         return false;
     }
     /* As QEMU: align may be below the image's alignment (the image's entry

@@ -39,6 +39,11 @@ typedef struct ReopenState ReopenState;
 #define BLOCK_MAX_RW_BYTES ((int64_t)0x7ffff000)
 /* Largest offset + bytes of any request: keeps every sum below INT64_MAX. */
 #define BLOCK_MAX_OFFSET ((int64_t)1 << 62)
+/* Largest request alignment a node may have (the `align` options of mem
+ * and blkdebug; refused at open above it): the padding of write-zeroes
+ * writes partial blocks from the shared zero buffer, which is this large
+ * (ZERO_BUF_SIZE), and an RMW block is one pool buffer. */
+#define BLOCK_MAX_REQUEST_ALIGN ((uint32_t)1 << 20)
 
 /* ---- request flags --------------------------------------------------- */
 
@@ -204,6 +209,12 @@ struct StrataNode {
 
     /* common options */
     bool read_only;
+    /* Where read-write access is refused, open read-only instead (the
+     * protocol driver's open applies it and sets read_only). */
+    bool auto_read_only;
+    /* Share every permission with other users of the node (and so of
+     * its image), whatever the parents share; requires read_only. */
+    bool force_share;
     bool cache_direct;
     bool cache_no_flush;
     DiscardMode discard;

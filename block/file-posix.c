@@ -893,6 +893,33 @@ static void file_desc_close(FileDesc *d)
     }
 }
 
+/*
+ * The open of the node's file description, read-write unless read-only.
+ * With auto-read-only, a refused read-write open (permissions, a
+ * read-only mount, an immutable file) falls back to read-only and the node
+ * becomes read-only, as in QEMU.
+ */
+static bool file_desc_open_auto_ro(StrataNode *node, FileState *s,
+                                   StrataError **errp)
+{
+    g_autoptr(StrataError) rw_err = NULL;
+    int err;
+
+    if (file_desc_open(s, s->filename, !node->read_only, node->cache_direct,
+                       &s->d, &rw_err)) {
+        return true;
+    }
+    err = error_get_errno(rw_err);
+    if (node->read_only || !node->auto_read_only ||
+        (err != EACCES && err != EPERM && err != EROFS)) {
+        error_propagate(errp, g_steal_pointer(&rw_err));
+        return false;
+    }
+    node->read_only = true;
+    return file_desc_open(s, s->filename, false, node->cache_direct, &s->d,
+                          errp);
+}
+
 /* What kind of file @filename is, before the real open: block devices
  * and regular files only. */
 static bool file_stat_kind(FileState *s, StrataError **errp)
@@ -972,8 +999,7 @@ static bool file_open(StrataNode *node, OptNode *opts, StrataError **errp)
             close(fd);
         }
     }
-    if (!file_desc_open(s, s->filename, !node->read_only, node->cache_direct,
-                        &s->d, errp)) {
+    if (!file_desc_open_auto_ro(node, s, errp)) {
         goto fail;
     }
     s->fs_type = s->is_bdev ? 0 : (fstatfs(s->d.fd, &sf) == 0 ? (long)sf.f_type

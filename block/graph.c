@@ -239,7 +239,9 @@ static void node_cumulative_perms(StrataNode *node, uint64_t *perm, uint64_t *sh
         sh &= c->shared_perm;
     }
     *perm = p;
-    *shared = sh;
+    /* force-share: what the node passes down (to its file's locks in the
+     * end) shares everything, so another process may write the image. */
+    *shared = node->force_share ? PERM_ALL : sh;
 }
 
 static bool node_check_conflicts(StrataNode *node, StrataError **errp)
@@ -478,6 +480,12 @@ static void inherit_options(StrataNode *parent, OptNode *child_opts)
     if (parent->read_only) {
         opts_set_default_str(child_opts, "read-only", "on", NULL);
     }
+    if (parent->auto_read_only) {
+        opts_set_default_str(child_opts, "auto-read-only", "on", NULL);
+    }
+    if (parent->force_share) {
+        opts_set_default_str(child_opts, "force-share", "on", NULL);
+    }
     opts_set_default_str(child_opts, "cache.direct",
                          parent->cache_direct ? "on" : "off", NULL);
     opts_set_default_str(child_opts, "cache.no-flush",
@@ -542,6 +550,13 @@ static bool limits_supported(StrataNode *node, StrataError **errp)
     const BlockLimits *bl = &node->bl;
     long page = sysconf(_SC_PAGESIZE);
 
+    if (bl->request_alignment > BLOCK_MAX_REQUEST_ALIGN) {
+        /* Only a device could say so: the options stop at the cap. */
+        error_set_option(errp, "Node '%s': request alignment %u above %u is "
+                         "not supported", node->node_name,
+                         bl->request_alignment, BLOCK_MAX_REQUEST_ALIGN);
+        return false;
+    }
     if (bl->mem_alignment > (uint32_t)page) {
         error_set_option(errp, "Node '%s': memory alignment %u above the page "
                          "size (%ld) is not supported", node->node_name,
@@ -566,11 +581,11 @@ static char *auto_node_name(StrataContext *ctx)
 static bool open_common_options(StrataNode *node, OptNode *opts, StrataError **errp)
 {
     int discard, detect;
-    bool force_share, auto_ro;
 
     if (!opts_get_bool(opts, "read-only", false, &node->read_only, errp) ||
-        !opts_get_bool(opts, "auto-read-only", false, &auto_ro, errp) ||
-        !opts_get_bool(opts, "force-share", false, &force_share, errp) ||
+        !opts_get_bool(opts, "auto-read-only", false, &node->auto_read_only,
+                       errp) ||
+        !opts_get_bool(opts, "force-share", false, &node->force_share, errp) ||
         !opts_get_bool(opts, "rmw-coalesce", true, &node->rmw_coalesce, errp) ||
         !opts_get_enum(opts, "discard", discard_names, 0, &discard, errp) ||
         !opts_get_enum(opts, "detect-zeroes", detect_zeroes_names, 0, &detect, errp)) {
@@ -579,6 +594,11 @@ static bool open_common_options(StrataNode *node, OptNode *opts, StrataError **e
     OptNode *cache = opts_get(opts, "cache");
     if (cache && (!opts_get_bool(cache, "direct", false, &node->cache_direct, errp) ||
                   !opts_get_bool(cache, "no-flush", false, &node->cache_no_flush, errp))) {
+        return false;
+    }
+    if (node->force_share && !node->read_only) {
+        error_set_option(errp, "%s%sforce-share: 'on' needs read-only=on",
+                         opts_path(opts), *opts_path(opts) ? "." : "");
         return false;
     }
     node->discard = discard >= 2 ? DISCARD_UNMAP : DISCARD_IGNORE;

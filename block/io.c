@@ -181,6 +181,11 @@ static int check_rw(int64_t offset, int64_t bytes, const IOVector *qiov)
     return 0;
 }
 
+bool io_wants_bounce(const StrataNode *node, int64_t bytes)
+{
+    return node->bounce_always || bytes <= node->bounce_threshold;
+}
+
 bool io_request_fits(const StrataNode *node, int64_t offset, int64_t bytes,
                      const IOVector *qiov)
 {
@@ -193,9 +198,6 @@ bool io_request_fits(const StrataNode *node, int64_t offset, int64_t bytes,
         return false;
     }
     if (qiov->niov > bl->max_iov) {
-        return false;
-    }
-    if (node->bounce_always || bytes <= node->bounce_threshold) {
         return false;
     }
     if (bl->max_transfer && bytes > bl->max_transfer) {
@@ -227,7 +229,9 @@ static inline void io_note_write_end(StrataNode *node, int64_t end)
 static void assert_fits(StrataNode *node, int64_t offset, int64_t bytes,
                         const IOVector *qiov)
 {
-    /* Invariant 1 of DESIGN.md: every request reaching a driver fits. */
+    /* Invariant 1 of DESIGN.md: every request reaching a driver fits its
+     * limits.  Capability only: the bounce policy was applied at the node's
+     * entry, and what it bounced arrives here in pool buffers. */
     g_assert(io_request_fits(node, offset, bytes, qiov));
 }
 
@@ -424,7 +428,8 @@ static int node_co_preadv_entered(StrataNode *node, int64_t offset, int64_t byte
         /* Nothing to transfer.  Padding an unaligned empty request would
          * read a whole block for no byte of the caller's (and, for a
          * write, rewrite it: an RMW the caller never asked for). */
-    } else if (ret == 0 && !io_request_fits(node, offset, bytes, qiov)) {
+    } else if (ret == 0 && (!io_request_fits(node, offset, bytes, qiov) ||
+                            io_wants_bounce(node, bytes))) {
         ret = pad_co_preadv(node, offset, bytes, qiov, flags);
     } else if (ret == 0) {
         req_track(&req, node, REQ_READ, offset, offset + bytes, false);
@@ -465,7 +470,8 @@ static int node_co_pwritev_entered(StrataNode *node, int64_t offset, int64_t byt
         /* Counted twice on purpose: as the write the caller asked for and
          * as the write-zeroes that was done. */
         ret = node_co_pwrite_zeroes(node, offset, bytes, zflags);
-    } else if (ret == 0 && !io_request_fits(node, offset, bytes, qiov)) {
+    } else if (ret == 0 && (!io_request_fits(node, offset, bytes, qiov) ||
+                            io_wants_bounce(node, bytes))) {
         ret = pad_co_pwritev(node, offset, bytes, qiov, flags);
     } else if (ret == 0) {
         req_track(&req, node, REQ_WRITE, offset, offset + bytes, false);

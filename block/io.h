@@ -54,11 +54,28 @@ int io_co_drv_pwrite_zeroes(StrataNode *node, int64_t offset, int64_t bytes,
 
 /* A read-only shared buffer of zeroes, ZERO_BUF_SIZE bytes, page aligned. */
 #define ZERO_BUF_SIZE (1 << 20)
+_Static_assert(ZERO_BUF_SIZE >= BLOCK_MAX_REQUEST_ALIGN,
+               "partial blocks are written from the zero buffer");
 extern const uint8_t io_zero_buf[ZERO_BUF_SIZE];
 
-/* True if [offset, offset+bytes) with @qiov can go to the driver as is. */
+/*
+ * True if [offset, offset+bytes) with @qiov fits @node's limits (alignment
+ * of offset, length, addresses and element lengths; max_iov;
+ * max_transfer), so that the driver can take it as is.  The capability
+ * check: io_co_drv_*() assert it (invariant 1).  It says nothing about
+ * the bounce policy.
+ */
 bool io_request_fits(const StrataNode *node, int64_t offset, int64_t bytes,
                      const IOVector *qiov);
+/*
+ * True if @node's bounce policy (the file driver's bounce=always, or
+ * bounce-threshold at or above @bytes) wants the caller's memory of a
+ * @bytes read or write copied through pool buffers.  The policy: asked
+ * once, at the node's entry, about caller memory only.  The pad path's
+ * own pool buffers (pads, RMW blocks, bounced pieces, their fragments)
+ * are never bounced again.
+ */
+bool io_wants_bounce(const StrataNode *node, int64_t bytes);
 
 /* ---- block/pad.c --------------------------------------------------------- */
 

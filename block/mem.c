@@ -3,8 +3,9 @@
  * SPDX-License-Identifier: MIT
  *
  * The device's bytes live in one anonymous mapping, so a large device costs
- * only the pages that are written (the kernel zero-fills the rest lazily)
- * and an allocation failure is an error return rather than an abort.
+ * only the pages that are written (the kernel zero-fills the rest lazily;
+ * zeroing and discard give whole pages back) and an allocation failure is
+ * an error return rather than an abort.
  * Allocation status is kept per MEM_CHUNK_SIZE chunk in two bitmaps, also
  * anonymous mappings:
  *
@@ -436,6 +437,25 @@ static int mem_co_pwritev(StrataNode *node, int64_t offset, int64_t bytes,
     return 0;
 }
 
+/* Zero the bytes of [offset, offset + bytes).  Whole pages go back to the
+ * kernel, which fills them with zeroes again when they are next touched:
+ * zeroing or discarding a large range of a sparse device must not
+ * populate it (a 1 TiB device zeroed whole would exhaust memory). */
+static void mem_zero_bytes(MemState *s, int64_t offset, int64_t bytes)
+{
+    uint8_t *p = s->data.p;
+    int64_t page = sysconf(_SC_PAGESIZE);
+    int64_t lo = ROUND_UP(offset, page);
+    int64_t hi = ROUND_DOWN(offset + bytes, page);
+
+    if (lo < hi && madvise(p + lo, (size_t)(hi - lo), MADV_DONTNEED) == 0) {
+        memset(p + offset, 0, (size_t)(lo - offset));
+        memset(p + hi, 0, (size_t)(offset + bytes - hi));
+    } else {
+        memset(p + offset, 0, (size_t)bytes);
+    }
+}
+
 /* Zero [offset, offset + bytes); chunks covered completely become
  * unallocated (@unmap) or allocated zeroes. */
 static void mem_zero_range(MemState *s, int64_t offset, int64_t bytes,
@@ -443,7 +463,7 @@ static void mem_zero_range(MemState *s, int64_t offset, int64_t bytes,
 {
     int64_t first, end;
 
-    memset((uint8_t *)s->data.p + offset, 0, (size_t)bytes);
+    mem_zero_bytes(s, offset, bytes);
     mem_full_chunks(s, offset, bytes, &first, &end);
     if (first < end) {
         bm_assign(s->alloc_bm.p, first, end, !unmap);
@@ -603,7 +623,7 @@ static int mem_co_truncate(StrataNode *node, int64_t size,
     return 0;
 }
 
-/* A power-of-two alignment option in [1, 1 GiB]. */
+/* A power-of-two alignment option in [1, BLOCK_MAX_REQUEST_ALIGN]. */
 static bool mem_get_align(OptNode *opts, const char *key, uint32_t *out,
                           StrataError **errp)
 {
@@ -612,10 +632,10 @@ static bool mem_get_align(OptNode *opts, const char *key, uint32_t *out,
     if (!opts_get_size(opts, key, 1, &v, errp)) {
         return false;
     }
-    if (!is_power_of_2(v) || v > (1u << 30)) {
+    if (!is_power_of_2(v) || v > BLOCK_MAX_REQUEST_ALIGN) {
         g_autofree char *path = opts_key_path(opts, key);
         error_set_option(errp, "%s: %" PRIu64 " is not a power of two "
-                         "between 1 and 1G", path, v);
+                         "between 1 and 1M", path, v);
         return false;
     }
     *out = (uint32_t)v;
@@ -658,12 +678,28 @@ static bool mem_open(StrataNode *node, OptNode *opts, StrataError **errp)
                          "(%" PRIu32 ")", path, size, s->align);
         return false;
     }
+    if (!IS_ALIGNED(size, (uint64_t)s->iov_len_align)) {
+        /* Every request is a multiple of it: the last block would be out
+         * of reach. */
+        g_autofree char *path = opts_key_path(opts, "size");
+        error_set_option(errp, "%s: %" PRIu64 " is not a multiple of "
+                         "iov-len-align (%" PRIu32 ")", path, size,
+                         s->iov_len_align);
+        return false;
+    }
     if (max_transfer && (max_transfer < s->align ||
                          max_transfer > (uint64_t)BLOCK_MAX_RW_BYTES)) {
         g_autofree char *path = opts_key_path(opts, "max-transfer");
         error_set_option(errp, "%s: %" PRIu64 " must be 0 or between align "
                          "(%" PRIu32 ") and %" PRId64, path, max_transfer,
                          s->align, BLOCK_MAX_RW_BYTES);
+        return false;
+    }
+    if (s->mem_align > (uint64_t)sysconf(_SC_PAGESIZE)) {
+        /* Pool buffers, which padding uses, are page aligned. */
+        g_autofree char *path = opts_key_path(opts, "mem-align");
+        error_set_option(errp, "%s: %" PRIu32 " is above the page size (%ld)",
+                         path, s->mem_align, sysconf(_SC_PAGESIZE));
         return false;
     }
     if (max_iov < 1 || max_iov > IOV_MAX) {

@@ -192,7 +192,9 @@ static void plan_atoms(PadPlan *p)
 {
     const StrataNode *node = p->node;
     int64_t A = node->bl.request_alignment;
-    bool bounce_all = node->bounce_always || p->bytes <= node->bounce_threshold;
+    /* The bounce policy is about the caller's memory: it copies every
+     * caller element; the pads are pool buffers already. */
+    bool bounce_all = io_wants_bounce(node, p->bytes);
 
     if (p->head) {
         plan_add_atom(p, 0, p->head, NULL);

@@ -220,6 +220,12 @@ bool node_reopen(StrataNode *node, OptNode *changes, StrataError **errp)
     }
 
     for (StrataNode *n1 = node; n1; n1 = node_filtered(n1)) {
+        if (ch.has_read_only && !ch.read_only && n1->force_share) {
+            error_set_option(errp, "read-only: cannot be turned off: node "
+                             "'%s' was opened with force-share=on",
+                             n1->node_name);
+            return false;
+        }
         n++;
     }
     g_autofree ReopenState *rs = g_new0(ReopenState, n);

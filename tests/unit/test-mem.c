@@ -840,9 +840,9 @@ static void test_mem_options(void)
 
     test_open_fails(&bdrv_mem, "{\"driver\": \"mem\"}", "size: missing");
     test_open_fails(&bdrv_mem, "{\"size\": 4096, \"align\": 3000}",
-                    "align: 3000 is not a power of two between 1 and 1G");
+                    "align: 3000 is not a power of two between 1 and 1M");
     test_open_fails(&bdrv_mem, "{\"size\": 4096, \"mem-align\": 0}",
-                    "mem-align: 0 is not a power of two between 1 and 1G");
+                    "mem-align: 0 is not a power of two between 1 and 1M");
     test_open_fails(&bdrv_mem, "{\"size\": 6000, \"align\": 4096}",
                     "size: 6000 is not a multiple of align (4096)");
     test_open_fails(&bdrv_mem, "{\"size\": 8192, \"max-iov\": 0}",

@@ -524,7 +524,7 @@ static void test_split_impossible(void)
     n = strata_node_open_json(ctx,
         "{\"driver\": \"mem\", \"size\": 65536, \"mem-align\": 8192}", &err);
     g_assert_null(n);
-    g_assert_nonnull(strstr(strata_error_get_message(err), "memory alignment 8192"));
+    g_assert_nonnull(strstr(strata_error_get_message(err), "mem-align: 8192 is above the page size"));
     strata_error_free(err);
     strata_context_free(ctx);
 }

@@ -378,9 +378,9 @@ static void test_error_bounds(void)
                       "driver=mem,size=4096,align=0",
                       "align: must be at least 1");
     expect_error_both("mem",
-                      "{\"driver\": \"mem\", \"size\": 4096, \"align\": \"2G\"}",
-                      "driver=mem,size=4096,align=2G",
-                      "align: must be at most 1073741824");
+                      "{\"driver\": \"mem\", \"size\": 4096, \"align\": \"2M\"}",
+                      "driver=mem,size=4096,align=2M",
+                      "align: must be at most 1048576");
     expect_error_both("blkdebug",
                       "{\"driver\": \"blkdebug\", \"image\": \"i\","
                       " \"align\": 1536}",
@@ -398,7 +398,7 @@ static void test_error_bounds(void)
                       "inject-error.0.errno=0",
                       "inject-error.0.errno: must be at least 1");
     /* Bounds are inclusive. */
-    expect_valid(DOTTED, "mem", "driver=mem,size=4096,max-iov=1024,align=1G");
+    expect_valid(DOTTED, "mem", "driver=mem,size=4096,max-iov=1024,align=1M");
     expect_valid(DOTTED, "null", "driver=null,latency-ns=0");
 }
 
