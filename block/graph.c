@@ -253,7 +253,11 @@ static bool perm_update_subtree(PermTxn *t, StrataNode *node, StrataError **errp
      * data in.  Other children (none yet) would take nothing. */
     for (GSList *l = node->children; l; l = l->next) {
         BlockChild *c = l->data;
-        if (c == node->file) {
+        if (c == node->file && node->drv->child_perm) {
+            uint64_t cp, cs;
+            node->drv->child_perm(node, perm, shared, &cp, &cs);
+            txn_set_edge(t, c, cp, cs);
+        } else if (c == node->file) {
             txn_set_edge(t, c, perm, shared);
         } else {
             txn_set_edge(t, c, 0, PERM_ALL);
@@ -559,6 +563,14 @@ StrataNode *block_open(StrataContext *ctx, OptNode *opts, StrataError **errp)
     g_assert(!ctx->thread || g_thread_self() == ctx->thread);
     if (opts_type(opts) != OPT_OBJECT) {
         error_set_option(errp, "%s: expected an object", *prefix ? prefix : "options");
+        return NULL;
+    }
+    /* A node given only a filename gets its protocol driver by probing,
+     * as QEMU opens a child named by filename alone. */
+    OptNode *fn = opts_peek(opts, "filename");
+    if (!opts_has(opts, "driver") && fn && opts_type(fn) == OPT_STRING &&
+        !opts_set_str(opts, "driver",
+                      block_probe_protocol(opts_scalar_str(fn)), errp)) {
         return NULL;
     }
     if (!opts_require_str(opts, "driver", &drvname, errp)) {

@@ -10,6 +10,7 @@
  * validated the range.
  */
 #include <inttypes.h>
+#include <string.h>
 
 #include "block/block-int.h"
 #include "block/drivers.h"
@@ -119,6 +120,18 @@ static bool null_open(StrataNode *node, OptNode *opts, StrataError **errp)
     return true;
 }
 
+/* QEMU's null-co takes exactly one filename, and so does this driver. */
+static bool null_parse_filename(const char *filename, OptNode *opts,
+                                StrataError **errp)
+{
+    if (strcmp(filename, "null-co://")) {
+        error_set_option(errp, "The only allowed filename for this driver is "
+                         "'null-co://'");
+        return false;
+    }
+    return true;
+}
+
 static void null_dump_info(StrataNode *node, GString *out)
 {
     NullState *s = node->opaque;
@@ -131,6 +144,8 @@ static void null_dump_info(StrataNode *node, GString *out)
 const BlockDriver bdrv_null = {
     .name = "null",
     .alias = "null-co",
+    .protocol_name = "null-co",
+    .parse_filename = null_parse_filename,
     .instance_size = sizeof(NullState),
     .open = null_open,
     .co_preadv = null_co_preadv,

@@ -49,39 +49,102 @@ typedef struct ReopenChanges {
     DetectZeroes detect_zeroes;
 } ReopenChanges;
 
+/* Same value?  Scalars by their text (a dotted "4096" equals a JSON
+ * 4096), objects member by member as far as @new names them. */
+static bool opts_value_same(const OptNode *new, const OptNode *old)
+{
+    if (!old) {
+        return false;
+    }
+    if (opts_type(new) == OPT_OBJECT || opts_type(old) == OPT_OBJECT) {
+        if (opts_type(new) != opts_type(old)) {
+            return false;
+        }
+        for (guint i = 0; i < opts_object_size(new); i++) {
+            if (!opts_value_same(opts_object_value(new, i),
+                                 opts_peek(old, opts_object_key(new, i)))) {
+                return false;
+            }
+        }
+        return true;
+    }
+    if (opts_type(new) == OPT_LIST || opts_type(old) == OPT_LIST) {
+        g_autofree char *a = opts_to_json(new, false);
+        g_autofree char *b = opts_to_json(old, false);
+        return !strcmp(a, b);
+    }
+    return !strcmp(opts_scalar_str(new), opts_scalar_str(old));
+}
+
 /*
- * Check @changes against the schema's common members (types, enum values,
- * unknown keys with their "did you mean"), then refuse the members that
- * cannot change, and read the values.  Works on a copy: the caller's tree
- * is not marked consumed.
+ * Sort the changes for the node at @depth of the chain (@obj, a member
+ * of the caller's copy, may be NULL): the common options a reopen changes
+ * (top node only: they apply down the chain), the driver's own reopen
+ * options (copied into *@drv_out, created on first use), the primary
+ * child's object (returned in *@next_out for the next node down), and
+ * anything else, which may only repeat the value the node has: QEMU's
+ * rule, and its words, "Cannot change the option 'aio'".
  */
-static bool reopen_parse_changes(OptNode *changes, ReopenChanges *out,
+static bool reopen_split(StrataNode *node, OptNode *obj, int depth,
+                         OptNode **drv_out, OptNode **next_out,
+                         StrataError **errp)
+{
+    const BlockDriver *drv = node->drv;
+    const SchemaDriver *sd = schema_find_driver(drv->schema ? drv->schema
+                                                            : drv->name);
+
+    *next_out = NULL;
+    if (!obj) {
+        return true;
+    }
+    if (opts_type(obj) != OPT_OBJECT) {
+        error_set_option(errp, "%s: expected an object", opts_path(obj));
+        return false;
+    }
+    if (sd && !schema_validate_node_partial(obj, sd, errp)) {
+        return false;
+    }
+    for (guint i = 0; i < opts_object_size(obj); i++) {
+        const char *key = opts_object_key(obj, i);
+        OptNode *val = opts_object_value(obj, i);
+
+        if (depth == 0 && g_strv_contains(reopen_keys, key)) {
+            continue;
+        }
+        if (drv->child_role && !strcmp(key, drv->child_role) && node->file &&
+            opts_type(val) == OPT_OBJECT) {
+            *next_out = val;
+            continue;
+        }
+        if (drv->reopen_options && g_strv_contains(drv->reopen_options, key)) {
+            if (!*drv_out) {
+                *drv_out = opts_new_object();
+            }
+            opts_set_child(*drv_out, key, opts_clone(val));
+            continue;
+        }
+        if (!opts_value_same(val, node->options ? opts_peek(node->options, key)
+                                                : NULL)) {
+            error_set_option(errp, "Cannot change the option '%s'", key);
+            return false;
+        }
+    }
+    return true;
+}
+
+/*
+ * Read the common options a reopen changes from @c, the caller's changes
+ * (a copy: the caller's tree is not marked consumed), already checked
+ * against the schema by reopen_split().
+ */
+static bool reopen_parse_changes(OptNode *c, ReopenChanges *out,
                                  StrataError **errp)
 {
-    g_autoptr(OptNode) c = NULL;
     int detect;
 
     *out = (ReopenChanges) { 0 };
-    if (!changes) {
+    if (!c) {
         return true;
-    }
-    if (opts_type(changes) != OPT_OBJECT) {
-        error_set_option(errp, "reopen options: expected an object");
-        return false;
-    }
-    c = opts_clone(changes);
-    if (!schema_validate_partial(c, schema_common_members(), errp)) {
-        return false;
-    }
-    for (guint i = 0; i < opts_object_size(c); i++) {
-        const char *key = opts_object_key(c, i);
-        if (!g_strv_contains(reopen_keys, key)) {
-            const char *path = opts_path(opts_object_value(c, i));
-            error_set_option(errp, "%s: cannot be changed by reopen (only "
-                             "read-only, cache.direct, cache.no-flush and "
-                             "detect-zeroes can)", path);
-            return false;
-        }
     }
 
     out->has_read_only = opts_has(c, "read-only");
@@ -101,9 +164,12 @@ static bool reopen_parse_changes(OptNode *changes, ReopenChanges *out,
 }
 
 /* The new option tree of @rs's node: its old tree with the changed values
- * written in, so that a later look at node->options shows the truth. */
+ * (common ones from @ch, the driver's own in @drv_changes) written in, so
+ * that the driver's reopen_prepare reads its new settings there and a
+ * later look at node->options shows the truth. */
 static OptNode *reopen_new_options(const ReopenState *rs,
-                                   const ReopenChanges *ch, bool is_top)
+                                   const ReopenChanges *ch, bool is_top,
+                                   const OptNode *drv_changes)
 {
     StrataNode *node = rs->node;
     OptNode *opts = node->options ? opts_clone(node->options)
@@ -126,6 +192,10 @@ static OptNode *reopen_new_options(const ReopenState *rs,
                            detect_zeroes_names[rs->detect_zeroes], NULL);
     }
     g_assert(ok);
+    for (guint i = 0; i < opts_object_size(drv_changes); i++) {
+        opts_set_child(opts, opts_object_key(drv_changes, i),
+                       opts_clone(opts_object_value(drv_changes, i)));
+    }
     return opts;
 }
 
@@ -187,21 +257,38 @@ bool node_reopen(StrataNode *node, OptNode *changes, StrataError **errp)
     /* The drained section runs the loop in this thread. */
     g_assert(!node->ctx->thread || g_thread_self() == node->ctx->thread);
 
-    if (!reopen_parse_changes(changes, &ch, errp)) {
+    g_autoptr(OptNode) c = NULL;
+    if (changes && opts_type(changes) != OPT_OBJECT) {
+        error_set_option(errp, "reopen options: expected an object");
         return false;
     }
-    if (ch.has_detect_zeroes && ch.detect_zeroes == DETECT_ZEROES_UNMAP &&
-        node->discard != DISCARD_UNMAP) {
-        error_set_option(errp, "detect-zeroes: 'unmap' needs discard=unmap "
-                         "on node '%s'", node->node_name);
-        return false;
-    }
+    c = changes ? opts_clone(changes) : NULL;
 
     for (StrataNode *n1 = node; n1; n1 = node_filtered(n1)) {
         n++;
     }
     g_autofree ReopenState *rs = g_new0(ReopenState, n);
+    g_autofree OptNode **drv_changes = g_new0(OptNode *, n);
+    OptNode *obj = c;
     int i = 0;
+    for (StrataNode *n1 = node; n1; n1 = node_filtered(n1), i++) {
+        OptNode *next = NULL;
+        if (!reopen_split(n1, obj, i, &drv_changes[i], &next, errp)) {
+            goto out_free;
+        }
+        obj = next;
+    }
+    if (!reopen_parse_changes(c, &ch, errp)) {
+        goto out_free;
+    }
+    if (ch.has_detect_zeroes && ch.detect_zeroes == DETECT_ZEROES_UNMAP &&
+        node->discard != DISCARD_UNMAP) {
+        error_set_option(errp, "detect-zeroes: 'unmap' needs discard=unmap "
+                         "on node '%s'", node->node_name);
+        goto out_free;
+    }
+
+    i = 0;
     for (StrataNode *n1 = node; n1; n1 = node_filtered(n1), i++) {
         rs[i] = (ReopenState) {
             .node = n1,
@@ -211,7 +298,8 @@ bool node_reopen(StrataNode *node, OptNode *changes, StrataError **errp)
             .detect_zeroes = (i == 0 && ch.has_detect_zeroes) ? ch.detect_zeroes
                                                              : n1->detect_zeroes,
         };
-        rs[i].options = reopen_new_options(&rs[i], &ch, i == 0);
+        rs[i].options = reopen_new_options(&rs[i], &ch, i == 0,
+                                           drv_changes[i]);
     }
 
     node_ref(node);
@@ -254,6 +342,10 @@ out:
     }
     node_drain_end(node);
     node_unref(node);
+out_free:
+    for (i = 0; i < n; i++) {
+        opts_unref(drv_changes[i]);
+    }
     return ok;
 }
 

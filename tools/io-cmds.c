@@ -171,8 +171,8 @@ static int cmd_open(IoState *s, int argc, char **argv)
     while ((c = getopt(argc, argv, "snCrkUf:i:t:d:o:")) != -1) {
         switch (c) {
         case 's':
-            io_error("snapshot mode (-s) is not supported");
-            return -ENOTSUP;
+            f.snapshot = true;
+            break;
         case 'C':
             io_error("copy-on-read (-C) is not supported");
             return -ENOTSUP;
@@ -222,7 +222,7 @@ static int cmd_open(IoState *s, int argc, char **argv)
         return io_usage("open");
     }
     if (!io_open_image(s, name, g_steal_pointer(&extra), &f, &err)) {
-        if (name) {
+        if (name && !f.image_opts) {
             io_error("can't open device %s: %s", name, strata_error_get_message(err));
         } else {
             io_error("can't open: %s", strata_error_get_message(err));
@@ -521,8 +521,9 @@ static const IoCmd commands[] = {
     { "open", "o", cmd_open, 1, -1, CMD_NOFILE_OK, 0,
       "[-rsCnkU] [-f fmt] [-i aio] [-t cache] [-d discard] [-o options] [path]",
       "open the file specified by path",
-      " Opens an image (a path, json:{...}, or dotted keys with --image-opts)\n"
-      " for the other commands.\n"
+      " Opens an image (a path, a filename with a protocol prefix such as\n"
+      " blkdebug::PATH or null-co://, json:{...}, or dotted keys with\n"
+      " --image-opts) for the other commands.\n"
       " -r, -- read-only\n"
       " -n, -- no host page cache, short for -t none\n"
       " -U, -- share all permissions with other users\n"
@@ -532,7 +533,8 @@ static const IoCmd commands[] = {
       " -t, -- cache mode\n"
       " -d, -- discard mode\n"
       " -o, -- more options as dotted keys\n"
-      " -s, -C -- snapshot and copy-on-read: not supported\n" },
+      " -s, -- snapshot: writes go to a temporary overlay, discarded at close\n"
+      " -C, -- copy-on-read: not supported\n" },
     { "quit", "q", cmd_quit, 0, 0, CMD_GLOBAL, 0, NULL,
       "exit the program", NULL },
     { "read", "r", io_cmd_read, 2, -1, 0, 0,
