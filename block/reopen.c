@@ -202,8 +202,7 @@ static OptNode *reopen_new_options(const ReopenState *rs,
 /*
  * A node that becomes read-only must have no user holding write or resize
  * on it.  Permissions flow down the filtered chain, so checking top-down
- * names the outermost user (a backend rather than the format node it
- * writes through).
+ * fails on the outermost node that has such a user.
  */
 static bool reopen_check_perm(const ReopenState *rs, StrataError **errp)
 {
@@ -216,11 +215,11 @@ static bool reopen_check_perm(const ReopenState *rs, StrataError **errp)
     for (GSList *l = node->parents; l; l = l->next) {
         BlockChild *c = l->data;
         if (c->perm & mask) {
-            g_autofree char *user = child_user_name(c);
-            g_autofree char *names = perm_names(c->perm & mask);
+            /* QEMU's words, so that scripts' expected output carries
+             * over. */
             error_set(errp, STRATA_ERROR_PERMISSION, EPERM,
-                      "Cannot make node '%s' read-only: %s holds '%s' on it "
-                      "as '%s'", node->node_name, user, names, c->role);
+                      "Read-only block node '%s' cannot support read-write "
+                      "users", node->node_name);
             return false;
         }
     }

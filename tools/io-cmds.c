@@ -291,6 +291,11 @@ static int cmd_reopen(IoState *s, int argc, char **argv)
             return -EINVAL;
         }
     }
+    if (has_rw && opts_has(extra, "read-only")) {
+        /* qemu-io's rule: one way to say it. */
+        io_error("Cannot set both -r/-w and 'read-only'");
+        return -EINVAL;
+    }
     if (has_rw) {
         opts_set_bool(changes, "read-only", read_only, NULL);
     }
@@ -309,15 +314,13 @@ static int cmd_reopen(IoState *s, int argc, char **argv)
     bool was_ro = root->read_only;
     uint32_t old_perm = s->perm;
     bool force_share = s->shared == PERM_ALL;
-    /* Where read-only ends up, whether -r or -o read-only=on says it: read
-     * from a copy, so that node_reopen() still sees the key unconsumed.  A
-     * bad value is left for node_reopen() to report. */
-    bool will_ro = was_ro;
-    g_autoptr(OptNode) probe = opts_clone(changes);
-    opts_get_bool(probe, "read-only", was_ro, &will_ro, NULL);
+    /* As qemu-io: -r gives up write and resize first (a node only goes
+     * read-only once nobody holds write on it), and takes them back if
+     * the reopen fails; -o read-only=on keeps them, so the reopen fails
+     * while this tool writes ("Read-only block node ... cannot support
+     * read-write users"). */
+    bool will_ro = has_rw ? read_only : was_ro;
 
-    /* A node only goes read-only once nobody holds write on it: give up
-     * write and resize first, and take them back if the reopen fails. */
     if (will_ro && (s->perm & (PERM_WRITE | PERM_RESIZE))) {
         if (!backend_set_perm(s->be, PERM_CONSISTENT_READ, s->shared, &err)) {
             goto fail;
