@@ -680,6 +680,26 @@ STRATA_EXPORT StrataNode *strata_node_open_dotted(StrataContext *ctx, const char
     return open_tree(ctx, opts_parse_dotted(keys, errp), errp);
 }
 
+STRATA_EXPORT StrataNode *strata_node_open_filename(StrataContext *ctx,
+                                                    const char *filename,
+                                                    const char *options_json,
+                                                    StrataError **errp)
+{
+    OptNode *opts = options_json ? opts_parse_json(options_json, errp)
+                                 : opts_new_object();
+
+    if (opts && opts_type(opts) != OPT_OBJECT) {
+        error_set_option(errp, "options: expected an object");
+        opts_unref(opts);
+        return NULL;
+    }
+    if (opts && !block_options_add_filename(opts, filename, "raw", errp)) {
+        opts_unref(opts);
+        return NULL;
+    }
+    return open_tree(ctx, opts, errp);
+}
+
 STRATA_EXPORT StrataNode *strata_node_find(StrataContext *ctx, const char *name)
 {
     return node_find(ctx, name);

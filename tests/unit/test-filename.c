@@ -162,6 +162,30 @@ static void test_probe(void)
     strata_context_free(ctx);
 }
 
+/* The public entry for embedders: the same parser, options winning. */
+static void test_public_api(void)
+{
+    StrataContext *ctx = strata_context_new(NULL);
+    g_autoptr(StrataError) err = NULL;
+    StrataNode *n = strata_node_open_filename(
+        ctx, "blkdebug::null-co://", "{\"file\": {\"align\": 4096}}", &err);
+
+    g_assert_nonnull(n);
+    g_assert_cmpstr(strata_node_get_driver(n), ==, "raw");
+    StrataNode *dbg = node_filtered(n);
+    g_assert_cmpstr(strata_node_get_driver(dbg), ==, "blkdebug");
+    g_assert_cmpuint(dbg->bl.request_alignment, ==, 4096);
+    g_assert_cmpstr(strata_node_get_driver(node_filtered(dbg)), ==, "null");
+    strata_node_unref(n);
+
+    g_assert_null(strata_node_open_filename(ctx, "foo:x", NULL, &err));
+    g_assert_cmpstr(error_get_message(err), ==, "Unknown protocol 'foo'");
+    g_clear_pointer(&err, error_free);
+    g_assert_null(strata_node_open_filename(ctx, "x.img", "[1]", &err));
+    g_assert_nonnull(err);
+    strata_context_free(ctx);
+}
+
 static char *make_file(const char *name, size_t size, int fill)
 {
     g_autofree char *buf = g_malloc(size);
@@ -282,6 +306,7 @@ int main(int argc, char **argv)
     g_test_add_func("/filename/errors", test_errors);
     g_test_add_func("/filename/json-under-explicit-options", test_json);
     g_test_add_func("/filename/probe-device", test_probe);
+    g_test_add_func("/filename/public-api", test_public_api);
     g_test_add_func("/raw/reopen/window", test_raw_reopen_window);
     g_test_add_func("/snapshot-overlay/copy-on-write", test_overlay);
     int ret = g_test_run();
