@@ -363,6 +363,7 @@ struct ReopenState {
     bool cache_direct;
     bool cache_no_flush;
     DetectZeroes detect_zeroes;
+    DiscardMode discard;
     void *opaque;           /* driver's prepared state */
 };
 

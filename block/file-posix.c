@@ -952,6 +952,7 @@ static bool file_open(StrataNode *node, OptNode *opts, StrataError **errp)
     const char *filename;
     int aio, locking, bounce;
     uint64_t threshold;
+    bool drop_cache;            /* QEMU's, for migration: no effect here */
     long iov_max = sysconf(_SC_IOV_MAX);
     struct statfs sf;
     bool ofd = false;
@@ -965,7 +966,8 @@ static bool file_open(StrataNode *node, OptNode *opts, StrataError **errp)
         !opts_get_enum(opts, "locking", file_locking_names, FILE_LOCK_AUTO,
                        &locking, errp) ||
         !opts_get_enum(opts, "bounce", file_bounce_names, 0, &bounce, errp) ||
-        !opts_get_size(opts, "bounce-threshold", 0, &threshold, errp)) {
+        !opts_get_size(opts, "bounce-threshold", 0, &threshold, errp) ||
+        !opts_get_bool(opts, "drop-cache", true, &drop_cache, errp)) {
         return false;
     }
     if (threshold > (uint64_t)BLOCK_MAX_RW_BYTES) {
@@ -1207,8 +1209,12 @@ static bool file_parse_filename(const char *filename, OptNode *opts,
  * (no tray or medium handling).  Only the open-time check of the file's
  * kind and the protocol prefix differ.
  */
+/* QEMU lets a reopen change drop-cache (its migration setting) alone. */
+static const char *const file_reopen_options[] = { "drop-cache", NULL };
+
 #define FILE_DRIVER_CALLBACKS \
     .instance_size = sizeof(FileState), \
+    .reopen_options = file_reopen_options, \
     .parse_filename = file_parse_filename, \
     .open = file_open, \
     .close = file_close, \

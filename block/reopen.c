@@ -2,8 +2,9 @@
  * Reopen: change a node's common options while it is in use
  * SPDX-License-Identifier: MIT
  *
- * QEMU's model, reduced to the options an embedder changes at run time
- * (read-only, cache.direct, cache.no-flush, detect-zeroes):
+ * QEMU's model, for the options QEMU changes at run time: the common
+ * read-only, auto-read-only, cache.direct, cache.no-flush, discard and
+ * detect-zeroes, and a driver's own reopen_options (raw's offset and size):
  *
  *   drain the node's subtree (backends park new requests, in-flight ones
  *   finish), then
@@ -18,11 +19,14 @@
  *              nothing changes;
  *   end the drained section.
  *
- * Which nodes change: read-only and the cache options apply to the node
- * and every node down its filtered chain (the children it stores data in),
- * which is what those children inherited when they were opened inline.
- * detect-zeroes applies to the node alone, as at open: it is not inherited,
- * and detecting zeroes twice on one path would only cost time.
+ * Which nodes change: the changes name the top node, and nest under its
+ * primary child's role for the nodes down its filtered chain
+ * ({"file": {"cache": {"direct": true}}}).  read-only, auto-read-only, the
+ * cache options and discard apply to the node named and every node below
+ * it (what children inherited when they were opened inline) unless a
+ * lower level sets its own; detect-zeroes applies to the node it is named
+ * for alone, as at open.  Any other option may only repeat the value the
+ * node has: QEMU's rule, with its words ("Cannot change the option 'aio'").
  */
 #include <errno.h>
 #include <string.h>
@@ -31,20 +35,27 @@
 #include "block/backend-int.h"
 #include "qapi/schema.h"
 
-/* Same spelling and order as the detect-zeroes enum in qapi/block.json. */
+/* Same spelling and order as the detect-zeroes and discard enums in
+ * qapi/block.json. */
 static const char *const detect_zeroes_names[] = { "off", "on", "unmap", NULL };
+static const char *const discard_names[] = { "ignore", "off", "unmap", "on", NULL };
 
-/* The common options a reopen may change; anything else the schema knows
- * (driver, node-name, discard, ...) is fixed for the node's life. */
+/* The common options a reopen may change, as in QEMU; anything else the
+ * schema knows (driver, node-name, force-share, ...) is fixed for the
+ * node's life.  auto-read-only is accepted and only recorded: Strata
+ * decides read-only at open. */
 static const char *const reopen_keys[] = {
-    "read-only", "cache", "detect-zeroes", NULL,
+    "read-only", "auto-read-only", "cache", "detect-zeroes", "discard", NULL,
 };
 
 /* What the caller asked for, each field valid when its has_ flag is set. */
 typedef struct ReopenChanges {
     bool has_read_only, read_only;
+    bool has_auto_ro, auto_ro;
     bool has_direct, direct;
     bool has_no_flush, no_flush;
+    bool has_discard;
+    DiscardMode discard;
     bool has_detect_zeroes;
     DetectZeroes detect_zeroes;
 } ReopenChanges;
@@ -108,7 +119,7 @@ static bool reopen_split(StrataNode *node, OptNode *obj, int depth,
         const char *key = opts_object_key(obj, i);
         OptNode *val = opts_object_value(obj, i);
 
-        if (depth == 0 && g_strv_contains(reopen_keys, key)) {
+        if (g_strv_contains(reopen_keys, key)) {
             continue;
         }
         if (drv->child_role && !strcmp(key, drv->child_role) && node->file &&
@@ -140,7 +151,7 @@ static bool reopen_split(StrataNode *node, OptNode *obj, int depth,
 static bool reopen_parse_changes(OptNode *c, ReopenChanges *out,
                                  StrataError **errp)
 {
-    int detect;
+    int detect, discard;
 
     *out = (ReopenChanges) { 0 };
     if (!c) {
@@ -148,19 +159,46 @@ static bool reopen_parse_changes(OptNode *c, ReopenChanges *out,
     }
 
     out->has_read_only = opts_has(c, "read-only");
+    out->has_auto_ro = opts_has(c, "auto-read-only");
     out->has_detect_zeroes = opts_has(c, "detect-zeroes");
+    out->has_discard = opts_has(c, "discard");
     OptNode *cache = opts_peek(c, "cache");
     out->has_direct = opts_has(cache, "direct");
     out->has_no_flush = opts_has(cache, "no-flush");
     if (!opts_get_bool(c, "read-only", false, &out->read_only, errp) ||
+        !opts_get_bool(c, "auto-read-only", false, &out->auto_ro, errp) ||
         !opts_get_bool(cache, "direct", false, &out->direct, errp) ||
         !opts_get_bool(cache, "no-flush", false, &out->no_flush, errp) ||
         !opts_get_enum(c, "detect-zeroes", detect_zeroes_names, 0, &detect,
-                       errp)) {
+                       errp) ||
+        !opts_get_enum(c, "discard", discard_names, 0, &discard, errp)) {
         return false;
     }
     out->detect_zeroes = (DetectZeroes)detect;
+    out->discard = discard >= 2 ? DISCARD_UNMAP : DISCARD_IGNORE;
     return true;
+}
+
+/*
+ * What a node down the chain gets: its parent's changes (read-only,
+ * auto-read-only, cache and discard are inherited, as children opened
+ * inline inherit them), overridden by those named at its own level
+ * (file.cache.direct=on); detect-zeroes only where it is named.
+ */
+static void reopen_inherit_changes(ReopenChanges *child,
+                                   const ReopenChanges *parent)
+{
+#define INHERIT(has, field) \
+    if (!child->has && parent->has) { \
+        child->has = true; \
+        child->field = parent->field; \
+    }
+    INHERIT(has_read_only, read_only)
+    INHERIT(has_auto_ro, auto_ro)
+    INHERIT(has_direct, direct)
+    INHERIT(has_no_flush, no_flush)
+    INHERIT(has_discard, discard)
+#undef INHERIT
 }
 
 /* The new option tree of @rs's node: its old tree with the changed values
@@ -168,7 +206,7 @@ static bool reopen_parse_changes(OptNode *c, ReopenChanges *out,
  * that the driver's reopen_prepare reads its new settings there and a
  * later look at node->options shows the truth. */
 static OptNode *reopen_new_options(const ReopenState *rs,
-                                   const ReopenChanges *ch, bool is_top,
+                                   const ReopenChanges *ch,
                                    const OptNode *drv_changes)
 {
     StrataNode *node = rs->node;
@@ -187,7 +225,14 @@ static OptNode *reopen_new_options(const ReopenState *rs,
     if (ch->has_no_flush) {
         ok &= opts_set_bool(opts, "cache.no-flush", rs->cache_no_flush, NULL);
     }
-    if (is_top && ch->has_detect_zeroes) {
+    if (ch->has_auto_ro) {
+        ok &= opts_set_bool(opts, "auto-read-only", ch->auto_ro, NULL);
+    }
+    if (ch->has_discard) {
+        ok &= opts_set_str(opts, "discard", discard_names[rs->discard == DISCARD_UNMAP ? 2 : 0],
+                           NULL);
+    }
+    if (ch->has_detect_zeroes) {
         ok &= opts_set_str(opts, "detect-zeroes",
                            detect_zeroes_names[rs->detect_zeroes], NULL);
     }
@@ -237,6 +282,7 @@ static void reopen_commit_one(ReopenState *rs)
     node->cache_direct = rs->cache_direct;
     node->cache_no_flush = rs->cache_no_flush;
     node->detect_zeroes = rs->detect_zeroes;
+    node->discard = rs->discard;
     /* The storage was reopened: a flush error remembered from the old
      * file description says nothing about the new one (and a user who
      * reopens after an error does so to get going again). */
@@ -248,7 +294,6 @@ static void reopen_commit_one(ReopenState *rs)
 
 bool node_reopen(StrataNode *node, OptNode *changes, StrataError **errp)
 {
-    ReopenChanges ch;
     int n = 0, prepared = 0;
     bool ok = false;
 
@@ -268,37 +313,43 @@ bool node_reopen(StrataNode *node, OptNode *changes, StrataError **errp)
     }
     g_autofree ReopenState *rs = g_new0(ReopenState, n);
     g_autofree OptNode **drv_changes = g_new0(OptNode *, n);
+    g_autofree ReopenChanges *ch = g_new0(ReopenChanges, n);
     OptNode *obj = c;
     int i = 0;
     for (StrataNode *n1 = node; n1; n1 = node_filtered(n1), i++) {
         OptNode *next = NULL;
-        if (!reopen_split(n1, obj, i, &drv_changes[i], &next, errp)) {
+        if (!reopen_split(n1, obj, i, &drv_changes[i], &next, errp) ||
+            !reopen_parse_changes(obj, &ch[i], errp)) {
+            goto out_free;
+        }
+        if (i > 0) {
+            reopen_inherit_changes(&ch[i], &ch[i - 1]);
+        }
+        DiscardMode discard = ch[i].has_discard ? ch[i].discard : n1->discard;
+        DetectZeroes dz = ch[i].has_detect_zeroes ? ch[i].detect_zeroes
+                                                  : n1->detect_zeroes;
+        if (dz == DETECT_ZEROES_UNMAP && discard != DISCARD_UNMAP) {
+            error_set_option(errp, "detect-zeroes: 'unmap' needs "
+                             "discard=unmap on node '%s'", n1->node_name);
             goto out_free;
         }
         obj = next;
     }
-    if (!reopen_parse_changes(c, &ch, errp)) {
-        goto out_free;
-    }
-    if (ch.has_detect_zeroes && ch.detect_zeroes == DETECT_ZEROES_UNMAP &&
-        node->discard != DISCARD_UNMAP) {
-        error_set_option(errp, "detect-zeroes: 'unmap' needs discard=unmap "
-                         "on node '%s'", node->node_name);
-        goto out_free;
-    }
 
     i = 0;
     for (StrataNode *n1 = node; n1; n1 = node_filtered(n1), i++) {
+        const ReopenChanges *c1 = &ch[i];
         rs[i] = (ReopenState) {
             .node = n1,
-            .read_only = ch.has_read_only ? ch.read_only : n1->read_only,
-            .cache_direct = ch.has_direct ? ch.direct : n1->cache_direct,
-            .cache_no_flush = ch.has_no_flush ? ch.no_flush : n1->cache_no_flush,
-            .detect_zeroes = (i == 0 && ch.has_detect_zeroes) ? ch.detect_zeroes
-                                                             : n1->detect_zeroes,
+            .read_only = c1->has_read_only ? c1->read_only : n1->read_only,
+            .cache_direct = c1->has_direct ? c1->direct : n1->cache_direct,
+            .cache_no_flush = c1->has_no_flush ? c1->no_flush
+                                               : n1->cache_no_flush,
+            .detect_zeroes = c1->has_detect_zeroes ? c1->detect_zeroes
+                                                   : n1->detect_zeroes,
+            .discard = c1->has_discard ? c1->discard : n1->discard,
         };
-        rs[i].options = reopen_new_options(&rs[i], &ch, i == 0,
-                                           drv_changes[i]);
+        rs[i].options = reopen_new_options(&rs[i], c1, drv_changes[i]);
     }
 
     node_ref(node);

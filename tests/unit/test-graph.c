@@ -891,8 +891,8 @@ static void test_reopen_bad_options(void)
      * value the node has. */
     reopen_fails(m0, "{\"node-name\": \"m1\"}",
                  "Cannot change the option 'node-name'");
-    reopen_fails(m0, "{\"discard\": \"unmap\"}",
-                 "Cannot change the option 'discard'");
+    reopen_fails(m0, "{\"force-share\": true}",
+                 "Cannot change the option 'force-share'");
     /* mem's own options are not reopen options. */
     reopen_fails(m0, "{\"size\": 4096}", "Cannot change the option 'size'");
     reopen_fails(m0, "{\"align\": 512}", "Cannot change the option 'align'");
