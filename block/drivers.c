@@ -10,6 +10,7 @@ static const BlockDriver *const drivers[] = {
     &bdrv_host_cdrom,
     &bdrv_mem,
     &bdrv_null,
+    &bdrv_null_aio,
     &bdrv_raw,
     &bdrv_snapshot_overlay,
     NULL,
