@@ -97,7 +97,11 @@ bool block_parse_protocol_filename(OptNode *opts, const char *filename,
                          "at the same time");
         return false;
     }
-    if (d && opts_type(d) == OPT_STRING) {
+    if (d && opts_type(d) != OPT_STRING) {
+        error_set_option(errp, "%s: expected string", opts_path(d));
+        return false;
+    }
+    if (d) {
         name = opts_scalar_str(d);
         drv = block_driver_find(name);
     } else {
