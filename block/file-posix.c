@@ -1199,6 +1199,12 @@ static bool file_parse_filename(const char *filename, OptNode *opts,
     if (!strncmp(filename, drv->protocol_name, n) && filename[n] == ':') {
         filename += n + 1;
     }
+    if (!*filename) {
+        /* QEMU's words for "", "file:" and "blkdebug::". */
+        error_set_option(errp, "The '%s' block driver requires a file name",
+                         drv->name);
+        return false;
+    }
     return opts_set_str(opts, "filename", filename, errp);
 }
 

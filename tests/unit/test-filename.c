@@ -127,6 +127,10 @@ static void test_errors(void)
     fails_with("driver=mem", "b.img",
                "Driver 'mem' does not take a file name (got 'b.img')");
     fails_with(NULL, "json:[1]", "JSON top level must be an object, got list");
+    fails_with(NULL, "", "The 'file' block driver requires a file name");
+    fails_with(NULL, "blkdebug::", "The 'file' block driver requires a file name");
+    fails_with(NULL, "host_device:", "The 'host_device' block driver requires "
+               "a file name");
 }
 
 static void test_json(void)
