@@ -59,6 +59,17 @@ static void test_plain_path(void)
     g_assert_cmpstr(str_at(t, "file", "filename", NULL), ==, "disk.img");
 }
 
+static void test_plain_path_with_commas(void)
+{
+    /* A plain filename is never dotted keys, whatever it contains. */
+    g_autoptr(OptNode) t = tree_for(NULL, "dir/x=1,y.img", NULL);
+    g_assert_cmpstr(str_at(t, "file", "filename", NULL), ==, "dir/x=1,y.img");
+    g_autoptr(OptNode) j = tree_for(NULL, "json:{\"driver\": \"file\", "
+                                    "\"filename\": \"a,b\"}", NULL);
+    g_assert_cmpstr(str_at(j, "driver", NULL, NULL), ==, "file");
+    g_assert_cmpstr(str_at(j, "filename", NULL, NULL), ==, "a,b");
+}
+
 static void test_prefixes(void)
 {
     g_autoptr(OptNode) f = tree_for(NULL, "file:a:b.img", NULL);
@@ -127,6 +138,8 @@ static void test_errors(void)
     fails_with("driver=mem", "b.img",
                "Driver 'mem' does not take a file name (got 'b.img')");
     fails_with(NULL, "json:[1]", "JSON top level must be an object, got list");
+    fails_with(NULL, "json:{\"a\": 1, \"a\": 2}", "a: duplicate key");
+    fails_with(NULL, "x\xff.img", "file.filename: value is not valid UTF-8");
     fails_with(NULL, "", "The 'file' block driver requires a file name");
     fails_with(NULL, "blkdebug::", "The 'file' block driver requires a file name");
     fails_with(NULL, "host_device:", "The 'host_device' block driver requires "
@@ -305,6 +318,7 @@ int main(int argc, char **argv)
     g_assert_nonnull(test_dir);
 
     g_test_add_func("/filename/plain-path", test_plain_path);
+    g_test_add_func("/filename/plain-path-with-commas", test_plain_path_with_commas);
     g_test_add_func("/filename/prefixes", test_prefixes);
     g_test_add_func("/filename/blkdebug", test_blkdebug);
     g_test_add_func("/filename/errors", test_errors);
