@@ -928,6 +928,42 @@ fail:
     return false;
 }
 
+/*
+ * "blkdebug:[CONFIG]:IMAGE": the rules file, if any, and the image, which
+ * is itself a filename (probed, so a plain path opens the file driver).
+ * Without the prefix (driver=blkdebug given) the whole string is the
+ * image.
+ */
+static bool blkdebug_parse_filename(const char *filename, OptNode *opts,
+                                    StrataError **errp)
+{
+    const char *image = filename;
+
+    if (g_str_has_prefix(filename, "blkdebug:")) {
+        const char *rest = filename + strlen("blkdebug:");
+        const char *colon = strchr(rest, ':');
+
+        if (!colon) {
+            error_set_option(errp, "blkdebug requires both config file and "
+                             "image path");
+            return false;
+        }
+        if (colon > rest) {
+            g_autofree char *config = g_strndup(rest, colon - rest);
+            if (!opts_set_default_str(opts, "config", config, errp)) {
+                return false;
+            }
+        }
+        image = colon + 1;
+    }
+    OptNode *child = opts_peek(opts, "image");
+    if (!child) {
+        opts_set_child(opts, "image", opts_new_object());
+        child = opts_peek(opts, "image");
+    }
+    return block_parse_protocol_filename(child, image, errp);
+}
+
 static void blkdebug_close(StrataNode *node)
 {
     BlkdebugState *s = node->opaque;
@@ -995,6 +1031,8 @@ const BlockDriver bdrv_blkdebug = {
     .instance_size = sizeof(BlkdebugState),
     .is_filter = true,
     .child_role = "image",
+    .protocol_name = "blkdebug",
+    .parse_filename = blkdebug_parse_filename,
     .open = blkdebug_open,
     .close = blkdebug_close,
     .co_preadv = blkdebug_co_preadv,

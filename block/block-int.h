@@ -289,6 +289,23 @@ struct BlockDriver {
     /* Option schema name in qapi/ (default: the driver name). */
     const char *schema;
 
+    /* Legacy filenames (block/filename.c).  @protocol_name is the prefix
+     * before ':' that selects this driver in a plain filename
+     * ("blkdebug", "null-co"); NULL if none.  @parse_filename turns such a
+     * filename (prefix included, or none when the driver was named
+     * explicitly) into options of @opts, the node's option object: it sets
+     * only what @opts does not have yet, so options given explicitly win.
+     * Without the hook a driver that takes a "filename" option gets the
+     * whole string there. */
+    const char *protocol_name;
+    bool (*parse_filename)(const char *filename, OptNode *opts,
+                           StrataError **errp);
+    /* Driver options a reopen may change (NULL-terminated), besides the
+     * common ones: reopen_prepare finds their new values in rs->options.
+     * Any other driver option in a reopen fails with "Cannot change the
+     * option 'x'" unless its value stays the same. */
+    const char *const *reopen_options;
+
     /* Open: parse driver options (mark them consumed), open children with
      * block_open_child(), set node->bl defaults in refresh_limits. */
     bool (*open)(StrataNode *node, OptNode *opts, StrataError **errp);
@@ -313,6 +330,13 @@ struct BlockDriver {
                        StrataError **errp);
     /* Fill in @bl: it arrives holding the defaults merged from children. */
     void (*refresh_limits)(StrataNode *node, BlockLimits *bl);
+
+    /* What the node takes on its primary child, given what its users hold
+     * on it (@perm/@shared); NULL passes them through unchanged, which is
+     * right for filters and formats.  An overlay that never writes its
+     * base takes only read. */
+    void (*child_perm)(StrataNode *node, uint64_t perm, uint64_t shared,
+                       uint64_t *child_perm, uint64_t *child_shared);
 
     /* Permissions: check that @perm/@shared can be taken (file locks), and
      * apply them; abort undoes a successful check. */
@@ -347,6 +371,7 @@ struct ReopenState {
     bool cache_direct;
     bool cache_no_flush;
     DetectZeroes detect_zeroes;
+    DiscardMode discard;
     /* The request alignment the node will have after commit, when the
      * driver's prepare knows it changes (a new O_DIRECT descriptor); 0
      * means unchanged. */
@@ -386,6 +411,37 @@ struct StrataContext {
 /* Open a node (and its children) from an option tree.  Marks consumed what
  * it used and fails on anything left over, naming the key path. */
 StrataNode *block_open(StrataContext *ctx, OptNode *opts, StrataError **errp);
+
+/* ---- legacy filenames (block/filename.c) ------------------------------------
+ * QEMU-era scripts name images with plain filenames that carry a protocol
+ * prefix ("blkdebug:rules.conf:disk.img", "null-co://", "json:{...}"); these
+ * turn such a filename into option-tree members.  Control path.
+ */
+
+/* The protocol driver for a path without a prefix: "host_device" for a
+ * block or character device, else "file" (static string). */
+const char *block_probe_protocol(const char *path);
+
+/*
+ * Put @filename, a protocol-level filename, into @opts (an object for one
+ * node): the driver comes from @opts' own "driver", else from the prefix
+ * before the first ':' (when no '/' comes first), else from probing the
+ * path; then the driver's parse_filename hook (or its "filename" option)
+ * takes the rest.  Members already in @opts win over what the filename
+ * implies.  Errors: "Unknown protocol 'foo'", the hook's.
+ */
+bool block_parse_protocol_filename(OptNode *opts, const char *filename,
+                                   StrataError **errp);
+
+/*
+ * What a tool does with its positional FILE: a "json:{...}" filename is
+ * merged under @opts (members of @opts win); anything else sets "driver"
+ * to @default_driver when @opts has none (NULL: leave it) and goes to the
+ * node that stores the data: the primary child of a format driver, else
+ * the node itself, through block_parse_protocol_filename().
+ */
+bool block_options_add_filename(OptNode *opts, const char *filename,
+                                const char *default_driver, StrataError **errp);
 
 /*
  * In a driver's open: open or look up the child under @key in @opts

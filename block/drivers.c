@@ -6,9 +6,13 @@
 static const BlockDriver *const drivers[] = {
     &bdrv_blkdebug,
     &bdrv_file,
+    &bdrv_host_device,
+    &bdrv_host_cdrom,
     &bdrv_mem,
     &bdrv_null,
+    &bdrv_null_aio,
     &bdrv_raw,
+    &bdrv_snapshot_overlay,
     NULL,
 };
 

@@ -6,8 +6,12 @@
 
 extern const BlockDriver bdrv_blkdebug;
 extern const BlockDriver bdrv_file;
+extern const BlockDriver bdrv_host_cdrom;
+extern const BlockDriver bdrv_host_device;
 extern const BlockDriver bdrv_mem;
 extern const BlockDriver bdrv_null;
+extern const BlockDriver bdrv_null_aio;
 extern const BlockDriver bdrv_raw;
+extern const BlockDriver bdrv_snapshot_overlay;
 
 #endif

@@ -97,9 +97,15 @@ typedef struct FileState {
     uint64_t fixed_fallbacks;       /* in a region the engine refused */
 } FileState;
 
+bool file_driver_is(const BlockDriver *drv)
+{
+    return drv == &bdrv_file || drv == &bdrv_host_device ||
+           drv == &bdrv_host_cdrom;
+}
+
 static FileState *file_state(StrataNode *node)
 {
-    g_assert(node->drv == &bdrv_file);
+    g_assert(file_driver_is(node->drv));
     return node->opaque;
 }
 
@@ -920,10 +926,15 @@ static bool file_desc_open_auto_ro(StrataNode *node, FileState *s,
                           errp);
 }
 
-/* What kind of file @filename is, before the real open: block devices
- * and regular files only. */
-static bool file_stat_kind(FileState *s, StrataError **errp)
+/*
+ * What kind of file @filename is, before the real open, with QEMU's rule
+ * and words: the file driver takes regular files, host_device and
+ * host_cdrom take block (or character) devices.  A directory opened
+ * read-write fails as open(2) would fail it, with EISDIR.
+ */
+static bool file_stat_kind(StrataNode *node, FileState *s, StrataError **errp)
 {
+    bool device = node->drv != &bdrv_file;
     struct stat st;
 
     if (stat(s->filename, &st) < 0) {
@@ -933,14 +944,24 @@ static bool file_stat_kind(FileState *s, StrataError **errp)
                   "Could not open '%s': %s", s->filename, g_strerror(err));
         return false;
     }
-    if (S_ISBLK(st.st_mode)) {
-        s->is_bdev = true;
-    } else if (!S_ISREG(st.st_mode)) {
-        error_set(errp, STRATA_ERROR_GENERIC, EINVAL,
-                  "Could not open '%s': not a regular file or block device",
-                  s->filename);
+    if (S_ISDIR(st.st_mode) && !node->read_only) {
+        error_set(errp, STRATA_ERROR_GENERIC, EISDIR, "Could not open '%s': %s",
+                  s->filename, g_strerror(EISDIR));
         return false;
     }
+    if (!device && !S_ISREG(st.st_mode)) {
+        error_set(errp, STRATA_ERROR_GENERIC, EINVAL,
+                  "'%s' driver requires '%s' to be a regular file",
+                  node->drv->name, s->filename);
+        return false;
+    }
+    if (device && !S_ISBLK(st.st_mode) && !S_ISCHR(st.st_mode)) {
+        error_set(errp, STRATA_ERROR_GENERIC, EINVAL,
+                  "'%s' driver requires '%s' to be either a character or "
+                  "block device", node->drv->name, s->filename);
+        return false;
+    }
+    s->is_bdev = S_ISBLK(st.st_mode);
     return true;
 }
 
@@ -950,6 +971,7 @@ static bool file_open(StrataNode *node, OptNode *opts, StrataError **errp)
     const char *filename;
     int aio, locking, bounce;
     uint64_t threshold;
+    bool drop_cache;            /* QEMU's, for migration: no effect here */
     long iov_max = sysconf(_SC_IOV_MAX);
     struct statfs sf;
     bool ofd = false;
@@ -963,7 +985,8 @@ static bool file_open(StrataNode *node, OptNode *opts, StrataError **errp)
         !opts_get_enum(opts, "locking", file_locking_names, FILE_LOCK_AUTO,
                        &locking, errp) ||
         !opts_get_enum(opts, "bounce", file_bounce_names, 0, &bounce, errp) ||
-        !opts_get_size(opts, "bounce-threshold", 0, &threshold, errp)) {
+        !opts_get_size(opts, "bounce-threshold", 0, &threshold, errp) ||
+        !opts_get_bool(opts, "drop-cache", true, &drop_cache, errp)) {
         return false;
     }
     if (threshold > (uint64_t)BLOCK_MAX_RW_BYTES) {
@@ -980,7 +1003,7 @@ static bool file_open(StrataNode *node, OptNode *opts, StrataError **errp)
     node->bounce_always = bounce == 1;
     node->bounce_threshold = (int64_t)threshold;
 
-    if (!file_stat_kind(s, errp)) {
+    if (!file_stat_kind(node, s, errp)) {
         goto fail;
     }
     /* The native engine's refusal does not depend on the file: say so
@@ -1181,27 +1204,78 @@ static void file_dump_info(StrataNode *node, GString *out)
     }
 }
 
+/*
+ * "file:PATH", "host_device:PATH", "host_cdrom:PATH": the prefix, when
+ * there, is the driver's; the rest is the path, whatever it contains.
+ */
+static bool file_parse_filename(const char *filename, OptNode *opts,
+                                StrataError **errp)
+{
+    const char *name = opts_scalar_str(opts_peek(opts, "driver"));
+    const BlockDriver *drv = block_driver_find(name);
+    size_t n = strlen(drv->protocol_name);
+
+    if (!strncmp(filename, drv->protocol_name, n) && filename[n] == ':') {
+        filename += n + 1;
+    }
+    if (!*filename) {
+        /* QEMU's words for "", "file:" and "blkdebug::". */
+        error_set_option(errp, "The '%s' block driver requires a file name",
+                         drv->name);
+        return false;
+    }
+    return opts_set_str(opts, "filename", filename, errp);
+}
+
+/*
+ * One implementation, three tables, as QEMU has them: "file" for regular
+ * files, "host_device" for block devices (what a plain filename naming a
+ * device selects), and "host_cdrom", which Strata treats as host_device
+ * (no tray or medium handling).  Only the open-time check of the file's
+ * kind and the protocol prefix differ.
+ */
+/* QEMU lets a reopen change drop-cache (its migration setting) alone. */
+static const char *const file_reopen_options[] = { "drop-cache", NULL };
+
+#define FILE_DRIVER_CALLBACKS \
+    .instance_size = sizeof(FileState), \
+    .reopen_options = file_reopen_options, \
+    .parse_filename = file_parse_filename, \
+    .open = file_open, \
+    .close = file_close, \
+    .co_preadv = file_co_preadv, \
+    .co_pwritev = file_co_pwritev, \
+    .co_pwrite_zeroes = file_co_pwrite_zeroes, \
+    .co_pdiscard = file_co_pdiscard, \
+    .co_flush = file_co_flush, \
+    .co_block_status = file_co_block_status, \
+    .get_length = file_get_length, \
+    .co_truncate = file_co_truncate, \
+    .refresh_limits = file_refresh_limits, \
+    .check_perm = file_check_perm, \
+    .set_perm = file_set_perm, \
+    .abort_perm = file_abort_perm, \
+    .reopen_prepare = file_reopen_prepare, \
+    .reopen_commit = file_reopen_commit, \
+    .reopen_abort = file_reopen_abort, \
+    .dump_info = file_dump_info
+
 const BlockDriver bdrv_file = {
     .name = "file",
-    .instance_size = sizeof(FileState),
-    .open = file_open,
-    .close = file_close,
-    .co_preadv = file_co_preadv,
-    .co_pwritev = file_co_pwritev,
-    .co_pwrite_zeroes = file_co_pwrite_zeroes,
-    .co_pdiscard = file_co_pdiscard,
-    .co_flush = file_co_flush,
-    .co_block_status = file_co_block_status,
-    .get_length = file_get_length,
-    .co_truncate = file_co_truncate,
-    .refresh_limits = file_refresh_limits,
-    .check_perm = file_check_perm,
-    .set_perm = file_set_perm,
-    .abort_perm = file_abort_perm,
-    .reopen_prepare = file_reopen_prepare,
-    .reopen_commit = file_reopen_commit,
-    .reopen_abort = file_reopen_abort,
-    .dump_info = file_dump_info,
+    .protocol_name = "file",
+    FILE_DRIVER_CALLBACKS,
+};
+
+const BlockDriver bdrv_host_device = {
+    .name = "host_device",
+    .protocol_name = "host_device",
+    FILE_DRIVER_CALLBACKS,
+};
+
+const BlockDriver bdrv_host_cdrom = {
+    .name = "host_cdrom",
+    .protocol_name = "host_cdrom",
+    FILE_DRIVER_CALLBACKS,
 };
 
 /* ---- tools and tests (block/file-posix.h) ------------------------------------------------ */

@@ -26,6 +26,10 @@
 bool file_create(const char *path, int64_t size, PreallocMode prealloc,
                  StrataError **errp);
 
+/* True for the drivers this file implements: file, host_device and
+ * host_cdrom (one implementation, see docs/file-driver.md). */
+bool file_driver_is(const BlockDriver *drv);
+
 /* What the driver decided at open, for tests and "info". */
 typedef struct FileInfo {
     bool is_bdev;

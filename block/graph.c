@@ -298,7 +298,11 @@ static bool perm_update_subtree(PermTxn *t, StrataNode *node, StrataError **errp
      * data in.  Other children (none yet) would take nothing. */
     for (GSList *l = node->children; l; l = l->next) {
         BlockChild *c = l->data;
-        if (c == node->file) {
+        if (c == node->file && node->drv->child_perm) {
+            uint64_t cp, cs;
+            node->drv->child_perm(node, perm, shared, &cp, &cs);
+            txn_set_edge(t, c, cp, cs);
+        } else if (c == node->file) {
             txn_set_edge(t, c, perm, shared);
         } else {
             txn_set_edge(t, c, 0, PERM_ALL);
@@ -624,6 +628,14 @@ StrataNode *block_open(StrataContext *ctx, OptNode *opts, StrataError **errp)
         error_set_option(errp, "%s: expected an object", *prefix ? prefix : "options");
         return NULL;
     }
+    /* A node given only a filename gets its protocol driver by probing,
+     * as QEMU opens a child named by filename alone. */
+    OptNode *fn = opts_peek(opts, "filename");
+    if (!opts_has(opts, "driver") && fn && opts_type(fn) == OPT_STRING &&
+        !opts_set_str(opts, "driver",
+                      block_probe_protocol(opts_scalar_str(fn)), errp)) {
+        return NULL;
+    }
     if (!opts_require_str(opts, "driver", &drvname, errp)) {
         return NULL;
     }
@@ -728,6 +740,26 @@ STRATA_EXPORT StrataNode *strata_node_open_dotted(StrataContext *ctx, const char
                                                   StrataError **errp)
 {
     return open_tree(ctx, opts_parse_dotted(keys, errp), errp);
+}
+
+STRATA_EXPORT StrataNode *strata_node_open_filename(StrataContext *ctx,
+                                                    const char *filename,
+                                                    const char *options_json,
+                                                    StrataError **errp)
+{
+    OptNode *opts = options_json ? opts_parse_json(options_json, errp)
+                                 : opts_new_object();
+
+    if (opts && opts_type(opts) != OPT_OBJECT) {
+        error_set_option(errp, "options: expected an object");
+        opts_unref(opts);
+        return NULL;
+    }
+    if (opts && !block_options_add_filename(opts, filename, "raw", errp)) {
+        opts_unref(opts);
+        return NULL;
+    }
+    return open_tree(ctx, opts, errp);
 }
 
 STRATA_EXPORT StrataNode *strata_node_find(StrataContext *ctx, const char *name)

@@ -1,5 +1,5 @@
 /*
- * null (alias null-co): a protocol driver that stores nothing
+ * null (alias null-co) and null-aio: a protocol driver that stores nothing
  * SPDX-License-Identifier: MIT
  *
  * Every request completes without I/O, after latency-ns if set.  Reads
@@ -10,6 +10,7 @@
  * validated the range.
  */
 #include <inttypes.h>
+#include <string.h>
 
 #include "block/block-int.h"
 #include "block/drivers.h"
@@ -111,6 +112,24 @@ static bool null_open(StrataNode *node, OptNode *opts, StrataError **errp)
     return true;
 }
 
+/* QEMU's null-co takes exactly one filename, and so does this driver. */
+/* QEMU's null-co and null-aio each take exactly one filename, their
+ * protocol's; so do these drivers. */
+static bool null_parse_filename(const char *filename, OptNode *opts,
+                                StrataError **errp)
+{
+    const BlockDriver *drv = block_driver_find(opts_scalar_str(
+                                                   opts_peek(opts, "driver")));
+    g_autofree char *only = g_strdup_printf("%s://", drv->protocol_name);
+
+    if (strcmp(filename, only)) {
+        error_set_option(errp, "The only allowed filename for this driver is "
+                         "'%s'", only);
+        return false;
+    }
+    return true;
+}
+
 static void null_dump_info(StrataNode *node, GString *out)
 {
     NullState *s = node->opaque;
@@ -120,17 +139,34 @@ static void null_dump_info(StrataNode *node, GString *out)
                            s->read_zeroes ? "zero-filled" : "untouched");
 }
 
+/*
+ * Two tables, one implementation: "null" (alias "null-co") and "null-aio",
+ * which QEMU has as two drivers differing only in how requests complete
+ * (coroutine or AIO callback); here both complete in the request's
+ * coroutine.
+ */
+#define NULL_DRIVER_CALLBACKS \
+    .parse_filename = null_parse_filename, \
+    .instance_size = sizeof(NullState), \
+    .open = null_open, \
+    .co_preadv = null_co_preadv, \
+    .co_pwritev = null_co_pwritev, \
+    .co_pwrite_zeroes = null_co_pwrite_zeroes, \
+    .co_pdiscard = null_co_pdiscard, \
+    .co_flush = null_co_flush, \
+    .co_block_status = null_co_block_status, \
+    .get_length = null_get_length, \
+    .dump_info = null_dump_info
+
 const BlockDriver bdrv_null = {
     .name = "null",
     .alias = "null-co",
-    .instance_size = sizeof(NullState),
-    .open = null_open,
-    .co_preadv = null_co_preadv,
-    .co_pwritev = null_co_pwritev,
-    .co_pwrite_zeroes = null_co_pwrite_zeroes,
-    .co_pdiscard = null_co_pdiscard,
-    .co_flush = null_co_flush,
-    .co_block_status = null_co_block_status,
-    .get_length = null_get_length,
-    .dump_info = null_dump_info,
+    .protocol_name = "null-co",
+    NULL_DRIVER_CALLBACKS,
+};
+
+const BlockDriver bdrv_null_aio = {
+    .name = "null-aio",
+    .protocol_name = "null-aio",
+    NULL_DRIVER_CALLBACKS,
 };

@@ -148,25 +148,32 @@ static int raw_co_truncate(StrataNode *node, int64_t size,
     return node_co_truncate(raw_child(node), s->offset + size, prealloc, errp);
 }
 
-static bool raw_open(StrataNode *node, OptNode *opts, StrataError **errp)
+/* Read the window in @opts into @out (open and reopen share it: a reopen
+ * may move the window, as in QEMU). */
+static bool raw_parse_window(OptNode *opts, RawState *out, StrataError **errp)
 {
-    RawState *s = node->opaque;
     uint64_t offset, size = 0;
-    int64_t len;
 
     if (!opts_get_size(opts, "offset", 0, &offset, errp)) {
         return false;
     }
-    s->has_size = opts_has(opts, "size");
+    out->has_size = opts_has(opts, "size");
     if (!opts_get_size(opts, "size", 0, &size, errp)) {
         return false;
     }
-    if (!block_open_child(node, opts, "file", "file", true, errp)) {
-        return false;
-    }
-    g_assert(node->file);
+    /* Both at most BLOCK_MAX_OFFSET after raw_check_window(). */
+    out->offset = (int64_t)MIN(offset, (uint64_t)INT64_MAX);
+    out->size = (int64_t)MIN(size, (uint64_t)INT64_MAX);
+    return true;
+}
 
-    len = node_get_length(raw_child(node));
+/* Check the window @w of @opts against the length of @node's child. */
+static bool raw_check_window(StrataNode *node, OptNode *opts,
+                             const RawState *w, StrataError **errp)
+{
+    uint64_t offset = (uint64_t)w->offset, size = (uint64_t)w->size;
+    int64_t len = node_get_length(raw_child(node));
+
     if (len < 0) {
         error_setg_errno(errp, (int)-len, "Could not get the size of node "
                          "'%s'", raw_child(node)->node_name);
@@ -179,7 +186,7 @@ static bool raw_open(StrataNode *node, OptNode *opts, StrataError **errp)
                          raw_child(node)->node_name, len);
         return false;
     }
-    if (s->has_size && size > (uint64_t)len - offset) {
+    if (w->has_size && size > (uint64_t)len - offset) {
         g_autofree char *path = opts_key_path(opts, "size");
         error_set_option(errp, "%s: the window [%" PRIu64 ", %" PRIu64
                          ") extends beyond the end of node '%s' (%" PRId64
@@ -187,13 +194,59 @@ static bool raw_open(StrataNode *node, OptNode *opts, StrataError **errp)
                          raw_child(node)->node_name, len);
         return false;
     }
-    s->offset = (int64_t)offset;
-    s->size = (int64_t)size;
+    return true;
+}
+
+static bool raw_open(StrataNode *node, OptNode *opts, StrataError **errp)
+{
+    RawState *s = node->opaque;
+
+    if (!raw_parse_window(opts, s, errp) ||
+        !block_open_child(node, opts, "file", "file", true, errp)) {
+        return false;
+    }
+    g_assert(node->file);
+    if (!raw_check_window(node, opts, s, errp)) {
+        return false;
+    }
     /* FUA travels to the child with the request; emulating it here would
      * flush twice. */
     node->supports_fua = true;
     return true;
 }
+
+static bool raw_reopen_prepare(ReopenState *rs, StrataError **errp)
+{
+    g_autofree RawState *w = g_new0(RawState, 1);
+    g_autoptr(OptNode) opts = opts_clone(rs->options);
+
+    if (!raw_parse_window(opts, w, errp) ||
+        !raw_check_window(rs->node, opts, w, errp)) {
+        return false;
+    }
+    rs->opaque = g_steal_pointer(&w);
+    return true;
+}
+
+static void raw_reopen_commit(ReopenState *rs)
+{
+    RawState *s = rs->node->opaque;
+    RawState *w = rs->opaque;
+
+    *s = *w;
+    g_free(w);
+    rs->opaque = NULL;
+    /* The length follows the window. */
+    rs->node->total_bytes = -1;
+}
+
+static void raw_reopen_abort(ReopenState *rs)
+{
+    g_free(rs->opaque);
+    rs->opaque = NULL;
+}
+
+static const char *const raw_reopen_options[] = { "offset", "size", NULL };
 
 static void raw_dump_info(StrataNode *node, GString *out)
 {
@@ -220,5 +273,9 @@ const BlockDriver bdrv_raw = {
     .co_block_status = raw_co_block_status,
     .get_length = raw_get_length,
     .co_truncate = raw_co_truncate,
+    .reopen_prepare = raw_reopen_prepare,
+    .reopen_commit = raw_reopen_commit,
+    .reopen_abort = raw_reopen_abort,
+    .reopen_options = raw_reopen_options,
     .dump_info = raw_dump_info,
 };

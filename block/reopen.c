@@ -2,8 +2,9 @@
  * Reopen: change a node's common options while it is in use
  * SPDX-License-Identifier: MIT
  *
- * QEMU's model, reduced to the options an embedder changes at run time
- * (read-only, cache.direct, cache.no-flush, detect-zeroes):
+ * QEMU's model, for the options QEMU changes at run time: the common
+ * read-only, auto-read-only, cache.direct, cache.no-flush, discard and
+ * detect-zeroes, and a driver's own reopen_options (raw's offset and size):
  *
  *   drain the node's subtree (backends park new requests, in-flight ones
  *   finish), then
@@ -18,11 +19,14 @@
  *              nothing changes;
  *   end the drained section.
  *
- * Which nodes change: read-only and the cache options apply to the node
- * and every node down its filtered chain (the children it stores data in),
- * which is what those children inherited when they were opened inline.
- * detect-zeroes applies to the node alone, as at open: it is not inherited,
- * and detecting zeroes twice on one path would only cost time.
+ * Which nodes change: the changes name the top node, and nest under its
+ * primary child's role for the nodes down its filtered chain
+ * ({"file": {"cache": {"direct": true}}}).  read-only, auto-read-only, the
+ * cache options and discard apply to the node named and every node below
+ * it (what children inherited when they were opened inline) unless a
+ * lower level sets its own; detect-zeroes applies to the node it is named
+ * for alone, as at open.  Any other option may only repeat the value the
+ * node has: QEMU's rule, with its words ("Cannot change the option 'aio'").
  */
 #include <errno.h>
 #include <string.h>
@@ -31,79 +35,179 @@
 #include "block/backend-int.h"
 #include "qapi/schema.h"
 
-/* Same spelling and order as the detect-zeroes enum in qapi/block.json. */
+/* Same spelling and order as the detect-zeroes and discard enums in
+ * qapi/block.json. */
 static const char *const detect_zeroes_names[] = { "off", "on", "unmap", NULL };
+static const char *const discard_names[] = { "ignore", "off", "unmap", "on", NULL };
 
-/* The common options a reopen may change; anything else the schema knows
- * (driver, node-name, discard, ...) is fixed for the node's life. */
+/* The common options a reopen may change, as in QEMU; anything else the
+ * schema knows (driver, node-name, force-share, ...) is fixed for the
+ * node's life.  auto-read-only is accepted and only recorded: Strata
+ * decides read-only at open. */
 static const char *const reopen_keys[] = {
-    "read-only", "cache", "detect-zeroes", NULL,
+    "read-only", "auto-read-only", "cache", "detect-zeroes", "discard", NULL,
 };
 
 /* What the caller asked for, each field valid when its has_ flag is set. */
 typedef struct ReopenChanges {
     bool has_read_only, read_only;
+    bool has_auto_ro, auto_ro;
     bool has_direct, direct;
     bool has_no_flush, no_flush;
+    bool has_discard;
+    DiscardMode discard;
     bool has_detect_zeroes;
     DetectZeroes detect_zeroes;
 } ReopenChanges;
 
-/*
- * Check @changes against the schema's common members (types, enum values,
- * unknown keys with their "did you mean"), then refuse the members that
- * cannot change, and read the values.  Works on a copy: the caller's tree
- * is not marked consumed.
- */
-static bool reopen_parse_changes(OptNode *changes, ReopenChanges *out,
-                                 StrataError **errp)
+/* Same value?  Scalars by their text (a dotted "4096" equals a JSON
+ * 4096), objects member by member as far as @new names them. */
+static bool opts_value_same(const OptNode *new, const OptNode *old)
 {
-    g_autoptr(OptNode) c = NULL;
-    int detect;
-
-    *out = (ReopenChanges) { 0 };
-    if (!changes) {
+    if (!old) {
+        return false;
+    }
+    if (opts_type(new) == OPT_OBJECT || opts_type(old) == OPT_OBJECT) {
+        if (opts_type(new) != opts_type(old)) {
+            return false;
+        }
+        for (guint i = 0; i < opts_object_size(new); i++) {
+            if (!opts_value_same(opts_object_value(new, i),
+                                 opts_peek(old, opts_object_key(new, i)))) {
+                return false;
+            }
+        }
         return true;
     }
-    if (opts_type(changes) != OPT_OBJECT) {
-        error_set_option(errp, "reopen options: expected an object");
+    if (opts_type(new) == OPT_LIST || opts_type(old) == OPT_LIST) {
+        g_autofree char *a = opts_to_json(new, false);
+        g_autofree char *b = opts_to_json(old, false);
+        return !strcmp(a, b);
+    }
+    return !strcmp(opts_scalar_str(new), opts_scalar_str(old));
+}
+
+/*
+ * Sort the changes for the node at @depth of the chain (@obj, a member
+ * of the caller's copy, may be NULL): the common options a reopen changes
+ * (top node only: they apply down the chain), the driver's own reopen
+ * options (copied into *@drv_out, created on first use), the primary
+ * child's object (returned in *@next_out for the next node down), and
+ * anything else, which may only repeat the value the node has: QEMU's
+ * rule, and its words, "Cannot change the option 'aio'".
+ */
+static bool reopen_split(StrataNode *node, OptNode *obj, int depth,
+                         OptNode **drv_out, OptNode **next_out,
+                         StrataError **errp)
+{
+    const BlockDriver *drv = node->drv;
+    const SchemaDriver *sd = schema_find_driver(drv->schema ? drv->schema
+                                                            : drv->name);
+
+    *next_out = NULL;
+    if (!obj) {
+        return true;
+    }
+    if (opts_type(obj) != OPT_OBJECT) {
+        error_set_option(errp, "%s: expected an object", opts_path(obj));
         return false;
     }
-    c = opts_clone(changes);
-    if (!schema_validate_partial(c, schema_common_members(), errp)) {
+    if (sd && !schema_validate_node_partial(obj, sd, errp)) {
         return false;
     }
-    for (guint i = 0; i < opts_object_size(c); i++) {
-        const char *key = opts_object_key(c, i);
-        if (!g_strv_contains(reopen_keys, key)) {
-            const char *path = opts_path(opts_object_value(c, i));
-            error_set_option(errp, "%s: cannot be changed by reopen (only "
-                             "read-only, cache.direct, cache.no-flush and "
-                             "detect-zeroes can)", path);
+    for (guint i = 0; i < opts_object_size(obj); i++) {
+        const char *key = opts_object_key(obj, i);
+        OptNode *val = opts_object_value(obj, i);
+
+        if (g_strv_contains(reopen_keys, key)) {
+            continue;
+        }
+        if (drv->child_role && !strcmp(key, drv->child_role) && node->file &&
+            opts_type(val) == OPT_OBJECT) {
+            *next_out = val;
+            continue;
+        }
+        if (drv->reopen_options && g_strv_contains(drv->reopen_options, key)) {
+            if (!*drv_out) {
+                *drv_out = opts_new_object();
+            }
+            opts_set_child(*drv_out, key, opts_clone(val));
+            continue;
+        }
+        if (!opts_value_same(val, node->options ? opts_peek(node->options, key)
+                                                : NULL)) {
+            error_set_option(errp, "Cannot change the option '%s'", key);
             return false;
         }
     }
+    return true;
+}
+
+/*
+ * Read the common options a reopen changes from @c, the caller's changes
+ * (a copy: the caller's tree is not marked consumed), already checked
+ * against the schema by reopen_split().
+ */
+static bool reopen_parse_changes(OptNode *c, ReopenChanges *out,
+                                 StrataError **errp)
+{
+    int detect, discard;
+
+    *out = (ReopenChanges) { 0 };
+    if (!c) {
+        return true;
+    }
 
     out->has_read_only = opts_has(c, "read-only");
+    out->has_auto_ro = opts_has(c, "auto-read-only");
     out->has_detect_zeroes = opts_has(c, "detect-zeroes");
+    out->has_discard = opts_has(c, "discard");
     OptNode *cache = opts_peek(c, "cache");
     out->has_direct = opts_has(cache, "direct");
     out->has_no_flush = opts_has(cache, "no-flush");
     if (!opts_get_bool(c, "read-only", false, &out->read_only, errp) ||
+        !opts_get_bool(c, "auto-read-only", false, &out->auto_ro, errp) ||
         !opts_get_bool(cache, "direct", false, &out->direct, errp) ||
         !opts_get_bool(cache, "no-flush", false, &out->no_flush, errp) ||
         !opts_get_enum(c, "detect-zeroes", detect_zeroes_names, 0, &detect,
-                       errp)) {
+                       errp) ||
+        !opts_get_enum(c, "discard", discard_names, 0, &discard, errp)) {
         return false;
     }
     out->detect_zeroes = (DetectZeroes)detect;
+    out->discard = discard >= 2 ? DISCARD_UNMAP : DISCARD_IGNORE;
     return true;
 }
 
+/*
+ * What a node down the chain gets: its parent's changes (read-only,
+ * auto-read-only, cache and discard are inherited, as children opened
+ * inline inherit them), overridden by those named at its own level
+ * (file.cache.direct=on); detect-zeroes only where it is named.
+ */
+static void reopen_inherit_changes(ReopenChanges *child,
+                                   const ReopenChanges *parent)
+{
+#define INHERIT(has, field) \
+    if (!child->has && parent->has) { \
+        child->has = true; \
+        child->field = parent->field; \
+    }
+    INHERIT(has_read_only, read_only)
+    INHERIT(has_auto_ro, auto_ro)
+    INHERIT(has_direct, direct)
+    INHERIT(has_no_flush, no_flush)
+    INHERIT(has_discard, discard)
+#undef INHERIT
+}
+
 /* The new option tree of @rs's node: its old tree with the changed values
- * written in, so that a later look at node->options shows the truth. */
+ * (common ones from @ch, the driver's own in @drv_changes) written in, so
+ * that the driver's reopen_prepare reads its new settings there and a
+ * later look at node->options shows the truth. */
 static OptNode *reopen_new_options(const ReopenState *rs,
-                                   const ReopenChanges *ch, bool is_top)
+                                   const ReopenChanges *ch,
+                                   const OptNode *drv_changes)
 {
     StrataNode *node = rs->node;
     OptNode *opts = node->options ? opts_clone(node->options)
@@ -121,19 +225,29 @@ static OptNode *reopen_new_options(const ReopenState *rs,
     if (ch->has_no_flush) {
         ok &= opts_set_bool(opts, "cache.no-flush", rs->cache_no_flush, NULL);
     }
-    if (is_top && ch->has_detect_zeroes) {
+    if (ch->has_auto_ro) {
+        ok &= opts_set_bool(opts, "auto-read-only", ch->auto_ro, NULL);
+    }
+    if (ch->has_discard) {
+        ok &= opts_set_str(opts, "discard", discard_names[rs->discard == DISCARD_UNMAP ? 2 : 0],
+                           NULL);
+    }
+    if (ch->has_detect_zeroes) {
         ok &= opts_set_str(opts, "detect-zeroes",
                            detect_zeroes_names[rs->detect_zeroes], NULL);
     }
     g_assert(ok);
+    for (guint i = 0; i < opts_object_size(drv_changes); i++) {
+        opts_set_child(opts, opts_object_key(drv_changes, i),
+                       opts_clone(opts_object_value(drv_changes, i)));
+    }
     return opts;
 }
 
 /*
  * A node that becomes read-only must have no user holding write or resize
  * on it.  Permissions flow down the filtered chain, so checking top-down
- * names the outermost user (a backend rather than the format node it
- * writes through).
+ * fails on the outermost node that has such a user.
  */
 static bool reopen_check_perm(const ReopenState *rs, StrataError **errp)
 {
@@ -146,11 +260,11 @@ static bool reopen_check_perm(const ReopenState *rs, StrataError **errp)
     for (GSList *l = node->parents; l; l = l->next) {
         BlockChild *c = l->data;
         if (c->perm & mask) {
-            g_autofree char *user = child_user_name(c);
-            g_autofree char *names = perm_names(c->perm & mask);
+            /* QEMU's words, so that scripts' expected output carries
+             * over. */
             error_set(errp, STRATA_ERROR_PERMISSION, EPERM,
-                      "Cannot make node '%s' read-only: %s holds '%s' on it "
-                      "as '%s'", node->node_name, user, names, c->role);
+                      "Read-only block node '%s' cannot support read-write "
+                      "users", node->node_name);
             return false;
         }
     }
@@ -189,6 +303,7 @@ static void reopen_commit_one(ReopenState *rs)
     node->cache_direct = rs->cache_direct;
     node->cache_no_flush = rs->cache_no_flush;
     node->detect_zeroes = rs->detect_zeroes;
+    node->discard = rs->discard;
     /* node->flush_failed stays as it is.  Linux reports a writeback error
      * once per file description, and a reopen that keeps the descriptor
      * (only detect-zeroes changed) or opens a new one (which never sees
@@ -201,7 +316,6 @@ static void reopen_commit_one(ReopenState *rs)
 
 bool node_reopen(StrataNode *node, OptNode *changes, StrataError **errp)
 {
-    ReopenChanges ch;
     int n = 0, prepared = 0;
     bool ok = false;
 
@@ -209,37 +323,61 @@ bool node_reopen(StrataNode *node, OptNode *changes, StrataError **errp)
     /* The drained section runs the loop in this thread. */
     g_assert(loop_is_owner(node->ctx->loop));
 
-    if (!reopen_parse_changes(changes, &ch, errp)) {
+    g_autoptr(OptNode) c = NULL;
+    if (changes && opts_type(changes) != OPT_OBJECT) {
+        error_set_option(errp, "reopen options: expected an object");
         return false;
     }
-    if (ch.has_detect_zeroes && ch.detect_zeroes == DETECT_ZEROES_UNMAP &&
-        node->discard != DISCARD_UNMAP) {
-        error_set_option(errp, "detect-zeroes: 'unmap' needs discard=unmap "
-                         "on node '%s'", node->node_name);
-        return false;
-    }
+    c = changes ? opts_clone(changes) : NULL;
 
     for (StrataNode *n1 = node; n1; n1 = node_filtered(n1)) {
-        if (ch.has_read_only && !ch.read_only && n1->force_share) {
-            error_set_option(errp, "read-only: cannot be turned off: node "
-                             "'%s' was opened with force-share=on",
-                             n1->node_name);
-            return false;
-        }
         n++;
     }
     g_autofree ReopenState *rs = g_new0(ReopenState, n);
+    g_autofree OptNode **drv_changes = g_new0(OptNode *, n);
+    g_autofree ReopenChanges *ch = g_new0(ReopenChanges, n);
+    OptNode *obj = c;
     int i = 0;
     for (StrataNode *n1 = node; n1; n1 = node_filtered(n1), i++) {
+        OptNode *next = NULL;
+        if (!reopen_split(n1, obj, i, &drv_changes[i], &next, errp) ||
+            !reopen_parse_changes(obj, &ch[i], errp)) {
+            goto out_free;
+        }
+        if (i > 0) {
+            reopen_inherit_changes(&ch[i], &ch[i - 1]);
+        }
+        if (ch[i].has_read_only && !ch[i].read_only && n1->force_share) {
+            error_set_option(errp, "read-only: cannot be turned off: node "
+                             "'%s' was opened with force-share=on",
+                             n1->node_name);
+            goto out_free;
+        }
+        DiscardMode discard = ch[i].has_discard ? ch[i].discard : n1->discard;
+        DetectZeroes dz = ch[i].has_detect_zeroes ? ch[i].detect_zeroes
+                                                  : n1->detect_zeroes;
+        if (dz == DETECT_ZEROES_UNMAP && discard != DISCARD_UNMAP) {
+            error_set_option(errp, "detect-zeroes: 'unmap' needs "
+                             "discard=unmap on node '%s'", n1->node_name);
+            goto out_free;
+        }
+        obj = next;
+    }
+
+    i = 0;
+    for (StrataNode *n1 = node; n1; n1 = node_filtered(n1), i++) {
+        const ReopenChanges *c1 = &ch[i];
         rs[i] = (ReopenState) {
             .node = n1,
-            .read_only = ch.has_read_only ? ch.read_only : n1->read_only,
-            .cache_direct = ch.has_direct ? ch.direct : n1->cache_direct,
-            .cache_no_flush = ch.has_no_flush ? ch.no_flush : n1->cache_no_flush,
-            .detect_zeroes = (i == 0 && ch.has_detect_zeroes) ? ch.detect_zeroes
-                                                             : n1->detect_zeroes,
+            .read_only = c1->has_read_only ? c1->read_only : n1->read_only,
+            .cache_direct = c1->has_direct ? c1->direct : n1->cache_direct,
+            .cache_no_flush = c1->has_no_flush ? c1->no_flush
+                                               : n1->cache_no_flush,
+            .detect_zeroes = c1->has_detect_zeroes ? c1->detect_zeroes
+                                                   : n1->detect_zeroes,
+            .discard = c1->has_discard ? c1->discard : n1->discard,
         };
-        rs[i].options = reopen_new_options(&rs[i], &ch, i == 0);
+        rs[i].options = reopen_new_options(&rs[i], c1, drv_changes[i]);
     }
 
     node_ref(node);
@@ -283,6 +421,10 @@ out:
     }
     node_drain_end(node);
     node_unref(node);
+out_free:
+    for (i = 0; i < n; i++) {
+        opts_unref(drv_changes[i]);
+    }
     return ok;
 }
 

@@ -370,6 +370,17 @@ bool schema_validate_partial(OptNode *obj, const SchemaMember *members,
     return validate_object(obj, &ml, errp);
 }
 
+bool schema_validate_node_partial(OptNode *opts, const SchemaDriver *drv,
+                                  StrataError **errp)
+{
+    MemberLists ml = {
+        .list = { qapi_common_members, drv->members },
+        .n = 2,
+        .partial = true,
+    };
+    return validate_object(opts, &ml, errp);
+}
+
 bool schema_validate_node(OptNode *opts, const SchemaDriver *drv,
                           StrataError **errp)
 {

@@ -135,4 +135,9 @@ bool schema_validate_members(OptNode *obj, const SchemaMember *members,
 bool schema_validate_partial(OptNode *obj, const SchemaMember *members,
                              StrataError **errp);
 
+/* As schema_validate_node(), but required members may be absent: for a
+ * reopen's changes to one node (its common and driver options). */
+bool schema_validate_node_partial(OptNode *opts, const SchemaDriver *drv,
+                                  StrataError **errp);
+
 #endif

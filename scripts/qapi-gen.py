@@ -23,7 +23,7 @@ import sys
 TYPES = ('bool', 'int', 'size', 'string', 'enum', 'object', 'list', 'child')
 MEMBER_KEYS = {'name', 'type', 'doc', 'required', 'default', 'default_doc',
                'values', 'min', 'max', 'power_of_2', 'members'}
-DRIVER_KEYS = {'name', 'aliases', 'doc', 'members'}
+DRIVER_KEYS = {'name', 'aliases', 'doc', 'members', 'members_from'}
 TOP_KEYS = {'_comment', 'common', 'drivers'}
 NAME_RE = re.compile(r'^[a-z][a-z0-9_-]*$')
 INT64_MIN, INT64_MAX = -(1 << 63), (1 << 63) - 1
@@ -195,6 +195,17 @@ def load_schema(path):
                 raise SchemaError(f'{where}: driver name {n!r} used twice')
             taken.add(n)
         check_doc(drv, where)
+        src = drv.get('members_from')
+        if src is not None:
+            # Another driver's option set, shared rather than copied.
+            if 'members' in drv:
+                raise SchemaError(f'{where}: "members" and "members_from" '
+                                  f'are exclusive')
+            earlier = [d for d in drivers[:i] if d['name'] == src]
+            if not earlier or earlier[0].get('members_from'):
+                raise SchemaError(f'{where}: "members_from" must name an '
+                                  f'earlier driver with its own members')
+            drv['members'] = earlier[0]['members']
         check_members(drv.setdefault('members', []), where)
         clash = common_names & {m['name'] for m in drv['members']}
         if clash:
@@ -357,7 +368,7 @@ class CGen:
         self.member_list(self.common, ['common'], 'qapi_common_members')
         for drv in self.drivers:
             self.h.append('')
-            if drv['members']:
+            if drv['members'] and not drv.get('members_from'):
                 self.member_list(drv['members'], [drv['name']])
             if drv['aliases']:
                 aliases = ''.join(f'{c_str(a)}, ' for a in drv['aliases'])
@@ -373,7 +384,8 @@ class CGen:
             self.c.append('')
         self.c.append('const SchemaDriver qapi_drivers[] = {')
         for drv in self.drivers:
-            members = ('qapi_members_' + c_ident(drv['name'])
+            owner = drv.get('members_from') or drv['name']
+            members = ('qapi_members_' + c_ident(owner)
                        if drv['members'] else 'qapi_members_none')
             self.c.append('    {')
             self.c.append(f'        .name = {c_str(drv["name"])},')
@@ -518,8 +530,12 @@ def generate_docs(common, drivers, schema_name):
         if drv['aliases']:
             names = ', '.join(f'`{a}`' for a in drv['aliases'])
             text += f' Also selected as {names}.'
-        table = (doc_table(drv['members']) if drv['members']
-                 else 'No options of its own.\n')
+        if drv.get('members_from'):
+            src = drv['members_from']
+            table = (f'The same options as [`{src}`](#driver-{src}).\n')
+        else:
+            table = (doc_table(drv['members']) if drv['members']
+                     else 'No options of its own.\n')
         out.append(f'{title}\n\n{text}\n\n{table}')
     return '\n'.join(out)
 

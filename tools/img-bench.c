@@ -337,7 +337,7 @@ static void chain_snapshot(StrataBackend *be, ChainStats *cs)
         cs->node[cs->n] = n;
         strata_node_get_stats(n, &cs->st[cs->n]);
         cs->n++;
-        if (!strcmp(strata_node_get_driver(n), "file")) {
+        if (file_driver_is(n->drv)) {
             FileInfo fi;
             file_get_info(n, &fi);
             const AioEngineOps *ops = aio_engine_get(fi.engine);

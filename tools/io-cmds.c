@@ -171,8 +171,8 @@ static int cmd_open(IoState *s, int argc, char **argv)
     while ((c = getopt(argc, argv, "snCrkUf:i:t:d:o:")) != -1) {
         switch (c) {
         case 's':
-            io_error("snapshot mode (-s) is not supported");
-            return -ENOTSUP;
+            f.snapshot = true;
+            break;
         case 'C':
             io_error("copy-on-read (-C) is not supported");
             return -ENOTSUP;
@@ -222,7 +222,7 @@ static int cmd_open(IoState *s, int argc, char **argv)
         return io_usage("open");
     }
     if (!io_open_image(s, name, g_steal_pointer(&extra), &f, &err)) {
-        if (name) {
+        if (name && !f.image_opts) {
             io_error("can't open device %s: %s", name, strata_error_get_message(err));
         } else {
             io_error("can't open: %s", strata_error_get_message(err));
@@ -291,6 +291,11 @@ static int cmd_reopen(IoState *s, int argc, char **argv)
             return -EINVAL;
         }
     }
+    if (has_rw && opts_has(extra, "read-only")) {
+        /* qemu-io's rule: one way to say it. */
+        io_error("Cannot set both -r/-w and 'read-only'");
+        return -EINVAL;
+    }
     if (has_rw) {
         opts_set_bool(changes, "read-only", read_only, NULL);
     }
@@ -309,15 +314,13 @@ static int cmd_reopen(IoState *s, int argc, char **argv)
     bool was_ro = root->read_only;
     uint32_t old_perm = s->perm;
     bool force_share = s->shared == PERM_ALL;
-    /* Where read-only ends up, whether -r or -o read-only=on says it: read
-     * from a copy, so that node_reopen() still sees the key unconsumed.  A
-     * bad value is left for node_reopen() to report. */
-    bool will_ro = was_ro;
-    g_autoptr(OptNode) probe = opts_clone(changes);
-    opts_get_bool(probe, "read-only", was_ro, &will_ro, NULL);
+    /* As qemu-io: -r gives up write and resize first (a node only goes
+     * read-only once nobody holds write on it), and takes them back if
+     * the reopen fails; -o read-only=on keeps them, so the reopen fails
+     * while this tool writes ("Read-only block node ... cannot support
+     * read-write users"). */
+    bool will_ro = has_rw ? read_only : was_ro;
 
-    /* A node only goes read-only once nobody holds write on it: give up
-     * write and resize first, and take them back if the reopen fails. */
     if (will_ro && (s->perm & (PERM_WRITE | PERM_RESIZE))) {
         if (!backend_set_perm(s->be, PERM_CONSISTENT_READ, s->shared, &err)) {
             goto fail;
@@ -532,8 +535,9 @@ static const IoCmd commands[] = {
     { "open", "o", cmd_open, 1, -1, CMD_NOFILE_OK, 0,
       "[-rsCnkU] [-f fmt] [-i aio] [-t cache] [-d discard] [-o options] [path]",
       "open the file specified by path",
-      " Opens an image (a path, json:{...}, or dotted keys with --image-opts)\n"
-      " for the other commands.\n"
+      " Opens an image (a path, a filename with a protocol prefix such as\n"
+      " blkdebug::PATH or null-co://, json:{...}, or dotted keys with\n"
+      " --image-opts) for the other commands.\n"
       " -r, -- read-only\n"
       " -n, -- no host page cache, short for -t none\n"
       " -U, -- share all permissions with other users\n"
@@ -543,7 +547,8 @@ static const IoCmd commands[] = {
       " -t, -- cache mode\n"
       " -d, -- discard mode\n"
       " -o, -- more options as dotted keys\n"
-      " -s, -C -- snapshot and copy-on-read: not supported\n" },
+      " -s, -- snapshot: writes go to a temporary overlay, discarded at close\n"
+      " -C, -- copy-on-read: not supported\n" },
     { "quit", "q", cmd_quit, 0, 0, CMD_GLOBAL, 0, NULL,
       "exit the program", NULL },
     { "read", "r", io_cmd_read, 2, -1, 0, 0,

@@ -28,6 +28,7 @@ typedef struct IoOpenFlags {
     const char *aio;            /* -i: file.aio, or NULL */
     const char *discard;        /* -d, or NULL for the default (unmap) */
     bool force_share;           /* -U */
+    bool snapshot;              /* -s: writes go to a temporary overlay */
 } IoOpenFlags;
 
 typedef struct IoState {

@@ -119,8 +119,9 @@ static bool set_aio(OptNode *o, void *opaque, StrataError **errp)
 {
     AioSet *a = opaque;
     const char *d = tool_opts_driver(o);
+    const BlockDriver *bd = d ? block_driver_find(d) : NULL;
 
-    if (d && !strcmp(d, "file")) {
+    if (bd && file_driver_is(bd)) {
         a->found = true;
         return opts_set_str(o, "aio", a->aio, errp);
     }
@@ -140,7 +141,13 @@ static OptNode *img_build_options(const char *filename, const ImgOpenFlags *f,
         }
         opts = opts_parse_dotted(filename, errp);
     } else {
-        opts = opts_parse_filename(filename, "filename", errp);
+        /* qemu-img's filenames: json:{...}, protocol prefixes (blkdebug:,
+         * null-co://), devices (host_device), below the format. */
+        opts = opts_new_object();
+        if (!block_options_add_filename(opts, filename, f->fmt ? f->fmt : "raw",
+                                        errp)) {
+            return NULL;
+        }
     }
     if (!opts) {
         return NULL;
@@ -172,7 +179,7 @@ static OptNode *img_build_options(const char *filename, const ImgOpenFlags *f,
         g_autofree char *kf = g_strdup_printf("%s.filename", role);
 
         opts_remove(opts, "filename");
-        if (!opts_set_str(opts, kd, "file", errp) ||
+        if (!opts_set_str(opts, kd, block_probe_protocol(name), errp) ||
             !opts_set_str(opts, kf, name, errp)) {
             return NULL;
         }
@@ -339,7 +346,7 @@ static bool chain_mapping(StrataNode *root, const char **filename,
 
     for (StrataNode *n = root; n; n = node_filtered(n)) {
         const char *drv = strata_node_get_driver(n);
-        if (!strcmp(drv, "file")) {
+        if (file_driver_is(n->drv)) {
             OptNode *fn = n->options ? opts_peek(n->options, "filename") : NULL;
             if (!fn || opts_type(fn) != OPT_STRING) {
                 return false;

@@ -26,6 +26,7 @@
 #include "config-host.h"
 #include "block/backend-int.h"
 #include "block/block-int.h"
+#include "block/file-posix.h"
 #include "tools/io-cmds.h"
 
 /* argv[0]'s basename, as qemu-io names itself in messages and the prompt:
@@ -127,8 +128,6 @@ static OptNode *build_options(const char *filename, OptNode *extra,
             return NULL;
         }
         opts = filename ? opts_parse_dotted(filename, errp) : opts_new_object();
-    } else if (filename) {
-        opts = opts_parse_filename(filename, "filename", errp);
     } else {
         opts = opts_new_object();
     }
@@ -141,6 +140,15 @@ static OptNode *build_options(const char *filename, OptNode *extra,
     }
     if (extra) {
         opts_merge(opts, extra);
+    }
+    /* A plain FILE as qemu-io reads it: json:{...}, or a filename whose
+     * protocol prefix (blkdebug:, null-co://, file:) the library parses,
+     * below the format (-f, else raw: no probing).  -o options are in
+     * the tree already and win over what the filename implies. */
+    if (!f->image_opts && filename &&
+        !block_options_add_filename(opts, filename, f->fmt ? f->fmt : "raw",
+                                    errp)) {
+        return NULL;
     }
 
     const char *drv = tool_opts_driver(opts);
@@ -160,7 +168,8 @@ static OptNode *build_options(const char *filename, OptNode *extra,
         }
     }
 
-    /* A format given a plain filename stores its data in a file node. */
+    /* A format given a "filename" option (-o filename=x, --image-opts)
+     * stores its data in a protocol node for that path. */
     drv = tool_opts_driver(opts);
     OptNode *fn = opts_peek(opts, "filename");
     OptNode *file = opts_peek(opts, "file");
@@ -170,7 +179,8 @@ static OptNode *build_options(const char *filename, OptNode *extra,
          * the filename there rather than replace it. */
         g_autofree char *name = g_strdup(opts_scalar_str(fn));
         opts_remove(opts, "filename");
-        if (!opts_set_default_str(opts, "file.driver", "file", errp) ||
+        if (!opts_set_default_str(opts, "file.driver",
+                                  block_probe_protocol(name), errp) ||
             !opts_set_str(opts, "file.filename", name, errp)) {
             return NULL;
         }
@@ -203,7 +213,8 @@ static OptNode *build_options(const char *filename, OptNode *extra,
         for (guint i = 0; i < chain->len; i++) {
             OptNode *o = g_ptr_array_index(chain, i);
             const char *d = tool_opts_driver(o);
-            if (d && !strcmp(d, "file")) {
+            const BlockDriver *bd = d ? block_driver_find(d) : NULL;
+            if (bd && file_driver_is(bd)) {
                 if (!opts_set_str(o, "aio", f->aio, errp)) {
                     return NULL;
                 }
@@ -215,6 +226,18 @@ static OptNode *build_options(const char *filename, OptNode *extra,
                        f->aio);
             return NULL;
         }
+    }
+    if (f->snapshot) {
+        /* qemu-io -s: the image, opened read-only, below a temporary
+         * overlay that takes the writes and is discarded at close. */
+        g_autoptr(OptNode) top = opts_new_object();
+        if (!opts_set_bool(opts, "read-only", true, errp) ||
+            !opts_set_str(top, "driver", "snapshot-overlay", errp) ||
+            (f->read_only && !opts_set_bool(top, "read-only", true, errp))) {
+            return NULL;
+        }
+        opts_set_child(top, "file", g_steal_pointer(&opts));
+        return g_steal_pointer(&top);
     }
     return g_steal_pointer(&opts);
 }
@@ -303,11 +326,14 @@ static void usage(const char *name)
 "  -d, --discard=MODE   discard mode: ignore/off or unmap/on (default)\n"
 "  -m, --misalign       place request buffers at odd addresses\n"
 "  -U, --force-share    share all permissions with other users\n"
+"  -s, --snapshot       use a temporary overlay: writes are discarded at\n"
+"                       exit and the image is never written\n"
 "  -h, --help           display this help and exit\n"
 "  -V, --version        output version information and exit\n"
 "\n"
-"FILE is an image path, a json:{...} option tree, or (--image-opts)\n"
-"dotted keys.  Without -c, commands are read from standard input.\n"
+"FILE is an image path, a filename with a protocol prefix (blkdebug:,\n"
+"null-co://, file:, host_device:), a json:{...} option tree, or\n"
+"(--image-opts) dotted keys.  Without -c, commands are read from standard input.\n"
 "See '%s -c help' for the commands.\n", name, name);
 }
 
@@ -358,6 +384,7 @@ int main(int argc, char **argv)
         { "discard", required_argument, NULL, 'd' },
         { "force-share", no_argument, NULL, 'U' },
         { "image-opts", no_argument, NULL, OPT_IMAGE_OPTS },
+        { "snapshot", no_argument, NULL, 's' },
         { NULL, 0, NULL, 0 },
     };
     g_autofree char *prog = g_path_get_basename(argv[0] ? argv[0] : "strata-io");
@@ -367,7 +394,7 @@ int main(int argc, char **argv)
     int c, failed = 0;
 
     io_progname = prog;
-    while ((c = getopt_long(argc, argv, "hVc:f:rnmki:t:d:U", long_opts, NULL)) != -1) {
+    while ((c = getopt_long(argc, argv, "hVc:f:rnmki:t:d:Us", long_opts, NULL)) != -1) {
         switch (c) {
         case 'h':
             usage(prog);
@@ -406,6 +433,9 @@ int main(int argc, char **argv)
         case 'U':
             f.force_share = true;
             break;
+        case 's':
+            f.snapshot = true;
+            break;
         case OPT_IMAGE_OPTS:
             f.image_opts = true;
             break;
@@ -439,8 +469,13 @@ int main(int argc, char **argv)
     if (optind < argc) {
         const char *filename = argv[optind];
         if (!io_open_image(&s, filename, NULL, &f, &err)) {
-            io_error("can't open device %s: %s", filename,
-                     strata_error_get_message(err));
+            /* As qemu-io: dotted keys are not a device name. */
+            if (f.image_opts) {
+                io_error("can't open: %s", strata_error_get_message(err));
+            } else {
+                io_error("can't open device %s: %s", filename,
+                         strata_error_get_message(err));
+            }
             strata_error_free(err);
             strata_context_free(s.ctx);
             return 1;

@@ -1178,19 +1178,3 @@ OptNode *opts_parse_dotted(const char *text, StrataError **errp)
     }
     return g_steal_pointer(&root);
 }
-
-OptNode *opts_parse_filename(const char *s, const char *implied_key,
-                             StrataError **errp)
-{
-    if (g_str_has_prefix(s, "json:")) {
-        return opts_parse_json(s + strlen("json:"), errp);
-    }
-    if (!implied_key) {
-        return opts_parse_dotted(s, errp);
-    }
-    g_autoptr(OptNode) root = opts_new_object();
-    if (!opts_set_str(root, implied_key, s, errp)) {
-        return NULL;
-    }
-    return g_steal_pointer(&root);
-}

@@ -7,7 +7,8 @@
  *   - QEMU-style dotted keys: "driver=raw,file.driver=file,file.filename=x.img,
  *     inject-error.0.event=read_aio" (values are strings; ",," escapes a
  *     comma; numeric path components make lists),
- *   - "json:{...}" pseudo-filenames (opts_parse_filename).
+ *   - "json:{...}" pseudo-filenames (block_options_add_filename() in
+ *     block/filename.c, with the other QEMU-era filename forms).
  * Scalars from dotted keys are strings and are converted by the typed
  * getters ("on"/"off"/"true"/"false" for booleans, decimal/hex integers,
  * sizes with k/M/G/T suffixes); JSON scalars must have the right type,
@@ -45,10 +46,6 @@ typedef struct OptNode OptNode;
 
 OptNode *opts_parse_json(const char *text, StrataError **errp);
 OptNode *opts_parse_dotted(const char *text, StrataError **errp);
-/* "json:{...}" → JSON; anything else → { "filename": s } when @implied_key
- * is "filename", or dotted keys when @implied_key is NULL. */
-OptNode *opts_parse_filename(const char *s, const char *implied_key,
-                             StrataError **errp);
 
 OptNode *opts_new_object(void);
 /* Either accepts any node of a tree and acts on the tree's root, so a

@@ -130,6 +130,21 @@ STRATA_EXPORT StrataNode *strata_node_open_json(StrataContext *ctx,
 STRATA_EXPORT StrataNode *strata_node_open_dotted(StrataContext *ctx,
                                                   const char *keys,
                                                   StrataError **errp);
+/*
+ * Open an image named the way qemu-io and qemu-img name one: a path
+ * ("disk.img", "/dev/sdb" opens host_device), a protocol prefix
+ * ("blkdebug:rules.conf:disk.img", "blkdebug::disk.img", "null-co://",
+ * "file:a:b.img"), or "json:{...}".  @options_json (may be NULL) holds
+ * options that win over what the filename implies, e.g.
+ * {"driver": "raw", "file": {"align": 4096}}; without a "driver" the top
+ * node is raw over the protocol node the filename names (no format
+ * probing).  Errors as QEMU words them ("Unknown protocol 'foo'").
+ * Same context rules as strata_node_open_json().
+ */
+STRATA_EXPORT StrataNode *strata_node_open_filename(StrataContext *ctx,
+                                                    const char *filename,
+                                                    const char *options_json,
+                                                    StrataError **errp);
 /* Borrowed look-up by node-name; NULL if none. */
 STRATA_EXPORT StrataNode *strata_node_find(StrataContext *ctx, const char *name);
 STRATA_EXPORT void strata_node_ref(StrataNode *node);

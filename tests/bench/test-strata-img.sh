@@ -21,6 +21,14 @@ out=$("$IMG" create "$f" 1M)
 expect create "^Formatting '$f', fmt=raw size=1048576$" "$out"
 [ "$(stat -c %s "$f")" = 1048576 ] || fail "create: wrong size"
 
+# QEMU-era filenames go through the library's parser, as in qemu-img.
+out=$("$IMG" info "blkdebug::$f")
+expect "info blkdebug::" "^virtual size: 1 MiB \\(1048576 bytes\\)$" "$out"
+out=$("$IMG" info null-co://)
+expect "info null-co://" "^virtual size: 1 GiB" "$out"
+out=$("$IMG" info "foo:$f" 2>&1) && fail "info of an unknown protocol succeeded"
+expect "info foo:" "Unknown protocol 'foo'" "$out"
+
 out=$("$IMG" create -q -o preallocation=falloc "$f.falloc" 64k)
 [ -z "$out" ] || fail "create -q printed: $out"
 "$IMG" create -o preallocation=bogus "$f.bad" 64k 2>/dev/null && fail "bad preallocation accepted"

@@ -113,7 +113,7 @@ static void env_close(Env *e)
 static StrataNode *env_file(Env *e)
 {
     StrataNode *n = e->node;
-    while (n->drv != &bdrv_file) {
+    while (!file_driver_is(n->drv)) {
         n = node_filtered(n);
         g_assert_nonnull(n);
     }
@@ -257,9 +257,31 @@ static void test_open_directory(void)
         "{\"driver\": \"file\", \"filename\": \"%s\"}", test_dir);
     StrataContext *ctx = strata_context_new(NULL);
 
+    g_autofree char *want = g_strdup_printf("Could not open '%s': Is a "
+                                            "directory", test_dir);
+    g_autofree char *json_ro = g_strdup_printf(
+        "{\"driver\": \"file\", \"filename\": \"%s\", \"read-only\": true}",
+        test_dir);
+    g_autofree char *want_ro = g_strdup_printf(
+        "'file' driver requires '%s' to be a regular file", test_dir);
+    g_autofree char *json_dev = g_strdup_printf(
+        "{\"driver\": \"host_device\", \"filename\": \"%s\", "
+        "\"read-only\": true}", test_dir);
+    g_autofree char *want_dev = g_strdup_printf(
+        "'host_device' driver requires '%s' to be either a character or "
+        "block device", test_dir);
+
+    /* QEMU's words: read-write fails as open(2) does, read-only on the
+     * kind of file. */
     g_assert_null(open_node(ctx, json, &err));
-    g_assert_nonnull(strstr(error_get_message(err),
-                            "not a regular file or block device"));
+    g_assert_cmpstr(error_get_message(err), ==, want);
+    g_assert_cmpint(error_get_errno(err), ==, EISDIR);
+    g_clear_pointer(&err, error_free);
+    g_assert_null(open_node(ctx, json_ro, &err));
+    g_assert_cmpstr(error_get_message(err), ==, want_ro);
+    g_clear_pointer(&err, error_free);
+    g_assert_null(open_node(ctx, json_dev, &err));
+    g_assert_cmpstr(error_get_message(err), ==, want_dev);
     strata_context_free(ctx);
 }
 
@@ -1301,7 +1323,7 @@ static char *run_cmd(const char *cmd, int *status)
 static void loop4k_body(const char *dev)
 {
     g_autofree char *json = g_strdup_printf(
-        "{\"driver\": \"file\", \"filename\": \"%s\", "
+        "{\"driver\": \"host_device\", \"filename\": \"%s\", "
         "\"cache\": {\"direct\": true}}", dev);
     GRand *r = g_rand_new_with_seed(test_seed);
     const int64_t size = 8 << 20;

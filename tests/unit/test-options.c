@@ -753,45 +753,6 @@ static void test_dotted_errors(void)
     g_string_free(deep, TRUE);
 }
 
-static void test_filename(void)
-{
-    StrataError *err = NULL;
-    const char *s;
-
-    g_autoptr(OptNode) j = opts_parse_filename(
-        "json:{\"driver\": \"file\", \"filename\": \"a,b\"}", "filename", &err);
-    g_assert_nonnull(j);
-    g_assert_true(opts_get_str(j, "filename", NULL, &s, NULL));
-    g_assert_cmpstr(s, ==, "a,b");
-
-    g_autoptr(OptNode) f = opts_parse_filename("dir/x=1,y.img", "filename",
-                                               &err);
-    g_assert_nonnull(f);
-    g_assert_cmpuint(opts_object_size(f), ==, 1);
-    g_assert_true(opts_get_str(f, "filename", NULL, &s, NULL));
-    g_assert_cmpstr(s, ==, "dir/x=1,y.img");
-
-    g_autoptr(OptNode) d = opts_parse_filename("driver=raw,file.filename=a",
-                                               NULL, &err);
-    g_assert_nonnull(d);
-    g_assert_true(opts_get_str(d, "file.filename", NULL, &s, NULL));
-    g_assert_cmpstr(s, ==, "a");
-
-    g_assert_null(opts_parse_filename("json:{\"a\": 1, \"a\": 2}", "filename",
-                                      &err));
-    check_error(err, "a: duplicate key");
-    g_clear_pointer(&err, error_free);
-    g_assert_null(opts_parse_filename("json:[]", NULL, &err));
-    check_error(err, "JSON top level must be an object");
-    g_clear_pointer(&err, error_free);
-    g_assert_null(opts_parse_filename("x\xff.img", "filename", &err));
-    check_error(err, "filename: value is not valid UTF-8");
-    g_clear_pointer(&err, error_free);
-    g_assert_null(opts_parse_filename("json:", NULL, &err));
-    check_error(err, "JSON syntax error at line 1, column 1");
-    g_clear_pointer(&err, error_free);
-}
-
 /* ---- building ----------------------------------------------------------- */
 
 static void test_set_paths(void)
@@ -1160,7 +1121,6 @@ int main(int argc, char **argv)
     g_test_add_func("/options/dotted/errors", test_dotted_errors);
     g_test_add_func("/options/dotted/random-equivalence",
                     test_dotted_random_equivalence);
-    g_test_add_func("/options/filename/json-implied-dotted", test_filename);
     g_test_add_func("/options/set/dotted-paths", test_set_paths);
     g_test_add_func("/options/set/child", test_set_child);
     g_test_add_func("/options/clone/independent", test_clone_independent);
