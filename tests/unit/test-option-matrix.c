@@ -11,12 +11,18 @@
  * add a check of the option's own effect (a raw window's bytes in the file,
  * mem's counters, an injected error).  Cases over the file driver run once
  * per AIO engine this build and kernel can use, with cache.direct off and
- * on, on a file under /var/tmp.
+ * on, on a file under /var/tmp.  Cases of host_device and host_cdrom run
+ * the same way on a loop device this process makes (test_loop_device():
+ * detached by the kernel when the process ends, however it ends); without
+ * root or loop devices they skip, saying why.  snapshot-overlay cases run
+ * over a file filled with a pattern, which must be unchanged at the end.
  *
  * /option-matrix/coverage walks the case table against the tables that
  * scripts/qapi-gen.py generates from qapi/block.json and fails, listing
  * them, when an option of some driver is set to a non-default value by no
- * case: an option added to the schema needs a case here.
+ * case: an option added to the schema needs a case here.  It reads the
+ * case table, so a case that skips at run time (no loop device) still
+ * counts: the CI machine runs them.
  */
 #include <errno.h>
 #include <inttypes.h>
@@ -49,6 +55,8 @@ enum {
     X_SINK = 1 << 1,            /* null: writes are dropped */
     X_READS_ZERO = 1 << 2,      /* null: reads fill zeroes (else untouched) */
     X_DISCARD_ZERO = 1 << 3,    /* the discard deallocates: reads zeroes */
+    X_BASE = 1 << 4,            /* the image holds a pattern, which reads
+                                 * show and which stays unchanged */
 };
 
 typedef struct Env {
@@ -56,13 +64,14 @@ typedef struct Env {
     StrataNode *root;
     StrataBackend *be;
     int img_fd;                 /* the image file (unlinked), or -1 */
+    int dev_fd;                 /* the loop device, or -1 */
 } Env;
 
 typedef struct Case {
     const char *name;
-    /* Placeholders: @IMG@ the image file, @AIO@ and @DIRECT@ the run's
-     * engine and cache mode (cases with @AIO@ run for each), @CFG@ a
-     * blkdebug rules file (see write_rules_file). */
+    /* Placeholders: @IMG@ the image file, @DEV@ the loop device, @AIO@
+     * and @DIRECT@ the run's engine and cache mode (cases with @AIO@ run
+     * for each), @CFG@ a blkdebug rules file (rules_file_text). */
     const char *json;
     unsigned expect;
     /* The option's own effect, after the sequence (may be NULL). */
@@ -80,6 +89,19 @@ typedef struct Case {
 #define NULL_NODE(extra) "{\"driver\": \"null\"" extra "}"
 #define DBG_NODE(extra) \
     "{\"driver\": \"blkdebug\", \"image\": " MEM_NODE("") extra "}"
+#define HOSTDEV_NODE(extra) \
+    "{\"driver\": \"host_device\", \"filename\": \"@DEV@\", " \
+    "\"aio\": \"@AIO@\", \"cache\": {\"direct\": @DIRECT@}" extra "}"
+/* host_cdrom runs host_device's code: one engine and mode is enough (its
+ * cache.no-flush case still runs in each). */
+#define CDROM_NODE(extra) \
+    "{\"driver\": \"host_cdrom\", \"filename\": \"@DEV@\", " \
+    "\"aio\": \"threads\", \"cache\": {\"direct\": true}" extra "}"
+#define NULL_AIO_NODE(extra) "{\"driver\": \"null-aio\"" extra "}"
+/* One run per case: the base is only read, whatever its engine. */
+#define OVERLAY_NODE(extra) \
+    "{\"driver\": \"snapshot-overlay\", \"file\": {\"driver\": " \
+    "\"file\", \"filename\": \"@IMG@\"}" extra "}"
 
 static void check_raw_window(Env *e, const uint8_t *model);
 static void check_raw_size(Env *e, const uint8_t *model);
@@ -91,40 +113,60 @@ static void check_mem_no_fua(Env *e, const uint8_t *model);
 static void check_mem_no_zeroes(Env *e, const uint8_t *model);
 static void check_injected(Env *e, const uint8_t *model);
 static void check_state_injected(Env *e, const uint8_t *model);
+static void check_drop_cache(Env *e, const uint8_t *model);
+static void check_overlay_block_size(Env *e, const uint8_t *model);
 
 /*
  * The common options, once per driver.  A cache object in a file node
- * must keep "direct": @DIRECT@, so those spell the node out.
+ * must keep "direct": @DIRECT@, so those spell the node out.  @dz is
+ * X_DISCARD_ZERO where a passed-down discard reads back as zeroes.
  */
-#define COMMON_CASES(drv, NODE, base)                                         \
+#define COMMON_CASES(drv, NODE, base, dz)                                     \
     { drv "/common/node-name", NODE(", \"node-name\": \"matrix0\""), base, NULL },   \
     { drv "/common/read-only", NODE(", \"read-only\": true"), base | X_RO, NULL },   \
     { drv "/common/auto-read-only", NODE(", \"auto-read-only\": true"), base, NULL },\
     { drv "/common/force-share", NODE(", \"read-only\": true, \"force-share\": true"),\
       base | X_RO, NULL },                                                    \
     { drv "/common/discard", NODE(", \"discard\": \"unmap\""),                       \
-      base | X_DISCARD_ZERO, NULL },                                          \
+      base | (dz), NULL },                                                    \
     { drv "/common/detect-zeroes", NODE(", \"detect-zeroes\": \"on\""), base, NULL },\
     { drv "/common/detect-zeroes-unmap",                                             \
       NODE(", \"discard\": \"on\", \"detect-zeroes\": \"unmap\""),            \
-      base | X_DISCARD_ZERO, NULL },                                          \
+      base | (dz), NULL },                                                    \
     { drv "/common/rmw-coalesce", NODE(", \"rmw-coalesce\": false"), base, NULL }
+
+/* The file driver's own options, on a node of @drv's over @img (file,
+ * host_device and host_cdrom share them and their code). */
+#define FILE_CASES(drv, NODE, img)                                            \
+    { drv "/cache.no-flush",                                                  \
+      "{\"driver\": \"" drv "\", \"filename\": \"" img "\", "                 \
+      "\"aio\": \"@AIO@\", \"cache\": {\"direct\": @DIRECT@, "                  \
+      "\"no-flush\": true}}", 0, NULL },                                       \
+    { drv "/locking", NODE(", \"locking\": \"off\""), 0, NULL },                \
+    { drv "/bounce", NODE(", \"bounce\": \"always\""), 0, check_bounced },      \
+    { drv "/bounce-threshold", NODE(", \"bounce-threshold\": \"8k\""), 0,       \
+      check_bounce_threshold },                                               \
+    { drv "/bounce-threshold-64k",                                            \
+      NODE(", \"bounce-threshold\": \"64k\", \"bounce\": \"always\""), 0,     \
+      check_bounced },                                                        \
+    { drv "/drop-cache", NODE(", \"drop-cache\": false"), 0, check_drop_cache }
 
 static const Case cases[] = {
     /* file: cache.direct and aio come from the run's parameters. */
-    COMMON_CASES("file", FILE_NODE, 0),
-    { "file/cache.no-flush",
-      "{\"driver\": \"file\", \"filename\": \"@IMG@\", \"aio\": \"@AIO@\", "
-      "\"cache\": {\"direct\": @DIRECT@, \"no-flush\": true}}", 0, NULL },
-    { "file/locking", FILE_NODE(", \"locking\": \"off\""), 0, NULL },
-    { "file/bounce", FILE_NODE(", \"bounce\": \"always\""), 0, check_bounced },
-    { "file/bounce-threshold", FILE_NODE(", \"bounce-threshold\": \"8k\""), 0,
-      check_bounce_threshold },
-    { "file/bounce-threshold-64k",
-      FILE_NODE(", \"bounce-threshold\": \"64k\", \"bounce\": \"always\""), 0,
-      check_bounced },
+    COMMON_CASES("file", FILE_NODE, 0, X_DISCARD_ZERO),
+    FILE_CASES("file", FILE_NODE, "@IMG@"),
 
-    COMMON_CASES("raw", RAW_NODE, 0),
+    /* On the loop device, whose discard punches a hole in its file (and
+     * so reads back zeroes).  host_cdrom is host_device under QEMU's
+     * other name, with no tray or medium handling (qapi/block.json), so a
+     * loop device is a fine drive; QEMU 7.2 instead fails I/O to a device
+     * that answers no CD-ROM ioctl with ENOMEDIUM. */
+    COMMON_CASES("host_device", HOSTDEV_NODE, 0, X_DISCARD_ZERO),
+    FILE_CASES("host_device", HOSTDEV_NODE, "@DEV@"),
+    COMMON_CASES("host_cdrom", CDROM_NODE, 0, X_DISCARD_ZERO),
+    FILE_CASES("host_cdrom", CDROM_NODE, "@DEV@"),
+
+    COMMON_CASES("raw", RAW_NODE, 0, X_DISCARD_ZERO),
     { "raw/cache",
       "{\"driver\": \"raw\", \"cache\": {\"direct\": true, \"no-flush\": true}, "
       "\"file\": {\"driver\": \"file\", \"filename\": \"@IMG@\", "
@@ -133,7 +175,7 @@ static const Case cases[] = {
     { "raw/size", RAW_NODE(", \"offset\": 4096, \"size\": \"1M\""), 0,
       check_raw_size },
 
-    COMMON_CASES("null", NULL_NODE, X_SINK),
+    COMMON_CASES("null", NULL_NODE, X_SINK, 0),
     { "null/cache", NULL_NODE(", \"cache\": {\"direct\": true, "
                               "\"no-flush\": true}"), X_SINK, NULL },
     { "null/size", NULL_NODE(", \"size\": \"4M\""), X_SINK, check_null_size },
@@ -143,7 +185,30 @@ static const Case cases[] = {
     { "null/null-co", "{\"driver\": \"null-co\", \"read-zeroes\": true}",
       X_SINK | X_READS_ZERO, NULL },
 
-    COMMON_CASES("mem", MEM_NODE, 0),
+    /* null-aio: the null driver's second table, the same cases. */
+    COMMON_CASES("null-aio", NULL_AIO_NODE, X_SINK, 0),
+    { "null-aio/cache", NULL_AIO_NODE(", \"cache\": {\"direct\": true, "
+                                      "\"no-flush\": true}"), X_SINK, NULL },
+    { "null-aio/size", NULL_AIO_NODE(", \"size\": \"4M\""), X_SINK,
+      check_null_size },
+    { "null-aio/latency-ns", NULL_AIO_NODE(", \"latency-ns\": 1000"), X_SINK,
+      NULL },
+    { "null-aio/read-zeroes", NULL_AIO_NODE(", \"read-zeroes\": true"),
+      X_SINK | X_READS_ZERO, NULL },
+
+    /* Writes stay in the overlay (discard is advisory there: the blocks
+     * keep their data); the base file keeps its pattern. */
+    COMMON_CASES("snapshot-overlay", OVERLAY_NODE, X_BASE, 0),
+    { "snapshot-overlay/cache", OVERLAY_NODE(", \"cache\": {\"direct\": "
+                                             "true, \"no-flush\": true}"),
+      X_BASE, NULL },
+    { "snapshot-overlay/block-size-512",
+      OVERLAY_NODE(", \"block-size\": 512"), X_BASE, check_overlay_block_size },
+    { "snapshot-overlay/block-size-64k",
+      OVERLAY_NODE(", \"block-size\": \"64k\""), X_BASE,
+      check_overlay_block_size },
+
+    COMMON_CASES("mem", MEM_NODE, 0, X_DISCARD_ZERO),
     { "mem/cache.direct", MEM_NODE(", \"cache\": {\"direct\": true}"), 0,
       NULL },
     { "mem/cache.no-flush", MEM_NODE(", \"cache\": {\"no-flush\": true}"), 0,
@@ -164,7 +229,7 @@ static const Case cases[] = {
                              "\"iov-len-align\": 4096, \"max-transfer\": "
                              "\"16k\", \"max-iov\": 1"), 0, NULL },
 
-    COMMON_CASES("blkdebug", DBG_NODE, 0),
+    COMMON_CASES("blkdebug", DBG_NODE, 0, X_DISCARD_ZERO),
     { "blkdebug/cache", DBG_NODE(", \"cache\": {\"direct\": true, "
                                  "\"no-flush\": true}"), 0, NULL },
     /* Split on the filter, bounced on the file: each node applies its own
@@ -220,7 +285,8 @@ typedef struct Param {
     bool direct;
 } Param;
 
-static bool case_uses_file(const Case *c)
+/* Does @c run once per engine and cache mode? */
+static bool case_per_engine(const Case *c)
 {
     return strstr(c->json, "@AIO@") != NULL;
 }
@@ -232,9 +298,10 @@ static char *replace(const char *text, const char *from, const char *to)
 }
 
 static char *expand(const Case *c, const Param *p, const char *img,
-                    const char *cfg)
+                    const char *dev, const char *cfg)
 {
-    g_autofree char *a = replace(c->json, "@IMG@", img ? img : "");
+    g_autofree char *i = replace(c->json, "@IMG@", img ? img : "");
+    g_autofree char *a = replace(i, "@DEV@", dev ? dev : "");
     g_autofree char *b = replace(a, "@AIO@", test_engine_name(p ? p->engine : AIO_ENGINE_THREADS));
     g_autofree char *d = replace(b, "@DIRECT@",
                                  p && p->direct ? "true" : "false");
@@ -256,6 +323,18 @@ static void fill(uint8_t *buf, size_t n, unsigned seed)
     for (size_t i = 0; i < n; i++) {
         buf[i] = (uint8_t)(seed * 131 + i * 7 + (i >> 9));
     }
+}
+
+/* The bytes of an X_BASE case's image. */
+static const uint8_t *base_pattern(void)
+{
+    static uint8_t *pattern;
+
+    if (!pattern) {
+        pattern = g_malloc(DEV_SIZE);
+        fill(pattern, DEV_SIZE, 99);
+    }
+    return pattern;
 }
 
 typedef struct Seq {
@@ -345,6 +424,10 @@ static void run_sequence(Env *e, const Case *c)
     /* What is there: the image's current bytes become the model. */
     ret = strata_backend_pread(e->be, 0, s.model, REGION, 0);
     g_assert_cmpint(ret, ==, 0);
+    if (c->expect & X_BASE) {
+        /* Nothing written yet: every block reads the base. */
+        g_assert_cmpmem(s.model, REGION, base_pattern(), REGION);
+    }
 
     /* Writes: aligned, unaligned from odd addresses, FUA, all zero (which
      * detect-zeroes turns into write-zeroes). */
@@ -409,6 +492,14 @@ static void run_sequence(Env *e, const Case *c)
     g_assert_cmpint(ret, ==, 0);
     seq_check(&s, 0, REGION, 0);
 
+    if (e->dev_fd >= 0) {
+        /* The device holds what the node says (the test's descriptor
+         * shares the device's page cache with buffered nodes, and direct
+         * writes, discards and zeroing invalidate it). */
+        g_autofree uint8_t *dev = g_malloc(REGION);
+        g_assert_cmpint(pread(e->dev_fd, dev, REGION, 0), ==, REGION);
+        g_assert_cmpmem(dev, REGION, s.model, REGION);
+    }
     if (c->check) {
         c->check(e, s.model);
     }
@@ -430,6 +521,17 @@ static StrataNode *find_driver(StrataNode *n, const BlockDriver *drv)
         }
     }
     return NULL;
+}
+
+/* The node of the file driver's code: file, host_device, host_cdrom. */
+static StrataNode *find_file_node(StrataNode *n)
+{
+    StrataNode *f = find_driver(n, &bdrv_file);
+
+    f = f ? f : find_driver(n, &bdrv_host_device);
+    f = f ? f : find_driver(n, &bdrv_host_cdrom);
+    g_assert_nonnull(f);
+    return f;
 }
 
 /* The window's bytes sit in the file at the window's offset. */
@@ -460,7 +562,7 @@ static void check_null_size(Env *e, const uint8_t *model)
  * bounce policy copies it.  The bytes read are checked too. */
 static uint64_t aligned_read_bounced(Env *e, const uint8_t *model, size_t len)
 {
-    StrataNode *file = find_driver(e->root, &bdrv_file);
+    StrataNode *file = find_file_node(e->root);
     uint8_t *buf = aligned_alloc_zero(len);
     StrataStats before, after;
 
@@ -542,6 +644,41 @@ static void check_state_injected(Env *e, const uint8_t *model)
     check_far_read_fails_once(e);
 }
 
+/* drop-cache (no effect in Strata, QEMU's migration setting) is also the
+ * one option a reopen may change alone: both ways, and the data stays. */
+static void check_drop_cache(Env *e, const uint8_t *model)
+{
+    g_autoptr(StrataError) err = NULL;
+    g_autofree uint8_t *got = g_malloc(REGION);
+    StrataNode *file = find_file_node(e->root);
+
+    for (int on = 1; on >= 0; on--) {
+        if (!strata_node_reopen_json(file, on ? "{\"drop-cache\": true}"
+                                              : "{\"drop-cache\": false}",
+                                     &err)) {
+            g_error("reopen with drop-cache=%d: %s", on,
+                    strata_error_get_message(err));
+        }
+        g_assert_cmpint(strata_backend_pread(e->be, 0, got, REGION, 0), ==, 0);
+        g_assert_cmpmem(got, REGION, model, REGION);
+    }
+}
+
+/* The overlay works in blocks of block-size: its request alignment, and
+ * what its info counts. */
+static void check_overlay_block_size(Env *e, const uint8_t *model)
+{
+    StrataNode *ov = find_driver(e->root, &bdrv_snapshot_overlay);
+    g_autoptr(GString) info = g_string_new(NULL);
+    uint32_t bs = ov->bl.request_alignment;
+    g_autofree char *want = g_strdup_printf(" blocks of %" PRIu32 " bytes "
+                                            "written", bs);
+
+    g_assert_true(bs == 512 || bs == 65536);     /* not the default */
+    ov->drv->dump_info(ov, info);
+    g_assert_nonnull(strstr(info->str, want));
+}
+
 /* ---- running a case ------------------------------------------------------------ */
 
 typedef struct Run {
@@ -571,23 +708,33 @@ static void test_case(gconstpointer opaque)
 {
     const Run *r = opaque;
     const Case *c = r->c;
-    bool with_file = case_uses_file(c);
+    bool per_engine = case_per_engine(c);
     g_autofree char *img = NULL;
     g_autofree char *cfg = NULL;
+    const char *dev = NULL;
     g_autoptr(StrataError) err = NULL;
-    Env e = { .img_fd = -1 };
+    Env e = { .img_fd = -1, .dev_fd = -1 };
     int cfg_fd = -1;
 
-    if (with_file) {
-        if (!test_engine_usable(r->p.engine, r->p.direct)) {
-            return;
-        }
+    if (per_engine && !test_engine_usable(r->p.engine, r->p.direct)) {
+        return;
+    }
+    if (strstr(c->json, "@DEV@") &&
+        !(dev = test_loop_device(DEV_SIZE, &e.dev_fd))) {
+        return;                 /* skipped, saying why */
+    }
+    if (strstr(c->json, "@IMG@")) {
         img = tmp_file(NULL, DEV_SIZE, &e.img_fd);
+        if (c->expect & X_BASE) {
+            g_assert_cmpint(pwrite(e.img_fd, base_pattern(), DEV_SIZE, 0), ==,
+                            DEV_SIZE);
+        }
     }
     if (strstr(c->json, "@CFG@")) {
         cfg = tmp_file(rules_file_text, 0, &cfg_fd);
     }
-    g_autofree char *json = expand(c, with_file ? &r->p : NULL, img, cfg);
+    g_autofree char *json = expand(c, per_engine ? &r->p : NULL, img, dev,
+                                   cfg);
     g_test_message("options: %s", json);
 
     e.ctx = strata_context_new(&err);
@@ -624,6 +771,12 @@ static void test_case(gconstpointer opaque)
         }
     }
     strata_context_free(e.ctx);
+    if (c->expect & X_BASE) {
+        /* The overlay never wrote its base, not even at close. */
+        g_autofree uint8_t *file = g_malloc(DEV_SIZE);
+        g_assert_cmpint(pread(e.img_fd, file, DEV_SIZE, 0), ==, DEV_SIZE);
+        g_assert_cmpmem(file, DEV_SIZE, base_pattern(), DEV_SIZE);
+    }
     if (e.img_fd >= 0) {
         close(e.img_fd);
     }
@@ -754,7 +907,7 @@ static void test_coverage(void)
                             direct };
                 g_autoptr(StrataError) err = NULL;
                 g_autofree char *json = expand(&cases[i], &p, "/x.img",
-                                               "/x.conf");
+                                               "/dev/x", "/x.conf");
                 g_autoptr(OptNode) opts = opts_parse_json(json, &err);
                 if (!opts) {
                     g_error("case %s: bad JSON: %s", cases[i].name,
@@ -950,6 +1103,44 @@ static void test_auto_read_only_effect(void)
     g_test_trap_assert_passed();
 }
 
+/*
+ * What each of the file driver's tables takes: file a regular file,
+ * host_device and host_cdrom a device (QEMU's rule and words); the
+ * others are refused at open, naming the driver and the path.
+ */
+static void test_device_kind(void)
+{
+    const char *dev = test_loop_device(DEV_SIZE, NULL);
+    static const char *const devdrv[] = { "host_device", "host_cdrom" };
+    g_autofree char *name = NULL;
+    g_autofree char *img = NULL;
+    int fd;
+
+    if (!dev) {
+        return;
+    }
+    name = tmp_file(NULL, DEV_SIZE, &fd);
+    unlink(name);               /* nothing left behind, failed or not */
+    img = g_strdup_printf("/proc/self/fd/%d", fd);
+    for (int i = 0; i < 3; i++) {
+        const char *drv = i ? devdrv[i - 1] : "file";
+        const char *path = i ? img : dev;
+        g_autofree char *json = g_strdup_printf(
+            "{\"driver\": \"%s\", \"filename\": \"%s\"}", drv, path);
+        g_autofree char *want = g_strdup_printf(
+            i ? "'%s' driver requires '%s' to be either a character or block "
+                "device" : "'%s' driver requires '%s' to be a regular file",
+            drv, path);
+        g_autoptr(StrataError) err = NULL;
+        StrataContext *ctx = strata_context_new(NULL);
+
+        g_assert_null(strata_node_open_json(ctx, json, &err));
+        g_assert_cmpstr(strata_error_get_message(err), ==, want);
+        strata_context_free(ctx);
+    }
+    close(fd);
+}
+
 /* ---- main -------------------------------------------------------------------------- */
 
 static void add_case(const Case *c, const Param *p)
@@ -980,8 +1171,9 @@ int main(int argc, char **argv)
                     test_force_share_needs_read_only);
     g_test_add_func("/option-matrix/effect/auto-read-only",
                     test_auto_read_only_effect);
+    g_test_add_func("/option-matrix/effect/device-kind", test_device_kind);
     for (size_t i = 0; i < G_N_ELEMENTS(cases); i++) {
-        if (!case_uses_file(&cases[i])) {
+        if (!case_per_engine(&cases[i])) {
             add_case(&cases[i], NULL);
             continue;
         }

@@ -20,4 +20,17 @@ bool test_engine_usable(AioEngineId engine, bool direct);
 /* "threads", "native", "io_uring". */
 const char *test_engine_name(AioEngineId engine);
 
+/*
+ * A loop device of @size bytes (zeroes at first) for tests of host_device
+ * and host_cdrom, one per process, made at the first call (later calls
+ * return the same device, whatever their @size).  Its backing file lives
+ * under /var/tmp and is unlinked as soon as the device holds it; the
+ * device is attached with autoclear and this process holds it open, so
+ * the kernel detaches it when the process ends in any way (exit, abort,
+ * signal).  *fd (may be NULL): a read-write descriptor of the device, to
+ * check its bytes.  NULL, after skipping the running test with the
+ * reason, when this is not root or loop devices are unavailable.
+ */
+const char *test_loop_device(int64_t size, int *fd);
+
 #endif
