@@ -417,8 +417,9 @@ int io_co_drv_pwrite_zeroes(StrataNode *node, int64_t offset, int64_t bytes,
 
 /* ---- entry points --------------------------------------------------------------- */
 
-static int node_co_preadv_entered(StrataNode *node, int64_t offset, int64_t bytes,
-                   const IOVector *qiov, int flags)
+static int node_co_preadv_entered(StrataNode *node, int64_t offset,
+                                  int64_t bytes, const IOVector *qiov,
+                                  int flags)
 {
     int64_t start = clock_ns();
     BlockReq req;
@@ -448,8 +449,9 @@ static bool want_detect_zeroes(StrataNode *node, const IOVector *qiov, int64_t b
            iov_is_zero(qiov, 0, bytes);
 }
 
-static int node_co_pwritev_entered(StrataNode *node, int64_t offset, int64_t bytes,
-                    const IOVector *qiov, int flags)
+static int node_co_pwritev_entered(StrataNode *node, int64_t offset,
+                                   int64_t bytes, const IOVector *qiov,
+                                   int flags)
 {
     int64_t start = clock_ns();
     BlockReq req;
@@ -483,8 +485,8 @@ static int node_co_pwritev_entered(StrataNode *node, int64_t offset, int64_t byt
     return ret;
 }
 
-static int node_co_pwrite_zeroes_entered(StrataNode *node, int64_t offset, int64_t bytes,
-                          int flags)
+static int node_co_pwrite_zeroes_entered(StrataNode *node, int64_t offset,
+                                         int64_t bytes, int flags)
 {
     int64_t start = clock_ns();
     uint32_t align = node->bl.request_alignment;
@@ -515,7 +517,8 @@ static int node_co_pwrite_zeroes_entered(StrataNode *node, int64_t offset, int64
     return ret;
 }
 
-static int node_co_pdiscard_entered(StrataNode *node, int64_t offset, int64_t bytes)
+static int node_co_pdiscard_entered(StrataNode *node, int64_t offset,
+                                    int64_t bytes)
 {
     int64_t start = clock_ns();
     const BlockLimits *bl = &node->bl;
@@ -635,8 +638,8 @@ out:
     return ret;
 }
 
-static int node_co_block_status_entered(StrataNode *node, int64_t offset, int64_t bytes,
-                         int64_t *pnum)
+static int node_co_block_status_entered(StrataNode *node, int64_t offset,
+                                        int64_t bytes, int64_t *pnum)
 {
     int64_t len = node_get_length(node);
     int ret = check_range(offset, bytes);
@@ -668,8 +671,8 @@ static int node_co_block_status_entered(StrataNode *node, int64_t offset, int64_
     return ret;
 }
 
-static int node_co_truncate_entered(StrataNode *node, int64_t size, PreallocMode prealloc,
-                     StrataError **errp)
+static int node_co_truncate_entered(StrataNode *node, int64_t size,
+                                    PreallocMode prealloc, StrataError **errp)
 {
     BlockReq req;
     int ret;
