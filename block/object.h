@@ -1,0 +1,108 @@
+/*
+ * User-creatable objects: secrets, I/O threads, TLS credentials
+ * SPDX-License-Identifier: MIT
+ *
+ * QEMU's --object / object-add / object-del, for the types a storage
+ * daemon needs.  Objects live in one process-wide registry keyed by id
+ * (QEMU's /objects container); drivers and exports look them up by id and
+ * mark themselves as users so that object_del() refuses to remove an
+ * object in use.
+ *
+ * Types and their properties (the schema is qapi/qmp.json, section
+ * "objects"; QEMU 7.2's names):
+ *   secret          data | file, format=raw|base64 (default raw);
+ *                   keyid/iv (encrypted secrets) are refused clearly
+ *   iothread        poll-max-ns, poll-grow, poll-shrink, aio-max-batch:
+ *                   a thread running its own StrataContext's loop
+ *   tls-creds-x509  dir, endpoint=client|server (default client),
+ *                   verify-peer (default true), sanity-check, passwordid:
+ *                   GnuTLS certificate credentials loaded from the
+ *                   directory's ca-cert.pem, server-cert.pem/server-key.pem
+ *                   or client-cert.pem/client-key.pem (QEMU's file names)
+ *   tls-creds-psk   dir, endpoint, username (client; default "qemu"):
+ *                   GnuTLS PSK credentials from the directory's keys.psk
+ *                   ("username:hexkey" lines)
+ *
+ * Control path: the registry is guarded by a mutex and may be used from
+ * any thread; objects are created and deleted from the daemon's main
+ * thread.
+ */
+#ifndef STRATA_BLOCK_OBJECT_H
+#define STRATA_BLOCK_OBJECT_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include "util/error.h"
+#include "util/options.h"
+
+typedef struct StrataObject StrataObject;
+
+typedef enum ObjectKind {
+    OBJECT_SECRET,
+    OBJECT_IOTHREAD,
+    OBJECT_TLS_CREDS_X509,
+    OBJECT_TLS_CREDS_PSK,
+    OBJECT_KIND__MAX,
+} ObjectKind;
+
+/* QOM type names, indexed by ObjectKind ("secret", "iothread", ...). */
+extern const char *const object_kind_names[];
+
+/*
+ * Create an object from @opts: "qom-type", "id" and the type's properties
+ * at the top level (object-add's flat form, --object's dotted or JSON
+ * form).  Errors (class INVALID_OPTION unless noted) name the property:
+ *   "qom-type: unknown object type 'foo'" ... expected one of ...
+ *   "id: missing", "id: 'x y' is not a valid object id" (QEMU's id rules:
+ *   a letter first, then letters, digits, '-', '.', '_')
+ *   "attempt to add duplicate property 's0' to object (type 'container')"
+ *   (QEMU's wording for a duplicate id)
+ *   "secret 's0': file '/x': No such file or directory"
+ * Unknown properties are errors naming them.  Nothing is registered on
+ * failure.
+ */
+bool object_add(OptNode *opts, StrataError **errp);
+
+/* Remove an object.  Fails with "object 'x' not found" (NOT_FOUND) or,
+ * while users hold it, "object 'x' is in use by <user>" (PERMISSION). */
+bool object_del(const char *id, StrataError **errp);
+
+/* Remove every object (daemon shutdown), newest first, users or not. */
+void object_del_all(void);
+
+/*
+ * Look up @id as an object of @kind, taking a use by @user (a string for
+ * messages, e.g. "export 'e0'" or "node 'nbd0'").  Errors:
+ *   "No object with id 'x'" / "object 'x' is not a tls-creds-x509"
+ * Release with object_unuse().
+ */
+StrataObject *object_use(const char *id, ObjectKind kind, const char *user,
+                         StrataError **errp);
+void object_unuse(StrataObject *obj, const char *user);
+
+const char *object_get_id(const StrataObject *obj);
+ObjectKind object_get_kind(const StrataObject *obj);
+
+/* Visit the objects in creation order (for qom-list /objects). */
+void object_foreach(void (*fn)(StrataObject *obj, void *opaque),
+                    void *opaque);
+
+/* ---- per type ----------------------------------------------------------- */
+
+/* A secret's bytes (decoded from base64 if so declared).  Borrowed, valid
+ * while the object is in use; *len excludes a terminating NUL that is
+ * always present. */
+const uint8_t *secret_get_data(StrataObject *obj, size_t *len);
+
+/* An I/O thread's context (its loop runs in the thread). */
+StrataContext *iothread_get_context(StrataObject *obj);
+
+/* TLS credentials.  The gnutls_certificate_credentials_t (x509) or the
+ * gnutls_psk_{server,client}_credentials_t (psk), as void * so that this
+ * header does not need GnuTLS. */
+bool tls_creds_is_server(StrataObject *obj);
+bool tls_creds_verify_peer(StrataObject *obj);
+void *tls_creds_get_gnutls(StrataObject *obj);
+
+#endif
