@@ -305,6 +305,10 @@ static bool validate_value(OptNode *obj, const char *key, OptNode *val,
         }
         opts_get(obj, key);
         return true;
+    case SCHEMA_TYPE_ANY:
+        opts_mark_consumed(val);
+        opts_get(obj, key);
+        return true;
     }
     g_assert_not_reached();
 }

@@ -37,6 +37,8 @@ typedef enum SchemaType {
     SCHEMA_TYPE_OBJECT,     /* nested object with @members */
     SCHEMA_TYPE_LIST,       /* list of objects with @members */
     SCHEMA_TYPE_CHILD,      /* a node: inline options object or node-name */
+    SCHEMA_TYPE_ANY,        /* any JSON value (QMP arguments the command
+                               checks itself) */
 } SchemaType;
 
 typedef struct SchemaMember SchemaMember;

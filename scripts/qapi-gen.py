@@ -20,7 +20,9 @@ import os
 import re
 import sys
 
-TYPES = ('bool', 'int', 'size', 'string', 'enum', 'object', 'list', 'child')
+# 'any' is for the QMP schema (qapi/qmp.json): a value the command checks.
+TYPES = ('bool', 'int', 'size', 'string', 'enum', 'object', 'list', 'child',
+         'any')
 MEMBER_KEYS = {'name', 'type', 'doc', 'required', 'default', 'default_doc',
                'values', 'min', 'max', 'power_of_2', 'members'}
 DRIVER_KEYS = {'name', 'aliases', 'doc', 'members', 'members_from'}
@@ -128,7 +130,7 @@ def check_member(m, where):
         d = m['default']
         if m.get('required'):
             raise SchemaError(f'{where}: a required member has no default')
-        if t in ('object', 'list', 'child'):
+        if t in ('object', 'list', 'child', 'any'):
             raise SchemaError(f'{where}: no default for type {t}')
         if t == 'bool' and not isinstance(d, bool):
             raise SchemaError(f'{where}: default must be true or false')

@@ -1,0 +1,349 @@
+/*
+ * Export framework (SPDX-License-Identifier: MIT).  See export.h.
+ */
+#include "block/export/export.h"
+
+#include "block/block-int.h"
+#include "block/object.h"
+#include "qapi/qmp-schema.h"
+#include "util/loop.h"
+
+static GPtrArray *export_drivers;       /* const BlockExportDriver * */
+static GList *exports;                  /* BlockExport *, creation order */
+static ExportDeletedFunc *deleted_fn;
+static ExportIoErrorFunc *io_error_fn;
+static void *notify_opaque;
+
+#define EXPORT_ERROR_EVENT_INTERVAL_NS 1000000000LL
+
+void export_register_driver(const BlockExportDriver *drv)
+{
+    if (!export_drivers) {
+        export_drivers = g_ptr_array_new();
+    }
+    if (!export_find_driver(drv->type)) {
+        g_ptr_array_add(export_drivers, (gpointer)drv);
+    }
+}
+
+const BlockExportDriver *export_find_driver(const char *type)
+{
+    for (guint i = 0; export_drivers && i < export_drivers->len; i++) {
+        const BlockExportDriver *drv = export_drivers->pdata[i];
+        if (!strcmp(drv->type, type)) {
+            return drv;
+        }
+    }
+    return NULL;
+}
+
+void export_set_notifiers(ExportDeletedFunc *deleted,
+                          ExportIoErrorFunc *io_error, void *opaque)
+{
+    deleted_fn = deleted;
+    io_error_fn = io_error;
+    notify_opaque = opaque;
+}
+
+BlockExport *export_find(const char *id)
+{
+    for (GList *l = exports; l; l = l->next) {
+        BlockExport *exp = l->data;
+        if (!strcmp(exp->id, id)) {
+            return exp;
+        }
+    }
+    return NULL;
+}
+
+int export_count(void)
+{
+    return (int)g_list_length(exports);
+}
+
+void export_foreach(void (*fn)(BlockExport *exp, void *opaque), void *opaque)
+{
+    GList *copy = g_list_copy(exports);
+    for (GList *l = copy; l; l = l->next) {
+        fn(l->data, opaque);
+    }
+    g_list_free(copy);
+}
+
+static const SchemaDriver *export_type_schema(const char *type)
+{
+    for (const SchemaDriver *s = qmp_export_schemas; s->name; s++) {
+        if (!strcmp(s->name, type)) {
+            return s;
+        }
+    }
+    return NULL;
+}
+
+static void export_free(BlockExport *exp)
+{
+    if (exp->be) {
+        strata_backend_free(exp->be);
+    }
+    if (exp->iothread) {
+        g_autofree char *user = g_strdup_printf("export '%s'", exp->id);
+        object_unuse(exp->iothread, user);
+    }
+    g_free(exp->opaque);
+    g_free(exp->node_name);
+    g_free(exp->id);
+    g_free(exp);
+}
+
+static void export_unref(BlockExport *exp)
+{
+    g_assert(exp->refcnt > 0);
+    if (--exp->refcnt > 0) {
+        return;
+    }
+    exports = g_list_remove(exports, exp);
+    if (exp->drv->destroy) {
+        exp->drv->destroy(exp);
+    }
+    g_autofree char *id = g_strdup(exp->id);
+    export_free(exp);
+    if (deleted_fn) {
+        deleted_fn(id, notify_opaque);
+    }
+}
+
+static void export_backend_stopped(void *opaque, int err, bool is_write)
+{
+    BlockExport *exp = opaque;
+
+    if (io_error_fn) {
+        io_error_fn(exp, is_write, -err, STRATA_ERROR_ACTION_STOP,
+                    notify_opaque);
+    }
+}
+
+/* The common members, read (and marked consumed) into @exp. */
+static bool export_read_common(BlockExport *exp, OptNode *opts,
+                               const char **iothread, StrataError **errp)
+{
+    bool fixed_iothread;
+    int rerror, werror;
+
+    if (!opts_get_bool(opts, "writable", QAPI_QMP_EXPORT_WRITABLE_DEFAULT,
+                       &exp->writable, errp) ||
+        !opts_get_bool(opts, "writethrough",
+                       QAPI_QMP_EXPORT_WRITETHROUGH_DEFAULT,
+                       &exp->writethrough, errp) ||
+        !opts_get_str(opts, "iothread", NULL, iothread, errp) ||
+        !opts_get_bool(opts, "fixed-iothread", false, &fixed_iothread,
+                       errp) ||
+        !opts_get_enum(opts, "x-rerror", qapi_enum_qmp_export_x_rerror,
+                       QAPI_QMP_EXPORT_X_RERROR_DEFAULT, &rerror, errp) ||
+        !opts_get_enum(opts, "x-werror", qapi_enum_qmp_export_x_werror,
+                       QAPI_QMP_EXPORT_X_WERROR_DEFAULT, &werror, errp)) {
+        return false;
+    }
+    /* The enums list report, ignore, stop, enospc: StrataErrorAction's
+     * order. */
+    exp->rerror = (StrataErrorAction)rerror;
+    exp->werror = (StrataErrorAction)werror;
+    return true;
+}
+
+BlockExport *export_add(StrataContext *ctx, OptNode *opts, StrataError **errp)
+{
+    const char *type, *id, *node_name, *iothread = NULL;
+    g_autofree char *be_name = NULL;
+    StrataError *local = NULL;
+
+    if (!opts_require_str(opts, "type", &type, errp) ||
+        !opts_require_str(opts, "id", &id, errp) ||
+        !opts_require_str(opts, "node-name", &node_name, errp)) {
+        return NULL;
+    }
+    const SchemaDriver *schema = export_type_schema(type);
+    if (!schema) {
+        error_set_option(errp, "type: unknown export type '%s'", type);
+        return NULL;
+    }
+    const BlockExportDriver *drv = export_find_driver(type);
+    if (!drv) {
+        error_set_option(errp, "type: export type '%s' is not available in "
+                         "this build", type);
+        return NULL;
+    }
+    if (!*id) {
+        error_set_option(errp, "id: must not be empty");
+        return NULL;
+    }
+    if (export_find(id)) {
+        error_set_option(errp, "Block export id '%s' is already in use", id);
+        return NULL;
+    }
+    StrataNode *node = node_find(ctx, node_name);
+    if (!node) {
+        error_set(errp, STRATA_ERROR_NOT_FOUND, ENOENT,
+                  "Cannot find device='%s' nor node-name='%s'", node_name,
+                  node_name);
+        return NULL;
+    }
+
+    BlockExport *exp = g_new0(BlockExport, 1);
+    exp->drv = drv;
+    exp->id = g_strdup(id);
+    exp->node_name = g_strdup(node_name);
+    exp->ctx = ctx;
+    exp->refcnt = 1;
+    exp->opaque = drv->instance_size ? g_malloc0(drv->instance_size) : NULL;
+
+    /* The type's own members, checked against its schema: copy them out
+     * of the common ones. */
+    g_autoptr(OptNode) own = opts_new_object();
+    for (guint i = 0; i < opts_object_size(opts); i++) {
+        const char *key = opts_object_key(opts, i);
+        if (schema_find_member(qmp_export_common_members, key)) {
+            continue;
+        }
+        opts_set_child(own, key, opts_clone(opts_object_value(opts, i)));
+        opts_get(opts, key);
+    }
+    if (!export_read_common(exp, opts, &iothread, &local) ||
+        !opts_check_consumed(opts, &local) ||
+        !schema_validate_members(own, schema->members, &local)) {
+        goto fail;
+    }
+    if (iothread) {
+        g_autofree char *user = g_strdup_printf("export '%s'", id);
+        exp->iothread = object_use(iothread, OBJECT_IOTHREAD, user, &local);
+        if (!exp->iothread) {
+            error_prepend(&local, "iothread: ");
+            goto fail;
+        }
+    }
+    if (exp->writable && node->read_only) {
+        error_set(&local, STRATA_ERROR_PERMISSION, EROFS,
+                  "Cannot export read-only node '%s' as writable",
+                  node_name);
+        goto fail;
+    }
+    uint32_t perm = STRATA_PERM_CONSISTENT_READ |
+                    (exp->writable ? STRATA_PERM_WRITE : 0);
+    be_name = g_strdup_printf("export '%s'", id);
+    exp->be = strata_backend_new(node, be_name, perm, STRATA_PERM_ALL,
+                                 &local);
+    if (!exp->be) {
+        goto fail;
+    }
+    strata_backend_set_write_cache(exp->be, !exp->writethrough);
+    strata_backend_set_error_action(exp->be, exp->rerror, exp->werror);
+    strata_backend_set_stop_callback(exp->be, export_backend_stopped, exp);
+    if (!drv->create(exp, own, &local)) {
+        goto fail;
+    }
+    exports = g_list_append(exports, exp);
+    return exp;
+
+fail:
+    error_propagate(errp, local);
+    export_free(exp);
+    return NULL;
+}
+
+static void export_shutdown(BlockExport *exp, bool hard)
+{
+    bool first = !exp->shutting_down;
+
+    exp->shutting_down = true;
+    if (exp->drv->request_shutdown) {
+        exp->drv->request_shutdown(exp, hard);
+    }
+    if (first) {
+        export_unref(exp);          /* the registry's reference */
+    }
+}
+
+bool export_del(const char *id, bool hard, StrataError **errp)
+{
+    BlockExport *exp = export_find(id);
+
+    if (!exp) {
+        error_set(errp, STRATA_ERROR_NOT_FOUND, ENOENT,
+                  "Export '%s' is not found", id);
+        return false;
+    }
+    if (exp->shutting_down && !hard) {
+        error_set(errp, STRATA_ERROR_GENERIC, EBUSY,
+                  "Export '%s' is already shutting down", id);
+        return false;
+    }
+    if (!hard && exp->clients > 0) {
+        error_set(errp, STRATA_ERROR_PERMISSION, EBUSY,
+                  "export '%s' still in use", id);
+        return false;
+    }
+    export_shutdown(exp, hard);
+    return true;
+}
+
+static void export_shutdown_one(BlockExport *exp, void *opaque)
+{
+    export_shutdown(exp, true);
+}
+
+void export_shutdown_all(void)
+{
+    export_foreach(export_shutdown_one, NULL);
+}
+
+void export_client_add(BlockExport *exp)
+{
+    exp->refcnt++;
+    exp->clients++;
+}
+
+void export_client_remove(BlockExport *exp)
+{
+    g_assert(exp->clients > 0);
+    exp->clients--;
+    export_unref(exp);
+}
+
+void export_io_error(BlockExport *exp, bool is_write, int err)
+{
+    StrataErrorAction action = is_write ? exp->werror : exp->rerror;
+    int64_t now = clock_ns();
+
+    if (action == STRATA_ERROR_ACTION_ENOSPC) {
+        action = err == ENOSPC ? STRATA_ERROR_ACTION_STOP
+                               : STRATA_ERROR_ACTION_REPORT;
+    }
+    if (action == STRATA_ERROR_ACTION_STOP) {
+        return;     /* the backend's stop callback notifies */
+    }
+    if (exp->last_error_event_ns &&
+        now - exp->last_error_event_ns < EXPORT_ERROR_EVENT_INTERVAL_NS) {
+        return;
+    }
+    exp->last_error_event_ns = now;
+    if (io_error_fn) {
+        io_error_fn(exp, is_write, err, action, notify_opaque);
+    }
+}
+
+bool export_resume(const char *id, StrataError **errp)
+{
+    BlockExport *exp = export_find(id);
+
+    if (!exp) {
+        error_set(errp, STRATA_ERROR_NOT_FOUND, ENOENT,
+                  "Export '%s' is not found", id);
+        return false;
+    }
+    if (!strata_backend_is_stopped(exp->be)) {
+        error_setg(errp, "Export '%s' is not stopped", id);
+        return false;
+    }
+    exp->last_error_event_ns = 0;
+    strata_backend_resume(exp->be);
+    return true;
+}
