@@ -10,6 +10,8 @@ pkgs=(meson ninja-build pkg-config gcc libglib2.0-dev liburing-dev libaio-dev
 pkgs+=(libasan8 libubsan1 libtsan2)
 # Tools the tests and benchmarks compare against or need.
 pkgs+=(qemu-utils fio util-linux e2fsprogs)
+# qemu-storage-daemon, which the daemon's QMP tests run side by side.
+pkgs+=(qemu-system-common)
 if [ "${STRATA_DEPS_MINIMAL:-0}" = 1 ]; then
     pkgs=(meson ninja-build pkg-config gcc libglib2.0-dev liburing-dev libaio-dev libjson-glib-dev)
 fi

@@ -79,6 +79,8 @@ class QMPClient:
                 chunk = self.sock.recv(65536)
             except socket.timeout:
                 return None
+            except ConnectionResetError:
+                return None
             if not chunk:
                 return None
             self.buf += chunk

@@ -27,6 +27,7 @@ typedef struct JsonScan {
     unsigned depth;
     GString *path;          /* key path of the value being scanned */
     StrataError **errp;
+    bool any_number;        /* accept fractions and exponents (QMP ids) */
 } JsonScan;
 
 static void scan_error(JsonScan *sc, size_t at, const char *fmt, ...)
@@ -240,6 +241,9 @@ static bool scan_number(JsonScan *sc)
         }
     }
 
+    if (!is_int && sc->any_number) {
+        return true;
+    }
     if (!is_int) {
         error_set_option(sc->errp, "%s: expected integer, got number %.*s",
                          scan_path(sc), (int)MIN(sc->pos - start, 40),
@@ -396,7 +400,8 @@ static bool scan_value(JsonScan *sc)
 }
 
 /* Check @text (valid UTF-8) as a whole JSON document. */
-static bool scan_document(const char *text, size_t len, StrataError **errp)
+static bool scan_document(const char *text, size_t len, bool any_number,
+                          StrataError **errp)
 {
     g_autoptr(GString) path = g_string_new(NULL);
     JsonScan sc = {
@@ -404,6 +409,7 @@ static bool scan_document(const char *text, size_t len, StrataError **errp)
         .len = len,
         .path = path,
         .errp = errp,
+        .any_number = any_number,
     };
 
     if (!scan_value(&sc)) {
@@ -511,7 +517,7 @@ OptNode *opts_parse_json(const char *text, StrataError **errp)
         return NULL;
     }
 
-    if (!scan_document(text, len, errp)) {
+    if (!scan_document(text, len, false, errp)) {
         return NULL;
     }
 
@@ -528,6 +534,28 @@ OptNode *opts_parse_json(const char *text, StrataError **errp)
     OptNode *node = node_from_json(root, "");
     node->refcnt = 1;
     return node;
+}
+
+JsonNode *opts_parse_json_value(const char *text, size_t len,
+                                StrataError **errp)
+{
+    const char *bad;
+
+    if (!g_utf8_validate(text, (gssize)len, &bad)) {
+        JsonScan sc = { .text = text, .len = len, .errp = errp };
+        scan_error(&sc, (size_t)(bad - text), "invalid UTF-8");
+        return NULL;
+    }
+    if (!scan_document(text, len, true, errp)) {
+        return NULL;
+    }
+    g_autoptr(JsonParser) parser = json_parser_new();
+    g_autoptr(GError) gerr = NULL;
+    if (!json_parser_load_from_data(parser, text, (gssize)len, &gerr)) {
+        error_set_option(errp, "JSON: %s", gerr->message);
+        return NULL;
+    }
+    return json_node_copy(json_parser_get_root(parser));
 }
 
 /* ---- output --------------------------------------------------------------- */

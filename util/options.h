@@ -46,6 +46,14 @@ typedef struct OptNode OptNode;
 
 OptNode *opts_parse_json(const char *text, StrataError **errp);
 OptNode *opts_parse_dotted(const char *text, StrataError **errp);
+/* Any JSON value, checked as strictly as opts_parse_json() checks (UTF-8,
+ * syntax with positions, duplicate keys, nesting) except that numbers may
+ * have fractions and exponents: for protocols that carry values through
+ * verbatim (a QMP command's id).  @text need not be NUL-terminated.
+ * Returns a new json-glib node (json_node_unref). */
+typedef struct _JsonNode JsonNode;
+JsonNode *opts_parse_json_value(const char *text, size_t len,
+                                StrataError **errp);
 
 OptNode *opts_new_object(void);
 /* Either accepts any node of a tree and acts on the tree's root, so a

@@ -8,6 +8,7 @@
 #include <string.h>
 
 #include "block/backend-int.h"
+#include "tools/daemon/qmp-cmds.h"
 
 Daemon daemon_state;
 
@@ -65,6 +66,7 @@ bool daemon_blockdev_del(const char *node_name, StrataError **errp)
         error_setg(errp, "Node %s is not owned by the monitor", node_name);
         return false;
     }
+    qmp_io_release_node(node);
     for (GSList *p = node->parents; p; p = p->next) {
         BlockChild *c = p->data;
         if (c->backend) {

@@ -96,7 +96,7 @@ static void monitor_send(Monitor *mon, JsonNode *node)
 }
 
 static JsonNode *qmp_error_node(const char *cls, const char *desc,
-                                OptNode *id)
+                                JsonNode *id)
 {
     g_autoptr(JsonBuilder) b = json_builder_new();
 
@@ -109,22 +109,21 @@ static JsonNode *qmp_error_node(const char *cls, const char *desc,
     json_builder_add_string_value(b, desc);
     json_builder_end_object(b);
     if (id) {
-        g_autofree char *id_text = opts_to_json(id, false);
         json_builder_set_member_name(b, "id");
-        json_builder_add_value(b, json_from_string(id_text, NULL));
+        json_builder_add_value(b, json_node_copy(id));
     }
     json_builder_end_object(b);
     return json_builder_get_root(b);
 }
 
 static void monitor_send_error(Monitor *mon, const char *cls,
-                               const char *desc, OptNode *id)
+                               const char *desc, JsonNode *id)
 {
     g_autoptr(JsonNode) n = qmp_error_node(cls, desc, id);
     monitor_send(mon, n);
 }
 
-static void monitor_send_return(Monitor *mon, JsonNode *ret, OptNode *id)
+static void monitor_send_return(Monitor *mon, JsonNode *ret, JsonNode *id)
 {
     g_autoptr(JsonBuilder) b = json_builder_new();
 
@@ -132,9 +131,8 @@ static void monitor_send_return(Monitor *mon, JsonNode *ret, OptNode *id)
     json_builder_set_member_name(b, "return");
     json_builder_add_value(b, json_node_ref(ret));
     if (id) {
-        g_autofree char *id_text = opts_to_json(id, false);
         json_builder_set_member_name(b, "id");
-        json_builder_add_value(b, json_from_string(id_text, NULL));
+        json_builder_add_value(b, json_node_copy(id));
     }
     json_builder_end_object(b);
     g_autoptr(JsonNode) n = json_builder_get_root(b);
@@ -210,31 +208,35 @@ static bool handle_capabilities(Monitor *mon, OptNode *args,
     return true;
 }
 
-static void monitor_handle_message(Monitor *mon, const char *text)
+static void monitor_handle_message(Monitor *mon, const char *text,
+                                   size_t len)
 {
     g_autoptr(StrataError) err = NULL;
 
-    if (text[0] == '[') {
-        monitor_send_error(mon, "GenericError",
-                           "QMP input must be a JSON object", NULL);
-        return;
-    }
-    g_autoptr(OptNode) req = opts_parse_json(text, &err);
-    if (!req) {
+    g_autoptr(JsonNode) root = opts_parse_json_value(text, len, &err);
+    if (!root) {
         g_autofree char *desc = g_strdup_printf("JSON parse error, %s",
                                                 error_get_message(err));
         monitor_send_error(mon, "GenericError", desc, NULL);
         return;
     }
-    OptNode *id = opts_peek(req, "id");
-    OptNode *exec = NULL, *args = NULL;
-    for (guint i = 0; i < opts_object_size(req); i++) {
-        const char *key = opts_object_key(req, i);
-        OptNode *val = opts_object_value(req, i);
+    if (!JSON_NODE_HOLDS_OBJECT(root)) {
+        monitor_send_error(mon, "GenericError",
+                           "QMP input must be a JSON object", NULL);
+        return;
+    }
+    JsonObject *req = json_node_get_object(root);
+    JsonNode *id = json_object_get_member(req, "id");
+    JsonNode *exec = NULL, *jargs = NULL;
+    JsonObjectIter iter;
+    const char *key;
+    JsonNode *val;
+    json_object_iter_init_ordered(&iter, req);
+    while (json_object_iter_next_ordered(&iter, &key, &val)) {
         if (!strcmp(key, "execute")) {
             exec = val;
         } else if (!strcmp(key, "arguments")) {
-            args = val;
+            jargs = val;
         } else if (strcmp(key, "id") != 0) {
             g_autofree char *desc = g_strdup_printf(
                 !strcmp(key, "exec-oob")
@@ -250,18 +252,33 @@ static void monitor_handle_message(Monitor *mon, const char *text)
                            "QMP input lacks member 'execute'", id);
         return;
     }
-    if (opts_type(exec) != OPT_STRING) {
+    if (!JSON_NODE_HOLDS_VALUE(exec) ||
+        json_node_get_value_type(exec) != G_TYPE_STRING) {
         monitor_send_error(mon, "GenericError",
                            "QMP input member 'execute' must be a string", id);
         return;
     }
-    if (args && opts_type(args) != OPT_OBJECT) {
+    if (jargs && !JSON_NODE_HOLDS_OBJECT(jargs)) {
         monitor_send_error(mon, "GenericError",
                            "QMP input member 'arguments' must be an object",
                            id);
         return;
     }
-    const char *name = opts_scalar_str(exec);
+    g_autoptr(OptNode) args = NULL;
+    if (jargs) {
+        /* The typed option tree of the arguments (integers only: no
+         * command takes a fraction). */
+        g_autofree char *args_text = json_to_string(jargs, false);
+        args = opts_parse_json(args_text, &err);
+        if (!args) {
+            monitor_send_error(mon, "GenericError", error_get_message(err),
+                               id);
+            return;
+        }
+    } else {
+        args = opts_new_object();
+    }
+    const char *name = json_node_get_string(exec);
     bool is_caps = !strcmp(name, "qmp_capabilities");
     if (!mon->negotiated && !is_caps) {
         monitor_send_error(mon, "CommandNotFound",
@@ -283,10 +300,6 @@ static void monitor_handle_message(Monitor *mon, const char *text)
         monitor_send_error(mon, "CommandNotFound", desc, id);
         return;
     }
-    g_autoptr(OptNode) empty = NULL;
-    if (!args) {
-        args = empty = opts_new_object();
-    }
     if (!qmp_validate_args(cmd, args, &err)) {
         monitor_send_error(mon, "GenericError", error_get_message(err), id);
         return;
@@ -306,7 +319,9 @@ static void monitor_handle_message(Monitor *mon, const char *text)
     g_autoptr(JsonNode) ret = handler(args, &err);
     dispatching--;
     if (!ret) {
-        monitor_send_error(mon, "GenericError", error_get_message(err), id);
+        const char *cls = qmp_error_class ? qmp_error_class : "GenericError";
+        qmp_error_class = NULL;
+        monitor_send_error(mon, cls, error_get_message(err), id);
     } else {
         monitor_send_return(mon, ret, id);
     }
@@ -329,7 +344,8 @@ static void scan_complete(Monitor *mon)
 {
     ScanOverflow overflow = mon->overflow;
     ScanState state = mon->state;
-    g_autofree char *text = g_strndup(mon->msg->str, mon->msg->len);
+    size_t len = mon->msg->len;
+    g_autofree char *text = g_strndup(mon->msg->str, len);
 
     scan_reset(mon);
     if (state == SCAN_STRAY) {
@@ -346,7 +362,7 @@ static void scan_complete(Monitor *mon)
             QMP_MAX_DEPTH);
         monitor_send_error(mon, "GenericError", desc, NULL);
     } else {
-        monitor_handle_message(mon, text);
+        monitor_handle_message(mon, text, len);
     }
 }
 

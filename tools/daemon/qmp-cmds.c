@@ -12,6 +12,8 @@
 #include "qapi/schema.h"
 #include "tools/daemon/daemon.h"
 
+const char *qmp_error_class;
+
 /* ---- argument validation (QEMU's words) ----------------------------------- */
 
 static bool check_value(const SchemaMember *m, OptNode *val, const char *path,
@@ -73,9 +75,7 @@ static bool check_value(const SchemaMember *m, OptNode *val, const char *path,
     case SCHEMA_TYPE_INT:
     case SCHEMA_TYPE_SIZE: {
         if (t != OPT_INT) {
-            return type_error(path, m->type == SCHEMA_TYPE_INT ? "integer"
-                                                               : "size",
-                              errp);
+            return type_error(path, "integer", errp);
         }
         int64_t v = g_ascii_strtoll(opts_scalar_str(val), NULL, 10);
         if ((m->has_min && v < m->min) ||
@@ -674,6 +674,7 @@ static JsonNode *qmp_qom_list(OptNode *args, StrataError **errp)
     if (strcmp(path, "/objects") && strcmp(path, "/objects/")) {
         error_set(errp, STRATA_ERROR_NOT_FOUND, ENOENT,
                   "Device '%s' not found", path);
+        qmp_error_class = "DeviceNotFound";
         return NULL;
     }
     b = json_builder_new();
@@ -798,6 +799,7 @@ static const QmpCommandImpl qmp_impls[] = {
     { "object-del", qmp_object_del },
     { "qom-list-types", qmp_qom_list_types },
     { "qom-list", qmp_qom_list },
+    { "x-strata-io", qmp_x_strata_io },
     { "x-debug-query-block-graph", qmp_x_debug_query_block_graph },
     { NULL, NULL },
 };

@@ -14,6 +14,11 @@
  * returns the "return" value (new reference), or NULL with *errp. */
 typedef JsonNode *QmpHandler(OptNode *args, StrataError **errp);
 
+/* A handler that fails with a QMP error class other than GenericError
+ * (QEMU's DeviceNotFound, say) sets this before returning NULL; the
+ * monitor reads and resets it. */
+extern const char *qmp_error_class;
+
 /* The handler of a schema command; NULL if none (a bug: the qmp-table
  * unit test checks that every command has one). */
 QmpHandler *qmp_find_handler(const char *name);
@@ -29,6 +34,12 @@ const QmpCommandSchema *qmp_find_command(const char *name);
  */
 bool qmp_validate_args(const QmpCommandSchema *cmd, OptNode *args,
                        StrataError **errp);
+
+/* x-strata-io (qmp-io.c), and dropping its backend on @node (waits for
+ * the requests it has in flight) before the node goes. */
+JsonNode *qmp_x_strata_io(OptNode *args, StrataError **errp);
+void qmp_io_release_node(StrataNode *node);
+void qmp_io_release_all(void);
 
 /* Helpers for building return values. */
 JsonNode *qmp_empty_object(void);

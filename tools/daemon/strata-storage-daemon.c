@@ -23,6 +23,7 @@
 #include "block/object.h"
 #include "tools/daemon/daemon.h"
 #include "tools/daemon/monitor.h"
+#include "tools/daemon/qmp-cmds.h"
 
 static const char *progname = "strata-storage-daemon";
 
@@ -530,6 +531,8 @@ static G_NORETURN void shutdown_daemon(int status)
     while (export_count() > 0) {
         strata_context_run_once(daemon_state.ctx, true);
     }
+    /* Requests x-strata-io left in flight complete. */
+    qmp_io_release_all();
     monitor_flush_all();
     for (GList *l = monitor_list; l; l = l->next) {
         monitor_free(l->data);
@@ -541,6 +544,7 @@ static G_NORETURN void shutdown_daemon(int status)
     daemon_state.owned_nodes = NULL;
     for (GList *l = owned; l; l = l->next) {
         StrataNode *node = l->data;
+        qmp_io_release_node(node);
         int ret = daemon_flush_node(node);
         if (ret < 0) {
             fprintf(stderr, "%s: flushing node '%s' failed: %s\n", progname,

@@ -1,0 +1,249 @@
+#!/usr/bin/env python3
+# SPDX-License-Identifier: MIT
+"""strata-storage-daemon's lifecycle: signals with requests in flight,
+--daemonize and --pidfile, start-up errors.  TAP output.
+
+  lifecycle.py DAEMON
+"""
+
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+import shutil
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)),
+                                '..', '..', 'scripts'))
+from qmp import QMPClient  # noqa: E402
+
+DAEMON = sys.argv[1]
+n = 0
+failures = 0
+
+
+def tap(ok, what, detail=''):
+    global n, failures
+    n += 1
+    if not ok:
+        failures += 1
+        for line in str(detail).splitlines():
+            print(f'# {line}')
+    print(f'{"ok" if ok else "not ok"} {n} - {what}')
+
+
+def wait_socket(path, proc=None, timeout=10):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if os.path.exists(path):
+            for _ in range(100):
+                try:
+                    return QMPClient(path, timeout=30)
+                except ConnectionRefusedError:
+                    time.sleep(0.02)
+        if proc is not None and proc.poll() is not None:
+            return None
+        time.sleep(0.01)
+    return None
+
+
+def pattern_ok(path, offset, length, byte):
+    with open(path, 'rb') as f:
+        f.seek(offset)
+        data = f.read(length)
+    return data == bytes([byte]) * length
+
+
+def signal_in_flight(tmp, signals):
+    """Writes left in flight by x-strata-io aio_write, then @signals
+    SIGTERMs: every byte is on disk afterwards, exit status 0."""
+    img = os.path.join(tmp, 'disk.raw')
+    sock = os.path.join(tmp, 'qmp.sock')
+    pidfile = os.path.join(tmp, 'pid')
+    size, chunk = 64 << 20, 2 << 20
+    with open(img, 'wb') as f:
+        f.truncate(size)
+    proc = subprocess.Popen(
+        [DAEMON, '--blockdev',
+         f'driver=raw,node-name=disk,file.driver=file,file.filename={img}',
+         '--chardev', f'socket,id=m0,path={sock},server=on,wait=off',
+         '--monitor', 'chardev=m0', '--pidfile', pidfile],
+        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    q = wait_socket(sock, proc)
+    if q is None:
+        return False, 'daemon did not start: ' + proc.stderr.read().decode()
+    # Pipelined: all the writes are submitted before the signal.
+    for off in range(0, size, chunk):
+        q.send_raw('{"execute": "x-strata-io", "arguments": {"node-name": '
+                   f'"disk", "command": "aio_write -P 0x5a {off} {chunk}"}}}}\n')
+    for off in range(0, size, chunk):
+        r = q.response()
+        if not r or 'error' in r:
+            return False, f'x-strata-io failed: {r}'
+    stats = q.command('query-blockstats')
+    done = stats[0]['stats']['wr_operations']
+    for _ in range(signals):
+        proc.send_signal(signal.SIGTERM)
+        time.sleep(0.001)
+    try:
+        rc = proc.wait(60)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+        return False, 'daemon did not exit within 60 s'
+    err = proc.stderr.read().decode()
+    q.close()
+    problems = []
+    if rc != 0:
+        problems.append(f'exit status {rc}: {err}')
+    if not pattern_ok(img, 0, size, 0x5a):
+        problems.append('data written before the signal is not on disk')
+    for p in (sock, pidfile):
+        if os.path.exists(p):
+            problems.append(f'{p} left behind')
+    print(f'# {signals} signal(s): {done} of {size // chunk} writes had '
+          f'completed when the signal was sent')
+    return not problems, '\n'.join(problems)
+
+
+def test_daemonize(tmp):
+    sock = os.path.join(tmp, 'd.sock')
+    pidfile = os.path.join(tmp, 'd.pid')
+    r = subprocess.run([DAEMON, '--blockdev', 'driver=null-co,node-name=n0',
+                        '--chardev',
+                        f'socket,id=m0,path={sock},server=on,wait=off',
+                        '--monitor', 'chardev=m0', '--pidfile', pidfile,
+                        '--daemonize'], capture_output=True, timeout=30)
+    if r.returncode != 0:
+        return False, f'exit {r.returncode}: {r.stderr.decode()}'
+    # Ready means set up: the socket and the pidfile exist when the
+    # parent returns.
+    if not os.path.exists(sock) or not os.path.exists(pidfile):
+        return False, 'socket or pidfile missing when the parent returned'
+    pid = int(open(pidfile).read())
+    try:
+        os.kill(pid, 0)
+    except OSError:
+        return False, f'pid {pid} from the pidfile is not running'
+    with QMPClient(sock) as q:
+        nodes = [x['node-name'] for x in q.command('query-named-block-nodes')]
+        q.command('quit')
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        try:
+            os.kill(pid, 0)
+        except OSError:
+            break
+        time.sleep(0.02)
+    else:
+        os.kill(pid, signal.SIGKILL)
+        return False, 'daemon did not exit after quit'
+    left = [p for p in (sock, pidfile) if os.path.exists(p)]
+    ok = nodes == ['n0'] and not left
+    return ok, f'nodes {nodes}, left behind {left}'
+
+
+def test_daemonize_error(tmp):
+    r = subprocess.run([DAEMON, '--daemonize', '--blockdev',
+                        'driver=nosuch,node-name=x'],
+                       capture_output=True, timeout=30)
+    err = r.stderr.decode()
+    return (r.returncode == 1 and '--blockdev driver=nosuch' in err,
+            f'exit {r.returncode}, stderr {err!r}')
+
+
+def test_pidfile_lock(tmp):
+    sock = os.path.join(tmp, 'l.sock')
+    pidfile = os.path.join(tmp, 'l.pid')
+    a = subprocess.Popen([DAEMON, '--chardev',
+                          f'socket,id=m0,path={sock},server=on,wait=off',
+                          '--monitor', 'chardev=m0', '--pidfile', pidfile],
+                         stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    q = wait_socket(sock, a)
+    b = subprocess.run([DAEMON, '--pidfile', pidfile], capture_output=True,
+                       timeout=30)
+    if q:
+        q.command('quit')
+        q.close()
+    a.wait(10)
+    err = b.stderr.decode()
+    return (b.returncode == 1 and 'Cannot lock pid file' in err and
+            not os.path.exists(pidfile),
+            f'second daemon: exit {b.returncode}, {err!r}')
+
+
+# Start-up errors: (arguments, text the message must contain).  Every one
+# exits 1, names the option, and leaves no socket behind.
+STARTUP_ERRORS = [
+    (['--blockdev', 'driver=nosuch,node-name=x'],
+     "--blockdev driver=nosuch,node-name=x: "),
+    (['--blockdev', '{"driver": "null-co"'],
+     '--blockdev {"driver": "null-co": '),
+    (['--blockdev', 'driver=file,node-name=f,filename=/nonexistent/x'],
+     "Could not open '/nonexistent/x'"),
+    (['--object', 'qom-type=nosuch,id=o'], '--object qom-type=nosuch,id=o: '),
+    (['--chardev', 'socket,id=c,path=$TMP/c.sock,server=on,wait=on'],
+     'wait: '),
+    (['--chardev', 'socket,id=c,host=0.0.0.0,port=0,server=on,wait=off'],
+     "host: '0.0.0.0' is not a loopback address"),
+    (['--chardev', 'pty,id=c'], "backend: unsupported chardev type 'pty'"),
+    (['--monitor', 'chardev=nope'], '--monitor chardev=nope: chardev "nope" '
+     'not found'),
+    (['--chardev', 'socket,id=c,path=$TMP/m.sock,server=on,wait=off',
+      '--monitor', 'c,mode=readline'], 'mode: Only QMP is supported'),
+    (['--export', 'type=nbd,id=e0,node-name=nope'], '--export type=nbd'),
+    (['--nbd-server', 'addr.type=unix,addr.path=$TMP/n.sock'],
+     '--nbd-server addr.type=unix'),
+    (['--pidfile', '/nonexistent/dir/pid'], 'Cannot open pid file'),
+    (['--no-such-option'], "unrecognized option '--no-such-option'"),
+    (['--blockdev'], "option '--blockdev' requires an argument"),
+    (['stray-argument'], "unexpected argument 'stray-argument'"),
+]
+
+
+def test_startup_error(tmp, args, want):
+    args = [a.replace('$TMP', tmp) for a in args]
+    r = subprocess.run([DAEMON] + args, capture_output=True, timeout=30)
+    err = r.stderr.decode()
+    left = [f for f in os.listdir(tmp) if f.endswith('.sock')]
+    ok = r.returncode == 1 and want in err and not left
+    return ok, f'exit {r.returncode}, stderr {err!r}, left {left}'
+
+
+def main():
+    tests = [
+        ('SIGTERM with writes in flight: data on disk, exit 0, socket and '
+         'pidfile removed', lambda t: signal_in_flight(t, 1)),
+        ('a second SIGTERM during shutdown changes nothing',
+         lambda t: signal_in_flight(t, 2)),
+        ('--daemonize and --pidfile', test_daemonize),
+        ('--daemonize: a start-up error reaches stderr, exit 1',
+         test_daemonize_error),
+        ('--pidfile is locked against a second daemon', test_pidfile_lock),
+    ]
+    for args, want in STARTUP_ERRORS:
+        tests.append((f'start-up error: {" ".join(args)}',
+                      lambda t, a=args, w=want: test_startup_error(t, a, w)))
+    for what, fn in tests:
+        tmp = tempfile.mkdtemp(prefix='strata-lifecycle-',
+                               dir=os.environ.get('TMPDIR', '/var/tmp'))
+        try:
+            ok, detail = fn(tmp)
+        except Exception as e:      # a test bug or a hung daemon
+            ok, detail = False, repr(e)
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+        tap(ok, what, detail)
+    for what, args in (('-h prints the usage', ['-h']),
+                       ('-V prints the version', ['-V'])):
+        r = subprocess.run([DAEMON] + args, capture_output=True, text=True)
+        tap(r.returncode == 0 and ('Usage:' in r.stdout if args == ['-h']
+                                   else 'strata-storage-daemon version'
+                                   in r.stdout), what, r.stdout + r.stderr)
+    print(f'1..{n}')
+    return 1 if failures else 0
+
+
+if __name__ == '__main__':
+    sys.exit(main())
