@@ -173,6 +173,35 @@ def test_pidfile_lock(tmp):
             f'second daemon: exit {b.returncode}, {err!r}')
 
 
+def test_config_example(tmp):
+    """docs/examples/strata-storage-daemon.json, paths moved under @tmp."""
+    here = os.path.dirname(os.path.abspath(__file__))
+    with open(os.path.join(here, '..', '..', 'docs', 'examples',
+                           'strata-storage-daemon.json')) as f:
+        text = f.read()
+    text = text.replace('/var/lib/strata', tmp).replace('/run/strata', tmp)
+    cfg = os.path.join(tmp, 'config.json')
+    with open(cfg, 'w') as f:
+        f.write(text)
+    with open(os.path.join(tmp, 'disk0.img'), 'wb') as f:
+        f.truncate(1 << 20)
+    sock = os.path.join(tmp, 'qmp.sock')
+    proc = subprocess.Popen([DAEMON, '--config', cfg],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    q = wait_socket(sock, proc)
+    if not q:
+        return False, proc.stderr.read().decode()
+    nodes = sorted(x['node-name'] for x in q.command('query-named-block-nodes'))
+    objs = [o['name'] for o in q.command('qom-list', path='/objects')]
+    q.command('quit')
+    q.close()
+    rc = proc.wait(10)
+    want = ['disk0', 'disk0-file', 'scratch']
+    return (rc == 0 and nodes == want and objs == ['io0'],
+            f'exit {rc}, nodes {nodes}, objects {objs}: '
+            f'{proc.stderr.read().decode()}')
+
+
 # Start-up errors: (arguments, text the message must contain).  Every one
 # exits 1, names the option, and leaves no socket behind.
 STARTUP_ERRORS = [
@@ -196,6 +225,9 @@ STARTUP_ERRORS = [
     (['--nbd-server', 'addr.type=unix,addr.path=$TMP/n.sock'],
      '--nbd-server addr.type=unix'),
     (['--pidfile', '/nonexistent/dir/pid'], 'Cannot open pid file'),
+    (['--config', '/nonexistent.json'], '--config /nonexistent.json: '),
+    (['--config', '$TMP/bad.json'], "config.daemonize: not an option a "
+     "config file can give"),
     (['--no-such-option'], "unrecognized option '--no-such-option'"),
     (['--blockdev'], "option '--blockdev' requires an argument"),
     (['stray-argument'], "unexpected argument 'stray-argument'"),
@@ -204,6 +236,9 @@ STARTUP_ERRORS = [
 
 def test_startup_error(tmp, args, want):
     args = [a.replace('$TMP', tmp) for a in args]
+    with open(os.path.join(tmp, 'bad.json'), 'w') as f:
+        f.write('{"blockdev": {"driver": "null-co", "node-name": "n"}, '
+                '"daemonize": true}')
     r = subprocess.run([DAEMON] + args, capture_output=True, timeout=30)
     err = r.stderr.decode()
     left = [f for f in os.listdir(tmp) if f.endswith('.sock')]
@@ -221,6 +256,7 @@ def main():
         ('--daemonize: a start-up error reaches stderr, exit 1',
          test_daemonize_error),
         ('--pidfile is locked against a second daemon', test_pidfile_lock),
+        ('--config with the example of docs/', test_config_example),
     ]
     for args, want in STARTUP_ERRORS:
         tests.append((f'start-up error: {" ".join(args)}',

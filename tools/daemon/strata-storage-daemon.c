@@ -70,6 +70,8 @@ static void usage(void)
 "  --pidfile PATH             write the process id to PATH (locked)\n"
 "  --daemonize                run in the background once everything is\n"
 "                             set up; errors before that go to stderr\n"
+"  --config FILE              options from a JSON file (see\n"
+"                             docs/strata-storage-daemon.md)\n"
 "\n"
 "SIGTERM, SIGINT and QMP quit stop it gracefully.  QMP reference:\n"
 "docs/qmp.md.\n", progname);
@@ -470,7 +472,7 @@ static void daemonize_ready(void)
 
 enum {
     ARG_BLOCKDEV = 256, ARG_OBJECT, ARG_CHARDEV, ARG_MONITOR, ARG_EXPORT,
-    ARG_NBD_SERVER, ARG_PIDFILE, ARG_DAEMONIZE,
+    ARG_NBD_SERVER, ARG_PIDFILE, ARG_DAEMONIZE, ARG_CONFIG,
 };
 
 static const struct option long_options[] = {
@@ -484,8 +486,73 @@ static const struct option long_options[] = {
     { "nbd-server", required_argument, NULL, ARG_NBD_SERVER },
     { "pidfile", required_argument, NULL, ARG_PIDFILE },
     { "daemonize", no_argument, NULL, ARG_DAEMONIZE },
+    { "config", required_argument, NULL, ARG_CONFIG },
     { NULL, 0, NULL, 0 },
 };
+
+static bool process_option(int c, const char *arg, StrataError **errp);
+
+/*
+ * --config FILE: a JSON object whose members are the long options without
+ * their dashes, processed in the file's order; a member's value is one
+ * option argument (an object, or a string for pidfile) or a list of them:
+ *   {"object": [{"qom-type": "iothread", "id": "io0"}],
+ *    "blockdev": [{"driver": "file", "node-name": "f0", ...}, ...],
+ *    "chardev": [{"backend": "socket", "id": "m0", "path": "...",
+ *                 "server": true, "wait": false}],
+ *    "monitor": [{"chardev": "m0"}], "pidfile": "/run/strata.pid"}
+ * Errors name the member and its index: "config.blockdev[1]: ...".
+ */
+static bool process_config(const char *path, StrataError **errp)
+{
+    g_autofree char *text = NULL;
+    g_autoptr(GError) gerr = NULL;
+
+    if (!g_file_get_contents(path, &text, NULL, &gerr)) {
+        error_set(errp, STRATA_ERROR_NOT_FOUND, ENOENT, "%s", gerr->message);
+        return false;
+    }
+    g_autoptr(OptNode) cfg = opts_parse_json(text, errp);
+    if (!cfg) {
+        error_prepend(errp, "%s: ", path);
+        return false;
+    }
+    for (guint i = 0; i < opts_object_size(cfg); i++) {
+        const char *key = opts_object_key(cfg, i);
+        OptNode *val = opts_object_value(cfg, i);
+        const struct option *o = NULL;
+        for (const struct option *lo = long_options; lo->name; lo++) {
+            if (!strcmp(lo->name, key) && lo->has_arg == required_argument &&
+                lo->val != ARG_CONFIG) {
+                o = lo;
+            }
+        }
+        if (!o) {
+            error_set_option(errp, "config.%s: not an option a config file "
+                             "can give%s", key, !strcmp(key, "daemonize")
+                             ? " (give --daemonize on the command line)"
+                             : "");
+            return false;
+        }
+        bool is_list = opts_type(val) == OPT_LIST;
+        guint n = is_list ? opts_list_length(val) : 1;
+        for (guint j = 0; j < n; j++) {
+            OptNode *el = is_list ? opts_list_get(val, j) : val;
+            g_autofree char *arg = opts_type(el) == OPT_STRING
+                                   ? g_strdup(opts_scalar_str(el))
+                                   : opts_to_json(el, false);
+            if (!process_option(o->val, arg, errp)) {
+                if (is_list) {
+                    error_prepend(errp, "config.%s[%u]: ", key, j);
+                } else {
+                    error_prepend(errp, "config.%s: ", key);
+                }
+                return false;
+            }
+        }
+    }
+    return true;
+}
 
 static bool process_option(int c, const char *arg, StrataError **errp)
 {
@@ -515,6 +582,8 @@ static bool process_option(int c, const char *arg, StrataError **errp)
         return write_pidfile(arg, errp);
     case ARG_DAEMONIZE:
         return true;
+    case ARG_CONFIG:
+        return process_config(arg, errp);
     }
     g_assert_not_reached();
 }
