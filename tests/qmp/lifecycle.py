@@ -23,6 +23,24 @@ n = 0
 failures = 0
 
 
+PROCS = []
+
+
+def spawn(*args, **kwargs):
+    """Popen, remembered so that a failing test leaves no daemon behind."""
+    p = subprocess.Popen(*args, **kwargs)
+    PROCS.append(p)
+    return p
+
+
+def reap():
+    for p in PROCS:
+        if p.poll() is None:
+            p.kill()
+            p.wait()
+    PROCS.clear()
+
+
 def tap(ok, what, detail=''):
     global n, failures
     n += 1
@@ -64,7 +82,7 @@ def signal_in_flight(tmp, signals):
     size, chunk = 64 << 20, 2 << 20
     with open(img, 'wb') as f:
         f.truncate(size)
-    proc = subprocess.Popen(
+    proc = spawn(
         [DAEMON, '--blockdev',
          f'driver=raw,node-name=disk,file.driver=file,file.filename={img}',
          '--chardev', f'socket,id=m0,path={sock},server=on,wait=off',
@@ -156,7 +174,7 @@ def test_daemonize_error(tmp):
 def test_pidfile_lock(tmp):
     sock = os.path.join(tmp, 'l.sock')
     pidfile = os.path.join(tmp, 'l.pid')
-    a = subprocess.Popen([DAEMON, '--chardev',
+    a = spawn([DAEMON, '--chardev',
                           f'socket,id=m0,path={sock},server=on,wait=off',
                           '--monitor', 'chardev=m0', '--pidfile', pidfile],
                          stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
@@ -186,7 +204,7 @@ def test_config_example(tmp):
     with open(os.path.join(tmp, 'disk0.img'), 'wb') as f:
         f.truncate(1 << 20)
     sock = os.path.join(tmp, 'qmp.sock')
-    proc = subprocess.Popen([DAEMON, '--config', cfg],
+    proc = spawn([DAEMON, '--config', cfg],
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     q = wait_socket(sock, proc)
     if not q:
@@ -200,6 +218,82 @@ def test_config_example(tmp):
     return (rc == 0 and nodes == want and objs == ['io0'],
             f'exit {rc}, nodes {nodes}, objects {objs}: '
             f'{proc.stderr.read().decode()}')
+
+
+def test_one_client_per_monitor(tmp):
+    """A second client of a monitor waits (no greeting) until the first
+    leaves, as with QSD; then it negotiates afresh."""
+    sock = os.path.join(tmp, 'one.sock')
+    proc = spawn([DAEMON, '--chardev',
+                             f'socket,id=m0,path={sock},server=on,wait=off',
+                             '--monitor', 'chardev=m0'],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    a = wait_socket(sock, proc)
+    import socket as so
+    b = so.socket(so.AF_UNIX, so.SOCK_STREAM)
+    b.connect(sock)
+    b.settimeout(0.5)
+    try:
+        early = b.recv(4096)
+    except so.timeout:
+        early = b''
+    a.close()
+    b.settimeout(5)
+    greeting = b.recv(4096)
+    b.sendall(b'{"execute": "qmp_capabilities"}\n{"execute": "quit"}\n')
+    try:
+        rc = proc.wait(10)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        rc = proc.wait()
+    b.close()
+    return (early == b'' and b'"QMP"' in greeting and rc == 0,
+            f'early {early!r}, greeting {greeting!r}, exit {rc}')
+
+
+def test_tcp_loopback(tmp):
+    """host=127.0.0.1: accepted with a warning naming the risk."""
+    import socket as so
+    s = so.socket()
+    s.bind(('127.0.0.1', 0))
+    port = s.getsockname()[1]
+    s.close()
+    proc = spawn([DAEMON, '--chardev',
+                             f'socket,id=m0,host=127.0.0.1,port={port},'
+                             'server=on,wait=off', '--monitor', 'chardev=m0'],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    q = None
+    deadline = time.monotonic() + 10
+    while q is None and time.monotonic() < deadline:
+        try:
+            q = QMPClient(('127.0.0.1', port))
+        except OSError:
+            time.sleep(0.02)
+    if q is None:
+        proc.kill()
+        return False, 'could not connect'
+    v = q.command('query-version')
+    q.command('quit')
+    q.close()
+    rc = proc.wait(10)
+    err = proc.stderr.read().decode()
+    return (rc == 0 and 'package' in v and 'no authentication' in err,
+            f'exit {rc}, stderr {err!r}')
+
+
+def test_stdio_monitor(tmp):
+    """--chardev stdio with pretty=on: the session on stdin/stdout."""
+    r = subprocess.run([DAEMON, '--chardev', 'stdio,id=s', '--monitor',
+                        'chardev=s,pretty=on', '--blockdev',
+                        'driver=null-co,node-name=n0'],
+                       input=b'{"execute": "qmp_capabilities"}\n'
+                             b'{"execute": "query-block-exports"}\n'
+                             b'{"execute": "quit"}\n',
+                       capture_output=True, timeout=30)
+    out = r.stdout.decode()
+    return (r.returncode == 0 and out.count('"return"') == 3 and
+            '"SHUTDOWN"' in out and '\n    ' in out,
+            f'exit {r.returncode}, stdout {out!r}')
 
 
 # Start-up errors: (arguments, text the message must contain).  Every one
@@ -257,6 +351,9 @@ def main():
          test_daemonize_error),
         ('--pidfile is locked against a second daemon', test_pidfile_lock),
         ('--config with the example of docs/', test_config_example),
+        ('one client per monitor at a time', test_one_client_per_monitor),
+        ('TCP monitor on loopback, with a warning', test_tcp_loopback),
+        ('stdio monitor, pretty-printed', test_stdio_monitor),
     ]
     for args, want in STARTUP_ERRORS:
         tests.append((f'start-up error: {" ".join(args)}',
@@ -269,6 +366,7 @@ def main():
         except Exception as e:      # a test bug or a hung daemon
             ok, detail = False, repr(e)
         finally:
+            reap()
             shutil.rmtree(tmp, ignore_errors=True)
         tap(ok, what, detail)
     for what, args in (('-h prints the usage', ['-h']),
