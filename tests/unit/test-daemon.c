@@ -241,6 +241,64 @@ static void test_export_errors(void)
     teardown();
 }
 
+typedef struct Done {
+    bool done;
+    int64_t ret;
+} Done;
+
+static void done_cb(void *opaque, int64_t ret)
+{
+    Done *d = opaque;
+    d->ret = ret;
+    d->done = true;
+}
+
+/* x-werror=stop: a failing write parks the export (BLOCK_IO_ERROR with
+ * action stop), x-block-export-resume retries it. */
+static void test_export_error_policy(void)
+{
+    StrataError *err = NULL;
+
+    setup();
+    g_autoptr(OptNode) n = parse(
+        "{\"driver\": \"blkdebug\", \"node-name\": \"dbg\", "
+        "\"inject-error\": [{\"event\": \"none\", \"errno\": 28, "
+        "\"iotype\": \"write\", \"once\": true}], "
+        "\"image\": {\"driver\": \"mem\", \"size\": 65536}}");
+    g_assert_true(daemon_blockdev_add(n, &err));
+    g_autoptr(OptNode) o = parse("{\"type\": \"nbd\", \"id\": \"e2\", "
+                                 "\"node-name\": \"dbg\", \"writable\": "
+                                 "true, \"x-werror\": \"stop\"}");
+    BlockExport *exp = export_add(ctx, o, &err);
+    g_assert_nonnull(exp);
+
+    char buf[4096];
+    memset(buf, 0x77, sizeof(buf));
+    struct iovec iov = { buf, sizeof(buf) };
+    Done d = { 0 };
+    g_assert_cmpint(strata_backend_aio_pwritev(exp->be, 0, &iov, 1, 0,
+                                               done_cb, &d), ==, 0);
+    for (int i = 0; i < 1000 && !strata_backend_is_stopped(exp->be); i++) {
+        strata_context_run_once(ctx, false);
+    }
+    g_assert_true(strata_backend_is_stopped(exp->be));
+    g_assert_false(d.done);
+    g_assert_cmpint(io_error_events, ==, 1);
+
+    /* The rule fired once: the retry succeeds. */
+    g_assert_true(export_resume("e2", &err));
+    for (int i = 0; i < 1000 && !d.done; i++) {
+        strata_context_run_once(ctx, false);
+    }
+    g_assert_true(d.done);
+    g_assert_cmpint(d.ret, ==, 0);
+    char back[4096];
+    g_assert_cmpint(strata_backend_pread(exp->be, 0, back, sizeof(back), 0),
+                    ==, 0);
+    g_assert_cmpmem(back, sizeof(back), buf, sizeof(buf));
+    teardown();
+}
+
 /* ---- the command table ------------------------------------------------------ */
 
 static void test_command_table(void)
@@ -341,6 +399,7 @@ int main(int argc, char **argv)
     g_test_init(&argc, &argv, NULL);
     g_test_add_func("/daemon/export/lifecycle", test_export_lifecycle);
     g_test_add_func("/daemon/export/errors", test_export_errors);
+    g_test_add_func("/daemon/export/error-policy", test_export_error_policy);
     g_test_add_func("/daemon/qmp/command-table", test_command_table);
     g_test_add_func("/daemon/monitor/framing", test_monitor_framing);
     return g_test_run();
