@@ -8,6 +8,7 @@
 
 #include "block/backend-int.h"
 #include "block/export/export.h"
+#include "block/export/nbd.h"
 #include "block/object.h"
 #include "qapi/schema.h"
 #include "tools/daemon/daemon.h"
@@ -605,15 +606,13 @@ static JsonNode *qmp_x_block_export_resume(OptNode *args, StrataError **errp)
 
 static JsonNode *qmp_nbd_server_start(OptNode *args, StrataError **errp)
 {
-    error_set(errp, STRATA_ERROR_GENERIC, ENOTSUP,
-              "The NBD server is not implemented yet in this build");
-    return NULL;
+    return nbd_server_start(daemon_state.ctx, args, errp)
+           ? qmp_empty_object() : NULL;
 }
 
 static JsonNode *qmp_nbd_server_stop(OptNode *args, StrataError **errp)
 {
-    error_setg(errp, "NBD server not running");
-    return NULL;
+    return nbd_server_stop(errp) ? qmp_empty_object() : NULL;
 }
 
 static JsonNode *qmp_object_add(OptNode *args, StrataError **errp)

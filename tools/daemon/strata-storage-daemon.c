@@ -20,6 +20,7 @@
 #include <unistd.h>
 
 #include "block/export/export.h"
+#include "block/export/nbd.h"
 #include "block/object.h"
 #include "tools/daemon/daemon.h"
 #include "tools/daemon/monitor.h"
@@ -575,9 +576,8 @@ static bool process_option(int c, const char *arg, StrataError **errp)
         opts = parse_arg(arg, "type", errp);
         return opts && export_add(daemon_state.ctx, opts, errp);
     case ARG_NBD_SERVER:
-        error_set(errp, STRATA_ERROR_GENERIC, ENOTSUP,
-                  "The NBD server is not implemented yet in this build");
-        return false;
+        opts = parse_arg(arg, NULL, errp);
+        return opts && nbd_server_start(daemon_state.ctx, opts, errp);
     case ARG_PIDFILE:
         return write_pidfile(arg, errp);
     case ARG_DAEMONIZE:
@@ -594,8 +594,11 @@ static bool process_option(int c, const char *arg, StrataError **errp)
 static G_NORETURN void shutdown_daemon(int status)
 {
 
-    /* Exports first: they stop accepting, their clients' requests finish
+    /* The NBD server stops listening; then the exports stop accepting, their clients' requests finish
      * and they go away (BLOCK_EXPORT_DELETED for each). */
+    if (nbd_server_running()) {
+        nbd_server_stop(NULL);
+    }
     export_shutdown_all();
     while (export_count() > 0) {
         strata_context_run_once(daemon_state.ctx, true);
@@ -676,6 +679,7 @@ int main(int argc, char **argv)
     loop_attach_current(daemon_state.loop);
     loop_set_fd_handler(daemon_state.loop, signal_fd, on_signal, NULL, NULL);
     export_set_notifiers(on_export_deleted, on_export_io_error, NULL);
+    nbd_export_register();
 
     opterr = 0;
     while ((c = getopt_long(argc, argv, ":hV", long_options, NULL)) != -1) {
