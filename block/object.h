@@ -15,13 +15,18 @@
  *   iothread        poll-max-ns, poll-grow, poll-shrink, aio-max-batch:
  *                   a thread running its own StrataContext's loop
  *   tls-creds-x509  dir, endpoint=client|server (default client),
- *                   verify-peer (default true), sanity-check, passwordid:
- *                   GnuTLS certificate credentials loaded from the
- *                   directory's ca-cert.pem, server-cert.pem/server-key.pem
- *                   or client-cert.pem/client-key.pem (QEMU's file names)
- *   tls-creds-psk   dir, endpoint, username (client; default "qemu"):
- *                   GnuTLS PSK credentials from the directory's keys.psk
- *                   ("username:hexkey" lines)
+ *                   verify-peer (default true), priority, sanity-check
+ *                   (default true), passwordid: GnuTLS certificate
+ *                   credentials loaded from the directory's ca-cert.pem
+ *                   (+ ca-crl.pem), server-cert.pem/server-key.pem or
+ *                   client-cert.pem/client-key.pem, dh-params.pem (QEMU's
+ *                   file names)
+ *   tls-creds-psk   dir, endpoint, verify-peer, priority, username (client;
+ *                   default "qemu"): GnuTLS PSK credentials from the
+ *                   directory's keys.psk ("username:hexkey" lines)
+ * Everything is loaded and checked by object_add(): a missing file, a bad
+ * key or certificate fails there, not at the first connection.
+ * docs/objects.md is the user's reference.
  *
  * Control path: the registry is guarded by a mutex and may be used from
  * any thread; objects are created and deleted from the daemon's main
@@ -104,5 +109,10 @@ StrataContext *iothread_get_context(StrataObject *obj);
 bool tls_creds_is_server(StrataObject *obj);
 bool tls_creds_verify_peer(StrataObject *obj);
 void *tls_creds_get_gnutls(StrataObject *obj);
+/* The "priority" property for gnutls_priority_init() (validated at
+ * creation), or NULL for GnuTLS's default.  Borrowed. */
+const char *tls_creds_get_priority(StrataObject *obj);
+/* A tls-creds-psk client's username (NULL on a server).  Borrowed. */
+const char *tls_creds_get_username(StrataObject *obj);
 
 #endif
