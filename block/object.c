@@ -102,14 +102,23 @@ static StrataObject *object_find_locked(const char *id)
     return NULL;
 }
 
+/* QEMU's message for a taken id (its objects are properties of the
+ * /objects container). */
+static void object_error_duplicate(const char *id, StrataError **errp)
+{
+    error_set_option(errp, "attempt to add duplicate property '%s' to "
+                     "object (type 'container')", id);
+}
+
+/* Called by the types after their properties are read and before loading,
+ * so that errors come in QEMU's order: properties, id, then loading. */
 static bool object_check_duplicate(const char *id, StrataError **errp)
 {
     mutex_lock(&objects_lock);
     bool dup = object_find_locked(id) != NULL;
     mutex_unlock(&objects_lock);
     if (dup) {
-        error_set_option(errp, "attempt to add duplicate property '%s' to "
-                         "object (type 'container')", id);
+        object_error_duplicate(id, errp);
     }
     return !dup;
 }
@@ -1018,7 +1027,7 @@ bool object_add(OptNode *opts, StrataError **errp)
     }
     mutex_unlock(&objects_lock);
     if (dup) {
-        object_check_duplicate(obj->id, errp);
+        object_error_duplicate(obj->id, errp);
         object_free(obj);
         return false;
     }

@@ -12,6 +12,8 @@
 #include <errno.h>
 #include <ftw.h>
 #include <signal.h>
+#include <stdatomic.h>
+#include <stdio.h>
 #include <string.h>
 #include <sys/socket.h>
 #include <unistd.h>
@@ -411,6 +413,65 @@ static void test_foreach_order_and_del_all(void)
     assert_empty();
 }
 
+/* Users in other threads take and release uses while this thread adds,
+ * deletes and lists objects: the registry's lock (ThreadSanitizer checks
+ * it in the threads suite). */
+typedef struct UseThread {
+    atomic_int *stop;
+    atomic_int uses;
+    char user[16];
+} UseThread;
+
+static gpointer use_thread(gpointer opaque)
+{
+    UseThread *u = opaque;
+    while (!atomic_load(u->stop)) {
+        StrataError *err = NULL;
+        StrataObject *obj = object_use("s0", OBJECT_SECRET, u->user, &err);
+        g_assert_nonnull(obj);
+        size_t len;
+        const uint8_t *data = secret_get_data(obj, &len);
+        g_assert_cmpmem(data, len, "abc", 3);
+        object_unuse(obj, u->user);
+        atomic_fetch_add(&u->uses, 1);
+        g_assert_null(object_use("t0", OBJECT_IOTHREAD, u->user, &err));
+        error_free(err);
+    }
+    return NULL;
+}
+
+static void test_registry_threads(void)
+{
+    enum { THREADS = 3, ROUNDS = 300 };
+    atomic_int stop = 0;
+    UseThread u[THREADS];
+    GThread *t[THREADS];
+
+    g_assert_true(add_dotted("qom-type=secret,id=s0,data=abc"));
+    for (int i = 0; i < THREADS; i++) {
+        u[i] = (UseThread) { .stop = &stop };
+        snprintf(u[i].user, sizeof(u[i].user), "user%d", i);
+        t[i] = g_thread_new("use", use_thread, &u[i]);
+    }
+    /* At least ROUNDS rounds, and until every thread has overlapped
+     * with some. */
+    for (int r = 0, busy = 0; r < ROUNDS || busy < THREADS; r++) {
+        g_assert_true(add_dotted("qom-type=secret,id=t0,data=x"));
+        g_assert_cmpuint(count_objects(), ==, 2);
+        del_ok("t0");
+        busy = 0;
+        for (int i = 0; i < THREADS; i++) {
+            busy += atomic_load(&u[i].uses) >= 10;
+        }
+    }
+    atomic_store(&stop, 1);
+    for (int i = 0; i < THREADS; i++) {
+        g_thread_join(t[i]);
+    }
+    del_ok("s0");
+    assert_empty();
+}
+
 /* ---- iothread ----------------------------------------------------------- */
 
 typedef struct IoThreadCall {
@@ -523,10 +584,14 @@ static void test_iothread_runs_requests(void)
     assert_empty();
 }
 
-/* Deleting an iothread that still holds a node closes it (shutdown). */
+/* Deleting an iothread that still holds a node closes it (shutdown), in
+ * a thread that runs a context of its own, as the daemon's main thread
+ * does. */
 static void test_iothread_del_with_node(void)
 {
     IoThreadCall call = { 0 };
+    StrataContext *main_ctx = strata_context_new(NULL);
+    g_assert_nonnull(main_ctx);
     g_assert_true(add_dotted("qom-type=iothread,id=io0"));
     StrataObject *obj = use("io0", OBJECT_IOTHREAD, "test");
     call.ctx = iothread_get_context(obj);
@@ -534,6 +599,7 @@ static void test_iothread_del_with_node(void)
     object_unuse(obj, "test");
     del_ok("io0");
     assert_empty();
+    strata_context_free(main_ctx);
 }
 
 static void test_iothread_properties(void)
@@ -714,7 +780,7 @@ static gnutls_session_t session_new(Peer *p)
     if (!psk && server && tls_creds_verify_peer(p->creds)) {
         gnutls_certificate_server_set_request(s, GNUTLS_CERT_REQUIRE);
     }
-    if (!psk && !server) {
+    if (!psk && !server && tls_creds_verify_peer(p->creds)) {
         gnutls_session_set_verify_cert(s, "localhost", 0);
     }
     gnutls_transport_set_int(s, p->fd);
@@ -1177,6 +1243,7 @@ int main(int argc, char **argv)
     g_test_add_func("/object/use/errors", test_use_errors);
     g_test_add_func("/object/foreach/creation-order",
                     test_foreach_order_and_del_all);
+    g_test_add_func("/object/registry/threads", test_registry_threads);
     g_test_add_func("/object/iothread/runs-requests",
                     test_iothread_runs_requests);
     g_test_add_func("/object/iothread/del-closes-nodes",
