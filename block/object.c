@@ -815,11 +815,10 @@ static bool psk_parse(StrataObject *obj, const char *path, const char *username,
     }
     char **lines = g_strsplit(text, "\n", -1);
     for (unsigned i = 0; ok && lines[i]; i++) {
+        /* A CR is not stripped: GnuTLS would keep it in the key and fail
+         * every handshake, so such a line is refused as not hex. */
         char *line = lines[i];
         size_t n = strlen(line);
-        if (n && line[n - 1] == '\r') {
-            line[--n] = '\0';
-        }
         if (!n) {
             continue;
         }

@@ -1143,7 +1143,7 @@ static void test_psk(void)
     int sret, cret;
     char *user = NULL;
 
-    write_file(dir, "keys.psk", "alice:" PSK_KEY "\n\nqemu:00112233\r\n", -1);
+    write_file(dir, "keys.psk", "alice:" PSK_KEY "\n\nqemu:00112233\n", -1);
     g_assert_true(add_dotted("qom-type=tls-creds-psk,id=srv,dir=%s,"
                              "endpoint=server", dir));
     g_assert_true(add_dotted("qom-type=tls-creds-psk,id=alice,dir=%s,"
@@ -1202,6 +1202,7 @@ static void test_psk_errors(void)
 
     static const char *const bad[] = {
         "alice\n", "alice:\n", ":00\n", "alice:0g\n", "alice:abc\n",
+        "alice:00\r\n",
     };
     for (size_t i = 0; i < G_N_ELEMENTS(bad); i++) {
         g_autofree char *text = g_strdup_printf("bob:00\n%s", bad[i]);
