@@ -15,13 +15,18 @@
  *   iothread        poll-max-ns, poll-grow, poll-shrink, aio-max-batch:
  *                   a thread running its own StrataContext's loop
  *   tls-creds-x509  dir, endpoint=client|server (default client),
- *                   verify-peer (default true), sanity-check, passwordid:
- *                   GnuTLS certificate credentials loaded from the
- *                   directory's ca-cert.pem, server-cert.pem/server-key.pem
- *                   or client-cert.pem/client-key.pem (QEMU's file names)
- *   tls-creds-psk   dir, endpoint, username (client; default "qemu"):
- *                   GnuTLS PSK credentials from the directory's keys.psk
- *                   ("username:hexkey" lines)
+ *                   verify-peer (default true), priority, sanity-check
+ *                   (default true), passwordid: GnuTLS certificate
+ *                   credentials loaded from the directory's ca-cert.pem
+ *                   (+ ca-crl.pem), server-cert.pem/server-key.pem or
+ *                   client-cert.pem/client-key.pem, dh-params.pem (QEMU's
+ *                   file names)
+ *   tls-creds-psk   dir, endpoint, verify-peer, priority, username (client;
+ *                   default "qemu"): GnuTLS PSK credentials from the
+ *                   directory's keys.psk ("username:hexkey" lines)
+ * Everything is loaded and checked by object_add(): a missing file, a bad
+ * key or certificate fails there, not at the first connection.
+ * docs/objects.md is the user's reference.
  *
  * Control path: the registry is guarded by a mutex and may be used from
  * any thread; objects are created and deleted from the daemon's main
@@ -53,19 +58,26 @@ extern const char *const object_kind_names[];
  * Create an object from @opts: "qom-type", "id" and the type's properties
  * at the top level (object-add's flat form, --object's dotted or JSON
  * form).  Errors (class INVALID_OPTION unless noted) name the property:
- *   "qom-type: unknown object type 'foo'" ... expected one of ...
- *   "id: missing", "id: 'x y' is not a valid object id" (QEMU's id rules:
- *   a letter first, then letters, digits, '-', '.', '_')
+ *   "qom-type: unknown object type 'foo' (expected one of ...)"
+ *   "id: missing", "id: 'x y' is not a valid object id (...)" (QEMU's id
+ *   rules: a letter first, then letters, digits, '-', '.', '_')
  *   "attempt to add duplicate property 's0' to object (type 'container')"
  *   (QEMU's wording for a duplicate id)
- *   "secret 's0': file '/x': No such file or directory"
- * Unknown properties are errors naming them.  Nothing is registered on
- * failure.
+ *   "foo: unknown option", "poll-max-ns: must be in range [0, ...], got -1"
+ * or, once the properties are valid, the object and the file:
+ *   "secret 's0': file '/x': No such file or directory" (NOT_FOUND)
+ *   "tls-creds-x509 't0': unable to access credentials /d/ca-cert.pem:
+ *   No such file or directory" (NOT_FOUND)
+ * Nothing is registered on failure.  Everything is loaded here (files
+ * read, keys decrypted, certificates checked, the iothread started).
+ * Control path, in the daemon's main thread.
  */
 bool object_add(OptNode *opts, StrataError **errp);
 
 /* Remove an object.  Fails with "object 'x' not found" (NOT_FOUND) or,
- * while users hold it, "object 'x' is in use by <user>" (PERMISSION). */
+ * while users hold it, "object 'x' is in use by <user>" (PERMISSION),
+ * naming the oldest user.  An iothread's thread is stopped and joined
+ * here.  Main thread. */
 bool object_del(const char *id, StrataError **errp);
 
 /* Remove every object (daemon shutdown), newest first, users or not. */
@@ -73,9 +85,11 @@ void object_del_all(void);
 
 /*
  * Look up @id as an object of @kind, taking a use by @user (a string for
- * messages, e.g. "export 'e0'" or "node 'nbd0'").  Errors:
- *   "No object with id 'x'" / "object 'x' is not a tls-creds-x509"
- * Release with object_unuse().
+ * messages, e.g. "export 'e0'" or "node 'nbd0'"; copied).  Errors:
+ *   "No object with id 'x'" (NOT_FOUND) / "object 'x' is not a
+ *   tls-creds-x509" (INVALID_OPTION)
+ * Release with object_unuse() and the same @user string (a user may hold
+ * several uses).  Any thread.
  */
 StrataObject *object_use(const char *id, ObjectKind kind, const char *user,
                          StrataError **errp);
@@ -84,7 +98,9 @@ void object_unuse(StrataObject *obj, const char *user);
 const char *object_get_id(const StrataObject *obj);
 ObjectKind object_get_kind(const StrataObject *obj);
 
-/* Visit the objects in creation order (for qom-list /objects). */
+/* Visit the objects in creation order (for qom-list /objects), in the
+ * main thread; @fn may call the functions above except object_del() and
+ * object_del_all(). */
 void object_foreach(void (*fn)(StrataObject *obj, void *opaque),
                     void *opaque);
 
@@ -104,5 +120,10 @@ StrataContext *iothread_get_context(StrataObject *obj);
 bool tls_creds_is_server(StrataObject *obj);
 bool tls_creds_verify_peer(StrataObject *obj);
 void *tls_creds_get_gnutls(StrataObject *obj);
+/* The "priority" property for gnutls_priority_init() (validated at
+ * creation), or NULL for GnuTLS's default.  Borrowed. */
+const char *tls_creds_get_priority(StrataObject *obj);
+/* A tls-creds-psk client's username (NULL on a server).  Borrowed. */
+const char *tls_creds_get_username(StrataObject *obj);
 
 #endif

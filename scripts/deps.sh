@@ -4,7 +4,7 @@
 set -euo pipefail
 
 pkgs=(meson ninja-build pkg-config gcc libglib2.0-dev liburing-dev libaio-dev
-      libjson-glib-dev python3)
+      libjson-glib-dev libgnutls28-dev python3)
 # The sanitizer runtimes of make check's ASan/UBSan and TSan passes (gcc
 # pulls them in on amd64; named so that no other setup is assumed).
 pkgs+=(libasan8 libubsan1 libtsan2)
@@ -13,7 +13,8 @@ pkgs+=(qemu-utils fio util-linux e2fsprogs)
 # qemu-storage-daemon, which the daemon's QMP tests run side by side.
 pkgs+=(qemu-system-common)
 if [ "${STRATA_DEPS_MINIMAL:-0}" = 1 ]; then
-    pkgs=(meson ninja-build pkg-config gcc libglib2.0-dev liburing-dev libaio-dev libjson-glib-dev)
+    pkgs=(meson ninja-build pkg-config gcc libglib2.0-dev liburing-dev libaio-dev libjson-glib-dev
+          libgnutls28-dev)
 fi
 
 missing=()
