@@ -97,6 +97,12 @@ typedef struct Case {
 #define CDROM_NODE(extra) \
     "{\"driver\": \"host_cdrom\", \"filename\": \"@DEV@\", " \
     "\"aio\": \"threads\", \"cache\": {\"direct\": true}" extra "}"
+/* align over a file (the run's engine and cache mode) or over a mem node
+ * with 512-byte alignment. */
+#define ALIGN_NODE(extra) \
+    "{\"driver\": \"align\", \"file\": " FILE_NODE("") extra "}"
+#define ALIGN_MEM_NODE(extra) \
+    "{\"driver\": \"align\", \"file\": " MEM_NODE(", \"align\": 512") extra "}"
 #define NULL_AIO_NODE(extra) "{\"driver\": \"null-aio\"" extra "}"
 /* One run per case: the base is only read, whatever its engine. */
 #define OVERLAY_NODE(extra) \
@@ -115,6 +121,7 @@ static void check_injected(Env *e, const uint8_t *model);
 static void check_state_injected(Env *e, const uint8_t *model);
 static void check_drop_cache(Env *e, const uint8_t *model);
 static void check_overlay_block_size(Env *e, const uint8_t *model);
+static void check_align_shaped(Env *e, const uint8_t *model);
 
 /*
  * The common options, once per driver.  A cache object in a file node
@@ -228,6 +235,30 @@ static const Case cases[] = {
     { "mem/strict", MEM_NODE(", \"align\": 4096, \"mem-align\": 4096, "
                              "\"iov-len-align\": 4096, \"max-transfer\": "
                              "\"16k\", \"max-iov\": 1"), 0, NULL },
+
+    /* align: every case checks that the shaping happened on the filter
+     * and its child only ever saw requests that fit it already. */
+    COMMON_CASES("align", ALIGN_NODE, 0, X_DISCARD_ZERO),
+    { "align/cache", ALIGN_NODE(", \"cache\": {\"direct\": true, "
+                                "\"no-flush\": true}"), 0, check_align_shaped },
+    { "align/request-alignment", ALIGN_MEM_NODE(", \"request-alignment\": "
+                                                "\"8k\""), 0, check_align_shaped },
+    { "align/mem-alignment", ALIGN_MEM_NODE(", \"mem-alignment\": 4096"), 0,
+      check_align_shaped },
+    { "align/iov-len-alignment", ALIGN_MEM_NODE(", \"iov-len-alignment\": "
+                                                "1024"), 0, check_align_shaped },
+    { "align/max-transfer", ALIGN_NODE(", \"request-alignment\": 4096, "
+                                       "\"max-transfer\": \"16k\""), 0,
+      check_align_shaped },
+    { "align/opt-transfer", ALIGN_MEM_NODE(", \"opt-transfer\": \"64k\""), 0,
+      check_align_shaped },
+    { "align/max-iov", ALIGN_NODE(", \"max-iov\": 2"), 0, check_align_shaped },
+    { "align/pwrite-zeroes-alignment",
+      ALIGN_MEM_NODE(", \"pwrite-zeroes-alignment\": \"8k\""), 0,
+      check_align_shaped },
+    { "align/pdiscard-alignment",
+      ALIGN_MEM_NODE(", \"discard\": \"unmap\", \"pdiscard-alignment\": "
+                     "\"8k\""), X_DISCARD_ZERO, check_align_shaped },
 
     COMMON_CASES("blkdebug", DBG_NODE, 0, X_DISCARD_ZERO),
     { "blkdebug/cache", DBG_NODE(", \"cache\": {\"direct\": true, "
@@ -589,6 +620,22 @@ static void check_bounce_threshold(Env *e, const uint8_t *model)
     g_assert_cmpuint(aligned_read_bounced(e, model, 4096), ==, 4096);
     g_assert_cmpuint(aligned_read_bounced(e, model, 8192), ==, 8192);
     g_assert_cmpuint(aligned_read_bounced(e, model, 65536), ==, 0);
+}
+
+/* The align filter shaped every request (its padding counters moved) and
+ * its child shaped none: no padding, no bounce, no split below it. */
+static void check_align_shaped(Env *e, const uint8_t *model)
+{
+    StrataNode *child = node_filtered(e->root);
+    const BlockPadStats *top = &e->root->stats.pad, *below = &child->stats.pad;
+
+    g_assert_true(e->root->drv == &bdrv_align);
+    g_assert_cmpuint(top->rmw_writes, >, 0);
+    g_assert_cmpuint(below->padded_reads, ==, 0);
+    g_assert_cmpuint(below->rmw_writes, ==, 0);
+    g_assert_cmpuint(below->bytes_bounced, ==, 0);
+    g_assert_cmpuint(below->vectors_collapsed, ==, 0);
+    g_assert_cmpuint(below->split_requests, ==, 0);
 }
 
 static MemCounters mem_counters(Env *e)
