@@ -279,12 +279,28 @@ static const char *const align_reopen_options[] = {
     "pdiscard-alignment", NULL,
 };
 
-/* Events fired on this node (the RMW of its padding) go to the child, as
- * QEMU passes them down nodes without a handler: a blkdebug node below
- * sees them. */
+/*
+ * Events go on to the child, so that a blkdebug node below sees those of
+ * this node's padding (pwritev_rmw_*) and those a format above fires on
+ * its child (read_aio, write_aio): its rules and breakpoints then act on
+ * the RMW done here.  The events every node's own request path fires
+ * (pwritev, pwritev_done, pwritev_zero, flush_to_*) are not passed on: the
+ * child's entry fires its own, and passing ours would make a blkdebug
+ * below see each twice.  (QEMU delivers an event to the node it names
+ * only; Strata passes these through a filter that has no rules.)
+ */
 static void align_co_debug_event(StrataNode *node, int event)
 {
-    node_co_debug_event(node->file->node, event);
+    switch (event) {
+    case DBG_PWRITEV:
+    case DBG_PWRITEV_DONE:
+    case DBG_PWRITEV_ZERO:
+    case DBG_FLUSH_TO_OS:
+    case DBG_FLUSH_TO_DISK:
+        return;
+    default:
+        node_co_debug_event(node->file->node, event);
+    }
 }
 
 static void align_dump_info(StrataNode *node, GString *out)
