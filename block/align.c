@@ -145,7 +145,10 @@ static bool align_parse(OptNode *opts, const StrataNode *child, AlignOpts *o,
                          "alignment (%" PRIu64 ")", path, o->iov_len, request);
         return false;
     }
-    gran = MAX(request, MAX(o->mem, o->iov_len));
+    /* Splits fall on multiples of the request alignment and of the
+     * element granularity (block/pad.c), the child's included. */
+    gran = MAX(request, MAX(MAX(o->mem, (uint64_t)cbl->mem_alignment),
+                            MAX(o->iov_len, (uint64_t)cbl->iov_len_alignment)));
     if (o->max_transfer) {
         g_autofree char *path = opts_key_path(opts, "max-transfer");
         if (o->max_transfer > (uint64_t)BLOCK_MAX_RW_BYTES) {

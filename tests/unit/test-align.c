@@ -137,6 +137,10 @@ static void test_option_errors(void)
     open_fails(OVER(MEM(""), ", \"max-transfer\": 6144"),
                "max-transfer: 6144 is not a multiple of the request and "
                "memory alignment (4096)");
+    open_fails(OVER(MEM(", \"align\": 512, \"mem-align\": 2048"),
+                    ", \"request-alignment\": 512, \"max-transfer\": 1024"),
+               "max-transfer: 1024 is not a multiple of the request and "
+               "memory alignment (2048)");
     open_fails(OVER(MEM(", \"max-transfer\": 65536"), ", \"max-transfer\": "
                     "131072"),
                "max-transfer: 131072 is above the maximum transfer of node "
@@ -463,6 +467,21 @@ static void test_reopen_refused(void)
     g_assert_cmpstr(error_get_message(err), ==,
                     "request-alignment: must be a power of two");
     g_assert_cmpuint(e.top->bl.request_alignment, ==, 4096);
+    env_close(&e);
+
+    /* QEMU's end-of-image rule under the new alignment: 6 KiB is a
+     * multiple of 2 KiB, not of 4 KiB, and the backend (read and write)
+     * may not resize. */
+    env_open(&e, OVER("{\"driver\": \"mem\", \"size\": 6144}",
+                      ", \"node-name\": \"a\", \"request-alignment\": 2048"));
+    g_clear_pointer(&err, strata_error_free);
+    g_assert_false(strata_node_reopen_json(e.top, "{\"request-alignment\": "
+                                           "4096}", &err));
+    g_assert_cmpstr(error_get_message(err), ==,
+                    "Cannot reopen node 'a': Cannot get 'write' permission "
+                    "without 'resize': Image size is not a multiple of request "
+                    "alignment");
+    g_assert_cmpuint(e.top->bl.request_alignment, ==, 2048);
     env_close(&e);
 }
 
