@@ -445,7 +445,8 @@ bool block_parse_protocol_filename(OptNode *opts, const char *filename,
  * What a tool does with its positional FILE: a "json:{...}" filename is
  * merged under @opts (members of @opts win); anything else sets "driver"
  * to @default_driver when @opts has none (NULL: leave it) and goes to the
- * node that stores the data: the primary child of a format driver, else
+ * node that stores the data: the primary child of a format driver (or of
+ * a filter without a parse_filename hook, such as align), else
  * the node itself, through block_parse_protocol_filename().
  */
 bool block_options_add_filename(OptNode *opts, const char *filename,
