@@ -135,12 +135,12 @@ static void test_option_errors(void)
     open_fails(OVER(MEM(""), ", \"request-alignment\": \"2M\""),
                "request-alignment: must be at most 1048576");
     open_fails(OVER(MEM(""), ", \"max-transfer\": 6144"),
-               "max-transfer: 6144 is not a multiple of the request and "
-               "memory alignment (4096)");
+               "max-transfer: 6144 is not a multiple of the request, memory "
+               "and element alignments (4096)");
     open_fails(OVER(MEM(", \"align\": 512, \"mem-align\": 2048"),
                     ", \"request-alignment\": 512, \"max-transfer\": 1024"),
-               "max-transfer: 1024 is not a multiple of the request and "
-               "memory alignment (2048)");
+               "max-transfer: 1024 is not a multiple of the request, memory "
+               "and element alignments (2048)");
     open_fails(OVER(MEM(", \"max-transfer\": 65536"), ", \"max-transfer\": "
                     "131072"),
                "max-transfer: 131072 is above the maximum transfer of node "
