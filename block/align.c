@@ -166,7 +166,8 @@ static bool align_parse(OptNode *opts, const StrataNode *child, AlignOpts *o,
         }
     }
     if (!align_check_multiple(opts, "max-transfer", o->max_transfer, gran,
-                              "the request, memory and element alignments", errp) ||
+                              "the request, memory and element alignments",
+                              errp) ||
         !align_check_multiple(opts, "opt-transfer", o->opt_transfer, request,
                               "the request alignment", errp)) {
         return false;
