@@ -90,6 +90,14 @@ typedef struct BlockLimits {
     int64_t max_pdiscard;
     uint32_t opt_mem_alignment;      /* hint for buffer allocation: max over
                                         the subtree of mem_alignment */
+    /* The storage's block sizes, 0 when unknown: logical (the smallest
+     * unit it addresses) and physical (the smallest it writes without a
+     * read-modify-write of its own; 4096 on a 512e drive).  Facts for
+     * exports and for the align filter's default, not requirements: the
+     * request path never reads them.  Inherited from the primary child;
+     * the align filter raises physical_block_size to its alignment. */
+    uint32_t logical_block_size;
+    uint32_t physical_block_size;
 } BlockLimits;
 
 /* ---- statistics --------------------------------------------------------- */
@@ -437,7 +445,8 @@ bool block_parse_protocol_filename(OptNode *opts, const char *filename,
  * What a tool does with its positional FILE: a "json:{...}" filename is
  * merged under @opts (members of @opts win); anything else sets "driver"
  * to @default_driver when @opts has none (NULL: leave it) and goes to the
- * node that stores the data: the primary child of a format driver, else
+ * node that stores the data: the primary child of a format driver (or of
+ * a filter without a parse_filename hook, such as align), else
  * the node itself, through block_parse_protocol_filename().
  */
 bool block_options_add_filename(OptNode *opts, const char *filename,

@@ -4,6 +4,7 @@
 #include "block/drivers.h"
 
 static const BlockDriver *const drivers[] = {
+    &bdrv_align,
     &bdrv_blkdebug,
     &bdrv_file,
     &bdrv_host_device,

@@ -77,7 +77,9 @@ typedef struct FileState {
     bool is_bdev;
     int aio;                        /* as asked: AioEngineId or FILE_AIO_AUTO */
     long fs_type;                   /* statfs f_type, 0 for block devices */
-    uint32_t lbs, pbs;              /* block devices: logical/physical size */
+    /* Logical and physical block size, 0 unknown: of the block device,
+     * or of the device a regular file's filesystem sits on. */
+    uint32_t lbs, pbs;
     int64_t max_transfer;
     int max_iov;
 
@@ -1027,6 +1029,9 @@ static bool file_open(StrataNode *node, OptNode *opts, StrataError **errp)
     }
     s->fs_type = s->is_bdev ? 0 : (fstatfs(s->d.fd, &sf) == 0 ? (long)sf.f_type
                                                              : -1);
+    if (!s->is_bdev) {
+        file_probe_fs_block_sizes(s->d.fd, &s->lbs, &s->pbs);
+    }
     if (!file_pick_engine(node, s, &s->d, opts, errp)) {
         goto fail;
     }
@@ -1088,6 +1093,8 @@ static void file_refresh_limits(StrataNode *node, BlockLimits *bl)
     bl->max_iov = s->max_iov;
     bl->opt_mem_alignment = MAX(bl->opt_mem_alignment,
                                 MAX(a->mem, (uint32_t)FILE_SAFE_ALIGN));
+    bl->logical_block_size = is_power_of_2(s->lbs) ? s->lbs : 0;
+    bl->physical_block_size = is_power_of_2(s->pbs) ? s->pbs : 0;
     if (s->is_bdev) {
         /* BLKDISCARD and BLKZEROOUT want whole logical blocks even when
          * the fd is buffered. */
@@ -1185,6 +1192,13 @@ static void file_dump_info(StrataNode *node, GString *out)
                            a->iov_len, a->source, s->max_transfer,
                            s->lock.enabled ? "on" : "off",
                            s->d.fua ? "native" : "emulated");
+    if (s->lbs || s->pbs) {
+        g_string_append_printf(out, "file: block size logical %" PRIu32
+                               ", physical %" PRIu32 " (%s; 0: unknown)\n",
+                               s->lbs, s->pbs,
+                               s->is_bdev ? "BLKSSZGET, BLKPBSZGET"
+                                          : "the filesystem's device");
+    }
     if (s->einval_fallbacks || s->short_resubmits) {
         g_string_append_printf(out, "file: %" PRIu64 " EINVAL fallbacks, %"
                                PRIu64 " short transfers resumed\n",

@@ -215,15 +215,38 @@ void file_probe_alignment(int fd, bool direct, bool is_bdev, int64_t size,
 
 /* ---- block devices ---------------------------------------------------------- */
 
+/* A number from the request queue of block device @dev in sysfs
+ * (queue/@name); a partition keeps its queue one level up.  False when
+ * there is none (no such device, sysfs not mounted, not a number). */
+static bool file_sysfs_queue(dev_t dev, const char *name, unsigned long *out)
+{
+    char path[128];
+
+    for (int i = 0; i < 2; i++) {
+        FILE *f;
+        bool ok;
+
+        snprintf(path, sizeof(path), "/sys/dev/block/%u:%u/%squeue/%s",
+                 major(dev), minor(dev), i ? "../" : "", name);
+        f = fopen(path, "re");
+        if (!f) {
+            continue;
+        }
+        ok = fscanf(f, "%lu", out) == 1;
+        fclose(f);
+        return ok;
+    }
+    return false;
+}
+
 /* Block device facts that do not depend on the open mode. */
 void file_probe_bdev(int fd, uint32_t *lbs_out, uint32_t *pbs_out,
                      int64_t *max_transfer)
 {
     int lbs = 0;
     unsigned int pbs = 0;
+    unsigned long kb;
     struct stat st;
-    char path[96];
-    FILE *f;
 
     if (ioctl(fd, BLKSSZGET, &lbs) == 0 && lbs > 0) {
         *lbs_out = (uint32_t)lbs;
@@ -231,22 +254,38 @@ void file_probe_bdev(int fd, uint32_t *lbs_out, uint32_t *pbs_out,
     if (ioctl(fd, BLKPBSZGET, &pbs) == 0) {
         *pbs_out = pbs;
     }
+    if (fstat(fd, &st) == 0 &&
+        file_sysfs_queue(st.st_rdev, "max_sectors_kb", &kb) && kb > 0) {
+        *max_transfer = MIN((int64_t)kb * 1024, *max_transfer);
+    }
+}
+
+/* A power of two that fits the request path's limits, else 0 (unknown). */
+static uint32_t file_usable_block_size(unsigned long v)
+{
+    return v && v <= FILE_MAX_REQUEST_ALIGN && is_power_of_2(v) ? (uint32_t)v
+                                                                : 0;
+}
+
+void file_probe_fs_block_sizes(int fd, uint32_t *lbs_out, uint32_t *pbs_out)
+{
+    struct stat st;
+    unsigned long v;
+    uint32_t sx_mem, sx_off;
+
     if (fstat(fd, &st) < 0) {
         return;
     }
-    /* The request queue's limit; partitions keep theirs one level up. */
-    for (int i = 0; i < 2; i++) {
-        unsigned long kb;
-        snprintf(path, sizeof(path), "/sys/dev/block/%u:%u/%squeue/max_sectors_kb",
-                 major(st.st_rdev), minor(st.st_rdev), i ? "../" : "");
-        f = fopen(path, "re");
-        if (!f) {
-            continue;
-        }
-        if (fscanf(f, "%lu", &kb) == 1 && kb > 0) {
-            *max_transfer = MIN((int64_t)kb * 1024, *max_transfer);
-        }
-        fclose(f);
-        break;
+    if (file_sysfs_queue(st.st_dev, "logical_block_size", &v)) {
+        *lbs_out = file_usable_block_size(v);
+    }
+    if (file_sysfs_queue(st.st_dev, "physical_block_size", &v)) {
+        *pbs_out = file_usable_block_size(v);
+    }
+    /* A filesystem that states its direct I/O unit (STATX_DIOALIGN) names
+     * the logical size it addresses the device in, whatever device it
+     * sits on (a network filesystem, a stacked one). */
+    if (!*lbs_out && file_statx_dio(fd, &sx_mem, &sx_off)) {
+        *lbs_out = file_usable_block_size(sx_off);
     }
 }

@@ -51,4 +51,13 @@ void file_probe_alignment(int fd, bool direct, bool is_bdev, int64_t size,
 void file_probe_bdev(int fd, uint32_t *lbs_out, uint32_t *pbs_out,
                      int64_t *max_transfer);
 
+/*
+ * The block sizes of the device a regular file @fd lives on: its request
+ * queue's logical_block_size and physical_block_size in sysfs, found
+ * through st_dev (partitions included); the logical size from
+ * STATX_DIOALIGN when sysfs has no device (tmpfs, network and stacked
+ * filesystems).  Each is left alone when nothing says it.
+ */
+void file_probe_fs_block_sizes(int fd, uint32_t *lbs_out, uint32_t *pbs_out);
+
 #endif

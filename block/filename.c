@@ -191,7 +191,11 @@ bool block_options_add_filename(OptNode *opts, const char *filename,
     OptNode *d = opts_peek(opts, "driver");
     const BlockDriver *drv = d && opts_type(d) == OPT_STRING
                              ? block_driver_find(opts_scalar_str(d)) : NULL;
-    if (!drv || !drv->is_format || !drv->child_role) {
+    /* A filter that reads no filename of its own (align; blkdebug has its
+     * "blkdebug:" syntax) passes it to its child as a format does. */
+    bool to_child = drv && drv->child_role &&
+                    (drv->is_format || (drv->is_filter && !drv->parse_filename));
+    if (!to_child) {
         return block_parse_protocol_filename(opts, filename, errp);
     }
 

@@ -116,6 +116,8 @@ static void limits_inherit(BlockLimits *bl, const BlockLimits *child)
     bl->max_pdiscard = min_nonzero(bl->max_pdiscard, child->max_pdiscard);
     bl->opt_mem_alignment = MAX(bl->opt_mem_alignment,
                                 MAX(child->opt_mem_alignment, child->mem_alignment));
+    bl->logical_block_size = child->logical_block_size;
+    bl->physical_block_size = child->physical_block_size;
 }
 
 void node_refresh_limits(StrataNode *node)
@@ -807,6 +809,8 @@ STRATA_EXPORT void strata_node_get_limits(const StrataNode *node, StrataLimits *
         .pdiscard_alignment = bl->pdiscard_alignment,
         .max_pdiscard = bl->max_pdiscard,
         .opt_mem_alignment = bl->opt_mem_alignment,
+        .logical_block_size = bl->logical_block_size,
+        .physical_block_size = bl->physical_block_size,
     };
 }
 

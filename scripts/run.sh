@@ -32,14 +32,15 @@ dd if=/dev/zero of="$img" bs=4096 count=1 conv=notrunc status=none
 
 io=build/tools/strata-io
 
-# O_DIRECT where the filesystem takes it; otherwise a buffered file under a
-# blkdebug filter with align=4096, so the padding layer still does the work.
+# O_DIRECT where the filesystem takes it; otherwise a buffered file under an
+# align filter at 4096 (docs/align.md), so the padding layer still does the
+# work.
 if dd if="$img" of=/dev/null bs=4096 count=1 iflag=direct status=none 2>/dev/null; then
     graph='json:{"driver":"raw","node-name":"disk0","file":{"driver":"file","node-name":"file0","filename":"'"$img"'","cache":{"direct":true}}}'
     echo "run: O_DIRECT on $(df --output=fstype "$img" | tail -n1)"
 else
-    graph='json:{"driver":"raw","node-name":"disk0","file":{"driver":"blkdebug","node-name":"file0","align":4096,"image":{"driver":"file","filename":"'"$img"'"}}}'
-    echo "run: no O_DIRECT here; blkdebug align=4096 forces padding"
+    graph='json:{"driver":"raw","node-name":"disk0","file":{"driver":"align","node-name":"file0","request-alignment":4096,"file":{"driver":"file","filename":"'"$img"'"}}}'
+    echo "run: no O_DIRECT here; an align filter at 4096 forces padding"
 fi
 
 if [ "$mode" = io ]; then

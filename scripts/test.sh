@@ -1,10 +1,10 @@
 #!/usr/bin/env bash
 # The whole test suite: unit tests (plain build), the same unit tests under
 # AddressSanitizer + UndefinedBehaviorSanitizer, the unit tests that start
-# threads (meson suite "threads") under ThreadSanitizer, and the iotests
-# `auto` group once per AIO engine.  Ends with "N passed, N failed[, N
-# skipped]", counting individual test cases, and exits non-zero if anything
-# failed.
+# threads (meson suite "threads") under ThreadSanitizer, the iotests
+# `auto` group once per AIO engine, and the `align` group once.  Ends with
+# "N passed, N failed[, N skipped]", counting individual test cases, and
+# exits non-zero if anything failed.
 #
 # Environment: WERROR=1 builds with --werror (CI sets it); SKIP_ASAN=1 and
 # SKIP_TSAN=1 skip the sanitizer passes (for quick local runs only).
@@ -80,6 +80,11 @@ if [ -x tests/iotests/check ]; then
         echo "== iotests (auto group, aio=$aio) =="
         tests/iotests/check -g auto -i "$aio" --summary "$summary_dir/iotests-$aio" || status=1
     done
+    # The padding tests again with the align filter padding, once, over
+    # O_DIRECT (the engine below the filter changes nothing in it).
+    echo "== iotests (align group: padding tests on the align filter, -t none) =="
+    tests/iotests/check -g align -i threads -t none \
+        --summary "$summary_dir/iotests-align" || status=1
 fi
 
 python3 - "$summary_dir" <<'PY'

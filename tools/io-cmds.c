@@ -87,6 +87,11 @@ static void print_node_info(IoState *s, StrataNode *node, const char *role,
            PRId64 ", pdiscard_alignment %" PRIu32 ", max_pdiscard %" PRId64 "\n",
            ind, "", l.pwrite_zeroes_alignment, l.max_pwrite_zeroes,
            l.pdiscard_alignment, l.max_pdiscard);
+    if (l.logical_block_size || l.physical_block_size) {
+        printf("%*s  block size: logical %" PRIu32 ", physical %" PRIu32
+               " (0: unknown)\n", ind, "", l.logical_block_size,
+               l.physical_block_size);
+    }
     for (int i = 0; i < STRATA_STATS__MAX; i++) {
         const StrataOpStats *o = &st.op[i];
         printf("%*s  %s: %" PRIu64 " ops, %" PRIu64 " bytes, %" PRIu64 " errors\n",

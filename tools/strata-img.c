@@ -515,6 +515,8 @@ static void json_add_limits(JsonBuilder *b, const StrataLimits *l)
     LIM("max-pwrite-zeroes", l->max_pwrite_zeroes);
     LIM("pdiscard-alignment", l->pdiscard_alignment);
     LIM("max-pdiscard", l->max_pdiscard);
+    LIM("logical-block-size", l->logical_block_size);
+    LIM("physical-block-size", l->physical_block_size);
 #undef LIM
     json_builder_end_object(b);
 }
@@ -645,6 +647,11 @@ static int img_info(int argc, char **argv)
                    "; discard: alignment %" PRIu32 ", max %" PRId64 "\n",
                    l.pwrite_zeroes_alignment, l.max_pwrite_zeroes,
                    l.pdiscard_alignment, l.max_pdiscard);
+            if (l.logical_block_size || l.physical_block_size) {
+                printf("        block size: logical %" PRIu32 ", physical %"
+                       PRIu32 " (0: unknown)\n", l.logical_block_size,
+                       l.physical_block_size);
+            }
             if (n->drv->dump_info) {
                 n->drv->dump_info(n, text);
                 g_auto(GStrv) lines = g_strsplit(text->str, "\n", -1);

@@ -169,6 +169,10 @@ typedef struct StrataLimits {
     int64_t max_pdiscard;
     /* Allocate guest buffers aligned to this to avoid bounces. */
     uint32_t opt_mem_alignment;
+    /* The storage's logical and physical block sizes, 0 when unknown
+     * (what an export tells its guest as the preferred block size). */
+    uint32_t logical_block_size;
+    uint32_t physical_block_size;
 } StrataLimits;
 STRATA_EXPORT void strata_node_get_limits(const StrataNode *node,
                                           StrataLimits *out);

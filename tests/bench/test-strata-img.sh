@@ -42,6 +42,17 @@ expect info "alignment: request" "$out"
 out=$("$IMG" info --output=json "$f")
 expect info-json '"virtual-size" : 1048576' "$out"
 expect info-json '"request-alignment"' "$out"
+expect info-json '"physical-block-size"' "$out"
+
+# The align filter from dotted keys: its node, its alignment and what it
+# says about itself; and an option error naming the option and both values.
+out=$("$IMG" info --image-opts "driver=align,request-alignment=8k,file.driver=file,file.filename=$f")
+expect info-align "^file format: align$" "$out"
+expect info-align "^        alignment: request 8192, " "$out"
+expect info-align "^        align: request-alignment 8192 \(set\)$" "$out"
+out=$("$IMG" info -t none --image-opts "driver=align,request-alignment=256,file.driver=file,file.filename=$f" 2>&1) &&
+    fail "align below the file's O_DIRECT alignment accepted"
+expect info-align-error "request-alignment: 256 is below the request alignment of node '#block[0-9]+' \([0-9]+\)" "$out"
 
 # create writes the first block so an O_DIRECT probe finds data; the rest
 # is a hole.

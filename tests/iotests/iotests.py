@@ -9,6 +9,7 @@ Everything created through these helpers is undone at exit (atexit), also
 on SIGTERM from the runner.
 """
 import atexit
+import json
 import os
 import re
 import shlex
@@ -86,10 +87,27 @@ def make_test_img(size, path=None):
 
 
 def blkdebug_img(path=None, extra=''):
+    """json: filename of raw over blkdebug align=4096 (node "dbg") over the
+    file (node "img"); extra (JSON members, each followed by a comma) goes
+    into the blkdebug node.  With PAD_FILTER=align in the environment the
+    align driver pads instead: raw over align (node "dbg",
+    request-alignment 4096, and the blkdebug members max-transfer and
+    rmw-coalesce) over blkdebug (node "dbg-rules", the other members: its
+    rules) over the file."""
     path = path or test_img
-    return ('json:{"driver":"raw","file":{"driver":"blkdebug","node-name":"dbg",'
-            '"align":4096,%s"image":{"driver":"file","node-name":"img","filename":"%s"}}}'
-            % (extra, path))
+    if os.environ.get('PAD_FILTER') != 'align':
+        return ('json:{"driver":"raw","file":{"driver":"blkdebug","node-name":"dbg",'
+                '"align":4096,%s"image":{"driver":"file","node-name":"img","filename":"%s"}}}'
+                % (extra, path))
+    rules = json.loads('{%s"image":{"driver":"file","node-name":"img",'
+                       '"filename":%s}}' % (extra, json.dumps(path)))
+    top = {'driver': 'align', 'node-name': 'dbg', 'request-alignment': 4096}
+    for key in ('max-transfer', 'rmw-coalesce'):
+        if key in rules:
+            top[key] = rules.pop(key)
+    top['file'] = dict({'driver': 'blkdebug', 'node-name': 'dbg-rules'}, **rules)
+    return 'json:' + json.dumps({'driver': 'raw', 'file': top},
+                                separators=(',', ':'))
 
 
 def _detach_loop_file(path):

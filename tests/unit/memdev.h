@@ -15,14 +15,18 @@
 
 typedef struct TestDev {
     StrataContext *ctx;
-    StrataNode *node;
+    StrataNode *node;           /* the root, where requests enter */
+    StrataNode *mem;            /* the mem node: @node, or below an align
+                                   node (test_pad_filter_json()) */
     StrataBackend *be;
     int64_t size;
     uint8_t *model;             /* what the device must hold, or NULL */
 } TestDev;
 
 /* Open a mem node from the JSON @fmt and a backend taking read, write and
- * resize.  The model starts as the device does: all zeroes. */
+ * resize.  The model starts as the device does: all zeroes.  Under
+ * STRATA_TEST_PAD_FILTER=align an align node with mem's limits sits above
+ * it and does the shaping (test_pad_filter_json()). */
 void dev_open(TestDev *d, const char *fmt, ...) G_GNUC_PRINTF(2, 3);
 /* Fail the test if mem saw a request outside its limits (invariant 1). */
 void dev_check_violations(TestDev *d);

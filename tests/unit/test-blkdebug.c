@@ -26,6 +26,7 @@
 #include "block/blkdebug.h"
 #include "block/block-int.h"
 #include "block/mem.h"
+#include "test-util.h"
 
 #define DEV_SIZE (1024 * 1024)
 
@@ -64,6 +65,10 @@ static void dev_open(TestDev *d, const char *fmt, ...)
                            "\"disk\", \"size\": %d%s%s}%s%s}", DEV_SIZE,
                            *parts[0] ? ", " : "", parts[0],
                            *parts[1] ? ", " : "", parts[1]);
+    /* The "blkdebug-under-align" run pads on an align node instead. */
+    g_autofree char *padded = test_pad_filter_json(json);
+    g_free(json);
+    json = g_steal_pointer(&padded);
 
     *d = (TestDev) { 0 };
     d->ctx = strata_context_new(&err);
@@ -71,6 +76,9 @@ static void dev_open(TestDev *d, const char *fmt, ...)
     d->node = strata_node_open_json(d->ctx, json, &err);
     if (!d->node) {
         g_error("opening %s: %s", json, strata_error_get_message(err));
+    }
+    if (test_pad_filter_is_align() && strstr(parts[1], "\"align\"")) {
+        g_assert_cmpstr(strata_node_get_driver(d->node), ==, "align");
     }
     d->mem = strata_node_find(d->ctx, "disk");
     g_assert_nonnull(d->mem);
@@ -1337,10 +1345,43 @@ static void test_limits_discard(void)
     dev_close(&d);
 }
 
+/* The tests of padding on the filter (its "align" option), which also run
+ * with an align node doing the padding. */
+static void add_padding_tests(void)
+{
+    for (unsigned i = 0; i < G_N_ELEMENTS(event_order_cases); i++) {
+        g_autofree char *path = g_strdup_printf("/blkdebug/rmw/event-order/%s",
+                                                event_order_cases[i].name);
+        g_test_add_data_func(path, &event_order_cases[i], test_rmw_event_order);
+    }
+    for (unsigned i = 0; i < G_N_ELEMENTS(rmw_cases); i++) {
+        g_autofree char *path = g_strdup_printf("/blkdebug/rmw/error-at/%s/%s",
+                                                rmw_cases[i].shape,
+                                                rmw_cases[i].event);
+        g_test_add_data_func(path, &rmw_cases[i], test_rmw_error_at);
+    }
+    g_test_add_func("/blkdebug/rmw/error-at/pwritev_done",
+                    test_rmw_error_after_done);
+
+    g_test_add_func("/blkdebug/break/same-block-serialises",
+                    test_break_same_block_serialises);
+    g_test_add_func("/blkdebug/break/neighbour-blocks-proceed",
+                    test_break_neighbours_proceed);
+    g_test_add_func("/blkdebug/break/drain-releases", test_break_drain_releases);
+    g_test_add_func("/blkdebug/limits/align-pads-on-filter",
+                    test_limits_align_pads_on_filter);
+}
+
 int main(int argc, char **argv)
 {
     g_test_init(&argc, &argv, NULL);
 
+    /* Under STRATA_TEST_PAD_FILTER=align (the "blkdebug-under-align" run)
+     * only the tests of the padding, which an align node then does. */
+    if (test_pad_filter_is_align()) {
+        add_padding_tests();
+        return g_test_run();
+    }
     g_test_add_func("/blkdebug/open/defaults", test_open_defaults);
     g_test_add_func("/blkdebug/open/limits", test_open_limits);
     g_test_add_func("/blkdebug/open/align-below-image",
@@ -1366,33 +1407,13 @@ int main(int argc, char **argv)
     g_test_add_func("/blkdebug/rule/active-set-replaced", test_rule_active_set);
     g_test_add_func("/blkdebug/state/transitions", test_state_transitions);
 
-    for (unsigned i = 0; i < G_N_ELEMENTS(event_order_cases); i++) {
-        g_autofree char *path = g_strdup_printf("/blkdebug/rmw/event-order/%s",
-                                                event_order_cases[i].name);
-        g_test_add_data_func(path, &event_order_cases[i], test_rmw_event_order);
-    }
-    for (unsigned i = 0; i < G_N_ELEMENTS(rmw_cases); i++) {
-        g_autofree char *path = g_strdup_printf("/blkdebug/rmw/error-at/%s/%s",
-                                                rmw_cases[i].shape,
-                                                rmw_cases[i].event);
-        g_test_add_data_func(path, &rmw_cases[i], test_rmw_error_at);
-    }
-    g_test_add_func("/blkdebug/rmw/error-at/pwritev_done",
-                    test_rmw_error_after_done);
-
-    g_test_add_func("/blkdebug/break/same-block-serialises",
-                    test_break_same_block_serialises);
-    g_test_add_func("/blkdebug/break/neighbour-blocks-proceed",
-                    test_break_neighbours_proceed);
+    add_padding_tests();
     g_test_add_func("/blkdebug/break/api-errors", test_break_api_errors);
     g_test_add_func("/blkdebug/break/remove-resumes", test_break_remove_resumes);
     g_test_add_func("/blkdebug/break/two-tags-one-event", test_break_two_tags);
-    g_test_add_func("/blkdebug/break/drain-releases", test_break_drain_releases);
     g_test_add_func("/blkdebug/break/co-wait", test_break_co_wait);
     g_test_add_func("/blkdebug/find/below-root", test_find_below_root);
 
-    g_test_add_func("/blkdebug/limits/align-pads-on-filter",
-                    test_limits_align_pads_on_filter);
     g_test_add_func("/blkdebug/limits/max-transfer-splits",
                     test_limits_max_transfer_splits);
     g_test_add_func("/blkdebug/limits/write-zero", test_limits_write_zero);

@@ -29,6 +29,7 @@
 #include "block/blkdebug.h"
 #include "block/block-int.h"
 #include "strata/strata.h"
+#include "test-util.h"
 
 #define NREQ 8
 #define NELEM 1100              /* more than IOV_MAX: a gather is needed */
@@ -122,10 +123,12 @@ static bool nest_open(NestEnv *e, int64_t size)
     e->path = g_build_filename(e->dir, "img", NULL);
     g_assert_true(g_file_set_contents(e->path, "", 0, NULL));
     g_assert_cmpint(truncate(e->path, size), ==, 0);
-    json = g_strdup_printf(
+    g_autofree char *filter = g_strdup_printf(
         "{\"driver\": \"blkdebug\", \"align\": 4096,"
         " \"image\": {\"driver\": \"file\", \"filename\": \"%s\","
         " \"cache\": {\"direct\": true}}}", e->path);
+    /* "drain-under-align": an align node pads instead (test-util.h). */
+    json = test_pad_filter_json(filter);
     e->ctx = strata_context_new(&err);
     e->top = strata_node_open_json(e->ctx, json, &err);
     if (!e->top) {
@@ -341,9 +344,10 @@ static void drain_parked_on_memory(gconstpointer data)
 
     /* Another graph in the same context holds one 4 KiB RMW buffer of the
      * pool at a breakpoint, outside the subtree that will be drained. */
-    StrataNode *bd = strata_node_open_json(ctx,
+    g_autofree char *bd_json = test_pad_filter_json(
         "{\"driver\": \"blkdebug\", \"node-name\": \"bd\", \"align\": 4096,"
-        " \"image\": {\"driver\": \"mem\", \"size\": 65536}}", &err);
+        " \"image\": {\"driver\": \"mem\", \"size\": 65536}}");
+    StrataNode *bd = strata_node_open_json(ctx, bd_json, &err);
     g_assert_nonnull(bd);
     StrataBackend *be2 = strata_backend_new(bd, "vdb", STRATA_PERM_ALL,
                                             STRATA_PERM_ALL, &err);

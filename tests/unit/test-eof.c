@@ -19,6 +19,7 @@
 #include "block/block-int.h"
 #include "block/mem.h"
 #include "strata/strata.h"
+#include "test-util.h"
 
 #define RW (STRATA_PERM_CONSISTENT_READ | STRATA_PERM_WRITE)
 #define QEMU_MSG "Cannot get 'write' permission without 'resize': Image size " \
@@ -30,10 +31,12 @@ static void test_length_query_fails(void)
 {
     g_autoptr(StrataError) err = NULL;
     StrataContext *ctx = strata_context_new(NULL);
-    StrataNode *bd = strata_node_open_json(ctx,
+    /* "eof-under-align": an align node pads instead (test-util.h). */
+    g_autofree char *json = test_pad_filter_json(
         "{\"driver\": \"blkdebug\", \"node-name\": \"bd\", \"align\": 4096,"
         " \"image\": {\"driver\": \"mem\", \"node-name\": \"m\","
-        " \"size\": 65536}}", &err);
+        " \"size\": 65536}}");
+    StrataNode *bd = strata_node_open_json(ctx, json, &err);
     g_assert_nonnull(bd);
     StrataNode *m = node_find(ctx, "m");
 

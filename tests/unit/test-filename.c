@@ -85,6 +85,22 @@ static void test_prefixes(void)
     g_assert_false(opts_has(opts_peek(n, "file"), "filename"));
 }
 
+/* -f align FILE: the filename goes to the filter's child, as to a
+ * format's; the filter's own options stay where they are. */
+static void test_align(void)
+{
+    g_autoptr(OptNode) a = tree_for("driver=align,request-alignment=4k",
+                                    "d.img", NULL);
+    g_assert_cmpstr(str_at(a, "driver", NULL, NULL), ==, "align");
+    g_assert_cmpstr(str_at(a, "request-alignment", NULL, NULL), ==, "4k");
+    g_assert_false(opts_has(a, "filename"));
+    g_assert_cmpstr(str_at(a, "file", "driver", NULL), ==, "file");
+    g_assert_cmpstr(str_at(a, "file", "filename", NULL), ==, "d.img");
+
+    g_autoptr(OptNode) n = tree_for("driver=align", "null-co://", NULL);
+    g_assert_cmpstr(str_at(n, "file", "driver", NULL), ==, "null");
+}
+
 static void test_blkdebug(void)
 {
     g_autoptr(OptNode) a = tree_for("file.align=4k", "blkdebug::d.img", NULL);
@@ -321,6 +337,7 @@ int main(int argc, char **argv)
     g_test_add_func("/filename/plain-path-with-commas", test_plain_path_with_commas);
     g_test_add_func("/filename/prefixes", test_prefixes);
     g_test_add_func("/filename/blkdebug", test_blkdebug);
+    g_test_add_func("/filename/align", test_align);
     g_test_add_func("/filename/errors", test_errors);
     g_test_add_func("/filename/json-under-explicit-options", test_json);
     g_test_add_func("/filename/probe-device", test_probe);

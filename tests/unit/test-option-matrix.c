@@ -97,6 +97,12 @@ typedef struct Case {
 #define CDROM_NODE(extra) \
     "{\"driver\": \"host_cdrom\", \"filename\": \"@DEV@\", " \
     "\"aio\": \"threads\", \"cache\": {\"direct\": true}" extra "}"
+/* align over a file (the run's engine and cache mode) or over a mem node
+ * with 512-byte alignment. */
+#define ALIGN_NODE(extra) \
+    "{\"driver\": \"align\", \"file\": " FILE_NODE("") extra "}"
+#define ALIGN_MEM_NODE(extra) \
+    "{\"driver\": \"align\", \"file\": " MEM_NODE(", \"align\": 512") extra "}"
 #define NULL_AIO_NODE(extra) "{\"driver\": \"null-aio\"" extra "}"
 /* One run per case: the base is only read, whatever its engine. */
 #define OVERLAY_NODE(extra) \
@@ -115,6 +121,7 @@ static void check_injected(Env *e, const uint8_t *model);
 static void check_state_injected(Env *e, const uint8_t *model);
 static void check_drop_cache(Env *e, const uint8_t *model);
 static void check_overlay_block_size(Env *e, const uint8_t *model);
+static void check_align_shaped(Env *e, const uint8_t *model);
 
 /*
  * The common options, once per driver.  A cache object in a file node
@@ -228,6 +235,30 @@ static const Case cases[] = {
     { "mem/strict", MEM_NODE(", \"align\": 4096, \"mem-align\": 4096, "
                              "\"iov-len-align\": 4096, \"max-transfer\": "
                              "\"16k\", \"max-iov\": 1"), 0, NULL },
+
+    /* align: every case checks that the shaping happened on the filter
+     * and its child only ever saw requests that fit it already. */
+    COMMON_CASES("align", ALIGN_NODE, 0, X_DISCARD_ZERO),
+    { "align/cache", ALIGN_NODE(", \"cache\": {\"direct\": true, "
+                                "\"no-flush\": true}"), 0, check_align_shaped },
+    { "align/request-alignment", ALIGN_MEM_NODE(", \"request-alignment\": "
+                                                "\"8k\""), 0, check_align_shaped },
+    { "align/mem-alignment", ALIGN_MEM_NODE(", \"mem-alignment\": 4096"), 0,
+      check_align_shaped },
+    { "align/iov-len-alignment", ALIGN_MEM_NODE(", \"iov-len-alignment\": "
+                                                "1024"), 0, check_align_shaped },
+    { "align/max-transfer", ALIGN_NODE(", \"request-alignment\": 4096, "
+                                       "\"max-transfer\": \"16k\""), 0,
+      check_align_shaped },
+    { "align/opt-transfer", ALIGN_MEM_NODE(", \"opt-transfer\": \"64k\""), 0,
+      check_align_shaped },
+    { "align/max-iov", ALIGN_NODE(", \"max-iov\": 2"), 0, check_align_shaped },
+    { "align/pwrite-zeroes-alignment",
+      ALIGN_MEM_NODE(", \"pwrite-zeroes-alignment\": \"8k\""), 0,
+      check_align_shaped },
+    { "align/pdiscard-alignment",
+      ALIGN_MEM_NODE(", \"discard\": \"unmap\", \"pdiscard-alignment\": "
+                     "\"8k\""), X_DISCARD_ZERO, check_align_shaped },
 
     COMMON_CASES("blkdebug", DBG_NODE, 0, X_DISCARD_ZERO),
     { "blkdebug/cache", DBG_NODE(", \"cache\": {\"direct\": true, "
@@ -589,6 +620,22 @@ static void check_bounce_threshold(Env *e, const uint8_t *model)
     g_assert_cmpuint(aligned_read_bounced(e, model, 4096), ==, 4096);
     g_assert_cmpuint(aligned_read_bounced(e, model, 8192), ==, 8192);
     g_assert_cmpuint(aligned_read_bounced(e, model, 65536), ==, 0);
+}
+
+/* The align filter shaped every request (its padding counters moved) and
+ * its child shaped none: no padding, no bounce, no split below it. */
+static void check_align_shaped(Env *e, const uint8_t *model)
+{
+    StrataNode *child = node_filtered(e->root);
+    const BlockPadStats *top = &e->root->stats.pad, *below = &child->stats.pad;
+
+    g_assert_true(e->root->drv == &bdrv_align);
+    g_assert_cmpuint(top->rmw_writes, >, 0);
+    g_assert_cmpuint(below->padded_reads, ==, 0);
+    g_assert_cmpuint(below->rmw_writes, ==, 0);
+    g_assert_cmpuint(below->bytes_bounced, ==, 0);
+    g_assert_cmpuint(below->vectors_collapsed, ==, 0);
+    g_assert_cmpuint(below->split_requests, ==, 0);
 }
 
 static MemCounters mem_counters(Env *e)
@@ -1143,9 +1190,20 @@ static void test_device_kind(void)
 
 /* ---- main -------------------------------------------------------------------------- */
 
+/* Every Run, for the life of the process: GTest keeps a pointer to each,
+ * but frees its own records at the end of g_test_run(), after which only
+ * this array keeps LeakSanitizer from reporting them (it did, now and
+ * then, under ASan). */
+static GPtrArray *runs;
+
 static void add_case(const Case *c, const Param *p)
 {
     Run *r = g_new0(Run, 1);
+
+    if (!runs) {
+        runs = g_ptr_array_new_with_free_func(g_free);
+    }
+    g_ptr_array_add(runs, r);
     g_autofree char *path = NULL;
 
     r->c = c;
@@ -1157,7 +1215,6 @@ static void add_case(const Case *c, const Param *p)
     } else {
         path = g_strdup_printf("/option-matrix/%s", c->name);
     }
-    /* The Run lives as long as the process: GTest keeps the pointer. */
     g_test_add_data_func(path, r, test_case);
 }
 
@@ -1187,5 +1244,7 @@ int main(int argc, char **argv)
             }
         }
     }
-    return g_test_run();
+    int ret = g_test_run();
+    g_ptr_array_free(runs, TRUE);
+    return ret;
 }

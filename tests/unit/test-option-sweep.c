@@ -68,6 +68,8 @@ static const struct {
     { "mem", "driver=mem,size=2M" },
     { "blkdebug", "driver=blkdebug,image.driver=mem,image.size=2M",
       "image", "mem" },
+    { "align", "driver=align,file.driver=mem,file.size=2M,file.align=512",
+      "file", "mem" },
     { "snapshot-overlay", "driver=snapshot-overlay,file.driver=file,"
       "file.filename=@IMG@", "file", "file" },
 };

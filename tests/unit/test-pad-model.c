@@ -422,7 +422,7 @@ static void model_run(const ModelCfg *cfg, uint32_t seed, int requests,
     LOOP_RUN_WHILE(dev_loop(&m->d), m->completed < m->target);
 
     /* The final state, block by block. */
-    const uint8_t *data = mem_get_data(m->d.node);
+    const uint8_t *data = mem_get_data(m->d.mem);
     for (int64_t b = 0; b < cfg->size; b += A) {
         model_check_range(m, b, b + A, data + b, INT64_MAX, INT64_MAX);
     }

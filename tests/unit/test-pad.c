@@ -211,7 +211,7 @@ static void pad_one_shape(Shape shape, bool is_write)
                         int ret;
 
                         vec_make(&v, len[r], s, misaligns[bi]);
-                        mem_get_counters(d.node, &c0);
+                        mem_get_counters(d.mem, &c0);
                         if (is_write) {
                             int64_t pos = 0;
                             for (int i = 0; i < v.niov; i++) {
@@ -238,7 +238,7 @@ static void pad_one_shape(Shape shape, bool is_write)
                                     len[r], s, misaligns[bi], g_strerror(-ret));
                         }
                         dev_check_violations(&d);
-                        mem_get_counters(d.node, &c1);
+                        mem_get_counters(d.mem, &c1);
 
                         if (!is_write) {
                             int64_t pos = 0;
@@ -340,16 +340,16 @@ static void test_write_rmw_read_error(void)
         dev_open(&d, "{\"driver\": \"mem\", \"size\": 65536, \"align\": 4096}");
         dev_fill(&d, 7);
         memset(buf, 0x5a, cases[i].len);
-        mem_reset_counters(d.node);
-        mem_inject_error(d.node, REQ_READ, cases[i].err_off, 4096, EIO, -1);
+        mem_reset_counters(d.mem);
+        mem_inject_error(d.mem, REQ_READ, cases[i].err_off, 4096, EIO, -1);
         g_assert_cmpint(strata_backend_pwrite(d.be, cases[i].off, buf,
                                               cases[i].len, 0), ==, -EIO);
-        mem_get_counters(d.node, &c);
+        mem_get_counters(d.mem, &c);
         g_assert_cmpuint(c.requests[REQ_WRITE], ==, 0);
         g_assert_cmpuint(c.errors[REQ_READ], ==, 1);
 
         /* The same write succeeds once the error is gone. */
-        mem_clear_errors(d.node);
+        mem_clear_errors(d.mem);
         g_assert_cmpint(strata_backend_pwrite(d.be, cases[i].off, buf,
                                               cases[i].len, 0), ==, 0);
         memset(d.model + cases[i].off, 0x5a, cases[i].len);
@@ -380,12 +380,12 @@ static void test_zeroes_unaligned(void)
                      " \"align\": 4096, \"mem-align\": 512, \"zeroes\": %s}",
                      zeroes ? "true" : "false");
             dev_fill(&d, 3);
-            mem_reset_counters(d.node);
-            mem_trace_clear(d.node);
+            mem_reset_counters(d.mem);
+            mem_trace_clear(d.mem);
             g_assert_cmpint(strata_backend_pwrite_zeroes(d.be, off, len, 0),
                             ==, 0);
             memset(d.model + off, 0, len);
-            mem_get_counters(d.node, &c);
+            mem_get_counters(d.mem, &c);
             if (zeroes && ROUND_UP(off, 4096) < ROUND_DOWN(off + len, 4096)) {
                 g_assert_cmpuint(c.requests[REQ_ZEROES], ==, 1);
             } else {
@@ -393,7 +393,7 @@ static void test_zeroes_unaligned(void)
             }
             if (len == 0) {
                 /* Empty: nothing reaches the device, not even an RMW. */
-                g_assert_cmpuint(mem_trace_total(d.node), ==, 0);
+                g_assert_cmpuint(mem_trace_total(d.mem), ==, 0);
             }
             dev_close(&d);
         }
@@ -418,7 +418,7 @@ static void test_split_max_transfer(void)
     uint64_t splits = d.node->stats.pad.split_requests;
     for (int w = 0; w < 2; w++) {
         vec_make(&v, len, SPLIT_ODD, w ? 0 : 8);
-        mem_trace_clear(d.node);
+        mem_trace_clear(d.mem);
         if (w) {
             int64_t pos = off;
             for (int i = 0; i < v.niov; i++) {
@@ -442,9 +442,9 @@ static void test_split_max_transfer(void)
          * the write, after the RMW reads of its edge blocks). */
         int64_t next = 0;
         int frags = 0;
-        for (int i = 0; i < mem_trace_count(d.node); i++) {
+        for (int i = 0; i < mem_trace_count(d.mem); i++) {
             MemTraceEntry e;
-            g_assert_true(mem_trace_get(d.node, i, &e));
+            g_assert_true(mem_trace_get(d.mem, i, &e));
             g_assert_cmpint(e.bytes, <=, 4096);
             g_assert_cmpint(e.niov, <=, 4);
             if (e.type == (w ? REQ_WRITE : REQ_READ)) {
@@ -487,13 +487,13 @@ static void test_split_merged_rmw_read(void)
             buf[k] = pat(41, off + k);
             d.model[off + k] = buf[k];
         }
-        mem_trace_clear(d.node);
+        mem_trace_clear(d.mem);
         g_assert_cmpint(strata_backend_pwrite(d.be, off, buf, len, 0), ==, 0);
         /* Reads of [4096, 8192) and [8192, 12288), then the writes. */
-        g_assert_cmpint(mem_trace_count(d.node), ==, 4);
+        g_assert_cmpint(mem_trace_count(d.mem), ==, 4);
         for (int k = 0; k < 4; k++) {
             MemTraceEntry e;
-            g_assert_true(mem_trace_get(d.node, k, &e));
+            g_assert_true(mem_trace_get(d.mem, k, &e));
             g_assert_cmpint(e.type, ==, k < 2 ? REQ_READ : REQ_WRITE);
             g_assert_cmpint(e.offset, ==, 4096 + (k % 2) * 4096);
             g_assert_cmpint(e.bytes, ==, 4096);
@@ -578,10 +578,10 @@ static void coalesce_run(bool coalesce, bool fail, int *ndone, AioReq *reqs,
              " \"latency-ns\": 1000000, \"rmw-coalesce\": %s}",
              coalesce ? "true" : "false");
     dev_fill(d, 9);
-    mem_reset_counters(d->node);
-    mem_trace_clear(d->node);
+    mem_reset_counters(d->mem);
+    mem_trace_clear(d->mem);
     if (fail) {
-        mem_inject_error(d->node, REQ_WRITE, 0, 4096, EIO, 1);
+        mem_inject_error(d->mem, REQ_WRITE, 0, 4096, EIO, 1);
     }
     *ndone = 0;
     for (unsigned i = 0; i < NCOALESCE; i++) {
@@ -620,15 +620,15 @@ static void test_coalesce_merged(void)
     for (unsigned i = 0; i < NCOALESCE; i++) {
         g_assert_cmpint(reqs[i].ret, ==, 0);
     }
-    mem_get_counters(d.node, &c);
+    mem_get_counters(d.mem, &c);
     g_assert_cmpuint(c.requests[REQ_READ], ==, 1);
     g_assert_cmpuint(c.requests[REQ_WRITE], ==, 1);
     g_assert_cmpuint(d.node->stats.pad.coalesced_writes, ==, NCOALESCE - 1);
     g_assert_cmpuint(d.node->stats.pad.rmw_writes, ==, 1);
     /* A member asked for FUA: the merged write carries it. */
-    for (int i = 0; i < mem_trace_count(d.node); i++) {
+    for (int i = 0; i < mem_trace_count(d.mem); i++) {
         MemTraceEntry e;
-        g_assert_true(mem_trace_get(d.node, i, &e));
+        g_assert_true(mem_trace_get(d.mem, i, &e));
         if (e.type == REQ_WRITE) {
             fua_seen = e.flags & REQ_FUA;
         }
@@ -650,7 +650,7 @@ static void test_coalesce_disabled(void)
         /* Serialised in arrival order. */
         g_assert_cmpint(reqs[i].order, ==, i);
     }
-    mem_get_counters(d.node, &c);
+    mem_get_counters(d.mem, &c);
     g_assert_cmpuint(c.requests[REQ_READ], ==, NCOALESCE);
     g_assert_cmpuint(c.requests[REQ_WRITE], ==, NCOALESCE);
     g_assert_cmpuint(d.node->stats.pad.coalesced_writes, ==, 0);
@@ -670,7 +670,7 @@ static void test_coalesce_fail_together(void)
     for (unsigned i = 0; i < NCOALESCE; i++) {
         g_assert_cmpint(reqs[i].ret, ==, -EIO);
     }
-    mem_get_counters(d.node, &c);
+    mem_get_counters(d.mem, &c);
     g_assert_cmpuint(c.requests[REQ_WRITE], ==, 1);
     g_assert_cmpuint(c.errors[REQ_WRITE], ==, 1);
     dev_close(&d);

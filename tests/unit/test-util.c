@@ -13,6 +13,7 @@
 #include <linux/loop.h>
 
 #include "test-util.h"
+#include "util/options.h"
 
 void test_skipf(const char *fmt, ...)
 {
@@ -222,4 +223,102 @@ const char *test_loop_device(int64_t size, int *fd)
         *fd = loopdev.fd;
     }
     return loopdev.dev;
+}
+
+bool test_pad_filter_is_align(void)
+{
+    return !g_strcmp0(g_getenv("STRATA_TEST_PAD_FILTER"), "align");
+}
+
+/* Options that move from the node a test opened to the align node put
+ * over it: {key there, key on the align node}.  Common options that
+ * children inherit or that act where requests enter go up too. */
+typedef struct MovedKey {
+    const char *from, *to;
+} MovedKey;
+
+static const MovedKey blkdebug_moved[] = {
+    { "align", "request-alignment" },
+    { "max-transfer", "max-transfer" },
+    { "rmw-coalesce", "rmw-coalesce" },
+    { "node-name", "node-name" },
+    { NULL, NULL },
+};
+
+/* mem keeps its limits (so that it still checks every request against
+ * them) and its name; the align node gets the same limits and does the
+ * shaping. */
+static const MovedKey mem_copied[] = {
+    { "align", "request-alignment" },
+    { "mem-align", "mem-alignment" },
+    { "iov-len-align", "iov-len-alignment" },
+    { "max-transfer", "max-transfer" },
+    { "max-iov", "max-iov" },
+};
+static const MovedKey mem_moved[] = {
+    { "rmw-coalesce", "rmw-coalesce" },
+    { "read-only", "read-only" },
+    { "cache", "cache" },
+    { "discard", "discard" },
+    { "detect-zeroes", "detect-zeroes" },
+    { NULL, NULL },
+};
+
+static void move_keys(OptNode *to, OptNode *from, const MovedKey *keys,
+                      size_t n, bool remove)
+{
+    for (size_t i = 0; i < n && keys[i].from; i++) {
+        OptNode *v = opts_peek(from, keys[i].from);
+        /* max-transfer 0 means none, which the align node says by its
+         * absence. */
+        if (v && !(opts_type(v) != OPT_OBJECT &&
+                   !strcmp(keys[i].to, "max-transfer") &&
+                   !strcmp(opts_scalar_str(v), "0"))) {
+            opts_set_child(to, keys[i].to, opts_clone(v));
+        }
+        if (v && remove) {
+            opts_remove(from, keys[i].from);
+        }
+    }
+}
+
+char *test_pad_filter_json(const char *json)
+{
+    g_autoptr(StrataError) err = NULL;
+    g_autoptr(OptNode) below = NULL;
+    g_autoptr(OptNode) top = NULL;
+    const char *drv;
+    OptNode *name;
+
+    if (!test_pad_filter_is_align()) {
+        return g_strdup(json);
+    }
+    below = opts_parse_json(json, &err);
+    if (!below) {
+        g_error("%s: %s", json, error_get_message(err));
+    }
+    drv = opts_peek(below, "driver") ? opts_scalar_str(opts_peek(below, "driver"))
+                                     : "";
+    top = opts_new_object();
+    g_assert_true(opts_set_str(top, "driver", "align", NULL));
+    if (!strcmp(drv, "mem")) {
+        /* request-alignment stays what mem asks (1 without "align"): the
+         * align default of 4096 would change the test. */
+        g_assert_true(opts_set_int(top, "request-alignment", 1, NULL));
+        move_keys(top, below, mem_copied, G_N_ELEMENTS(mem_copied), false);
+        move_keys(top, below, mem_moved, G_N_ELEMENTS(mem_moved), true);
+    } else if (!strcmp(drv, "blkdebug") && opts_has(below, "align")) {
+        move_keys(top, below, blkdebug_moved, G_N_ELEMENTS(blkdebug_moved),
+                  true);
+        name = opts_peek(top, "node-name");
+        if (name) {
+            g_autofree char *rn = g_strdup_printf("%s-rules",
+                                                  opts_scalar_str(name));
+            g_assert_true(opts_set_str(below, "node-name", rn, NULL));
+        }
+    } else {
+        return g_strdup(json);
+    }
+    opts_set_child(top, "file", g_steal_pointer(&below));
+    return opts_to_json(top, false);
 }

@@ -33,4 +33,29 @@ const char *test_engine_name(AioEngineId engine);
  */
 const char *test_loop_device(int64_t size, int *fd);
 
+/*
+ * The padding node of a test, made the align driver when
+ * STRATA_TEST_PAD_FILTER=align is in the environment (the "*-under-align"
+ * runs of make check), so that the same tests check both.  @json is the
+ * node the test opens; returned as it is (a copy) without the variable,
+ * and otherwise:
+ *   - a blkdebug node that sets "align" gets an align node over it, which
+ *     takes its node-name, "align" (as request-alignment), "max-transfer"
+ *     and "rmw-coalesce"; the blkdebug node keeps its rules and zero and
+ *     discard limits under the name "<node-name>-rules", so breakpoints
+ *     and injected errors still act below the padding (block/align.c
+ *     passes the RMW events down);
+ *   - a mem node gets an align node over it with the same limits (align,
+ *     mem-align, iov-len-align, max-transfer, max-iov), which then does
+ *     the shaping while mem still checks every request against them; the
+ *     common options that act where requests enter or that children
+ *     inherit (rmw-coalesce, read-only, cache, discard, detect-zeroes)
+ *     move up, the node-name stays on mem;
+ *   - anything else is returned as it is.
+ */
+char *test_pad_filter_json(const char *json);
+
+/* True when STRATA_TEST_PAD_FILTER=align (test_pad_filter_json()). */
+bool test_pad_filter_is_align(void);
+
 #endif
