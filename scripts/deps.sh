@@ -12,6 +12,8 @@ pkgs+=(libasan8 libubsan1 libtsan2)
 pkgs+=(qemu-utils fio util-linux e2fsprogs)
 # qemu-storage-daemon, which the daemon's QMP tests run side by side.
 pkgs+=(qemu-system-common)
+# NBD clients the export is tested with.
+pkgs+=(libnbd-bin python3-libnbd nbdkit)
 if [ "${STRATA_DEPS_MINIMAL:-0}" = 1 ]; then
     pkgs=(meson ninja-build pkg-config gcc libglib2.0-dev liburing-dev libaio-dev libjson-glib-dev
           libgnutls28-dev)

@@ -95,6 +95,16 @@ static void export_free(BlockExport *exp)
     g_free(exp);
 }
 
+static void export_notify_deleted(void *opaque)
+{
+    char *id = opaque;
+
+    if (deleted_fn) {
+        deleted_fn(id, notify_opaque);
+    }
+    g_free(id);
+}
+
 static void export_unref(BlockExport *exp)
 {
     g_assert(exp->refcnt > 0);
@@ -105,11 +115,12 @@ static void export_unref(BlockExport *exp)
     if (exp->drv->destroy) {
         exp->drv->destroy(exp);
     }
-    g_autofree char *id = g_strdup(exp->id);
+    Loop *loop = exp->ctx->loop;
+    char *id = g_strdup(exp->id);
     export_free(exp);
-    if (deleted_fn) {
-        deleted_fn(id, notify_opaque);
-    }
+    /* Notified from the loop, as QEMU does: block-export-del's return
+     * goes out before BLOCK_EXPORT_DELETED. */
+    loop_oneshot(loop, export_notify_deleted, id);
 }
 
 static void export_backend_stopped(void *opaque, int err, bool is_write)
@@ -183,8 +194,7 @@ BlockExport *export_add(StrataContext *ctx, OptNode *opts, StrataError **errp)
     StrataNode *node = node_find(ctx, node_name);
     if (!node) {
         error_set(errp, STRATA_ERROR_NOT_FOUND, ENOENT,
-                  "Cannot find device='%s' nor node-name='%s'", node_name,
-                  node_name);
+                  "Cannot find device='' nor node-name='%s'", node_name);
         return NULL;
     }
 

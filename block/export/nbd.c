@@ -324,13 +324,20 @@ static int64_t export_size(NbdExport *e)
     return backend_co_get_length(e->exp->be);
 }
 
+/* The preferred block size: the largest alignment any node down the
+ * export's chain pads to, or the physical block size where a node knows
+ * it (a 4K-native or 512e device under raw says 4096), at least 512.  Smaller requests work (minimum 1): the padding layer turns
+ * them into read-modify-write, which costs a read. */
 static uint32_t export_pref_block(NbdExport *e)
 {
-    StrataLimits l;
+    uint32_t pref = 512;
 
-    strata_node_get_limits(strata_backend_get_root(e->exp->be), &l);
-    return MAX(MAX(l.request_alignment, 512u),
-               MIN((uint32_t)MAX(l.opt_transfer, 0), 4096u));
+    for (StrataNode *n = strata_backend_get_root(e->exp->be); n;
+         n = node_filtered(n)) {
+        pref = MAX(pref, MAX(n->bl.request_alignment,
+                             n->bl.physical_block_size));
+    }
+    return MIN(pref, 65536u);
 }
 
 static int send_info_export(NbdConn *c, uint32_t opt, NbdExport *e)
@@ -930,6 +937,11 @@ static int check_request(NbdConn *c, NbdReq *r, int64_t size)
 
 static void conn_free(NbdConn *c);
 
+static void client_gone(void *opaque)
+{
+    export_client_remove(opaque);
+}
+
 static void conn_co(void *opaque)
 {
     NbdConn *c = opaque;
@@ -998,9 +1010,11 @@ static void conn_co(void *opaque)
         co_queue_wait(&c->idle, NULL);
     }
     e->conns = g_list_remove(e->conns, c);
-    BlockExport *exp = e->exp;
+    Loop *loop = c->loop;
     conn_free(c);
-    export_client_remove(exp);
+    /* The last client of a deleted export frees it, and with it the
+     * backend, which drains: not from inside a coroutine. */
+    loop_oneshot(loop, client_gone, e->exp);
 }
 
 static void conn_free(NbdConn *c)

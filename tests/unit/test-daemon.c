@@ -73,6 +73,14 @@ static void on_io_error(BlockExport *exp, bool is_write, int err,
 
 static StrataContext *ctx;
 
+/* Let deferred notifications (BLOCK_EXPORT_DELETED) run. */
+static void run_pending(void)
+{
+    while (strata_context_run_once(ctx, false)) {
+    }
+}
+
+
 static OptNode *parse(const char *json)
 {
     StrataError *err = NULL;
@@ -108,6 +116,7 @@ static void setup(void)
 static void teardown(void)
 {
     export_shutdown_all();
+    run_pending();
     g_assert_cmpint(export_count(), ==, 0);
     for (GList *l = daemon_state.owned_nodes; l; l = l->next) {
         node_unref(l->data);
@@ -171,6 +180,8 @@ static void test_export_lifecycle(void)
     g_assert_true(export_find("e0")->shutting_down);
     export_client_remove(exp);
     g_assert_null(export_find("e0"));
+    g_assert_cmpuint(deleted_ids->len, ==, 0);
+    run_pending();
     g_assert_cmpuint(deleted_ids->len, ==, 1);
     g_assert_cmpstr(deleted_ids->pdata[0], ==, "e0");
     g_assert_cmpint(mock.destroys, ==, 1);
@@ -196,7 +207,7 @@ static void test_export_errors(void)
 
     setup();
     expect_add_error("{\"type\": \"nbd\", \"id\": \"e1\", \"node-name\": "
-                     "\"nope\"}", "Cannot find device='nope'");
+                     "\"nope\"}", "Cannot find device='' nor node-name='nope'");
     expect_add_error("{\"type\": \"vhost-user-blk\", \"id\": \"e1\", "
                      "\"node-name\": \"m0\", \"addr\": {}}",
                      "export type 'vhost-user-blk' is not available");
@@ -237,6 +248,7 @@ static void test_export_errors(void)
     /* Safe mode without clients deletes at once. */
     g_assert_true(export_del("e1", false, &err));
     g_assert_null(export_find("e1"));
+    run_pending();
     g_assert_cmpuint(deleted_ids->len, ==, 1);
     teardown();
 }
