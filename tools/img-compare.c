@@ -255,11 +255,11 @@ int img_compare(int argc, char **argv)
         progress = false;
     }
     if (argc - optind != 2) {
-        img_error("Expecting two image file names");
+        img_usage_error("Expecting two image file names");
         return 1;
     }
     if (!img_cache_mode_valid(fa.cache, "source cache")) {
-        return 1;
+        return CMP_OPEN_ERROR;
     }
     fb = fa;
     /* qemu-img: -F defaults to -f. */

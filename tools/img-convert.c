@@ -67,6 +67,7 @@ typedef struct ConvSource {
     const char *name;
     StrataBackend *be;
     int64_t size;
+    int64_t span;           /* size rounded up to 512: its room in the target */
     int64_t base;           /* where its first byte lands in the target */
     int64_t status_end;     /* block status known up to here (source offsets) */
     int status;             /* STRATA_BLOCK_* of the run ending there */
@@ -77,7 +78,7 @@ typedef struct ImgConvert {
     ConvSource *src;
     int nsrc;
     StrataBackend *target;
-    int64_t total;              /* sum of the source sizes */
+    int64_t total;              /* sum of the source spans */
     int64_t align;              /* chunk ends land on this when they can */
     int64_t sparse_unit;        /* zero detection granularity */
     int64_t min_sparse;         /* -S; 0: no sparse detection */
@@ -108,6 +109,7 @@ typedef struct ConvChunk {
     ConvSource *src;
     int64_t src_offset;
     bool zero;                  /* the source reads as zeroes here */
+    bool pad;                   /* past the source's end, in its last sector */
 } ConvChunk;
 
 /* Record the first failure (later ones are consequences or races) and
@@ -135,7 +137,7 @@ static int conv_co_claim(ImgConvert *s, ConvChunk *ch)
 
     co_mutex_lock(&s->claim_lock);
     while (s->cur_src < s->nsrc &&
-           s->next >= s->src[s->cur_src].base + s->src[s->cur_src].size) {
+           s->next >= s->src[s->cur_src].base + s->src[s->cur_src].span) {
         s->cur_src++;
     }
     if (s->ret || s->cur_src >= s->nsrc) {
@@ -146,9 +148,14 @@ static int conv_co_claim(ImgConvert *s, ConvChunk *ch)
 
     int64_t local = s->next - src->base;
     int64_t n;
-    bool zero = false;
+    bool zero = false, pad = false;
 
-    if (!s->min_sparse) {
+    if (local >= src->size) {
+        /* The padding to a whole sector: zeroes, handled as data read
+         * from nowhere (so that -S 0 writes it too). */
+        n = src->span - local;
+        pad = true;
+    } else if (!s->min_sparse) {
         n = MIN(src->size - local, CONVERT_BUF_SIZE);
     } else {
         if (local >= src->status_end) {
@@ -176,7 +183,7 @@ static int conv_co_claim(ImgConvert *s, ConvChunk *ch)
     }
     *ch = (ConvChunk){
         .offset = s->next, .bytes = n, .src = src, .src_offset = local,
-        .zero = zero,
+        .zero = zero, .pad = pad,
     };
     s->next += n;
 out:
@@ -277,7 +284,9 @@ static void conv_co_worker(void *opaque)
     while (conv_co_claim(s, &ch) > 0) {
         int ret = 0;
 
-        if (!ch.zero) {
+        if (ch.pad) {
+            memset(w->buf, 0, (size_t)ch.bytes);
+        } else if (!ch.zero) {
             IOVector qiov;
 
             iov_init_buf(&qiov, w->buf, (size_t)ch.bytes);
@@ -353,7 +362,7 @@ static int convert_parse(int argc, char **argv, ConvertArgs *a)
 
     *a = (ConvertArgs){
         .src_flags = { .cache = "writeback" },
-        .dst_flags = { .cache = "unsafe", .writable = true },
+        .dst_flags = { .cache = "unsafe", .writable = true, .unmap = true },
         .out_fmt = "raw",
         .min_sparse = CONVERT_DEFAULT_SPARSE,
         .coroutines = CONVERT_DEFAULT_COROUTINES,
@@ -388,7 +397,7 @@ static int convert_parse(int argc, char **argv, ConvertArgs *a)
             int64_t v;
             if (tool_cvtnum(optarg, &v, NULL) < 0) {
                 img_error("Invalid buffer size for sparse output specified. "
-                          "You may use k, M, G, T, P or E suffixes for ");
+                          "You may use k, M, G, T, P or E suffixes for");
                 img_error("kilobytes, megabytes, gigabytes, terabytes, "
                           "petabytes and exabytes.");
                 return -1;
@@ -584,8 +593,11 @@ int img_convert(int argc, char **argv)
                       strerror((int)-src->size));
             goto out;
         }
+        /* qemu-img counts in 512-byte sectors: each source takes whole
+         * sectors of the target, its tail padded with zeroes. */
+        src->span = ROUND_UP(src->size, 512);
         src->base = s.total;
-        s.total += src->size;
+        s.total += src->span;
         s.align = MAX(s.align, conv_align_of(src->be, &mem_align));
     }
 

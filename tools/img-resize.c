@@ -85,7 +85,7 @@ int img_resize(int argc, char **argv)
     int c;
 
     if (argc < 3) {
-        img_error("Not enough arguments");
+        img_usage_error("Not enough arguments");
         return 1;
     }
     const char *size_arg = argv[--argc];
@@ -132,7 +132,7 @@ int img_resize(int argc, char **argv)
         }
     }
     if (optind != argc - 1) {
-        img_error("Expecting image file name and size");
+        img_usage_error("Expecting image file name and size");
         return 1;
     }
     const char *filename = argv[optind];
@@ -290,7 +290,7 @@ int img_check(int argc, char **argv)
         }
     }
     if (optind != argc - 1) {
-        img_error("Expecting one image file name");
+        img_usage_error("Expecting one image file name");
         return 1;
     }
     if (!img_cache_mode_valid(f.cache, "source cache") ||
@@ -366,7 +366,7 @@ int img_measure(int argc, char **argv)
     if (size_arg) {
         if (tool_cvtnum(size_arg, &size, NULL) < 0) {
             img_error("Invalid image size specified. You may use k, M, G, T, P "
-                      "or E suffixes for ");
+                      "or E suffixes for");
             img_error("kilobytes, megabytes, gigabytes, terabytes, petabytes "
                       "and exabytes.");
             return 1;

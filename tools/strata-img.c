@@ -37,16 +37,31 @@
 #include "block/file-posix.h"
 #include "tools/strata-img.h"
 
+static void img_verror(const char *fmt, va_list ap)
+{
+    fflush(stdout);
+    fputs("strata-img: ", stderr);
+    vfprintf(stderr, fmt, ap);
+    fputc('\n', stderr);
+}
+
 void img_error(const char *fmt, ...)
 {
     va_list ap;
 
-    fflush(stdout);
-    fputs("strata-img: ", stderr);
     va_start(ap, fmt);
-    vfprintf(stderr, fmt, ap);
+    img_verror(fmt, ap);
     va_end(ap);
-    fputc('\n', stderr);
+}
+
+void img_usage_error(const char *fmt, ...)
+{
+    va_list ap;
+
+    va_start(ap, fmt);
+    img_verror(fmt, ap);
+    va_end(ap);
+    fputs("Try 'strata-img --help' for more information\n", stderr);
 }
 
 bool img_parse_size(const char *what, const char *s, int64_t *out)
@@ -137,6 +152,10 @@ static OptNode *img_build_options(const char *filename, const ImgOpenFlags *f,
 {
     g_autoptr(OptNode) opts = NULL;
 
+    if (f->fmt && !block_driver_find(f->fmt)) {
+        error_setg(errp, "Unknown driver '%s'", f->fmt);
+        return NULL;
+    }
     if (f->image_opts) {
         if (f->fmt) {
             error_setg(errp, "--image-opts and --format are mutually exclusive");
@@ -188,6 +207,10 @@ static OptNode *img_build_options(const char *filename, const ImgOpenFlags *f,
         }
     }
     if (!f->writable && !opts_set_bool(opts, "read-only", true, errp)) {
+        return NULL;
+    }
+    /* Children inherit it (block/graph.c), as in QEMU. */
+    if (f->unmap && !opts_set_default_str(opts, "discard", "unmap", errp)) {
         return NULL;
     }
     if (f->cache) {

@@ -24,6 +24,7 @@ typedef struct ImgOpenFlags {
     const char *aio;            /* -i: file.aio, or NULL */
     bool force_share;           /* -U */
     bool resize;                /* also take the resize perm (resize) */
+    bool unmap;                 /* discard=unmap unless the options say */
 } ImgOpenFlags;
 
 /*
@@ -46,6 +47,9 @@ char *img_size_to_str(uint64_t bytes);
 
 /* Print "strata-img: <message>" on stderr (stdout flushed first). */
 void img_error(const char *fmt, ...) G_GNUC_PRINTF(1, 2);
+/* The same, then "Try 'strata-img --help' for more information", as
+ * qemu-img words a bad command line. */
+void img_usage_error(const char *fmt, ...) G_GNUC_PRINTF(1, 2);
 
 /*
  * img_open() for a command: on failure print qemu-img's
