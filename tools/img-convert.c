@@ -536,7 +536,6 @@ static int conv_run(ImgConvert *s, int coroutines, int64_t mem_align)
         g_free(w);
         return conv_fail(s, -ENOMEM, "Could not allocate the copy buffers");
     }
-    img_progress_set(&s->progress, 0);
     s->workers = started;
     for (int i = 0; i < started; i++) {
         loop_co_spawn(s->ctx->loop, conv_co_worker, &w[i]);
@@ -569,6 +568,10 @@ int img_convert(int argc, char **argv)
     if (idx < 0) {
         return idx == -2 ? 0 : 1;
     }
+    /* qemu-img starts its progress line before it opens anything, and
+     * ends it whatever happens. */
+    img_progress_init(&s.progress, a.progress, 1.0);
+    img_progress_set(&s.progress, 0);
     const char *dst = argv[argc - 1];
     s.nsrc = argc - 1 - idx;
     s.src = g_new0(ConvSource, s.nsrc);
@@ -633,7 +636,6 @@ int img_convert(int argc, char **argv)
     s.sparse_unit = MAX(pow2floor(MAX(a.min_sparse, 1)), talign);
     s.zero_init = a.min_sparse && (!a.skip_create || a.target_is_zero);
     s.in_order = a.in_order;
-    img_progress_init(&s.progress, a.progress, 1.0);
 
     int64_t start = clock_ns();
     if (s.total > 0 && conv_run(&s, a.coroutines, mem_align) < 0) {
@@ -643,6 +645,7 @@ int img_convert(int argc, char **argv)
     double secs = (double)(clock_ns() - start) / 1e9;
     img_progress_set(&s.progress, 100);
     img_progress_end(&s.progress);
+    s.progress.enabled = false;
     if (a.progress) {
         printf("Copied %" PRIu64 " bytes, zeroed %" PRIu64 " bytes, skipped %"
                PRIu64 " bytes (zeroes/holes) in %.3f s: %.1f MiB/s\n",
@@ -651,6 +654,7 @@ int img_convert(int argc, char **argv)
     }
     rc = 0;
 out:
+    img_progress_end(&s.progress);
     if (s.target) {
         strata_backend_free(s.target);
     }
