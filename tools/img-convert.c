@@ -8,7 +8,8 @@
  *       SRC [SRC2 [...]] DST
  *
  * The sources are laid end to end in the target, which is created with
- * their total size (raw, through file_create) unless -n says it exists.
+ * their total size (raw, through file_create) unless -n says it exists or
+ * it is a block device.
  * The copy runs through the library's request path: -m coroutines (8 by
  * default, at most 16) in the context's loop, each claiming the next
  * chunk of the concatenated sources, reading it and writing it.
@@ -162,8 +163,8 @@ static int conv_co_claim(ImgConvert *s, ConvChunk *ch)
             int64_t pnum = 0;
             int st = backend_co_block_status(src->be, local, src->size - local, &pnum);
             if (st < 0) {
-                ret = conv_fail(s, st, "error while reading block status at "
-                                "byte %" PRId64 ": %s", s->next, strerror(-st));
+                ret = conv_fail(s, st, "error while reading block status of "
+                                "sector %" PRId64 ": %s", local / 512, strerror(-st));
                 goto out;
             }
             src->status_end = local + MAX(pnum, 1);
@@ -604,10 +605,13 @@ int img_convert(int argc, char **argv)
         s.align = MAX(s.align, conv_align_of(src->be, &mem_align));
     }
 
-    if (!a.skip_create) {
-        struct stat st;
-        bool existed = stat(dst, &st) == 0;
+    struct stat st;
+    bool existed = !a.dst_flags.image_opts && stat(dst, &st) == 0;
+    /* A block device is not created but used as it is, as qemu-img's
+     * host_device does; it does not read as zeroes. */
+    bool device = existed && S_ISBLK(st.st_mode);
 
+    if (!a.skip_create && !device) {
         if (!file_create(dst, s.total, a.prealloc, &err)) {
             img_error("%s: error while converting %s: %s", dst, a.out_fmt,
                       strata_error_get_message(err));
@@ -615,6 +619,8 @@ int img_convert(int argc, char **argv)
             goto out;
         }
         created = !existed;
+    }
+    if (!a.skip_create) {
         a.dst_flags.fmt = a.out_fmt;
     }
     s.target = img_open_report(s.ctx, dst, &a.dst_flags);
@@ -627,14 +633,19 @@ int img_convert(int argc, char **argv)
         goto out;
     }
     if (tsize < s.total) {
-        img_error("output file is smaller than input file");
+        if (device && !a.skip_create) {
+            img_error("%s: error while converting %s: Cannot grow device files",
+                      dst, a.out_fmt);
+        } else {
+            img_error("output file is smaller than input file");
+        }
         goto out;
     }
     int64_t talign = conv_align_of(s.target, &mem_align);
     s.align = MAX(s.align, talign);
     s.min_sparse = a.min_sparse;
     s.sparse_unit = MAX(pow2floor(MAX(a.min_sparse, 1)), talign);
-    s.zero_init = a.min_sparse && (!a.skip_create || a.target_is_zero);
+    s.zero_init = a.min_sparse && ((!a.skip_create && !device) || a.target_is_zero);
     s.in_order = a.in_order;
 
     int64_t start = clock_ns();
