@@ -37,7 +37,7 @@
 #include "block/file-posix.h"
 #include "tools/strata-img.h"
 
-static void img_verror(const char *fmt, va_list ap)
+static void G_GNUC_PRINTF(1, 0) img_verror(const char *fmt, va_list ap)
 {
     fflush(stdout);
     fputs("strata-img: ", stderr);
