@@ -90,8 +90,9 @@ typedef struct ImgConvert {
     int cur_src;
     int64_t next;               /* first target byte not claimed yet */
     int64_t wr_offs;            /* in order: where the next write starts */
-    CoQueue wr_queue;           /* in order: coroutines waiting their turn */
-    int workers;
+    struct ConvWorker *worker;  /* the coroutines' state, [nworkers] */
+    int nworkers;
+    int workers;                /* coroutines still running */
 
     int ret;                    /* first failure, -errno */
     char *err_msg;              /* its message */
@@ -102,6 +103,8 @@ typedef struct ImgConvert {
 typedef struct ConvWorker {
     ImgConvert *s;
     uint8_t *buf;               /* CONVERT_BUF_SIZE bytes */
+    Coroutine *waiting;         /* in order: parked until wr_offs == wait_for */
+    int64_t wait_for;
 } ConvWorker;
 
 typedef struct ConvChunk {
@@ -112,6 +115,29 @@ typedef struct ConvChunk {
     bool zero;                  /* the source reads as zeroes here */
     bool pad;                   /* past the source's end, in its last sector */
 } ConvChunk;
+
+/*
+ * In order: wake the coroutine whose chunk starts at s->wr_offs, or with
+ * @all every parked one (the copy failed).  Only the next writer is woken,
+ * not all of them: with -m 16 a broadcast would cost fifteen useless
+ * switches per chunk.
+ */
+static void conv_wake_writers(ImgConvert *s, bool all)
+{
+    for (int i = 0; i < s->nworkers; i++) {
+        ConvWorker *w = &s->worker[i];
+
+        if (w->waiting && (all || w->wait_for == s->wr_offs)) {
+            Coroutine *co = w->waiting;
+
+            w->waiting = NULL;
+            loop_co_wake(co);
+            if (!all) {
+                return;
+            }
+        }
+    }
+}
 
 /* Record the first failure (later ones are consequences or races) and
  * wake the coroutines waiting for their turn, so that they stop. */
@@ -125,7 +151,7 @@ static int G_GNUC_PRINTF(3, 4) conv_fail(ImgConvert *s, int ret, const char *fmt
         s->err_msg = g_strdup_vprintf(fmt, ap);
         va_end(ap);
     }
-    co_queue_restart_all(&s->wr_queue);
+    conv_wake_writers(s, true);
     return ret;
 }
 
@@ -299,10 +325,10 @@ static void conv_co_worker(void *opaque)
                 break;
             }
         }
-        if (s->in_order) {
-            while (s->wr_offs != ch.offset && !s->ret) {
-                co_queue_wait(&s->wr_queue, NULL);
-            }
+        while (s->in_order && s->wr_offs != ch.offset && !s->ret) {
+            w->wait_for = ch.offset;
+            w->waiting = co_self();
+            co_yield();
         }
         if (s->ret) {
             break;
@@ -316,7 +342,7 @@ static void conv_co_worker(void *opaque)
         }
         if (s->in_order) {
             s->wr_offs = ch.offset + ch.bytes;
-            co_queue_restart_all(&s->wr_queue);
+            conv_wake_writers(s, false);
         }
         s->done += (uint64_t)ch.bytes;
         img_progress_set(&s->progress, 100.0 * (double)s->done / (double)s->total);
@@ -524,7 +550,7 @@ static int conv_run(ImgConvert *s, int coroutines, int64_t mem_align)
     int started = 0;
 
     co_mutex_init(&s->claim_lock);
-    co_queue_init(&s->wr_queue);
+    s->worker = w;
     for (int i = 0; i < coroutines; i++) {
         void *buf = NULL;
         if (posix_memalign(&buf, (size_t)mem_align, CONVERT_BUF_SIZE)) {
@@ -537,7 +563,7 @@ static int conv_run(ImgConvert *s, int coroutines, int64_t mem_align)
         g_free(w);
         return conv_fail(s, -ENOMEM, "Could not allocate the copy buffers");
     }
-    s->workers = started;
+    s->workers = s->nworkers = started;
     for (int i = 0; i < started; i++) {
         loop_co_spawn(s->ctx->loop, conv_co_worker, &w[i]);
     }
@@ -547,6 +573,8 @@ static int conv_run(ImgConvert *s, int coroutines, int64_t mem_align)
     for (int i = 0; i < started; i++) {
         free(w[i].buf);
     }
+    s->worker = NULL;
+    s->nworkers = 0;
     g_free(w);
     if (!s->ret) {
         int ret = strata_backend_flush(s->target);
