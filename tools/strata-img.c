@@ -6,6 +6,9 @@
  *   strata-img info [-f FMT] [-t CACHE] [--image-opts] [-U] [--output=human|json] FILE
  *   strata-img map [-f FMT] [-t CACHE] [--image-opts] [-U] [--output=human|json] FILE
  *   strata-img bench [OPTIONS] FILE        (see tools/img-bench.c)
+ *   strata-img convert [OPTIONS] SRC... DST (see tools/img-convert.c)
+ *   strata-img compare [OPTIONS] FILE1 FILE2 (see tools/img-compare.c)
+ *   strata-img resize|check|measure ...     (see tools/img-resize.c)
  *
  * FILE is an image path (raw over file unless -f names another driver), a
  * "json:{...}" option tree, or with --image-opts dotted keys.  Output
@@ -34,16 +37,31 @@
 #include "block/file-posix.h"
 #include "tools/strata-img.h"
 
+static void G_GNUC_PRINTF(1, 0) img_verror(const char *fmt, va_list ap)
+{
+    fflush(stdout);
+    fputs("strata-img: ", stderr);
+    vfprintf(stderr, fmt, ap);
+    fputc('\n', stderr);
+}
+
 void img_error(const char *fmt, ...)
 {
     va_list ap;
 
-    fflush(stdout);
-    fputs("strata-img: ", stderr);
     va_start(ap, fmt);
-    vfprintf(stderr, fmt, ap);
+    img_verror(fmt, ap);
     va_end(ap);
-    fputc('\n', stderr);
+}
+
+void img_usage_error(const char *fmt, ...)
+{
+    va_list ap;
+
+    va_start(ap, fmt);
+    img_verror(fmt, ap);
+    va_end(ap);
+    fputs("Try 'strata-img --help' for more information\n", stderr);
 }
 
 bool img_parse_size(const char *what, const char *s, int64_t *out)
@@ -134,6 +152,10 @@ static OptNode *img_build_options(const char *filename, const ImgOpenFlags *f,
 {
     g_autoptr(OptNode) opts = NULL;
 
+    if (f->fmt && !block_driver_find(f->fmt)) {
+        error_setg(errp, "Unknown driver '%s'", f->fmt);
+        return NULL;
+    }
     if (f->image_opts) {
         if (f->fmt) {
             error_setg(errp, "--image-opts and --format are mutually exclusive");
@@ -187,6 +209,10 @@ static OptNode *img_build_options(const char *filename, const ImgOpenFlags *f,
     if (!f->writable && !opts_set_bool(opts, "read-only", true, errp)) {
         return NULL;
     }
+    /* Children inherit it (block/graph.c), as in QEMU. */
+    if (f->unmap && !opts_set_default_str(opts, "discard", "unmap", errp)) {
+        return NULL;
+    }
     if (f->cache) {
         CacheSet c;
         bool wce;
@@ -233,7 +259,8 @@ StrataBackend *img_open(StrataContext *ctx, const char *filename,
     /* What qemu-img's BlockBackend takes: read, and write on a writable
      * image; others may read and write without changing data, or do
      * anything with -U. */
-    uint32_t perm = PERM_CONSISTENT_READ | (f->writable ? PERM_WRITE : 0);
+    uint32_t perm = PERM_CONSISTENT_READ | (f->writable ? PERM_WRITE : 0) |
+                    (f->resize ? PERM_RESIZE : 0);
     uint32_t shared = f->force_share ? PERM_ALL
                                      : PERM_CONSISTENT_READ | PERM_WRITE_UNCHANGED;
     StrataBackend *be = strata_backend_new(root, "strata-img", perm, shared, errp);
@@ -243,6 +270,138 @@ StrataBackend *img_open(StrataContext *ctx, const char *filename,
     }
     strata_backend_set_write_cache(be, wce);
     return be;
+}
+
+StrataBackend *img_open_report(StrataContext *ctx, const char *filename,
+                               const ImgOpenFlags *f)
+{
+    StrataError *err = NULL;
+    StrataBackend *be = img_open(ctx, filename, f, &err);
+
+    if (!be) {
+        img_error("Could not open '%s': %s", filename, strata_error_get_message(err));
+        strata_error_free(err);
+    }
+    return be;
+}
+
+StrataContext *img_context_new(void)
+{
+    StrataError *err = NULL;
+    StrataContext *ctx = strata_context_new(&err);
+
+    if (!ctx) {
+        img_error("%s", strata_error_get_message(err));
+        strata_error_free(err);
+    }
+    return ctx;
+}
+
+bool img_probe_image(const char *filename, const ImgOpenFlags *f, int64_t *size)
+{
+    StrataContext *ctx = img_context_new();
+    StrataBackend *be = ctx ? img_open_report(ctx, filename, f) : NULL;
+    bool ok = be != NULL;
+
+    if (be && size) {
+        *size = strata_backend_get_length(be);
+        if (*size < 0) {
+            img_error("Could not get the size of '%s': %s", filename,
+                      strerror((int)-*size));
+            ok = false;
+        }
+    }
+    if (be) {
+        strata_backend_free(be);
+    }
+    if (ctx) {
+        strata_context_free(ctx);
+    }
+    return ok;
+}
+
+bool img_cache_mode_valid(const char *mode, const char *what)
+{
+    bool direct, wce, no_flush;
+
+    if (!tool_parse_cache_mode(mode, &direct, &wce, &no_flush)) {
+        img_error("Invalid %s option: %s", what, mode);
+        return false;
+    }
+    return true;
+}
+
+bool img_parse_create_opts(const char *arg, PreallocMode *prealloc,
+                           const char **prealloc_name)
+{
+    g_auto(GStrv) items = g_strsplit(arg, ",", -1);
+
+    for (int i = 0; items[i]; i++) {
+        const char *eq = strchr(items[i], '=');
+        size_t klen = eq ? (size_t)(eq - items[i]) : strlen(items[i]);
+
+        if (!eq || klen != strlen("preallocation") ||
+            strncmp(items[i], "preallocation", klen)) {
+            img_error("Invalid parameter '%.*s'", (int)klen, items[i]);
+            return false;
+        }
+        int m;
+        for (m = 0; prealloc_mode_names[m]; m++) {
+            if (!strcmp(eq + 1, prealloc_mode_names[m])) {
+                break;
+            }
+        }
+        if (!prealloc_mode_names[m]) {
+            img_error("Invalid preallocation mode: '%s'", eq + 1);
+            return false;
+        }
+        *prealloc = (PreallocMode)m;
+        *prealloc_name = prealloc_mode_names[m];
+    }
+    return true;
+}
+
+void img_progress_init(ImgProgress *p, bool enabled, double min_skip)
+{
+    *p = (ImgProgress){ .enabled = enabled, .min_skip = min_skip };
+}
+
+void img_progress_set(ImgProgress *p, double percent)
+{
+    p->current = MIN(percent, 100.0);
+    if (!p->enabled) {
+        return;
+    }
+    if (p->current > p->last_print + p->min_skip ||
+        p->current < p->last_print - p->min_skip ||
+        p->current == 0 || p->current == 100) {
+        p->last_print = p->current;
+        printf("    (%3.2f/100%%)\r", p->current);
+        fflush(stdout);
+    }
+}
+
+void img_progress_end(ImgProgress *p)
+{
+    if (p->enabled) {
+        printf("\n");
+        fflush(stdout);
+    }
+}
+
+bool img_buf_is_zero(const void *buf, size_t len)
+{
+    const unsigned char *b = buf;
+    size_t head = MIN(len, (size_t)16);
+
+    /* The first bytes one by one, then the buffer against itself shifted
+     * by 16: equal only if every 16-byte step repeats the zero head. */
+    for (size_t i = 0; i < head; i++) {
+        if (b[i]) {
+            return false;
+        }
+    }
+    return len <= 16 || !memcmp(b, b + 16, len - 16);
 }
 
 /* ---- create ------------------------------------------------------------------ */
@@ -256,7 +415,8 @@ static void create_usage(void)
 static int img_create(int argc, char **argv)
 {
     const char *fmt = "raw";
-    g_autofree char *prealloc_str = NULL;
+    PreallocMode prealloc = PREALLOC_OFF;
+    const char *prealloc_name = NULL;
     bool quiet = false;
     int c;
 
@@ -272,22 +432,11 @@ static int img_create(int argc, char **argv)
         case 'f':
             fmt = optarg;
             break;
-        case 'o': {
-            g_auto(GStrv) items = g_strsplit(optarg, ",", -1);
-            for (int i = 0; items[i]; i++) {
-                const char *eq = strchr(items[i], '=');
-                if (!eq || strncmp(items[i], "preallocation", (size_t)(eq - items[i])) ||
-                    eq - items[i] != (ptrdiff_t)strlen("preallocation")) {
-                    img_error("Invalid parameter '%.*s'",
-                              eq ? (int)(eq - items[i]) : (int)strlen(items[i]),
-                              items[i]);
-                    return 1;
-                }
-                g_free(prealloc_str);
-                prealloc_str = g_strdup(eq + 1);
+        case 'o':
+            if (!img_parse_create_opts(optarg, &prealloc, &prealloc_name)) {
+                return 1;
             }
             break;
-        }
         default:
             create_usage();
             return 1;
@@ -307,24 +456,10 @@ static int img_create(int argc, char **argv)
     if (!img_parse_size("image size", argv[optind + 1], &size)) {
         return 1;
     }
-    PreallocMode prealloc = PREALLOC_OFF;
-    if (prealloc_str) {
-        int i;
-        for (i = 0; prealloc_mode_names[i]; i++) {
-            if (!strcmp(prealloc_str, prealloc_mode_names[i])) {
-                break;
-            }
-        }
-        if (!prealloc_mode_names[i]) {
-            img_error("Invalid preallocation mode: '%s'", prealloc_str);
-            return 1;
-        }
-        prealloc = (PreallocMode)i;
-    }
     if (!quiet) {
         printf("Formatting '%s', fmt=%s size=%" PRId64 "%s%s\n", filename, fmt,
-               size, prealloc_str ? " preallocation=" : "",
-               prealloc_str ? prealloc_str : "");
+               size, prealloc_name ? " preallocation=" : "",
+               prealloc_name ? prealloc_name : "");
     }
     StrataError *err = NULL;
     if (!file_create(filename, size, prealloc, &err)) {
@@ -741,7 +876,7 @@ static void usage(void)
 {
     printf(
 "Usage: strata-img COMMAND [OPTIONS]... FILE [ARGS]\n"
-"Create, inspect and benchmark Strata images, as qemu-img does\n"
+"Create, convert, compare, inspect and benchmark Strata images, as qemu-img does\n"
 "\n"
 "Commands:\n"
 "  create [-q] [-f raw] [-o preallocation=off|falloc|full] FILE SIZE\n"
@@ -751,6 +886,17 @@ static void usage(void)
 "        [--no-drain] [-o OFFSET] [--pattern=N] [-q] [-s BUFSIZE] [-S STEP]\n"
 "        [-t CACHE] [-w] [-U] [--image-opts] [--vectors=N] [--form=co|callback]\n"
 "        [--json] [--malloc-report] [--one-buffer] FILE\n"
+"  convert [--object OBJ] [--image-opts] [--target-image-opts] [--target-is-zero]\n"
+"        [-U] [-p] [-q] [-n] [-f FMT] [-t CACHE] [-T SRC_CACHE] [-O FMT]\n"
+"        [-o OPTIONS] [-S SPARSE_SIZE] [-m N] [-W] SRC [SRC2 [...]] DST\n"
+"  compare [--object OBJ] [--image-opts] [-f FMT] [-F FMT] [-T SRC_CACHE]\n"
+"        [-p] [-q] [-s] [-U] FILE1 FILE2\n"
+"  resize [--object OBJ] [--image-opts] [-f FMT] [--preallocation=MODE] [-q]\n"
+"        [--shrink] FILE [+|-]SIZE\n"
+"  check [--object OBJ] [--image-opts] [-q] [-f FMT] [--output=human|json]\n"
+"        [-r leaks|all] [-T SRC_CACHE] [-U] FILE\n"
+"  measure [--output=human|json] [-O FMT] [-o OPTIONS]\n"
+"        [--size N | [--object OBJ] [--image-opts] [-f FMT] FILE]\n"
 "\n"
 "FILE is an image path (raw over file unless -f names a driver), a\n"
 "json:{...} option tree, or with --image-opts dotted keys.\n"
@@ -782,8 +928,18 @@ int main(int argc, char **argv)
     if (!strcmp(cmd, "map")) {
         return img_map(argc - 1, argv + 1);
     }
-    if (!strcmp(cmd, "bench")) {
-        return img_bench(argc - 1, argv + 1);
+    static const struct {
+        const char *name;
+        int (*fn)(int argc, char **argv);
+    } cmds[] = {
+        { "bench", img_bench }, { "convert", img_convert },
+        { "compare", img_compare }, { "resize", img_resize },
+        { "check", img_check }, { "measure", img_measure },
+    };
+    for (size_t i = 0; i < G_N_ELEMENTS(cmds); i++) {
+        if (!strcmp(cmd, cmds[i].name)) {
+            return cmds[i].fn(argc - 1, argv + 1);
+        }
     }
     img_error("Command not found: %s", cmd);
     usage();

@@ -2,8 +2,10 @@
 # SPDX-License-Identifier: MIT
 #
 # Smoke test of strata-img: create, info, map and bench (both forms, flush
-# intervals, vectors, JSON) on a small file and the null driver.  Asserts
-# what the commands print, never how fast they ran.
+# intervals, vectors, JSON) on a small file and the null driver; convert,
+# compare, resize, check and measure on small files (the comparison with
+# qemu-img is in iotests 070-074; this runs in the sanitizer builds too).
+# Asserts what the commands print, never how fast they ran.
 #
 #   test-strata-img.sh PATH/TO/strata-img
 set -euo pipefail
@@ -93,4 +95,50 @@ expect bench-json '"iops"' "$out"
 "$IMG" bench -c 0 "$f" 2>/dev/null && fail "count 0 accepted"
 "$IMG" bench -c 10 --vectors 5000 "$f" 2>/dev/null && fail "more vectors than bytes accepted"
 "$IMG" bench -c 10 "$dir/missing.img" 2>/dev/null && fail "missing image opened"
+
+# convert: two sources (the first of unaligned size, padded to a sector),
+# holes, a zero run inside data, every coroutine count and order.
+src=$dir/src.img
+head -c 5000 /dev/urandom > "$src.a"
+truncate -s 3M "$src"
+printf 'x%.0s' {1..100} | dd of="$src" bs=1 seek=70000 conv=notrunc status=none
+head -c 65536 /dev/urandom | dd of="$src" bs=64k seek=32 conv=notrunc status=none
+dd if=/dev/zero of="$src" bs=64k seek=33 count=2 conv=notrunc status=none
+head -c 4096 /dev/urandom | dd of="$src" bs=4k seek=$((35 * 16)) conv=notrunc status=none
+for opts in "" "-W -m 16" "-m 1" "-S 0" "-S 64k -W" "-t none -T none"; do
+    rm -f "$dir/dst.img"
+    # shellcheck disable=SC2086
+    "$IMG" convert $opts -f raw -O raw "$src.a" "$src" "$dir/dst.img" ||
+        fail "convert $opts"
+    [ "$(stat -c %s "$dir/dst.img")" = $((5120 + 3145728)) ] || fail "convert $opts: size"
+    cmp -s -n 5000 "$src.a" "$dir/dst.img" || fail "convert $opts: first source"
+    cmp -s -i 0:5120 "$src" "$dir/dst.img" || fail "convert $opts: second source"
+done
+out=$("$IMG" convert -p -n "$src" "$dir/dst.img")
+expect convert-p "Copied [0-9]+ bytes, zeroed [0-9]+ bytes, skipped" "$out"
+# -n wrote src over the start of dst; dst's extra 5120 bytes are src's
+# zero tail, so they compare equal apart from the size.
+out=$("$IMG" compare "$src" "$dir/dst.img") || fail "compare with a zero tail"
+expect compare "^Warning: Image size mismatch!$" "$out"
+"$IMG" convert "$src" "$dir/dst.img"
+out=$("$IMG" compare "$src" "$dir/dst.img") || fail "compare after convert"
+expect compare "^Images are identical.$" "$out"
+printf 'y' | dd of="$dir/dst.img" bs=1 seek=70600 conv=notrunc status=none
+out=$("$IMG" compare "$src" "$dir/dst.img") && fail "compare of different images: same"
+expect compare "^Content mismatch at offset 70144!$" "$out"
+rc=0; "$IMG" compare "$src" "$dir/missing.img" 2>/dev/null || rc=$?
+[ $rc = 2 ] || fail "compare: open error gave $rc, not 2"
+"$IMG" convert "$dir/missing.img" "$dir/new.img" 2>/dev/null && fail "convert of a missing source"
+[ -e "$dir/new.img" ] && fail "convert left a target behind"
+
+out=$("$IMG" resize "$dir/dst.img" +1M)
+expect resize "^Image resized.$" "$out"
+[ "$(stat -c %s "$dir/dst.img")" = $((4 << 20)) ] || fail "resize: size"
+"$IMG" resize "$dir/dst.img" 1M 2>/dev/null && fail "shrink without --shrink"
+"$IMG" resize --shrink "$dir/dst.img" -- -3M >/dev/null || fail "relative shrink"
+[ "$(stat -c %s "$dir/dst.img")" = $((1 << 20)) ] || fail "resize --shrink: size"
+rc=0; "$IMG" check "$src" 2>/dev/null || rc=$?
+[ $rc = 63 ] || fail "check gave $rc, not 63"
+out=$("$IMG" measure --size 5000)
+expect measure "^required size: 5120$" "$out"
 echo "ok"
