@@ -194,11 +194,18 @@ static void loop_wake_fd_read(void *opaque)
     Loop *loop = opaque;
     uint64_t val;
 
-    /* Clear the flag before draining: a producer that finds it clear writes
-     * again, at worst causing one spurious wake-up, never a lost one. */
+    /* Clear the flag before draining, so that a producer that finds it
+     * clear writes again (at worst one spurious wake-up).  And clear it
+     * once more after: a producer that set it between the first clear and
+     * the read had its write drained by that read, and a flag left set
+     * with the counter at zero would make every later producer skip its
+     * write: a lost wake-up, and a loop asleep in poll() for good (seen
+     * with the GSource under load).  That producer's work was published
+     * before its write, so this iteration sees it. */
     atomic_store(&loop->notified, false);
     while (read(loop->wake_fd, &val, sizeof(val)) < 0 && errno == EINTR) {
     }
+    atomic_store(&loop->notified, false);
 }
 
 /* ---- creation --------------------------------------------------------- */
