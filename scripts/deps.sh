@@ -14,6 +14,8 @@ pkgs+=(qemu-utils fio util-linux e2fsprogs)
 pkgs+=(qemu-system-common)
 # NBD clients the export is tested with.
 pkgs+=(libnbd-bin python3-libnbd nbdkit)
+# certtool and psktool, for the TLS tests' certificates and keys.
+pkgs+=(gnutls-bin)
 if [ "${STRATA_DEPS_MINIMAL:-0}" = 1 ]; then
     pkgs=(meson ninja-build pkg-config gcc libglib2.0-dev liburing-dev libaio-dev libjson-glib-dev
           libgnutls28-dev)

@@ -14,6 +14,7 @@
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <unistd.h>
+#include <gnutls/gnutls.h>
 
 #include "block/backend-int.h"
 #include "block/export/export.h"
@@ -137,6 +138,8 @@ struct NbdConn {
     CoQueue idle;               /* the reader waits for in-flight ones */
     CoMutex send_lock;
     NbdReq *free_reqs;
+    gnutls_session_t tls;       /* after STARTTLS, or NULL */
+    StrataObject *creds;        /* TLS required with these, or NULL */
 };
 
 struct NbdServer {
@@ -188,13 +191,60 @@ static void conn_update_handlers(NbdConn *c)
                         c->write_waiter ? conn_writable : NULL, c);
 }
 
+static void conn_co_wait(NbdConn *c, bool for_write)
+{
+    if (for_write) {
+        c->write_waiter = co_self();
+    } else {
+        c->read_waiter = co_self();
+    }
+    conn_update_handlers(c);
+    co_yield();
+}
+
+/* One TLS record read or write: bytes, 0 at the end of the stream, or
+ * -errno.  GnuTLS may want to write while reading (and the other way
+ * round): wait for what it asks for.  Data GnuTLS already decrypted
+ * (gnutls_record_check_pending) is read before waiting on the socket. */
+static ssize_t conn_co_tls_io(NbdConn *c, void *buf, size_t len, bool write)
+{
+    for (;;) {
+        ssize_t n = write ? gnutls_record_send(c->tls, buf, len)
+                          : gnutls_record_recv(c->tls, buf, len);
+        if (n >= 0) {
+            return n;
+        }
+        if (n == GNUTLS_E_AGAIN || n == GNUTLS_E_INTERRUPTED) {
+            if (!write && gnutls_record_check_pending(c->tls)) {
+                continue;
+            }
+            conn_co_wait(c, gnutls_record_get_direction(c->tls) == 1);
+            continue;
+        }
+        return n == GNUTLS_E_PREMATURE_TERMINATION ? 0 : -EIO;
+    }
+}
+
 /* Read exactly @len bytes: 0, or -EPIPE at end of stream, or -errno. */
 static int conn_co_read(NbdConn *c, void *buf, size_t len)
 {
     char *p = buf;
 
     while (len) {
-        ssize_t n = recv(c->fd, p, len, MSG_DONTWAIT);
+        ssize_t n;
+        if (c->tls) {
+            n = conn_co_tls_io(c, p, len, false);
+            if (n < 0) {
+                return (int)n;
+            }
+            if (n == 0) {
+                return -EPIPE;
+            }
+            p += n;
+            len -= (size_t)n;
+            continue;
+        }
+        n = recv(c->fd, p, len, MSG_DONTWAIT);
         if (n > 0) {
             p += n;
             len -= (size_t)n;
@@ -214,6 +264,31 @@ static int conn_co_read(NbdConn *c, void *buf, size_t len)
 /* Write all of @iov (modified): 0 or -errno. */
 static int conn_co_writev(NbdConn *c, struct iovec *iov, int niov)
 {
+    if (c->tls) {
+        /* Corked: one record per reply where it fits, not one per piece. */
+        gnutls_record_cork(c->tls);
+        for (int i = 0; i < niov; i++) {
+            size_t off = 0;
+            while (off < iov[i].iov_len) {
+                ssize_t n = conn_co_tls_io(c, (char *)iov[i].iov_base + off,
+                                           iov[i].iov_len - off, true);
+                if (n <= 0) {
+                    return n < 0 ? (int)n : -EPIPE;
+                }
+                off += (size_t)n;
+            }
+        }
+        for (;;) {
+            int ret = gnutls_record_uncork(c->tls, 0);
+            if (ret >= 0) {
+                return 0;
+            }
+            if (ret != GNUTLS_E_AGAIN && ret != GNUTLS_E_INTERRUPTED) {
+                return -EIO;
+            }
+            conn_co_wait(c, true);
+        }
+    }
     while (niov > 0) {
         struct msghdr msg = { .msg_iov = iov, .msg_iovlen = (size_t)niov };
         ssize_t n = sendmsg(c->fd, &msg, MSG_DONTWAIT | MSG_NOSIGNAL);
@@ -524,6 +599,61 @@ static int handle_list(NbdConn *c)
     return send_rep(c, NBD_OPT_LIST, NBD_REP_ACK, NULL, 0);
 }
 
+/* STARTTLS accepted: the TLS handshake on the socket, with the server's
+ * credentials; with verify-peer, the client's certificate must check out
+ * against the CA.  0, or <0 and the connection closes. */
+static int conn_co_starttls(NbdConn *c)
+{
+    StrataObject *creds = c->creds;
+    bool psk = object_get_kind(creds) == OBJECT_TLS_CREDS_PSK;
+    const char *prio = tls_creds_get_priority(creds);
+    int ret;
+
+    if (gnutls_init(&c->tls, GNUTLS_SERVER | GNUTLS_NONBLOCK) < 0) {
+        c->tls = NULL;
+        return -ENOMEM;
+    }
+    if (prio) {
+        ret = gnutls_priority_set_direct(c->tls, prio, NULL);
+    } else if (psk) {
+        ret = gnutls_priority_set_direct(c->tls,
+                                         "NORMAL:+ECDHE-PSK:+DHE-PSK:+PSK",
+                                         NULL);
+    } else {
+        ret = gnutls_set_default_priority(c->tls);
+    }
+    if (ret < 0 ||
+        gnutls_credentials_set(c->tls, psk ? GNUTLS_CRD_PSK
+                                           : GNUTLS_CRD_CERTIFICATE,
+                               tls_creds_get_gnutls(creds)) < 0) {
+        return -EINVAL;
+    }
+    if (!psk) {
+        gnutls_certificate_server_set_request(
+            c->tls, tls_creds_verify_peer(creds) ? GNUTLS_CERT_REQUIRE
+                                                 : GNUTLS_CERT_IGNORE);
+    }
+    gnutls_transport_set_int(c->tls, c->fd);
+    for (;;) {
+        ret = gnutls_handshake(c->tls);
+        if (ret == GNUTLS_E_SUCCESS) {
+            break;
+        }
+        if (ret != GNUTLS_E_AGAIN && ret != GNUTLS_E_INTERRUPTED) {
+            return -EIO;
+        }
+        conn_co_wait(c, gnutls_record_get_direction(c->tls) == 1);
+    }
+    if (!psk && tls_creds_verify_peer(creds)) {
+        unsigned status;
+        if (gnutls_certificate_verify_peers2(c->tls, &status) < 0 ||
+            status != 0) {
+            return -EACCES;
+        }
+    }
+    return 0;
+}
+
 /* The handshake: the chosen export, or NULL (the connection closes). */
 static NbdExport *negotiate(NbdConn *c)
 {
@@ -571,7 +701,8 @@ static NbdExport *negotiate(NbdConn *c)
             return NULL;
         }
         data[len] = 0;
-        if (server->tls && opt != NBD_OPT_STARTTLS && opt != NBD_OPT_ABORT) {
+        if (c->creds && !c->tls && opt != NBD_OPT_STARTTLS &&
+            opt != NBD_OPT_ABORT) {
             if (opt == NBD_OPT_EXPORT_NAME) {
                 return NULL;
             }
@@ -612,8 +743,19 @@ static NbdExport *negotiate(NbdConn *c)
                       : handle_list(c);
             break;
         case NBD_OPT_STARTTLS:
-            ret = send_rep_err(c, opt, NBD_REP_ERR_POLICY,
-                               "TLS is not configured on this server");
+            if (!c->creds) {
+                ret = send_rep_err(c, opt, NBD_REP_ERR_POLICY,
+                                   "TLS is not configured on this server");
+            } else if (c->tls) {
+                ret = send_rep_err(c, opt, NBD_REP_ERR_INVALID,
+                                   "TLS is already active");
+            } else if (len) {
+                ret = send_rep_err(c, opt, NBD_REP_ERR_INVALID,
+                                   "NBD_OPT_STARTTLS takes no data");
+            } else if (send_rep(c, opt, NBD_REP_ACK, NULL, 0) < 0 ||
+                       conn_co_starttls(c) < 0) {
+                return NULL;
+            }
             break;
         case NBD_OPT_INFO:
         case NBD_OPT_GO:
@@ -1019,6 +1161,12 @@ static void conn_co(void *opaque)
 
 static void conn_free(NbdConn *c)
 {
+    if (c->tls) {
+        gnutls_deinit(c->tls);
+    }
+    if (c->creds) {
+        object_unuse(c->creds, "an NBD connection");
+    }
     loop_set_fd_handler(c->loop, c->fd, NULL, NULL, NULL);
     close(c->fd);
     while (c->free_reqs) {
@@ -1056,6 +1204,13 @@ static void server_accept(void *opaque)
     c->loop = s->loop;
     co_mutex_init(&c->send_lock);
     co_queue_init(&c->idle);
+    if (s->tls) {
+        /* The connection holds the credentials its session uses, even
+         * after the server stops. */
+        c->creds = object_use(object_get_id(s->tls),
+                              object_get_kind(s->tls), "an NBD connection",
+                              NULL);
+    }
     s->conns = g_list_append(s->conns, c);
     s->nconns++;
     loop_co_spawn(s->loop, conn_co, c);
@@ -1181,13 +1336,31 @@ bool nbd_server_start(StrataContext *ctx, OptNode *opts, StrataError **errp)
         error_set_option(errp, "tls-authz: not supported");
         return false;
     }
+    StrataObject *creds = NULL;
     if (tls) {
-        error_set(errp, STRATA_ERROR_GENERIC, ENOTSUP,
-                  "tls-creds: TLS for the NBD server is not implemented yet");
-        return false;
+        creds = object_use(tls, OBJECT_TLS_CREDS_X509, "the NBD server",
+                           NULL);
+        if (!creds) {
+            creds = object_use(tls, OBJECT_TLS_CREDS_PSK, "the NBD server",
+                               errp);
+        }
+        if (!creds) {
+            error_prepend(errp, "tls-creds: ");
+            return false;
+        }
+        if (!tls_creds_is_server(creds)) {
+            object_unuse(creds, "the NBD server");
+            error_set_option(errp, "tls-creds: object '%s' has "
+                             "endpoint=client; the server needs "
+                             "endpoint=server", tls);
+            return false;
+        }
     }
     int fd = listen_addr(addr, &unlink_path, errp);
     if (fd < 0) {
+        if (creds) {
+            object_unuse(creds, "the NBD server");
+        }
         return false;
     }
     server = g_new0(NbdServer, 1);
@@ -1196,6 +1369,7 @@ bool nbd_server_start(StrataContext *ctx, OptNode *opts, StrataError **errp)
     server->listen_fd = fd;
     server->unlink_path = g_steal_pointer(&unlink_path);
     server->max_connections = (int)maxc;
+    server->tls = creds;
     loop_set_fd_handler(server->loop, fd, server_accept, NULL, server);
     return true;
 }
@@ -1230,6 +1404,9 @@ bool nbd_server_stop(StrataError **errp)
         }
     }
     g_list_free(server->conns);
+    if (server->tls) {
+        object_unuse(server->tls, "the NBD server");
+    }
     g_free(server);
     server = NULL;
     return true;

@@ -85,10 +85,12 @@ class Server:
     """strata-storage-daemon or qemu-storage-daemon with an NBD server on a
     UNIX socket and a QMP monitor."""
 
-    def __init__(self, exe, tmp, blockdevs, exports, extra=()):
+    def __init__(self, exe, tmp, blockdevs, exports, extra=(), objects=()):
         self.sock = os.path.join(tmp, 'nbd.sock')
         self.qmp_sock = os.path.join(tmp, 'qmp.sock')
         argv = [exe]
+        for o in objects:
+            argv += ['--object', o]
         for b in blockdevs:
             argv += ['--blockdev', b]
         argv += ['--nbd-server', f'addr.type=unix,addr.path={self.sock}'
@@ -370,6 +372,109 @@ def robustness(srv, name, size):
     good.shutdown()
 
 
+CERT_TEMPLATES = {
+    'ca': 'cn = Strata test CA\nca\ncert_signing_key\nexpiration_days = 2\n',
+    'server': 'cn = localhost\ndns_name = localhost\ntls_www_server\n'
+              'encryption_key\nsigning_key\nexpiration_days = 2\n',
+    'client': 'cn = client\ntls_www_client\nencryption_key\nsigning_key\n'
+              'expiration_days = 2\n',
+}
+
+
+def make_certs(d):
+    """A CA, a server and a client certificate with QEMU's file names:
+    d/srv (ca-cert, server-cert, server-key), d/cli (ca-cert, client-cert,
+    client-key); a PSK file d/psk/keys.psk for user alice."""
+    srv, cli, psk = (os.path.join(d, x) for x in ('srv', 'cli', 'psk'))
+    for x in (srv, cli, psk):
+        os.makedirs(x)
+    for name, text in CERT_TEMPLATES.items():
+        with open(os.path.join(d, name + '.info'), 'w') as f:
+            f.write(text)
+
+    def certtool(*args):
+        r = run(['certtool'] + list(args))
+        if r.returncode != 0:
+            raise RuntimeError('certtool failed: ' + r.stderr)
+    ca_key = os.path.join(d, 'ca-key.pem')
+    ca = os.path.join(srv, 'ca-cert.pem')
+    certtool('--generate-privkey', '--outfile', ca_key)
+    certtool('--generate-self-signed', '--load-privkey', ca_key, '--template',
+             os.path.join(d, 'ca.info'), '--outfile', ca)
+    shutil.copy(ca, os.path.join(cli, 'ca-cert.pem'))
+    for who, where in (('server', srv), ('client', cli)):
+        key = os.path.join(where, f'{who}-key.pem')
+        certtool('--generate-privkey', '--outfile', key)
+        certtool('--generate-certificate', '--load-privkey', key,
+                 '--load-ca-certificate', ca, '--load-ca-privkey', ca_key,
+                 '--template', os.path.join(d, who + '.info'), '--outfile',
+                 os.path.join(where, f'{who}-cert.pem'))
+    r = run(['psktool', '-u', 'alice', '-p', os.path.join(psk, 'keys.psk')])
+    if r.returncode != 0:
+        raise RuntimeError('psktool failed: ' + r.stderr)
+    return srv, cli, psk
+
+
+def tls_tests(tmp):
+    """TLS with x509 certificates and with a PSK: clients that do
+    STARTTLS get data, a plaintext client gets none."""
+    if not (shutil.which('certtool') and shutil.which('psktool')):
+        skip('NBD over TLS', 'certtool/psktool missing (apt-get install '
+             'gnutls-bin)')
+        return
+    srv_d, cli_d, psk_d = make_certs(os.path.join(tmp, 'pki'))
+    src = os.path.join(tmp, 'tls-src.img')
+    with open(src, 'wb') as f:
+        f.write(os.urandom(1 << 20))
+        f.truncate(8 << 20)
+    out = os.path.join(tmp, 'tls-out.img')
+    for kind, obj, uri_extra, qemu_obj in (
+            ('x509', f'tls-creds-x509,id=tls0,dir={srv_d},endpoint=server,'
+             'verify-peer=on', f'&tls-certificates={cli_d}',
+             f'tls-creds-x509,id=t,dir={cli_d},endpoint=client'),
+            ('psk', f'tls-creds-psk,id=tls0,dir={psk_d},endpoint=server',
+             f'&tls-psk-file={psk_d}/keys.psk',
+             f'tls-creds-psk,id=t,dir={psk_d},endpoint=client,'
+             'username=alice')):
+        d = os.path.join(tmp, 'tls-' + kind)
+        os.makedirs(d)
+        img = os.path.join(d, 'disk.img')
+        with open(img, 'wb') as f:
+            f.truncate(8 << 20)
+        s = Server(DAEMON, d, [f'driver=file,node-name=f,filename={img}'],
+                   ['type=nbd,id=e,node-name=f,writable=on'],
+                   ['tls-creds=tls0'], objects=[obj])
+        user = 'alice@' if kind == 'psk' else ''
+        uri = f'nbds+unix://{user}/f?socket={s.sock}{uri_extra}'
+        r = run(['nbdcopy', src, uri])
+        r2 = run(['nbdcopy', uri, out])
+        tap(r.returncode == 0 and r2.returncode == 0 and
+            run(['cmp', src, out]).returncode == 0,
+            f'TLS ({kind}): nbdcopy in and out, same bytes',
+            r.stderr + r2.stderr)
+        r = run(['nbdinfo', '--size', s.uri('f')])
+        tap(r.returncode != 0 and not r.stdout.strip(),
+            f'TLS ({kind}): a plaintext client gets no export',
+            r.stdout + r.stderr)
+        r = run(['qemu-img', 'compare', '--object', qemu_obj, '--image-opts',
+                 f'driver=raw,file.driver=file,file.filename={src}',
+                 f'driver=raw,file.driver=nbd,file.server.type=unix,'
+                 f'file.server.path={s.sock},file.export=f,file.tls-creds=t'
+                 + (',file.tls-hostname=localhost' if kind == 'x509' else '')])
+        tap(r.returncode == 0, f'TLS ({kind}): qemu-img compare through '
+            f'its nbd driver with TLS', r.stdout + r.stderr)
+        if kind == 'x509':
+            nocert = os.path.join(tmp, 'nocert')
+            os.makedirs(nocert)
+            shutil.copy(os.path.join(cli_d, 'ca-cert.pem'), nocert)
+            r = run(['nbdinfo', '--size', f'nbds+unix:///f?socket={s.sock}'
+                     f'&tls-certificates={nocert}'])
+            tap(r.returncode != 0, 'TLS (x509, verify-peer=on): a client '
+                'without a certificate is refused', r.stdout + r.stderr)
+        rc, output = s.stop()
+        tap(rc == 0, f'TLS ({kind}): clean shutdown', output)
+
+
 def main():
     tmp = tempfile.mkdtemp(prefix='strata-nbd-', dir='/var/tmp')
     shm = tempfile.mkdtemp(prefix='strata-nbd-', dir='/dev/shm')
@@ -496,6 +601,8 @@ def main():
         b.shutdown()
         srv2.stop()
         tap(not third, 'max-connections=2: a third client is turned away')
+
+        tls_tests(tmp)
 
         # The same libnbd scenarios against qemu-storage-daemon.
         qsd = shutil.which('qemu-storage-daemon')
