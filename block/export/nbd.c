@@ -140,7 +140,13 @@ struct NbdConn {
     NbdReq *free_reqs;
     gnutls_session_t tls;       /* after STARTTLS, or NULL */
     StrataObject *creds;        /* TLS required with these, or NULL */
+    /* Input read ahead of the parser: pipelined request headers arrive
+     * many per recv() instead of one syscall each. */
+    uint8_t *rbuf;
+    size_t rpos, rlen;
 };
+
+#define NBD_RBUF_SIZE (64u << 10)
 
 struct NbdServer {
     StrataContext *ctx;
@@ -225,11 +231,38 @@ static ssize_t conn_co_tls_io(NbdConn *c, void *buf, size_t len, bool write)
     }
 }
 
-/* Read exactly @len bytes: 0, or -EPIPE at end of stream, or -errno. */
+/* Read exactly @len bytes: 0, or -EPIPE at end of stream, or -errno.
+ * Plain sockets read through c->rbuf: what is buffered is served first,
+ * small reads refill the buffer with one recv(), and large ones (write
+ * payloads) go straight into @buf. */
 static int conn_co_read(NbdConn *c, void *buf, size_t len)
 {
     char *p = buf;
 
+    if (c->rlen > c->rpos) {
+        size_t n = MIN(len, c->rlen - c->rpos);
+        memcpy(p, c->rbuf + c->rpos, n);
+        c->rpos += n;
+        p += n;
+        len -= n;
+    }
+    while (len && !c->tls && len < NBD_RBUF_SIZE / 2) {
+        ssize_t n = recv(c->fd, c->rbuf, NBD_RBUF_SIZE, MSG_DONTWAIT);
+        if (n > 0) {
+            size_t take = MIN(len, (size_t)n);
+            memcpy(p, c->rbuf, take);
+            c->rpos = take;
+            c->rlen = (size_t)n;
+            p += take;
+            len -= take;
+        } else if (n == 0) {
+            return -EPIPE;
+        } else if (errno == EAGAIN) {
+            conn_co_wait(c, false);
+        } else if (errno != EINTR) {
+            return -errno;
+        }
+    }
     while (len) {
         ssize_t n;
         if (c->tls) {
@@ -752,6 +785,11 @@ static NbdExport *negotiate(NbdConn *c)
             } else if (len) {
                 ret = send_rep_err(c, opt, NBD_REP_ERR_INVALID,
                                    "NBD_OPT_STARTTLS takes no data");
+            } else if (c->rlen > c->rpos) {
+                /* Plaintext sent after STARTTLS, before our answer: the
+                 * client cannot have seen the ACK; a protocol violation
+                 * (and it would be read as handshake data). */
+                return NULL;
             } else if (send_rep(c, opt, NBD_REP_ACK, NULL, 0) < 0 ||
                        conn_co_starttls(c) < 0) {
                 return NULL;
@@ -1167,6 +1205,7 @@ static void conn_free(NbdConn *c)
     if (c->creds) {
         object_unuse(c->creds, "an NBD connection");
     }
+    g_free(c->rbuf);
     loop_set_fd_handler(c->loop, c->fd, NULL, NULL, NULL);
     close(c->fd);
     while (c->free_reqs) {
@@ -1204,6 +1243,7 @@ static void server_accept(void *opaque)
     c->loop = s->loop;
     co_mutex_init(&c->send_lock);
     co_queue_init(&c->idle);
+    c->rbuf = g_malloc(NBD_RBUF_SIZE);
     if (s->tls) {
         /* The connection holds the credentials its session uses, even
          * after the server stops. */
