@@ -38,6 +38,7 @@ import argparse
 import difflib
 import json
 import os
+import re
 import shlex
 import shutil
 import signal
@@ -62,6 +63,9 @@ def normalize(msg):
     if 'QMP' in msg:
         msg['QMP']['version'] = 'VERSION'
     ret = msg.get('return')
+    if isinstance(ret, str):
+        # strata-io's timing lines (x-strata-io)
+        msg['return'] = re.sub(r'; [0-9:.]+ sec \([^)]*\)', '; TIMING', ret)
     if isinstance(ret, dict) and 'qemu' in ret and 'package' in ret:
         msg['return'] = {'qemu': 'VERSION', 'package': 'PACKAGE'}
     return msg

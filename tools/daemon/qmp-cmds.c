@@ -3,6 +3,7 @@
  */
 #include "tools/daemon/qmp-cmds.h"
 
+#include <dlfcn.h>
 #include <inttypes.h>
 #include <string.h>
 
@@ -768,6 +769,24 @@ static JsonNode *qmp_x_debug_query_block_graph(OptNode *args,
     return jb_finish(b);
 }
 
+static JsonNode *qmp_x_debug_malloc_count(OptNode *args, StrataError **errp)
+{
+    uint64_t (*get)(void) = (uint64_t (*)(void))dlsym(RTLD_DEFAULT,
+                                                       "malloc_count_get");
+    JsonBuilder *b;
+
+    if (!get) {
+        error_setg(errp, "the allocation counter is not loaded (run with "
+                   "LD_PRELOAD=.../tests/bench/malloc-count.so)");
+        return NULL;
+    }
+    b = json_builder_new();
+    json_builder_begin_object(b);
+    jb_int(b, "count", (int64_t)get());
+    json_builder_end_object(b);
+    return jb_finish(b);
+}
+
 /* ---- the table ------------------------------------------------------------ */
 
 typedef struct QmpCommandImpl {
@@ -799,6 +818,7 @@ static const QmpCommandImpl qmp_impls[] = {
     { "qom-list-types", qmp_qom_list_types },
     { "qom-list", qmp_qom_list },
     { "x-strata-io", qmp_x_strata_io },
+    { "x-debug-malloc-count", qmp_x_debug_malloc_count },
     { "x-debug-query-block-graph", qmp_x_debug_query_block_graph },
     { NULL, NULL },
 };
