@@ -144,6 +144,7 @@ struct NbdConn {
      * many per recv() instead of one syscall each. */
     uint8_t *rbuf;
     size_t rpos, rlen;
+    bool handlers_set, read_on, write_on, read_paused;
 };
 
 #define NBD_RBUF_SIZE (64u << 10)
@@ -165,6 +166,31 @@ static GList *nbd_exports;      /* NbdExport * */
 /* ---- socket I/O in coroutines ----------------------------------------------- */
 
 static void conn_update_handlers(NbdConn *c);
+static void conn_readable(void *opaque);
+static void conn_writable(void *opaque);
+
+/*
+ * fd interest.  Read interest stays on while the reader waits and between
+ * its waits, so a steady stream of requests costs no epoll_ctl: it is
+ * dropped only when data arrives while nobody waits (the reader is busy;
+ * level-triggered, it would fire again and again) and taken again at the
+ * next wait.  Write interest is on only while a sender waits.
+ */
+static void conn_update_handlers(NbdConn *c)
+{
+    bool want_read = c->read_waiter || !c->read_paused;
+    bool want_write = c->write_waiter != NULL;
+
+    if (c->handlers_set && want_read == c->read_on &&
+        want_write == c->write_on) {
+        return;
+    }
+    c->handlers_set = true;
+    c->read_on = want_read;
+    c->write_on = want_write;
+    loop_set_fd_handler(c->loop, c->fd, want_read ? conn_readable : NULL,
+                        want_write ? conn_writable : NULL, c);
+}
 
 static void conn_readable(void *opaque)
 {
@@ -172,10 +198,12 @@ static void conn_readable(void *opaque)
     Coroutine *co = c->read_waiter;
 
     c->read_waiter = NULL;
-    conn_update_handlers(c);
-    if (co) {
-        co_enter(co);
+    if (!co) {
+        c->read_paused = true;
+        conn_update_handlers(c);
+        return;
     }
+    co_enter(co);
 }
 
 static void conn_writable(void *opaque)
@@ -190,19 +218,13 @@ static void conn_writable(void *opaque)
     }
 }
 
-static void conn_update_handlers(NbdConn *c)
-{
-    loop_set_fd_handler(c->loop, c->fd,
-                        c->read_waiter ? conn_readable : NULL,
-                        c->write_waiter ? conn_writable : NULL, c);
-}
-
 static void conn_co_wait(NbdConn *c, bool for_write)
 {
     if (for_write) {
         c->write_waiter = co_self();
     } else {
         c->read_waiter = co_self();
+        c->read_paused = false;
     }
     conn_update_handlers(c);
     co_yield();
