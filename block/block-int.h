@@ -358,6 +358,13 @@ struct BlockDriver {
     void (*reopen_commit)(ReopenState *rs);
     void (*reopen_abort)(ReopenState *rs);
 
+    /* A drained section that covers the node (the node, a node below
+     * or a node above it is drained) begins or ends; not in a
+     * coroutine.  A filter that holds requests (throttle) lets them go
+     * here, or the drain would wait for its limits. */
+    void (*drained_begin)(StrataNode *node);
+    void (*drained_end)(StrataNode *node);
+
     /* Debug events from the request path (blkdebug); may yield. */
     void (*co_debug_event)(StrataNode *node, int event);
 

@@ -14,6 +14,7 @@ static const BlockDriver *const drivers[] = {
     &bdrv_null_aio,
     &bdrv_raw,
     &bdrv_snapshot_overlay,
+    &bdrv_throttle,
     NULL,
 };
 

@@ -5,6 +5,7 @@
 #include "block/block-int.h"
 
 extern const BlockDriver bdrv_align;
+extern const BlockDriver bdrv_throttle;
 extern const BlockDriver bdrv_blkdebug;
 extern const BlockDriver bdrv_file;
 extern const BlockDriver bdrv_host_cdrom;

@@ -812,10 +812,37 @@ static bool ancestors_busy(StrataNode *node)
     return false;
 }
 
+/* Tell the drivers of @node, its subtree (@down) and its ancestors (@up)
+ * that a drained section begins or ends.  A node reached twice (a
+ * diamond) hears it twice, in begin and in end alike. */
+static void drain_notify(StrataNode *node, bool begin, bool up, bool down)
+{
+    void (*fn)(StrataNode *) = begin ? node->drv->drained_begin
+                                     : node->drv->drained_end;
+
+    if (fn) {
+        fn(node);
+    }
+    if (down) {
+        for (GSList *l = node->children; l; l = l->next) {
+            drain_notify(((BlockChild *)l->data)->node, begin, false, true);
+        }
+    }
+    if (up) {
+        for (GSList *l = node->parents; l; l = l->next) {
+            BlockChild *c = l->data;
+            if (c->parent) {
+                drain_notify(c->parent, begin, true, false);
+            }
+        }
+    }
+}
+
 void node_drain_begin(StrataNode *node)
 {
     g_assert(!co_in_coroutine());
     node->quiesce_counter++;
+    drain_notify(node, true, true, true);
     /* New requests enter only through backends; park them all, then let
      * what is in flight below @node finish. */
     for (GList *l = node->ctx->backends; l; l = l->next) {
@@ -830,6 +857,7 @@ void node_drain_end(StrataNode *node)
 {
     g_assert(node->quiesce_counter > 0);
     node->quiesce_counter--;
+    drain_notify(node, false, true, true);
     for (GList *l = node->ctx->backends; l; l = l->next) {
         backend_unquiesce(l->data);
     }

@@ -21,6 +21,7 @@
 #include <gnutls/gnutls.h>
 #include <gnutls/x509.h>
 #include "block/object.h"
+#include "block/throttle-group.h"
 #include "strata/strata.h"
 #include "util/thread.h"
 
@@ -33,6 +34,7 @@ const char *const object_kind_names[] = {
     [OBJECT_IOTHREAD] = "iothread",
     [OBJECT_TLS_CREDS_X509] = "tls-creds-x509",
     [OBJECT_TLS_CREDS_PSK] = "tls-creds-psk",
+    [OBJECT_THROTTLE_GROUP] = "throttle-group",
     [OBJECT_KIND__MAX] = NULL,
 };
 
@@ -62,6 +64,7 @@ struct StrataObject {
             int64_t poll_max_ns, poll_grow, poll_shrink, aio_max_batch;
         } iothread;
         TlsCreds tls;
+        ThrottleGroup *throttle;
     };
 };
 
@@ -964,6 +967,34 @@ const char *tls_creds_get_username(StrataObject *obj)
     return obj->tls.username;
 }
 
+/* ---- throttle-group ----------------------------------------------------- */
+
+static bool throttle_create(StrataObject *obj, OptNode *opts,
+                            StrataError **errp)
+{
+    ThrottleConfig cfg;
+
+    /* QEMU checks the limits when the object completes, after the id. */
+    if (!throttle_group_parse_limits(opts, "limits.", &cfg, errp) ||
+        !opts_check_consumed(opts, errp) ||
+        !object_check_duplicate(obj->id, errp)) {
+        return false;
+    }
+    obj->throttle = throttle_group_new(&cfg);
+    return true;
+}
+
+static void throttle_free(StrataObject *obj)
+{
+    throttle_group_free(obj->throttle);
+}
+
+ThrottleGroup *object_get_throttle_group(StrataObject *obj)
+{
+    g_assert(obj->kind == OBJECT_THROTTLE_GROUP);
+    return obj->throttle;
+}
+
 /* ---- registry ----------------------------------------------------------- */
 
 static const ObjectType object_types[OBJECT_KIND__MAX] = {
@@ -971,6 +1002,7 @@ static const ObjectType object_types[OBJECT_KIND__MAX] = {
     [OBJECT_IOTHREAD] = { iothread_create, iothread_free },
     [OBJECT_TLS_CREDS_X509] = { x509_create, tls_free },
     [OBJECT_TLS_CREDS_PSK] = { psk_create, tls_free },
+    [OBJECT_THROTTLE_GROUP] = { throttle_create, throttle_free },
 };
 
 static void object_free(StrataObject *obj)

@@ -24,6 +24,9 @@
  *   tls-creds-psk   dir, endpoint, verify-peer, priority, username (client;
  *                   default "qemu"): GnuTLS PSK credentials from the
  *                   directory's keys.psk ("username:hexkey" lines)
+ *   throttle-group  limits.{iops,bps}-{total,read,write}[-max[-length]],
+ *                   limits.iops-size: I/O limits shared by the throttle
+ *                   filter nodes naming the group (block/throttle-group.h)
  * Everything is loaded and checked by object_add(): a missing file, a bad
  * key or certificate fails there, not at the first connection.
  * docs/objects.md is the user's reference.
@@ -48,6 +51,7 @@ typedef enum ObjectKind {
     OBJECT_IOTHREAD,
     OBJECT_TLS_CREDS_X509,
     OBJECT_TLS_CREDS_PSK,
+    OBJECT_THROTTLE_GROUP,
     OBJECT_KIND__MAX,
 } ObjectKind;
 
@@ -113,6 +117,9 @@ const uint8_t *secret_get_data(StrataObject *obj, size_t *len);
 
 /* An I/O thread's context (its loop runs in the thread). */
 StrataContext *iothread_get_context(StrataObject *obj);
+
+/* A throttle-group's state (block/throttle-group.h); borrowed. */
+struct ThrottleGroup *object_get_throttle_group(StrataObject *obj);
 
 /* TLS credentials.  The gnutls_certificate_credentials_t (x509) or the
  * gnutls_psk_{server,client}_credentials_t (psk), as void * so that this

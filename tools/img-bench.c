@@ -635,6 +635,7 @@ static void bench_usage(void)
 "  -w                   write instead of read\n"
 "  -U                   share all permissions with other users\n"
 "  --image-opts         FILE is dotted option keys\n"
+"  --object OBJ         create an object first (throttle-group,id=ID,...)\n"
 "  --vectors=N          split each request's buffer into N elements\n"
 "  --form=co|callback   coroutine form (default) or the public callback API\n"
 "  --one-buffer         all slots share one buffer (what qemu-img bench does)\n"
@@ -664,11 +665,13 @@ int img_bench(int argc, char **argv)
     enum {
         OPT_FLUSH_INTERVAL = 256, OPT_IMAGE_OPTS, OPT_PATTERN, OPT_NO_DRAIN,
         OPT_VECTORS, OPT_FORM, OPT_JSON, OPT_MALLOC_REPORT, OPT_ONE_BUFFER,
+        OPT_OBJECT_ARG,
     };
     static const struct option long_opts[] = {
         { "help", no_argument, NULL, 'h' },
         { "flush-interval", required_argument, NULL, OPT_FLUSH_INTERVAL },
         { "image-opts", no_argument, NULL, OPT_IMAGE_OPTS },
+        { "object", required_argument, NULL, OPT_OBJECT_ARG },
         { "pattern", required_argument, NULL, OPT_PATTERN },
         { "no-drain", no_argument, NULL, OPT_NO_DRAIN },
         { "force-share", no_argument, NULL, 'U' },
@@ -764,6 +767,11 @@ int img_bench(int argc, char **argv)
             break;
         case OPT_IMAGE_OPTS:
             f.image_opts = true;
+            break;
+        case OPT_OBJECT_ARG:
+            if (!img_object_add(optarg)) {
+                return 1;
+            }
             break;
         case OPT_PATTERN:
             if (!parse_int_opt(optarg, 0, "Invalid pattern byte specified",

@@ -240,9 +240,10 @@ int img_compare(int argc, char **argv)
             fa.force_share = true;
             break;
         case LOPT_OBJECT:
-            img_error("--object %s: strata-img has no user-creatable objects",
-                      optarg);
-            return 1;
+            if (!img_object_add(optarg)) {
+                return 1;
+            }
+            break;
         case LOPT_IMAGE_OPTS:
             fa.image_opts = true;
             break;

@@ -478,9 +478,10 @@ static int convert_parse(int argc, char **argv, ConvertArgs *a)
             img_error("Backing file not supported for file format '%s'", a->out_fmt);
             return -1;
         case LOPT_OBJECT:
-            img_error("--object %s: strata-img has no user-creatable objects",
-                      optarg);
-            return -1;
+            if (!img_object_add(optarg)) {
+                return -1;
+            }
+            break;
         case LOPT_IMAGE_OPTS:
             a->src_flags.image_opts = true;
             break;

@@ -31,12 +31,6 @@
 enum { LOPT_OBJECT = 256, LOPT_IMAGE_OPTS, LOPT_SHRINK, LOPT_PREALLOC, LOPT_OUTPUT,
        LOPT_SIZE };
 
-static bool reject_object(const char *arg)
-{
-    img_error("--object %s: strata-img has no user-creatable objects", arg);
-    return false;
-}
-
 /* ---- resize -------------------------------------------------------------------- */
 
 typedef struct ResizeJob {
@@ -103,8 +97,10 @@ int img_resize(int argc, char **argv)
             quiet = true;
             break;
         case LOPT_OBJECT:
-            reject_object(optarg);
-            return 1;
+            if (!img_object_add(optarg)) {
+                return 1;
+            }
+            break;
         case LOPT_IMAGE_OPTS:
             f.image_opts = true;
             break;
@@ -237,8 +233,7 @@ static int common_opt(int c, ImgOpenFlags *f, bool *json)
         f->force_share = true;
         return 1;
     case LOPT_OBJECT:
-        reject_object(optarg);
-        return -1;
+        return img_object_add(optarg) ? 1 : -1;
     case LOPT_IMAGE_OPTS:
         f->image_opts = true;
         return 1;

@@ -36,6 +36,7 @@
 #include "block/block-int.h"
 #include "block/file-posix.h"
 #include "tools/strata-img.h"
+#include "block/object.h"
 
 static void G_GNUC_PRINTF(1, 0) img_verror(const char *fmt, va_list ap)
 {
@@ -903,6 +904,18 @@ static void usage(void)
 "'strata-img COMMAND -h' describes a command's options.\n");
 }
 
+bool img_object_add(const char *arg)
+{
+    StrataError *err = NULL;
+
+    if (!tool_object_add(arg, &err)) {
+        img_error("%s", strata_error_get_message(err));
+        strata_error_free(err);
+        return false;
+    }
+    return true;
+}
+
 int main(int argc, char **argv)
 {
     if (argc < 2) {
@@ -938,7 +951,10 @@ int main(int argc, char **argv)
     };
     for (size_t i = 0; i < G_N_ELEMENTS(cmds); i++) {
         if (!strcmp(cmd, cmds[i].name)) {
-            return cmds[i].fn(argc - 1, argv + 1);
+            int ret = cmds[i].fn(argc - 1, argv + 1);
+            /* After the command closed its images: they used them. */
+            object_del_all();
+            return ret;
         }
     }
     img_error("Command not found: %s", cmd);

@@ -47,6 +47,9 @@ char *img_size_to_str(uint64_t bytes);
 
 /* Print "strata-img: <message>" on stderr (stdout flushed first). */
 void img_error(const char *fmt, ...) G_GNUC_PRINTF(1, 2);
+/* --object ARG: create the object (tool_object_add()); false after
+ * printing the error. */
+bool img_object_add(const char *arg);
 /* The same, then "Try 'strata-img --help' for more information", as
  * qemu-img words a bad command line. */
 void img_usage_error(const char *fmt, ...) G_GNUC_PRINTF(1, 2);

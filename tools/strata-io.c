@@ -27,6 +27,7 @@
 #include "block/backend-int.h"
 #include "block/block-int.h"
 #include "block/file-posix.h"
+#include "block/object.h"
 #include "tools/io-cmds.h"
 
 /* argv[0]'s basename, as qemu-io names itself in messages and the prompt:
@@ -314,6 +315,8 @@ static void usage(const char *name)
 "Exercise a Strata block graph with qemu-io's commands\n"
 "\n"
 "  --image-opts         treat file as dotted option keys\n"
+"  --object OBJ         create an object (throttle-group,id=ID,limits.*=N;\n"
+"                       secret, ...) before opening the image\n"
 "  -c, --cmd STRING     execute a command (repeatable, in order)\n"
 "  -f, --format FMT     driver of the top node (default: raw over file)\n"
 "  -r, --read-only      open read-only\n"
@@ -369,7 +372,7 @@ static int run_stdin(IoState *s)
 
 int main(int argc, char **argv)
 {
-    enum { OPT_IMAGE_OPTS = 256 };
+    enum { OPT_IMAGE_OPTS = 256, LOPT_OBJECT };
     static const struct option long_opts[] = {
         { "help", no_argument, NULL, 'h' },
         { "version", no_argument, NULL, 'V' },
@@ -384,11 +387,13 @@ int main(int argc, char **argv)
         { "discard", required_argument, NULL, 'd' },
         { "force-share", no_argument, NULL, 'U' },
         { "image-opts", no_argument, NULL, OPT_IMAGE_OPTS },
+        { "object", required_argument, NULL, LOPT_OBJECT },
         { "snapshot", no_argument, NULL, 's' },
         { NULL, 0, NULL, 0 },
     };
     g_autofree char *prog = g_path_get_basename(argv[0] ? argv[0] : "strata-io");
     g_autoptr(GPtrArray) cmds = g_ptr_array_new();
+    g_autoptr(GPtrArray) objects = g_ptr_array_new();
     IoOpenFlags f = { 0 };
     IoState s = { 0 };
     int c, failed = 0;
@@ -439,6 +444,9 @@ int main(int argc, char **argv)
         case OPT_IMAGE_OPTS:
             f.image_opts = true;
             break;
+        case LOPT_OBJECT:
+            g_ptr_array_add(objects, optarg);
+            break;
         default:
             fprintf(stderr, "Try '%s --help' for more information.\n", prog);
             return 1;
@@ -465,6 +473,15 @@ int main(int argc, char **argv)
         strata_error_free(err);
         return 1;
     }
+    for (guint i = 0; i < objects->len; i++) {
+        if (!tool_object_add(objects->pdata[i], &err)) {
+            io_error("%s", strata_error_get_message(err));
+            strata_error_free(err);
+            object_del_all();
+            strata_context_free(s.ctx);
+            return 1;
+        }
+    }
 
     if (optind < argc) {
         const char *filename = argv[optind];
@@ -477,6 +494,7 @@ int main(int argc, char **argv)
                          strata_error_get_message(err));
             }
             strata_error_free(err);
+            object_del_all();
             strata_context_free(s.ctx);
             return 1;
         }
@@ -493,6 +511,7 @@ int main(int argc, char **argv)
     }
 
     io_close_image(&s);
+    object_del_all();
     fflush(stdout);
     strata_context_free(s.ctx);
     return failed;

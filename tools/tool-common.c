@@ -7,6 +7,7 @@
 #include <string.h>
 #include <glib.h>
 #include "tools/tool-common.h"
+#include "block/object.h"
 
 bool tool_parse_cache_mode(const char *mode, bool *direct, bool *wce,
                            bool *no_flush)
@@ -127,4 +128,21 @@ int tool_cvtnum(const char *s, int64_t *out, bool *hex_suffix)
     }
     *out = (int64_t)v;
     return 0;
+}
+
+bool tool_object_add(const char *arg, StrataError **errp)
+{
+    g_autoptr(OptNode) opts = NULL;
+
+    if (arg[0] == '{') {
+        opts = opts_parse_json(arg, errp);
+    } else {
+        /* QEMU's implied first key: "throttle-group,id=tg0" */
+        const char *comma = strchr(arg, ',');
+        size_t first = comma ? (size_t)(comma - arg) : strlen(arg);
+        g_autofree char *full = memchr(arg, '=', first)
+            ? g_strdup(arg) : g_strdup_printf("qom-type=%s", arg);
+        opts = opts_parse_dotted(full, errp);
+    }
+    return opts && object_add(opts, errp);
 }

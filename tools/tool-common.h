@@ -41,4 +41,13 @@ int tool_cvtnum(const char *s, int64_t *out, bool *hex_suffix);
 /* The "driver" member of @opts if it is a string (borrowed), else NULL. */
 const char *tool_opts_driver(const OptNode *opts);
 
+/*
+ * --object ARG, as qemu-io and qemu-img take it: dotted keys with the
+ * type as implied first key ("throttle-group,id=tg0,limits.iops-total=
+ * 100") or a JSON object; object_add() on the result.  Errors are
+ * object_add()'s.  The tool removes its objects at exit
+ * (object_del_all()).
+ */
+bool tool_object_add(const char *arg, StrataError **errp);
+
 #endif
