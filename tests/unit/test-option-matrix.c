@@ -37,6 +37,7 @@
 #include "block/aio-engine.h"
 #include "block/block-int.h"
 #include "block/drivers.h"
+#include "block/object.h"
 #include "block/mem.h"
 #include "qapi/qapi-schema.h"
 #include "qapi/schema.h"
@@ -103,6 +104,11 @@ typedef struct Case {
     "{\"driver\": \"align\", \"file\": " FILE_NODE("") extra "}"
 #define ALIGN_MEM_NODE(extra) \
     "{\"driver\": \"align\", \"file\": " MEM_NODE(", \"align\": 512") extra "}"
+/* throttle over a mem node, in a group whose limits are far above what
+ * the cases do (created in main()). */
+#define THROTTLE_NODE(extra) \
+    "{\"driver\": \"throttle\", \"throttle-group\": \"matrix-tg\", " \
+    "\"file\": " MEM_NODE("") extra "}"
 #define NULL_AIO_NODE(extra) "{\"driver\": \"null-aio\"" extra "}"
 /* One run per case: the base is only read, whatever its engine. */
 #define OVERLAY_NODE(extra) \
@@ -259,6 +265,14 @@ static const Case cases[] = {
     { "align/pdiscard-alignment",
       ALIGN_MEM_NODE(", \"discard\": \"unmap\", \"pdiscard-alignment\": "
                      "\"8k\""), X_DISCARD_ZERO, check_align_shaped },
+
+    /* throttle: data passes unchanged through a group with limits. */
+    COMMON_CASES("throttle", THROTTLE_NODE, 0, X_DISCARD_ZERO),
+    { "throttle/cache", THROTTLE_NODE(", \"cache\": {\"direct\": true, "
+                                      "\"no-flush\": true}"), 0, NULL },
+    { "throttle/throttle-group",
+      "{\"driver\": \"throttle\", \"throttle-group\": \"matrix-tg2\", "
+      "\"file\": " FILE_NODE("") "}", 0, NULL },
 
     COMMON_CASES("blkdebug", DBG_NODE, 0, X_DISCARD_ZERO),
     { "blkdebug/cache", DBG_NODE(", \"cache\": {\"direct\": true, "
@@ -1222,6 +1236,20 @@ int main(int argc, char **argv)
 {
     g_test_init(&argc, &argv, NULL);
 
+    /* The groups of the throttle cases: limits the cases never reach, so
+     * that the accounting runs and nothing waits. */
+    const char *const groups[] = {
+        "{\"qom-type\": \"throttle-group\", \"id\": \"matrix-tg\", "
+        "\"limits\": {\"iops-total\": 10000000}}",
+        "{\"qom-type\": \"throttle-group\", \"id\": \"matrix-tg2\", "
+        "\"limits\": {\"bps-read\": 100000000000, \"iops-write\": "
+        "10000000, \"iops-size\": 4096}}",
+    };
+    for (size_t i = 0; i < G_N_ELEMENTS(groups); i++) {
+        g_autoptr(OptNode) o = opts_parse_json(groups[i], NULL);
+        g_assert_true(object_add(o, NULL));
+    }
+
     g_test_add_func("/option-matrix/coverage", test_coverage);
     g_test_add_func("/option-matrix/effect/force-share", test_force_share_effect);
     g_test_add_func("/option-matrix/effect/force-share-needs-read-only",
@@ -1246,5 +1274,6 @@ int main(int argc, char **argv)
     }
     int ret = g_test_run();
     g_ptr_array_free(runs, TRUE);
+    object_del_all();
     return ret;
 }

@@ -26,6 +26,7 @@
 #include <glib.h>
 
 #include "block/block-int.h"
+#include "block/object.h"
 #include "qapi/qapi-schema.h"
 #include "qapi/schema.h"
 #include "test-util.h"
@@ -70,6 +71,8 @@ static const struct {
       "image", "mem" },
     { "align", "driver=align,file.driver=mem,file.size=2M,file.align=512",
       "file", "mem" },
+    { "throttle", "driver=throttle,throttle-group=sweep-tg,file.driver=mem,"
+      "file.size=2M", "file", "mem" },
     { "snapshot-overlay", "driver=snapshot-overlay,file.driver=file,"
       "file.filename=@IMG@", "file", "file" },
 };
@@ -669,6 +672,12 @@ int main(int argc, char **argv)
     img_fd = unlinked_file("", DEV_SIZE, &img_path);
     unlinked_file("[inject-error]\nevent = \"none\nerrno = 99999\n"
                   "[bogus]\n= =\n", 0, &rules_path);
+
+    /* The throttle base's group: limits no sweep reaches. */
+    g_autoptr(OptNode) tg = opts_parse_dotted(
+        "qom-type=throttle-group,id=sweep-tg,limits.iops-total=10000000",
+        NULL);
+    g_assert_true(object_add(tg, NULL));
 
     g_test_add_func("/option-sweep/found/latency-cap", test_latency_cap);
     g_test_add_func("/option-sweep/found/mem-size-granule",
