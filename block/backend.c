@@ -349,6 +349,8 @@ int backend_co_block_status(StrataBackend *be, int64_t offset, int64_t bytes,
 static void backend_co_drain(StrataBackend *be)
 {
     backend_quiesce(be);
+    /* Filters that hold requests (throttle) let them go. */
+    node_drained_notify(be_root(be), true);
     while (be->in_flight > be->parked) {
         co_queue_wait(&be->idle_waiters, NULL);
     }
@@ -645,19 +647,22 @@ STRATA_EXPORT void strata_backend_drain_begin(StrataBackend *be)
     run_sync(be, &t, NULL);
 }
 
-static void backend_unquiesce_cb(void *opaque)
+static void backend_drain_end_cb(void *opaque)
 {
-    backend_unquiesce(opaque);
+    StrataBackend *be = opaque;
+
+    node_drained_notify(be_root(be), false);
+    backend_unquiesce(be);
 }
 
 STRATA_EXPORT void strata_backend_drain_end(StrataBackend *be)
 {
     if (!loop_is_owner(be->ctx->loop)) {
         /* Hand the release to the loop's owner, which owns the queue. */
-        loop_oneshot(be->ctx->loop, backend_unquiesce_cb, be);
+        loop_oneshot(be->ctx->loop, backend_drain_end_cb, be);
         return;
     }
-    backend_unquiesce(be);
+    backend_drain_end_cb(be);
 }
 
 /* ---- callback form -------------------------------------------------------------- */

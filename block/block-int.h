@@ -359,8 +359,8 @@ struct BlockDriver {
     void (*reopen_abort)(ReopenState *rs);
 
     /* A drained section that covers the node (the node, a node below
-     * or a node above it is drained) begins or ends; not in a
-     * coroutine.  A filter that holds requests (throttle) lets them go
+     * or a node above it is drained) begins or ends; may run in a
+     * coroutine and must not yield.  A filter that holds requests (throttle) lets them go
      * here, or the drain would wait for its limits. */
     void (*drained_begin)(StrataNode *node);
     void (*drained_end)(StrataNode *node);
@@ -544,6 +544,10 @@ int node_co_truncate(StrataNode *node, int64_t size, PreallocMode prealloc,
  * in-flight ones complete.  Not in a coroutine: runs the loop. */
 void node_drain_begin(StrataNode *node);
 void node_drain_end(StrataNode *node);
+/* Call the drained_begin or drained_end hooks of @node, its subtree and
+ * its ancestors (node_drain_begin/end do; a backend's drained section
+ * does it for its root).  Never yields. */
+void node_drained_notify(StrataNode *node, bool begin);
 
 /* Debug event: forwarded to @node's driver's co_debug_event if it has one. */
 void node_co_debug_event(StrataNode *node, int event);

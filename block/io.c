@@ -838,6 +838,11 @@ static void drain_notify(StrataNode *node, bool begin, bool up, bool down)
     }
 }
 
+void node_drained_notify(StrataNode *node, bool begin)
+{
+    drain_notify(node, begin, true, true);
+}
+
 void node_drain_begin(StrataNode *node)
 {
     g_assert(!co_in_coroutine());
