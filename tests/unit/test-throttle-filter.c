@@ -94,6 +94,27 @@ static void run_for(StrataContext *ctx, int64_t ns)
     }
 }
 
+/* A context and a throttle node over null-co in group tg0 with @limits
+ * (dotted "limits.*" keys). */
+static StrataContext *tg0_setup(Env *e, const char *limits)
+{
+    StrataContext *ctx = strata_context_new(NULL);
+    g_autofree char *obj = g_strdup_printf("qom-type=throttle-group,id=tg0,"
+                                           "%s", limits);
+
+    add_object(obj);
+    env_open(e, ctx, "{\"driver\": \"throttle\", \"throttle-group\": "
+             "\"tg0\", \"file\": {\"driver\": \"null-co\"}}");
+    return ctx;
+}
+
+static void tg0_teardown(Env *e)
+{
+    env_close(e);
+    g_assert_true(object_del("tg0", NULL));
+    strata_context_free(e->ctx);
+}
+
 static char buf[4096];
 static struct iovec iov = { buf, sizeof(buf) };
 
@@ -185,14 +206,10 @@ static void test_errors(void)
  * ones at once, the rest as the bucket leaks. */
 static void test_fifo(void)
 {
-    StrataContext *ctx = strata_context_new(NULL);
     int order[NREQ], n_done = 0;
     Done d[NREQ];
     Env e;
-
-    add_object("qom-type=throttle-group,id=tg0,limits.iops-read=100");
-    env_open(&e, ctx, "{\"driver\": \"throttle\", \"throttle-group\": "
-             "\"tg0\", \"file\": {\"driver\": \"null-co\"}}");
+    StrataContext *ctx = tg0_setup(&e, "limits.iops-read=100");
     submit_reads(&e, d, NREQ, 0, order, &n_done);
     run_until(ctx, &n_done, NREQ);
     for (int i = 0; i < NREQ; i++) {
@@ -201,23 +218,17 @@ static void test_fifo(void)
     }
     /* Writes are not limited by a read limit: they pass at once. */
     g_assert_cmpint(strata_backend_pwrite(e.be, 0, buf, 4096, 0), ==, 0);
-    env_close(&e);
-    g_assert_true(object_del("tg0", NULL));
-    strata_context_free(ctx);
+    tg0_teardown(&e);
 }
 
 /* A drained section lets every waiting request go (here: 2 IOPS, so
  * without it the drain would take ten seconds). */
 static void test_drain(void)
 {
-    StrataContext *ctx = strata_context_new(NULL);
     int order[NREQ], n_done = 0;
     Done d[NREQ];
     Env e;
-
-    add_object("qom-type=throttle-group,id=tg0,limits.iops-total=2");
-    env_open(&e, ctx, "{\"driver\": \"throttle\", \"throttle-group\": "
-             "\"tg0\", \"file\": {\"driver\": \"null-co\"}}");
+    StrataContext *ctx = tg0_setup(&e, "limits.iops-total=2");
     submit_reads(&e, d, NREQ, 0, order, &n_done);
     run_for(ctx, 20 * 1000000);
     g_assert_cmpint(n_done, <, 3);
@@ -246,23 +257,17 @@ static void test_drain(void)
     g_assert_cmpint(n_done, <, 4);
     strata_backend_drain_begin(e.be);
     strata_backend_drain_end(e.be);
-    env_close(&e);
-    g_assert_true(object_del("tg0", NULL));
-    strata_context_free(ctx);
+    tg0_teardown(&e);
 }
 
 /* New limits with requests queued: none is lost, the new rate applies. */
 static void test_set_limits(void)
 {
-    StrataContext *ctx = strata_context_new(NULL);
     g_autoptr(StrataError) err = NULL;
     int order[NREQ], n_done = 0;
     Done d[NREQ];
     Env e;
-
-    add_object("qom-type=throttle-group,id=tg0,limits.iops-total=2");
-    env_open(&e, ctx, "{\"driver\": \"throttle\", \"throttle-group\": "
-             "\"tg0\", \"file\": {\"driver\": \"null-co\"}}");
+    StrataContext *ctx = tg0_setup(&e, "limits.iops-total=2");
     submit_reads(&e, d, NREQ, 0, order, &n_done);
     run_for(ctx, 20 * 1000000);
     g_assert_cmpint(n_done, <, 3);
@@ -279,9 +284,7 @@ static void test_set_limits(void)
     for (int i = 0; i < NREQ; i++) {
         g_assert_cmpint(order[i], ==, i);
     }
-    env_close(&e);
-    g_assert_true(object_del("tg0", NULL));
-    strata_context_free(ctx);
+    tg0_teardown(&e);
 }
 
 /* Two nodes of one group take turns: the one that arrives second is not
