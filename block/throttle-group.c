@@ -255,19 +255,22 @@ void throttle_group_co_intercept(ThrottleGroupMember *tgm, bool is_write,
     ThrottleAction act;
     bool woken = false;
     int d = is_write;
+    /* One clock read on the fast path: a request that does not wait
+     * starts at the time it arrived. */
+    int64_t now = clock_ns();
 
     mutex_lock(&tg->lock);
-    if (!throttle_sched_arrive(&tg->sched, &tgm->m, is_write, clock_ns(),
-                               &act)) {
+    if (!throttle_sched_arrive(&tg->sched, &tgm->m, is_write, now, &act)) {
         apply(&act, d);
         mutex_unlock(&tg->lock);
         /* Woken exactly once, by a release the scheduler counted. */
         co_queue_wait(&tgm->queue[d], NULL);
+        now = clock_ns();
         mutex_lock(&tg->lock);
         woken = true;
     }
-    throttle_sched_start(&tg->sched, &tgm->m, is_write, woken, bytes,
-                         clock_ns(), &act);
+    throttle_sched_start(&tg->sched, &tgm->m, is_write, woken, bytes, now,
+                         &act);
     apply(&act, d);
     mutex_unlock(&tg->lock);
 }

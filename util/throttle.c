@@ -118,15 +118,20 @@ void throttle_set_config(ThrottleState *ts, const ThrottleConfig *cfg,
 static void throttle_leak(ThrottleState *ts, int64_t now_ns)
 {
     int64_t delta = now_ns - ts->last_leak_ns;
+    double secs;
 
     /* A clock that stands still (or a caller that is late) leaks nothing. */
     if (delta <= 0) {
         return;
     }
     ts->last_leak_ns = now_ns;
+    secs = delta / NS_PER_S;
     for (int i = 0; i < THROTTLE_BUCKET__MAX; i++) {
         const ThrottleBucketConfig *b = &ts->cfg.b[i];
-        double secs = delta / NS_PER_S;
+        /* A bucket without a limit is never read: skip the arithmetic. */
+        if (!b->avg) {
+            continue;
+        }
         ts->level[i] = MAX(ts->level[i] - b->avg * secs, 0.0);
         ts->burst_level[i] = MAX(ts->burst_level[i] - b->max * secs, 0.0);
     }
@@ -204,6 +209,9 @@ void throttle_account(ThrottleState *ts, bool is_write, uint64_t bytes,
     throttle_leak(ts, now_ns);
     for (int k = 0; k < 4; k++) {
         double cost = k < 2 ? (double)bytes : ops;
+        if (!ts->cfg.b[idx[k]].avg) {
+            continue;       /* never read (and never leaked) */
+        }
         ts->level[idx[k]] += cost;
         ts->burst_level[idx[k]] += cost;
     }
