@@ -975,7 +975,7 @@ static bool throttle_create(StrataObject *obj, OptNode *opts,
     ThrottleConfig cfg;
 
     /* QEMU checks the limits when the object completes, after the id. */
-    if (!throttle_group_parse_limits(opts, "limits.", &cfg, errp) ||
+    if (!throttle_group_parse_limits(opts, "limits.", NULL, &cfg, errp) ||
         !opts_check_consumed(opts, errp) ||
         !object_check_duplicate(obj->id, errp)) {
         return false;

@@ -26,9 +26,14 @@ struct ThrottleGroup {
 /* ---- limits ------------------------------------------------------------- */
 
 bool throttle_group_parse_limits(OptNode *opts, const char *prefix,
+                                 const ThrottleConfig *base,
                                  ThrottleConfig *cfg, StrataError **errp)
 {
-    throttle_config_init(cfg);
+    if (base) {
+        *cfg = *base;
+    } else {
+        throttle_config_init(cfg);
+    }
     for (int i = 0; i < THROTTLE_BUCKET__MAX; i++) {
         ThrottleBucketConfig *b = &cfg->b[i];
         const char *name = throttle_bucket_names[i];
@@ -36,9 +41,10 @@ bool throttle_group_parse_limits(OptNode *opts, const char *prefix,
         g_autofree char *max = g_strdup_printf("%s%s-max", prefix, name);
         g_autofree char *len = g_strdup_printf("%s%s-max-length", prefix,
                                                name);
-        if (!opts_get_int(opts, avg, 0, &b->avg, errp) ||
-            !opts_get_int(opts, max, 0, &b->max, errp) ||
-            !opts_get_int(opts, len, 1, &b->max_length, errp)) {
+        /* Members not given keep their value (the base's, or none). */
+        if (!opts_get_int(opts, avg, b->avg, &b->avg, errp) ||
+            !opts_get_int(opts, max, b->max, &b->max, errp) ||
+            !opts_get_int(opts, len, b->max_length, &b->max_length, errp)) {
             return false;
         }
         if (b->max_length < 0 || b->max_length > UINT32_MAX) {
@@ -49,7 +55,7 @@ bool throttle_group_parse_limits(OptNode *opts, const char *prefix,
         }
     }
     g_autofree char *size = g_strdup_printf("%siops-size", prefix);
-    if (!opts_get_int(opts, size, 0, &cfg->iops_size, errp)) {
+    if (!opts_get_int(opts, size, cfg->iops_size, &cfg->iops_size, errp)) {
         return false;
     }
     if (cfg->iops_size < 0) {
@@ -92,20 +98,23 @@ void throttle_group_free(ThrottleGroup *tg)
 bool throttle_group_set_limits(const char *id, OptNode *limits,
                                StrataError **errp)
 {
-    ThrottleConfig cfg;
+    ThrottleConfig cur, cfg;
     StrataObject *obj;
+    bool ok;
 
-    if (!throttle_group_parse_limits(limits, "", &cfg, errp) ||
-        !opts_check_consumed(limits, errp)) {
-        return false;
-    }
     obj = object_use(id, OBJECT_THROTTLE_GROUP, "qom-set", errp);
     if (!obj) {
         return false;
     }
-    throttle_group_set_config(object_get_throttle_group(obj), &cfg);
+    /* As QEMU's qom-set: the members given change, the others stay. */
+    throttle_group_get_config(object_get_throttle_group(obj), &cur);
+    ok = throttle_group_parse_limits(limits, "", &cur, &cfg, errp) &&
+         opts_check_consumed(limits, errp);
+    if (ok) {
+        throttle_group_set_config(object_get_throttle_group(obj), &cfg);
+    }
     object_unuse(obj, "qom-set");
-    return true;
+    return ok;
 }
 
 void throttle_group_get_config(ThrottleGroup *tg, ThrottleConfig *cfg)

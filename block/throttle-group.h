@@ -23,12 +23,15 @@
 typedef struct ThrottleGroup ThrottleGroup;
 
 /*
- * Read QEMU's "limits" members from @opts (an object holding "limits.*",
- * e.g. the object's properties; consumed) into @cfg, then check them.
+ * Read QEMU's "limits" members from @opts (an object holding
+ * "@prefix<member>", e.g. the object's properties with prefix "limits.";
+ * consumed) into @cfg, then check them.  Members not given keep @base's
+ * values (NULL: no limit).
  * Errors name the property ("limits.iops-total-max-length: value must be
  * in the range [0, 4294967295]") or are QEMU's (throttle_config_check()).
  */
 bool throttle_group_parse_limits(OptNode *opts, const char *prefix,
+                                 const ThrottleConfig *base,
                                  ThrottleConfig *cfg, StrataError **errp);
 
 /* The object's state (object.c's create and free).  Control path. */
@@ -49,7 +52,7 @@ void throttle_group_get_config(ThrottleGroup *tg, ThrottleConfig *cfg);
  * The C API of qom-set on "limits": replace the limits of the group @id
  * with @limits (an object of the "limits" members, as in
  * throttle_group_parse_limits() without the prefix; members not given
- * are unlimited, as QEMU's qom-set does).  Errors: the parser's, "No
+ * keep their values, as with QEMU's qom-set).  Errors: the parser's, "No
  * object with id 'x'", "object 'x' is not a throttle-group".  Control
  * path.
  */

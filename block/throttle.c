@@ -29,9 +29,19 @@ static bool throttle_take_group(StrataNode *node, const char *id,
                                 const char *user, StrataObject **obj,
                                 ThrottleGroupMember *tgm, StrataError **errp)
 {
-    *obj = object_use(id, OBJECT_THROTTLE_GROUP, user, errp);
+    StrataError *local = NULL;
+
+    *obj = object_use(id, OBJECT_THROTTLE_GROUP, user, &local);
     if (!*obj) {
-        error_prepend(errp, "throttle-group: ");
+        if (strata_error_get_class(local) == STRATA_ERROR_NOT_FOUND) {
+            /* QEMU's words. */
+            error_set(errp, STRATA_ERROR_NOT_FOUND, ENOENT,
+                      "Throttle group '%s' does not exist", id);
+            strata_error_free(local);
+        } else {
+            error_propagate(errp, local);
+            error_prepend(errp, "throttle-group: ");
+        }
         return false;
     }
     if (!throttle_group_join(tgm, object_get_throttle_group(*obj), id,

@@ -151,7 +151,7 @@ static void test_errors(void)
                      "{\"driver\": \"null-co\"}}", "throttle-group: missing");
     check_open_error(ctx, "{\"driver\": \"throttle\", \"throttle-group\": "
                      "\"nope\", \"file\": {\"driver\": \"null-co\"}}",
-                     "throttle-group: No object with id 'nope'");
+                     "Throttle group 'nope' does not exist");
     add_object("qom-type=secret,id=sec0,data=x");
     check_open_error(ctx, "{\"driver\": \"throttle\", \"throttle-group\": "
                      "\"sec0\", \"file\": {\"driver\": \"null-co\"}}",
@@ -272,11 +272,12 @@ static void test_set_limits(void)
     run_for(ctx, 20 * 1000000);
     g_assert_cmpint(n_done, <, 3);
 
-    /* Bad limits change nothing. */
+    /* Bad limits change nothing; the members given are checked with
+     * the others' current values (iops-total=2 here). */
     g_autoptr(OptNode) bad = opts_parse_json("{\"iops-total-max\": 1}", NULL);
     g_assert_false(throttle_group_set_limits("tg0", bad, &err));
     g_assert_cmpstr(strata_error_get_message(err), ==,
-                    "bps_max/iops_max require corresponding bps/iops values");
+                    "bps_max/iops_max cannot be lower than bps/iops");
     g_autoptr(OptNode) fast = opts_parse_json("{\"iops-total\": 100000}",
                                               NULL);
     g_assert_true(throttle_group_set_limits("tg0", fast, NULL));
@@ -335,8 +336,8 @@ static void test_reopen_group(void)
     g_assert_false(strata_node_reopen_json(e.node, "{\"throttle-group\": "
                                            "\"none\"}", &err));
     g_assert_cmpstr(strata_error_get_message(err), ==,
-                    "Cannot reopen node 'thr0': throttle-group: No object "
-                    "with id 'none'");
+                    "Cannot reopen node 'thr0': Throttle group 'none' does "
+                    "not exist");
     g_assert_true(strata_node_reopen_json(e.node, "{\"throttle-group\": "
                                           "\"fast\"}", NULL));
     g_assert_true(object_del("slow", NULL));

@@ -11,6 +11,7 @@
 #include "block/export/export.h"
 #include "block/export/nbd.h"
 #include "block/object.h"
+#include "block/throttle-group.h"
 #include "qapi/schema.h"
 #include "tools/daemon/daemon.h"
 
@@ -684,6 +685,54 @@ static JsonNode *qmp_qom_list(OptNode *args, StrataError **errp)
     return jb_finish(b);
 }
 
+/* QEMU resolves a path to one object: "/objects/ID" or, as a partial
+ * path, "ID". */
+static JsonNode *qmp_qom_set(OptNode *args, StrataError **errp)
+{
+    const char *path = opts_scalar_str(opts_peek(args, "path"));
+    const char *prop = opts_scalar_str(opts_peek(args, "property"));
+    OptNode *value = opts_get(args, "value");
+    const char *id = path;
+    StrataObject *obj;
+    ObjectKind kind;
+
+    if (g_str_has_prefix(id, "/objects/")) {
+        id += strlen("/objects/");
+    }
+    /* Which kind is @id (object_use() checks one kind at a time)? */
+    for (kind = 0; kind < OBJECT_KIND__MAX; kind++) {
+        obj = object_use(id, kind, "qom-set", NULL);
+        if (obj) {
+            object_unuse(obj, "qom-set");
+            break;
+        }
+    }
+    if (kind == OBJECT_KIND__MAX) {
+        error_set(errp, STRATA_ERROR_NOT_FOUND, ENOENT,
+                  "Device '%s' not found", path);
+        qmp_error_class = "DeviceNotFound";
+        return NULL;
+    }
+    if (kind != OBJECT_THROTTLE_GROUP) {
+        error_set_option(errp, "Property '%s.%s' cannot be set in Strata "
+                         "(only throttle-group.limits can)",
+                         object_kind_names[kind], prop);
+        return NULL;
+    }
+    if (strcmp(prop, "limits")) {
+        error_set_option(errp, "Property 'throttle-group.%s' not found",
+                         prop);
+        return NULL;
+    }
+    if (opts_type(value) != OPT_OBJECT) {
+        error_set_option(errp, "Invalid parameter type for 'limits', "
+                         "expected: object");
+        return NULL;
+    }
+    return throttle_group_set_limits(id, value, errp) ? qmp_empty_object()
+                                                      : NULL;
+}
+
 static void build_perm_list(JsonBuilder *b, const char *key, uint64_t perm)
 {
     static const char *const names[] = {
@@ -817,6 +866,7 @@ static const QmpCommandImpl qmp_impls[] = {
     { "object-del", qmp_object_del },
     { "qom-list-types", qmp_qom_list_types },
     { "qom-list", qmp_qom_list },
+    { "qom-set", qmp_qom_set },
     { "x-strata-io", qmp_x_strata_io },
     { "x-debug-malloc-count", qmp_x_debug_malloc_count },
     { "x-debug-query-block-graph", qmp_x_debug_query_block_graph },
