@@ -338,8 +338,8 @@ static void test_id_invalid(void)
     assert_add_error("id: missing", "qom-type=secret,data=a");
     assert_add_error("qom-type: missing", "id=s0,data=a");
     assert_add_error("qom-type: unknown object type 'foo' (expected one of "
-                     "secret, iothread, tls-creds-x509, tls-creds-psk)",
-                     "qom-type=foo,id=x");
+                     "secret, iothread, tls-creds-x509, tls-creds-psk, "
+                     "throttle-group)", "qom-type=foo,id=x");
     assert_empty();
 }
 
