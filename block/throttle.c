@@ -64,6 +64,8 @@ static bool throttle_open(StrataNode *node, OptNode *opts, StrataError **errp)
     }
     s->user = g_strdup_printf("node '%s'", node->node_name);
     if (!throttle_take_group(node, id, s->user, &s->obj, &s->tgm, errp)) {
+        /* A failed open is not closed. */
+        g_clear_pointer(&s->user, g_free);
         return false;
     }
     node->supports_fua = true;

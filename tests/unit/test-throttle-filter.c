@@ -288,6 +288,41 @@ static void test_set_limits(void)
     tg0_teardown(&e);
 }
 
+static void count_cb(void *opaque, int64_t ret)
+{
+    g_assert_cmpint(ret, ==, 0);
+    g_atomic_int_inc((int *)opaque);
+}
+
+/* The loop runs in its own thread; the limits change from this one: the
+ * rescheduling is handed to the loop's thread, and the queued requests
+ * go under the new limits. */
+static void test_set_limits_other_thread(void)
+{
+    Env e;
+    StrataContext *ctx = tg0_setup(&e, "limits.iops-total=2");
+    int done = 0;
+
+    g_assert_true(strata_context_start_thread(ctx, NULL));
+    for (int i = 0; i < NREQ; i++) {
+        g_assert_cmpint(strata_backend_aio_preadv(e.be, (int64_t)i * 4096,
+                                                  &iov, 1, 0, count_cb,
+                                                  &done), ==, 0);
+    }
+    g_usleep(20000);
+    g_assert_cmpint(g_atomic_int_get(&done), <, 3);
+    g_autoptr(OptNode) fast = opts_parse_json("{\"iops-total\": 100000}",
+                                              NULL);
+    g_assert_true(throttle_group_set_limits("tg0", fast, NULL));
+    int64_t end = clock_ns() + DEADLINE_NS;
+    while (g_atomic_int_get(&done) < NREQ) {
+        g_assert_cmpint(clock_ns(), <, end);
+        g_usleep(1000);
+    }
+    strata_context_stop_thread(ctx);
+    tg0_teardown(&e);
+}
+
 /* Two nodes of one group take turns: the one that arrives second is not
  * starved by the first one's backlog. */
 static void test_two_members(void)
@@ -389,6 +424,8 @@ int main(int argc, char **argv)
     g_test_add_func("/throttle-filter/drain-releases-waiting", test_drain);
     g_test_add_func("/throttle-filter/set-limits-with-queue",
                     test_set_limits);
+    g_test_add_func("/throttle-filter/set-limits-from-another-thread",
+                    test_set_limits_other_thread);
     g_test_add_func("/throttle-filter/two-members-take-turns",
                     test_two_members);
     g_test_add_func("/throttle-filter/reopen-switches-group",
