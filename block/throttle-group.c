@@ -12,6 +12,7 @@
 #include <inttypes.h>
 #include <string.h>
 #include "block/throttle-group.h"
+#include "strata/strata.h"
 #include "util/thread.h"
 
 struct ThrottleGroup {
@@ -303,4 +304,27 @@ void throttle_group_enable(ThrottleGroupMember *tgm)
     mutex_lock(&tg->lock);
     throttle_sched_enable(&tg->sched, &tgm->m);
     mutex_unlock(&tg->lock);
+}
+
+/* ---- public API --------------------------------------------------------- */
+
+STRATA_EXPORT bool strata_object_add_json(const char *json, StrataError **errp)
+{
+    g_autoptr(OptNode) opts = opts_parse_json(json, errp);
+
+    return opts && object_add(opts, errp);
+}
+
+STRATA_EXPORT bool strata_object_del(const char *id, StrataError **errp)
+{
+    return object_del(id, errp);
+}
+
+STRATA_EXPORT bool strata_throttle_group_set_limits(const char *id,
+                                                    const char *json,
+                                                    StrataError **errp)
+{
+    g_autoptr(OptNode) limits = opts_parse_json(json, errp);
+
+    return limits && throttle_group_set_limits(id, limits, errp);
 }

@@ -201,6 +201,27 @@ STRATA_EXPORT void strata_node_get_stats(const StrataNode *node,
 STRATA_EXPORT bool strata_node_reopen_json(StrataNode *node, const char *json,
                                            StrataError **errp);
 
+/* ---- Objects ---------------------------------------------------------------
+ * QEMU's user-creatable objects (docs/objects.md): secrets, iothreads, TLS
+ * credentials, throttle groups, in one process-wide registry that nodes
+ * and exports refer to by id.  Control path, any thread.
+ */
+
+/* Create an object from @json, object-add's arguments:
+ *   {"qom-type": "throttle-group", "id": "tg0",
+ *    "limits": {"iops-total": 1000}}
+ * Errors name the property, in QEMU's words where it has them. */
+STRATA_EXPORT bool strata_object_add_json(const char *json, StrataError **errp);
+/* Delete an object; refused while a node or export uses it. */
+STRATA_EXPORT bool strata_object_del(const char *id, StrataError **errp);
+/* Change a throttle group's limits at run time (QMP qom-set on "limits"):
+ * @json holds the "limits" members to change ({"iops-total": 500}); the
+ * others keep their values.  Queued requests are kept and scheduled again
+ * under the new limits (docs/throttle.md). */
+STRATA_EXPORT bool strata_throttle_group_set_limits(const char *id,
+                                                    const char *json,
+                                                    StrataError **errp);
+
 /* ---- Backends ----------------------------------------------------------------- */
 
 /* Permissions, as QEMU defines them. */

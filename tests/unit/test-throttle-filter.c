@@ -311,9 +311,9 @@ static void test_set_limits_other_thread(void)
     }
     g_usleep(20000);
     g_assert_cmpint(g_atomic_int_get(&done), <, 3);
-    g_autoptr(OptNode) fast = opts_parse_json("{\"iops-total\": 100000}",
-                                              NULL);
-    g_assert_true(throttle_group_set_limits("tg0", fast, NULL));
+    /* The public API, as an embedder calls it. */
+    g_assert_true(strata_throttle_group_set_limits("tg0", "{\"iops-total\": "
+                                                   "100000}", NULL));
     int64_t end = clock_ns() + DEADLINE_NS;
     while (g_atomic_int_get(&done) < NREQ) {
         g_assert_cmpint(clock_ns(), <, end);
@@ -354,7 +354,8 @@ static void test_two_members(void)
     strata_context_free(ctx);
 }
 
-/* A reopen moves the node to another group; the old one is free again. */
+/* A reopen moves the node to another group; the old one is free again.
+ * The objects come from the public API. */
 static void test_reopen_group(void)
 {
     StrataContext *ctx = strata_context_new(NULL);
@@ -363,8 +364,12 @@ static void test_reopen_group(void)
     Done d[NREQ];
     Env e;
 
-    add_object("qom-type=throttle-group,id=slow,limits.iops-total=1");
-    add_object("qom-type=throttle-group,id=fast,limits.iops-total=1000000");
+    g_assert_true(strata_object_add_json("{\"qom-type\": \"throttle-group\", "
+                                         "\"id\": \"slow\", \"limits\": "
+                                         "{\"iops-total\": 1}}", NULL));
+    g_assert_true(strata_object_add_json("{\"qom-type\": \"throttle-group\", "
+                                         "\"id\": \"fast\", \"limits\": "
+                                         "{\"iops-total\": 1000000}}", NULL));
     env_open(&e, ctx, "{\"driver\": \"throttle\", \"node-name\": \"thr0\", "
              "\"throttle-group\": \"slow\", \"file\": {\"driver\": "
              "\"null-co\"}}");
@@ -375,9 +380,9 @@ static void test_reopen_group(void)
                     "not exist");
     g_assert_true(strata_node_reopen_json(e.node, "{\"throttle-group\": "
                                           "\"fast\"}", NULL));
-    g_assert_true(object_del("slow", NULL));
+    g_assert_true(strata_object_del("slow", NULL));
     g_clear_pointer(&err, strata_error_free);
-    g_assert_false(object_del("fast", &err));
+    g_assert_false(strata_object_del("fast", &err));
     g_assert_cmpstr(strata_error_get_message(err), ==,
                     "object 'fast' is in use by node 'thr0'");
     submit_reads(&e, d, NREQ, 0, order, &n_done);
