@@ -475,6 +475,34 @@ def tls_tests(tmp):
         tap(rc == 0, f'TLS ({kind}): clean shutdown', output)
 
 
+def error_policy_test(tmp):
+    """x-werror=stop end to end: a write the storage fails with ENOSPC
+    parks the export, BLOCK_IO_ERROR (action stop) reaches QMP, and
+    x-block-export-resume retries it: the client's write then succeeds."""
+    d = os.path.join(tmp, 'policy')
+    os.makedirs(d)
+    s = Server(DAEMON, d, [
+        '{"driver": "blkdebug", "node-name": "dbg", "inject-error": '
+        '[{"event": "none", "errno": 28, "iotype": "write", "once": true}], '
+        '"image": {"driver": "mem", "size": 1048576}}'],
+        ['type=nbd,id=e,node-name=dbg,writable=on,x-werror=stop'])
+    with QMPClient(s.qmp_sock) as q:
+        h = s.connect('dbg')
+        c = h.aio_pwrite(b'\x42' * 4096, 8192)
+        ev = q.wait_event('BLOCK_IO_ERROR', 10)
+        parked = not h.aio_command_completed(c)
+        q.command('x-block-export-resume', {'id': 'e'})
+        wait_all(h, [c])
+        back = h.pread(4096, 8192)
+        h.shutdown()
+    s.stop()
+    ok = (ev is not None and ev['data']['action'] == 'stop' and
+          ev['data']['nospace'] and ev['data']['operation'] == 'write' and
+          parked and back == b'\x42' * 4096)
+    tap(ok, 'x-werror=stop: BLOCK_IO_ERROR, the write parks, '
+        'x-block-export-resume retries it', f'{ev} parked={parked}')
+
+
 def main():
     tmp = tempfile.mkdtemp(prefix='strata-nbd-', dir='/var/tmp')
     shm = tempfile.mkdtemp(prefix='strata-nbd-', dir='/dev/shm')
@@ -603,6 +631,38 @@ def main():
         tap(not third, 'max-connections=2: a third client is turned away')
 
         tls_tests(tmp)
+        error_policy_test(tmp)
+
+        # The same scenarios against nbdkit's memory plugin.
+        if shutil.which('nbdkit'):
+            ksock = os.path.join(tmp, 'nbdkit.sock')
+            kp = subprocess.Popen(['nbdkit', '-f', '-U', ksock, 'memory',
+                                   str(size)], stderr=subprocess.DEVNULL)
+            PROCS.append(kp)
+            deadline = time.monotonic() + 10
+            while not os.path.exists(ksock) and time.monotonic() < deadline:
+                time.sleep(0.01)
+
+            class Kit:
+                sock = ksock
+
+                def connect(self, name, strict=True):
+                    h = nbd.NBD()
+                    h.add_meta_context('base:allocation')
+                    h.connect_unix(ksock)
+                    return h
+            for what, fn in SCENARIOS:
+                try:
+                    h = Kit().connect('')
+                    ok, detail = fn(h, size)
+                    h.shutdown()
+                except Exception as e:
+                    ok, detail = False, repr(e)
+                tap(ok, f'nbdkit memory cross-check: {what}', detail)
+            kp.terminate()
+            kp.wait()
+        else:
+            skip('nbdkit cross-check', 'nbdkit not installed')
 
         # The same libnbd scenarios against qemu-storage-daemon.
         qsd = shutil.which('qemu-storage-daemon')
