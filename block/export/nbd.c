@@ -1245,14 +1245,8 @@ static void conn_free(NbdConn *c)
 
 /* ---- the server ------------------------------------------------------------ */
 
-static void server_accept(void *opaque)
+static void server_add_client(NbdServer *s, int fd)
 {
-    NbdServer *s = opaque;
-    int fd = accept4(s->listen_fd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
-
-    if (fd < 0) {
-        return;
-    }
     if (s->max_connections && s->nconns >= s->max_connections) {
         close(fd);
         return;
@@ -1276,6 +1270,25 @@ static void server_accept(void *opaque)
     s->conns = g_list_append(s->conns, c);
     s->nconns++;
     loop_co_spawn(s->loop, conn_co, c);
+}
+
+static void server_accept(void *opaque)
+{
+    NbdServer *s = opaque;
+    int fd = accept4(s->listen_fd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
+
+    if (fd >= 0) {
+        server_add_client(s, fd);
+    }
+}
+
+bool nbd_server_add_client(int fd)
+{
+    if (!server) {
+        return false;
+    }
+    server_add_client(server, fd);
+    return true;
 }
 
 static int listen_addr(OptNode *addr, char **unlink_path, StrataError **errp)

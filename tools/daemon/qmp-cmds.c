@@ -15,6 +15,7 @@
 #include "tools/daemon/daemon.h"
 
 const char *qmp_error_class;
+bool (*qmp_command_filter)(const char *name, OptNode *args);
 
 /* ---- argument validation (QEMU's words) ----------------------------------- */
 
