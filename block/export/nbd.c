@@ -261,6 +261,9 @@ static int conn_co_read(NbdConn *c, void *buf, size_t len)
 {
     char *p = buf;
 
+    if (len == 0) {
+        return 0;               /* e.g. an empty WRITE: @buf may be NULL */
+    }
     if (c->rlen > c->rpos) {
         size_t n = MIN(len, c->rlen - c->rpos);
         memcpy(p, c->rbuf + c->rpos, n);
