@@ -65,7 +65,9 @@ int main(int argc, char **argv)
         if (d) {
             closedir(d);
         }
-        qsort(names->pdata, names->len, sizeof(char *), cmp);
+        if (names->len > 1) {
+            qsort(names->pdata, names->len, sizeof(char *), cmp);
+        }
         for (guint j = 0; j < names->len; j++) {
             replay_file(names->pdata[j]);
         }
