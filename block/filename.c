@@ -67,6 +67,11 @@ static const BlockDriver *driver_by_protocol(const char *prefix)
         if ((*d)->protocol_name && !strcmp((*d)->protocol_name, prefix)) {
             return *d;
         }
+        for (const char *const *a = (*d)->protocol_aliases; a && *a; a++) {
+            if (!strcmp(*a, prefix)) {
+                return *d;
+            }
+        }
     }
     return NULL;
 }

@@ -4,14 +4,17 @@
 set -euo pipefail
 
 pkgs=(meson ninja-build pkg-config gcc libglib2.0-dev liburing-dev libaio-dev
-      libjson-glib-dev python3)
+      libjson-glib-dev libnbd-dev python3)
 # The sanitizer runtimes of make check's ASan/UBSan and TSan passes (gcc
 # pulls them in on amd64; named so that no other setup is assumed).
 pkgs+=(libasan8 libubsan1 libtsan2)
 # Tools the tests and benchmarks compare against or need.
 pkgs+=(qemu-utils fio util-linux e2fsprogs)
+# NBD: the nbd driver's tests start real servers (qemu-nbd is in
+# qemu-utils) and the benchmarks use nbdkit's null plugin.
+pkgs+=(nbdkit libnbd-bin)
 if [ "${STRATA_DEPS_MINIMAL:-0}" = 1 ]; then
-    pkgs=(meson ninja-build pkg-config gcc libglib2.0-dev liburing-dev libaio-dev libjson-glib-dev)
+    pkgs=(meson ninja-build pkg-config gcc libglib2.0-dev liburing-dev libaio-dev libjson-glib-dev libnbd-dev)
 fi
 
 missing=()
