@@ -1,0 +1,237 @@
+/*
+ * NBD servers for unit tests (see nbd-server.h)
+ * SPDX-License-Identifier: MIT
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <signal.h>
+#include <string.h>
+#include <unistd.h>
+#include <sys/prctl.h>
+#include <sys/socket.h>
+#include <sys/un.h>
+#include <sys/wait.h>
+
+#include "nbd-server.h"
+#include "test-util.h"
+
+#define MAX_SERVERS 16
+#define READY_TIMEOUT_US (10 * G_USEC_PER_SEC)
+
+/* Directories to remove if the process aborts: fixed storage, read by a
+ * signal handler. */
+static char abort_paths[MAX_SERVERS][2][108];
+static bool abort_handler_set;
+
+static void on_abort(int sig)
+{
+    for (int i = 0; i < MAX_SERVERS; i++) {
+        if (abort_paths[i][0][0]) {
+            unlink(abort_paths[i][0]);
+            rmdir(abort_paths[i][1]);
+        }
+    }
+    signal(sig, SIG_DFL);
+    raise(sig);
+}
+
+static void remember_for_abort(const NbdTestServer *srv, bool add)
+{
+    for (int i = 0; i < MAX_SERVERS; i++) {
+        if (add ? !abort_paths[i][0][0]
+                : !strcmp(abort_paths[i][0], srv->sock)) {
+            if (add) {
+                g_strlcpy(abort_paths[i][1], srv->dir, sizeof(abort_paths[i][1]));
+                g_strlcpy(abort_paths[i][0], srv->sock, sizeof(abort_paths[i][0]));
+            } else {
+                abort_paths[i][0][0] = '\0';
+            }
+            break;
+        }
+    }
+    if (add && !abort_handler_set) {
+        /* g_assert aborts, g_error traps. */
+        signal(SIGABRT, on_abort);
+        signal(SIGTRAP, on_abort);
+        signal(SIGSEGV, on_abort);
+        abort_handler_set = true;
+    }
+}
+
+static void child_setup(gpointer data)
+{
+    /* Die with the test, whatever kills it. */
+    prctl(PR_SET_PDEATHSIG, SIGKILL);
+}
+
+static bool sock_accepts(const char *path)
+{
+    struct sockaddr_un sa = { .sun_family = AF_UNIX };
+    int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    bool ok;
+
+    g_strlcpy(sa.sun_path, path, sizeof(sa.sun_path));
+    ok = fd >= 0 && connect(fd, (struct sockaddr *)&sa, sizeof(sa)) == 0;
+    if (fd >= 0) {
+        close(fd);
+    }
+    return ok;
+}
+
+/* Start the server, after @delay_ms through sh; with @wait, until its
+ * socket accepts connections. */
+static bool server_spawn(NbdTestServer *srv, int delay_ms, bool wait,
+                         GError **gerr)
+{
+    int64_t deadline = g_get_monotonic_time() + READY_TIMEOUT_US;
+    g_autofree char **argv = NULL;
+    g_autofree char *script = NULL;
+    int n = g_strv_length(srv->argv);
+    int status;
+
+    unlink(srv->sock);
+    if (delay_ms) {
+        script = g_strdup_printf("sleep %d.%03d; exec \"$0\" \"$@\"",
+                                 delay_ms / 1000, delay_ms % 1000);
+        argv = g_new0(char *, n + 4);
+        argv[0] = "sh";
+        argv[1] = "-c";
+        argv[2] = script;
+        memcpy(argv + 3, srv->argv, n * sizeof(char *));
+    }
+    if (!g_spawn_async(srv->dir, argv ? argv : srv->argv, NULL,
+                       G_SPAWN_SEARCH_PATH | G_SPAWN_DO_NOT_REAP_CHILD |
+                       G_SPAWN_STDOUT_TO_DEV_NULL,
+                       child_setup, NULL, &srv->pid, gerr)) {
+        srv->pid = 0;
+        return false;
+    }
+    while (wait && !sock_accepts(srv->sock)) {
+        if (waitpid(srv->pid, &status, WNOHANG) == srv->pid ||
+            g_get_monotonic_time() > deadline) {
+            if (srv->pid) {
+                kill(srv->pid, SIGKILL);
+                waitpid(srv->pid, &status, 0);
+            }
+            srv->pid = 0;
+            g_set_error(gerr, G_SPAWN_ERROR, G_SPAWN_ERROR_FAILED,
+                        "%s did not come up on %s", srv->argv[0], srv->sock);
+            return false;
+        }
+        g_usleep(10 * 1000);
+    }
+    return true;
+}
+
+NbdTestServer *nbd_test_server_start(const char *const *argv,
+                                     int64_t disk_size)
+{
+    g_autoptr(GError) gerr = NULL;
+    NbdTestServer *srv;
+    char *dir;
+    int n = g_strv_length((char **)argv);
+
+    if (!g_find_program_in_path(argv[0])) {
+        test_skipf("%s is not installed (scripts/deps.sh installs it)",
+                   argv[0]);
+        return NULL;
+    }
+    dir = g_dir_make_tmp("strata-nbd-XXXXXX", NULL);
+    g_assert_nonnull(dir);
+    srv = g_new0(NbdTestServer, 1);
+    srv->dir = dir;
+    srv->sock = g_build_filename(dir, "nbd.sock", NULL);
+    srv->disk = g_build_filename(dir, "disk.img", NULL);
+    if (disk_size > 0) {
+        int fd = open(srv->disk, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+        g_assert_cmpint(fd, >=, 0);
+        g_assert_cmpint(ftruncate(fd, disk_size), ==, 0);
+        close(fd);
+    }
+    srv->argv = g_new0(char *, n + 1);
+    for (int i = 0; i < n; i++) {
+        g_autoptr(GString) a = g_string_new(argv[i]);
+        g_string_replace(a, "@SOCK@", srv->sock, 0);
+        g_string_replace(a, "@DISK@", srv->disk, 0);
+        g_string_replace(a, "@DIR@", srv->dir, 0);
+        srv->argv[i] = g_string_free(g_steal_pointer(&a), FALSE);
+    }
+    remember_for_abort(srv, true);
+    if (!server_spawn(srv, 0, true, &gerr)) {
+        test_skipf("cannot start %s: %s", argv[0], gerr->message);
+        nbd_test_server_free(srv);
+        return NULL;
+    }
+    return srv;
+}
+
+void nbd_test_server_kill(NbdTestServer *srv)
+{
+    int status;
+
+    if (srv->pid) {
+        kill(srv->pid, SIGKILL);
+        waitpid(srv->pid, &status, 0);
+        g_spawn_close_pid(srv->pid);
+        srv->pid = 0;
+    }
+    unlink(srv->sock);
+}
+
+bool nbd_test_server_restart(NbdTestServer *srv)
+{
+    g_autoptr(GError) gerr = NULL;
+
+    g_assert(srv->pid == 0);
+    if (!server_spawn(srv, 0, true, &gerr)) {
+        g_printerr("# restart: %s\n", gerr->message);
+        return false;
+    }
+    return true;
+}
+
+void nbd_test_server_restart_later(NbdTestServer *srv, int delay_ms)
+{
+    g_autoptr(GError) gerr = NULL;
+
+    g_assert(srv->pid == 0);
+    g_assert_true(server_spawn(srv, delay_ms, false, &gerr));
+}
+
+char *nbd_test_server_path(const NbdTestServer *srv, const char *name)
+{
+    return g_build_filename(srv->dir, name, NULL);
+}
+
+void nbd_test_server_free(NbdTestServer *srv)
+{
+    GDir *d;
+    const char *name;
+
+    if (!srv) {
+        return;
+    }
+    nbd_test_server_kill(srv);
+    remember_for_abort(srv, false);
+    d = g_dir_open(srv->dir, 0, NULL);
+    while (d && (name = g_dir_read_name(d))) {
+        g_autofree char *p = g_build_filename(srv->dir, name, NULL);
+        unlink(p);
+    }
+    if (d) {
+        g_dir_close(d);
+    }
+    rmdir(srv->dir);
+    g_free(srv->dir);
+    g_free(srv->sock);
+    g_free(srv->disk);
+    g_strfreev(srv->argv);
+    g_free(srv);
+}
+
+char *nbd_test_server_node_json(const NbdTestServer *srv, const char *extra)
+{
+    return g_strdup_printf("{\"driver\": \"nbd\", \"server\": {\"type\": "
+                           "\"unix\", \"path\": \"%s\"}%s}", srv->sock,
+                           extra ? extra : "");
+}
