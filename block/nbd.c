@@ -676,6 +676,11 @@ static bool nbd_parse_server(NbdState *s, OptNode *server, StrataError **errp)
             !opts_require_str(server, "path", &str, errp)) {
             return false;
         }
+        if (!*str) {
+            g_autofree char *p = opts_key_path(server, "path");
+            error_set_option(errp, "%s: must not be empty", p);
+            return false;
+        }
         s->path = g_strdup(str);
         return true;
     }
@@ -683,8 +688,18 @@ static bool nbd_parse_server(NbdState *s, OptNode *server, StrataError **errp)
         !opts_require_str(server, "host", &str, errp)) {
         return false;
     }
+    if (!*str) {
+        g_autofree char *p = opts_key_path(server, "host");
+        error_set_option(errp, "%s: must not be empty", p);
+        return false;
+    }
     s->host = g_strdup(str);
     if (!opts_get_str(server, "port", NBD_DEFAULT_PORT, &str, errp)) {
+        return false;
+    }
+    if (!*str) {
+        g_autofree char *p = opts_key_path(server, "port");
+        error_set_option(errp, "%s: must not be empty", p);
         return false;
     }
     s->port = g_strdup(str);

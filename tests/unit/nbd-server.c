@@ -10,6 +10,8 @@
 #include <sys/prctl.h>
 #include <sys/socket.h>
 #include <sys/un.h>
+#include <netinet/in.h>
+#include <arpa/inet.h>
 #include <sys/wait.h>
 
 #include "nbd-server.h"
@@ -58,10 +60,36 @@ static void remember_for_abort(const NbdTestServer *srv, bool add)
     }
 }
 
+/* What the child does between fork and exec: only async-signal-safe
+ * calls on data prepared before the fork. */
+typedef struct ChildSetup {
+    int listen_fd;
+    const char *log;
+} ChildSetup;
+
 static void child_setup(gpointer data)
 {
+    const ChildSetup *cs = data;
+    int listen_fd = cs->listen_fd;
+    int log_fd;
+
     /* Die with the test, whatever kills it. */
     prctl(PR_SET_PDEATHSIG, SIGKILL);
+    /* The server's complaints go to its log, shown if it fails to start
+     * (a connection probe alone makes nbdkit complain). */
+    log_fd = open(cs->log, O_WRONLY | O_CREAT | O_APPEND, 0600);
+    if (log_fd >= 0) {
+        dup2(log_fd, 2);
+        close(log_fd);
+    }
+    /* Socket activation: the listening socket as fd 3, inheritable
+     * (GLib marked every fd above 2 close-on-exec before this runs). */
+    if (listen_fd >= 0) {
+        if (listen_fd != 3) {
+            dup2(listen_fd, 3);
+        }
+        fcntl(3, F_SETFD, 0);
+    }
 }
 
 static bool sock_accepts(const char *path)
@@ -87,10 +115,23 @@ static bool server_spawn(NbdTestServer *srv, int delay_ms, bool wait,
     g_autofree char **argv = NULL;
     g_autofree char *script = NULL;
     int n = g_strv_length(srv->argv);
+    g_auto(GStrv) envp = NULL;
+    g_autofree char *log = g_build_filename(srv->dir, "server.log", NULL);
+    ChildSetup cs = { .listen_fd = srv->listen_fd, .log = log };
     int status;
 
     unlink(srv->sock);
-    if (delay_ms) {
+    if (srv->listen_fd >= 0) {
+        /* systemd's protocol: LISTEN_PID is the server's own pid, which
+         * sh knows before it execs the server. */
+        script = g_strdup("LISTEN_PID=$$ exec \"$0\" \"$@\"");
+        envp = g_environ_setenv(g_get_environ(), "LISTEN_FDS", "1", TRUE);
+        argv = g_new0(char *, n + 4);
+        argv[0] = "sh";
+        argv[1] = "-c";
+        argv[2] = script;
+        memcpy(argv + 3, srv->argv, n * sizeof(char *));
+    } else if (delay_ms) {
         script = g_strdup_printf("sleep %d.%03d; exec \"$0\" \"$@\"",
                                  delay_ms / 1000, delay_ms % 1000);
         argv = g_new0(char *, n + 4);
@@ -99,23 +140,29 @@ static bool server_spawn(NbdTestServer *srv, int delay_ms, bool wait,
         argv[2] = script;
         memcpy(argv + 3, srv->argv, n * sizeof(char *));
     }
-    if (!g_spawn_async(srv->dir, argv ? argv : srv->argv, NULL,
+    if (!g_spawn_async(srv->dir, argv ? argv : srv->argv, envp,
                        G_SPAWN_SEARCH_PATH | G_SPAWN_DO_NOT_REAP_CHILD |
                        G_SPAWN_STDOUT_TO_DEV_NULL,
-                       child_setup, NULL, &srv->pid, gerr)) {
+                       child_setup, &cs,
+                       &srv->pid, gerr)) {
         srv->pid = 0;
         return false;
     }
-    while (wait && !sock_accepts(srv->sock)) {
+    /* A socket-activated server's socket listens already. */
+    while (wait && srv->listen_fd < 0 && !sock_accepts(srv->sock)) {
         if (waitpid(srv->pid, &status, WNOHANG) == srv->pid ||
             g_get_monotonic_time() > deadline) {
             if (srv->pid) {
                 kill(srv->pid, SIGKILL);
                 waitpid(srv->pid, &status, 0);
             }
+            g_autofree char *text = NULL;
+
             srv->pid = 0;
+            g_file_get_contents(log, &text, NULL, NULL);
             g_set_error(gerr, G_SPAWN_ERROR, G_SPAWN_ERROR_FAILED,
-                        "%s did not come up on %s", srv->argv[0], srv->sock);
+                        "%s did not come up on %s: %s", srv->argv[0],
+                        srv->sock, text ? text : "");
             return false;
         }
         g_usleep(10 * 1000);
@@ -123,8 +170,8 @@ static bool server_spawn(NbdTestServer *srv, int delay_ms, bool wait,
     return true;
 }
 
-NbdTestServer *nbd_test_server_start(const char *const *argv,
-                                     int64_t disk_size)
+static NbdTestServer *server_start(const char *const *argv, int64_t disk_size,
+                                   bool tcp)
 {
     g_autoptr(GError) gerr = NULL;
     NbdTestServer *srv;
@@ -140,6 +187,21 @@ NbdTestServer *nbd_test_server_start(const char *const *argv,
     g_assert_nonnull(dir);
     srv = g_new0(NbdTestServer, 1);
     srv->dir = dir;
+    srv->listen_fd = -1;
+    if (tcp) {
+        struct sockaddr_in sa = { .sin_family = AF_INET,
+                                  .sin_addr.s_addr = htonl(INADDR_LOOPBACK) };
+        socklen_t len = sizeof(sa);
+
+        srv->listen_fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+        g_assert_cmpint(srv->listen_fd, >=, 0);
+        g_assert_cmpint(bind(srv->listen_fd, (struct sockaddr *)&sa,
+                             sizeof(sa)), ==, 0);
+        g_assert_cmpint(listen(srv->listen_fd, 16), ==, 0);
+        g_assert_cmpint(getsockname(srv->listen_fd, (struct sockaddr *)&sa,
+                                    &len), ==, 0);
+        srv->port = ntohs(sa.sin_port);
+    }
     srv->sock = g_build_filename(dir, "nbd.sock", NULL);
     srv->disk = g_build_filename(dir, "disk.img", NULL);
     if (disk_size > 0) {
@@ -163,6 +225,18 @@ NbdTestServer *nbd_test_server_start(const char *const *argv,
         return NULL;
     }
     return srv;
+}
+
+NbdTestServer *nbd_test_server_start(const char *const *argv,
+                                     int64_t disk_size)
+{
+    return server_start(argv, disk_size, false);
+}
+
+NbdTestServer *nbd_test_server_start_tcp(const char *const *argv,
+                                         int64_t disk_size)
+{
+    return server_start(argv, disk_size, true);
 }
 
 void nbd_test_server_kill(NbdTestServer *srv)
@@ -222,6 +296,9 @@ void nbd_test_server_free(NbdTestServer *srv)
         g_dir_close(d);
     }
     rmdir(srv->dir);
+    if (srv->listen_fd >= 0) {
+        close(srv->listen_fd);
+    }
     g_free(srv->dir);
     g_free(srv->sock);
     g_free(srv->disk);
@@ -231,6 +308,12 @@ void nbd_test_server_free(NbdTestServer *srv)
 
 char *nbd_test_server_node_json(const NbdTestServer *srv, const char *extra)
 {
+    if (srv->listen_fd >= 0) {
+        return g_strdup_printf("{\"driver\": \"nbd\", \"server\": {\"type\": "
+                               "\"inet\", \"host\": \"127.0.0.1\", "
+                               "\"port\": \"%d\"}%s}", srv->port,
+                               extra ? extra : "");
+    }
     return g_strdup_printf("{\"driver\": \"nbd\", \"server\": {\"type\": "
                            "\"unix\", \"path\": \"%s\"}%s}", srv->sock,
                            extra ? extra : "");

@@ -22,6 +22,8 @@ typedef struct NbdTestServer {
     char *sock;                 /* dir/nbd.sock */
     char *disk;                 /* dir/disk.img */
     char **argv;                /* how it was started (for restart) */
+    int listen_fd;              /* TCP: the listening socket, else -1 */
+    int port;                   /* TCP: its port on 127.0.0.1 */
 } NbdTestServer;
 
 /*
@@ -34,6 +36,13 @@ typedef struct NbdTestServer {
  */
 NbdTestServer *nbd_test_server_start(const char *const *argv,
                                      int64_t disk_size);
+/*
+ * The same on TCP: the test listens on an ephemeral port of 127.0.0.1 and
+ * hands the socket to the server by systemd socket activation (nbdkit and
+ * qemu-nbd take it; @argv names no address), so no port is guessed.
+ */
+NbdTestServer *nbd_test_server_start_tcp(const char *const *argv,
+                                         int64_t disk_size);
 /* SIGKILL the server and wait for it (its socket file is removed); the
  * directory stays (for a restart). */
 void nbd_test_server_kill(NbdTestServer *srv);
@@ -49,7 +58,8 @@ G_DEFINE_AUTOPTR_CLEANUP_FUNC(NbdTestServer, nbd_test_server_free)
 /* A path in the server's directory (newly allocated). */
 char *nbd_test_server_path(const NbdTestServer *srv, const char *name);
 
-/* JSON of an nbd node on @srv with @extra members (", ..." or ""). */
+/* JSON of an nbd node on @srv (unix, or inet for a TCP server) with
+ * @extra members (", ..." or ""). */
 char *nbd_test_server_node_json(const NbdTestServer *srv, const char *extra);
 
 #endif

@@ -691,10 +691,26 @@ static void test_open_timeout(void)
     env_close(&e);
 }
 
-/* TCP: nbdkit on a port of its choosing is more than this test needs;
- * qemu-nbd on localhost with an ephemeral port would race.  The inet
- * path is exercised with a port nobody listens on: the message names
- * host and port. */
+/* TCP (server.type=inet): nbdkit on an ephemeral port of 127.0.0.1,
+ * handed its socket by socket activation. */
+static void test_inet(void)
+{
+    g_autoptr(NbdTestServer) srv = nbd_test_server_start_tcp(
+        (const char *const[]){ "nbdkit", "-f", "memory", "2M", NULL }, 0);
+    g_autofree uint8_t *model = g_malloc0(2 * MIB);
+    Env e;
+
+    if (!srv) {
+        return;
+    }
+    env_open_ok(&e, srv, ", \"multi-conn\": 2", RW_PERM);
+    rw_sequence(&e, model, 2 * MIB);
+    write_in_flight(&e, model, 32, 12);
+    check_model(&e, model, 0, 2 * MIB);
+    env_close(&e);
+}
+
+/* A port nobody listens on: the message names host and port. */
 static void test_inet_refused(void)
 {
     int errnum;
@@ -846,6 +862,7 @@ int main(int argc, char **argv)
     g_test_add_func("/nbd/open/errors", test_open_errors);
     g_test_add_func("/nbd/open/timeout", test_open_timeout);
     g_test_add_func("/nbd/open/inet-refused", test_inet_refused);
+    g_test_add_func("/nbd/inet/nbdkit-memory", test_inet);
     g_test_add_func("/nbd/filename/parse", test_filenames);
     g_test_add_func("/nbd/filename/open", test_filename_open);
     return g_test_run();
