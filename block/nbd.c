@@ -1066,7 +1066,8 @@ static bool nbd_parse_filename(const char *filename, OptNode *opts,
         *name = '\0';
         name += strlen(exportname);
         if (!*name) {
-            error_set_option(errp, "%s: empty export name", filename);
+            /* QEMU then sets nothing, and the open misses the server. */
+            error_set_option(errp, "NBD server address missing");
             return false;
         }
         if (!nbd_set_default(opts, "export", name, errp)) {
@@ -1080,7 +1081,7 @@ static bool nbd_parse_filename(const char *filename, OptNode *opts,
     }
     spec = file + strlen("nbd:");
     if (!*spec) {
-        error_set_option(errp, "%s: no server given", filename);
+        error_set_option(errp, "NBD server address missing");
         return false;
     }
     if (g_str_has_prefix(spec, "unix:")) {

@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # The whole test suite: unit tests (plain build), the same unit tests under
 # AddressSanitizer + UndefinedBehaviorSanitizer, the unit tests that start
-# threads (meson suite "threads") under ThreadSanitizer, and the iotests
-# `auto` group once per AIO engine.  Ends with "N passed, N failed[, N
+# threads (meson suite "threads") under ThreadSanitizer, the iotests
+# `auto` group once per AIO engine, and the `proto` and `nbd` groups once
+# over NBD.  Ends with "N passed, N failed[, N
 # skipped]", counting individual test cases, and exits non-zero if anything
 # failed.
 #
@@ -74,6 +75,11 @@ if [ -x tests/iotests/check ]; then
         echo "== iotests (auto group, aio=$aio) =="
         tests/iotests/check -g auto -i "$aio" --summary "$summary_dir/iotests-$aio" || status=1
     done
+    # Once, not per engine (an nbd node has no file node): the nbd
+    # driver's tests against qemu-nbd and nbdkit, and the protocol-agnostic
+    # tests over raw -> nbd -> nbdkit memory.
+    echo "== iotests (groups proto and nbd, over NBD) =="
+    tests/iotests/check -nbd -g proto,nbd --summary "$summary_dir/iotests-nbd" || status=1
 fi
 
 python3 - "$summary_dir" <<'PY'
