@@ -63,6 +63,8 @@
 #define NBD_RETRY_MIN_NS (10 * 1000 * 1000)
 #define NBD_RETRY_MAX_NS (250 * 1000 * 1000)
 #define NS_PER_SEC ((int64_t)1000 * 1000 * 1000)
+/* Replies read in one go before the loop gets its turn again. */
+#define NBD_READ_BURST 64
 
 typedef enum NbdServerType {
     NBD_SERVER_UNIX,
@@ -252,6 +254,22 @@ static void nbd_conn_notify(NbdConn *c, bool write)
 
     c->in_notify = true;
     ret = write ? nbd_aio_notify_write(c->h) : nbd_aio_notify_read(c->h);
+    /*
+     * libnbd reads one reply per notify and then waits for the next read
+     * notification, which would cost one epoll_wait per reply at depth.
+     * While replies keep coming and more are due, read on: the one recv
+     * that finds nothing (EAGAIN) replaces the epoll_wait that would
+     * otherwise have followed each reply.
+     */
+    for (int i = 0; !write && ret == 0 && c->completed && i < NBD_READ_BURST &&
+         nbd_aio_in_flight(c->h) > 0 &&
+         nbd_aio_get_direction(c->h) == LIBNBD_AIO_DIRECTION_READ; i++) {
+        NbdReq *before = c->completed;
+        ret = nbd_aio_notify_read(c->h);
+        if (c->completed == before) {
+            break;
+        }
+    }
     c->in_notify = false;
     nbd_conn_check(c, ret);
 
