@@ -232,15 +232,14 @@ static void nbd_conn_update_fd(NbdConn *c)
     c->dir = dir;
 }
 
-/* After a libnbd call on @c returned @ret: a dead or closed handle means the
- * connection is gone; else follow the direction libnbd now wants. */
-static void nbd_conn_check(NbdConn *c, int ret)
+/* After a libnbd call on @c: a dead or closed handle means the connection
+ * is gone; else follow the direction libnbd now wants. */
+static void nbd_conn_check(NbdConn *c)
 {
     if (!c->h) {
         return;
     }
-    if ((ret < 0 && (nbd_aio_is_dead(c->h) || nbd_aio_is_closed(c->h))) ||
-        nbd_aio_is_dead(c->h) || nbd_aio_is_closed(c->h)) {
+    if (nbd_aio_is_dead(c->h) || nbd_aio_is_closed(c->h)) {
         nbd_conn_lost(c);
         return;
     }
@@ -252,6 +251,9 @@ static void nbd_conn_notify(NbdConn *c, bool write)
     NbdReq *list;
     int ret;
 
+    if (!c->h) {
+        return;                 /* lost earlier in this loop iteration */
+    }
     c->in_notify = true;
     ret = write ? nbd_aio_notify_write(c->h) : nbd_aio_notify_read(c->h);
     /*
@@ -271,7 +273,7 @@ static void nbd_conn_notify(NbdConn *c, bool write)
         }
     }
     c->in_notify = false;
-    nbd_conn_check(c, ret);
+    nbd_conn_check(c);
 
     /* Completions were linked newest first; enter them in arrival order
      * of their replies. */
@@ -499,13 +501,13 @@ static int nbd_co_do(NbdState *s, NbdCmd *cmd)
         cookie = nbd_issue(c, &r);
         if (cookie < 0) {
             int err = nbd_get_errno() ? nbd_get_errno() : EIO;
-            nbd_conn_check(c, -1);
+            nbd_conn_check(c);
             if (c->generation != gen) {
                 continue;
             }
             return -err;
         }
-        nbd_conn_check(c, 0);
+        nbd_conn_check(c);
         if (!r.done) {
             r.waiting = true;
             co_yield();
@@ -866,6 +868,8 @@ static void nbd_close_conns(NbdState *s)
     loop_timer_del(&s->deadline_timer);
 }
 
+static void nbd_node_close(StrataNode *node);
+
 static bool nbd_node_open(StrataNode *node, OptNode *opts, StrataError **errp)
 {
     NbdState *s = node->opaque;
@@ -880,15 +884,15 @@ static bool nbd_node_open(StrataNode *node, OptNode *opts, StrataError **errp)
         s->conn[i].fd = -1;
     }
     if (!nbd_parse_options(s, opts, errp)) {
-        return false;
+        goto fail;
     }
     h = nbd_connect_first(s, errp);
     if (!h) {
-        return false;
+        goto fail;
     }
     if (!nbd_read_server_info(node, s, h, errp)) {
         nbd_close(h);
-        return false;
+        goto fail;
     }
     s->nconn = 1;
     nbd_conn_attach(&s->conn[0], h);
@@ -906,8 +910,7 @@ static bool nbd_node_open(StrataNode *node, OptNode *opts, StrataError **errp)
                       s->multi_conn, j.err ? j.err
                       : "the server shows a different export");
             g_free(j.err);
-            nbd_close_conns(s);
-            return false;
+            goto fail;
         }
         s->nconn++;
         nbd_conn_attach(&s->conn[i], j.h);
@@ -915,6 +918,11 @@ static bool nbd_node_open(StrataNode *node, OptNode *opts, StrataError **errp)
     node->supports_fua = s->can_fua;
     node->total_bytes = s->size;
     return true;
+
+fail:
+    /* The graph calls close only for nodes whose open succeeded. */
+    nbd_node_close(node);
+    return false;
 }
 
 static void nbd_node_close(StrataNode *node)
@@ -922,10 +930,10 @@ static void nbd_node_close(StrataNode *node)
     NbdState *s = node->opaque;
 
     nbd_close_conns(s);
-    g_free(s->path);
-    g_free(s->host);
-    g_free(s->port);
-    g_free(s->export);
+    g_clear_pointer(&s->path, g_free);
+    g_clear_pointer(&s->host, g_free);
+    g_clear_pointer(&s->port, g_free);
+    g_clear_pointer(&s->export, g_free);
 }
 
 static void nbd_dump_info(StrataNode *node, GString *out)
