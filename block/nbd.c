@@ -168,10 +168,12 @@ static void nbd_job_fail(NbdConnectJob *j, const char *what)
     }
 }
 
+/* The server's address as QEMU's messages show it: the socket path, or
+ * host:port. */
 static char *nbd_server_name(const NbdState *s)
 {
     if (s->type == NBD_SERVER_UNIX) {
-        return g_strdup_printf("unix:%s", s->path);
+        return g_strdup(s->path);
     }
     return g_strdup_printf(strchr(s->host, ':') ? "[%s]:%s" : "%s:%s",
                            s->host, s->port);
@@ -205,6 +207,17 @@ static int nbd_connect_fn(void *opaque)
         g_autofree char *name = nbd_server_name(s);
         g_autofree char *what = g_strdup_printf("Failed to connect to '%s'",
                                                 name);
+        const char *msg = nbd_get_error();
+
+        /* The socket did not connect: QEMU's words, the errno alone.
+         * Anything later (the handshake) keeps libnbd's explanation. */
+        if (msg && strstr(msg, ": connect: ") && nbd_get_errno()) {
+            j->errnum = nbd_get_errno();
+            j->err = g_strdup_printf("%s: %s", what, g_strerror(j->errnum));
+            nbd_close(j->h);
+            j->h = NULL;
+            return -j->errnum;
+        }
         nbd_job_fail(j, what);
         return -j->errnum;
     }
@@ -941,9 +954,10 @@ static void nbd_dump_info(StrataNode *node, GString *out)
     NbdState *s = node->opaque;
     g_autofree char *name = nbd_server_name(s);
 
-    g_string_append_printf(out, "nbd: %s export '%s', %d of %d connection%s "
+    g_string_append_printf(out, "nbd: %s%s export '%s', %d of %d connection%s "
                            "up, block sizes %" PRIu32 "/%" PRIu32 "/%" PRIu32
                            ", %s%s%s%s%s%s%s, %" PRIu64 " reconnects\n",
+                           s->type == NBD_SERVER_UNIX ? "unix:" : "inet:",
                            name, s->export, s->up, s->nconn,
                            s->nconn == 1 ? "" : "s", s->min_block,
                            s->pref_block, s->max_block,

@@ -174,11 +174,12 @@ static NbdTestServer *server_start(const char *const *argv, int64_t disk_size,
                                    bool tcp)
 {
     g_autoptr(GError) gerr = NULL;
+    g_autofree char *prog = g_find_program_in_path(argv[0]);
     NbdTestServer *srv;
     char *dir;
     int n = g_strv_length((char **)argv);
 
-    if (!g_find_program_in_path(argv[0])) {
+    if (!prog) {
         test_skipf("%s is not installed (scripts/deps.sh installs it)",
                    argv[0]);
         return NULL;

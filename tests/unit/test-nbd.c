@@ -142,7 +142,7 @@ static void rw_sequence(Env *e, uint8_t *model, int64_t size)
     struct iovec iov[3] = {
         { odd + 1, 1000 }, { odd + 2001, 3 }, { odd + 5000, 7000 },
     };
-    g_autofree uint8_t *rbuf = g_malloc(8003);
+    g_autofree uint8_t *rbuf = g_malloc(8005);
     struct iovec riov[2] = { { rbuf + 1, 5001 }, { rbuf + 5003, 3002 } };
 
     write_model(e, model, 0, 4096, 1, 0);
@@ -253,7 +253,8 @@ static void test_qemu_nbd_file(void)
     /* An export the server does not have. */
     wrong = nbd_test_server_node_json(srv, ", \"export\": \"nope\"");
     msg = open_error(wrong, NULL);
-    g_assert_nonnull(strstr(msg, "Failed to connect to 'unix:"));
+    g_assert_true(g_str_has_prefix(msg, "Failed to connect to '"));
+    g_assert_nonnull(strstr(msg, "nope"));
 }
 
 /*
@@ -640,8 +641,13 @@ static void test_open_errors(void)
     json = g_strdup_printf("{\"driver\": \"nbd\", \"server\": {\"type\": "
                            "\"unix\", \"path\": \"%s\"}}", sock);
     msg = open_error(json, &errnum);
-    g_assert_true(g_str_has_prefix(msg, "Failed to connect to 'unix:"));
-    g_assert_nonnull(strstr(msg, sock));
+    {
+        /* QEMU's words. */
+        g_autofree char *want = g_strdup_printf("Failed to connect to '%s': "
+                                                "No such file or directory",
+                                                sock);
+        g_assert_cmpstr(msg, ==, want);
+    }
     g_assert_cmpint(errnum, ==, ENOENT);
     g_free(msg);
 
@@ -718,8 +724,8 @@ static void test_inet_refused(void)
         "{\"driver\": \"nbd\", \"server\": {\"type\": \"inet\", "
         "\"host\": \"127.0.0.1\", \"port\": \"1\"}}", &errnum);
 
-    g_assert_true(g_str_has_prefix(msg, "Failed to connect to "
-                                   "'127.0.0.1:1': "));
+    g_assert_cmpstr(msg, ==, "Failed to connect to '127.0.0.1:1': "
+                    "Connection refused");
     g_assert_cmpint(errnum, ==, ECONNREFUSED);
 }
 
