@@ -20,17 +20,23 @@
 #define MAX_SERVERS 16
 #define READY_TIMEOUT_US (10 * G_USEC_PER_SEC)
 
-/* Directories to remove if the process aborts: fixed storage, read by a
- * signal handler. */
-static char abort_paths[MAX_SERVERS][2][108];
+/* What to remove if the process dies on a signal: fixed storage, filled
+ * in before, read by the handler (unlink and rmdir only). */
+static const char *const server_files[] = {
+    "nbd.sock", "server.log", "disk.img", "log", "fail",
+};
+#define NFILES G_N_ELEMENTS(server_files)
+static char abort_paths[MAX_SERVERS][NFILES + 1][128];  /* files, then dir */
 static bool abort_handler_set;
 
 static void on_abort(int sig)
 {
     for (int i = 0; i < MAX_SERVERS; i++) {
-        if (abort_paths[i][0][0]) {
-            unlink(abort_paths[i][0]);
-            rmdir(abort_paths[i][1]);
+        if (abort_paths[i][NFILES][0]) {
+            for (size_t f = 0; f < NFILES; f++) {
+                unlink(abort_paths[i][f]);
+            }
+            rmdir(abort_paths[i][NFILES]);
         }
     }
     signal(sig, SIG_DFL);
@@ -40,22 +46,27 @@ static void on_abort(int sig)
 static void remember_for_abort(const NbdTestServer *srv, bool add)
 {
     for (int i = 0; i < MAX_SERVERS; i++) {
-        if (add ? !abort_paths[i][0][0]
-                : !strcmp(abort_paths[i][0], srv->sock)) {
+        char *dir = abort_paths[i][NFILES];
+
+        if (add ? !dir[0] : !strcmp(dir, srv->dir)) {
             if (add) {
-                g_strlcpy(abort_paths[i][1], srv->dir, sizeof(abort_paths[i][1]));
-                g_strlcpy(abort_paths[i][0], srv->sock, sizeof(abort_paths[i][0]));
+                for (size_t f = 0; f < NFILES; f++) {
+                    g_snprintf(abort_paths[i][f], sizeof(abort_paths[i][f]),
+                               "%s/%s", srv->dir, server_files[f]);
+                }
+                g_strlcpy(dir, srv->dir, sizeof(abort_paths[i][NFILES]));
             } else {
-                abort_paths[i][0][0] = '\0';
+                dir[0] = '\0';
             }
             break;
         }
     }
     if (add && !abort_handler_set) {
-        /* g_assert aborts, g_error traps. */
+        /* g_assert aborts, g_error traps, meson's timeout terminates. */
         signal(SIGABRT, on_abort);
         signal(SIGTRAP, on_abort);
         signal(SIGSEGV, on_abort);
+        signal(SIGTERM, on_abort);
         abort_handler_set = true;
     }
 }

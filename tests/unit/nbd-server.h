@@ -6,8 +6,10 @@
  * (its socket, and any file the test gives it).  The child gets
  * PR_SET_PDEATHSIG, so it dies with the test process however that ends;
  * nbd_test_server_stop() kills it, waits for it and removes the directory,
- * and a failed assertion (SIGABRT, SIGTRAP) or a crash removes every
- * server's socket and directory from a signal handler.
+ * and a failed assertion (SIGABRT, SIGTRAP), a crash or SIGTERM (meson's
+ * timeout) removes every server's socket and directory from a signal
+ * handler.  A server's other files (disk.img, server.log) are removed
+ * there too.
  */
 #ifndef STRATA_TESTS_NBD_SERVER_H
 #define STRATA_TESTS_NBD_SERVER_H
