@@ -51,6 +51,7 @@
 #include <libnbd.h>
 
 #include "block/block-int.h"
+#include "block/object.h"
 #include "block/drivers.h"
 
 #define NBD_MAX_CONNS 16
@@ -124,6 +125,14 @@ struct NbdState {
     /* options */
     NbdServerType type;
     char *path, *host, *port, *export;
+    /* TLS: the tls-creds object (held while the node lives) and what
+     * libnbd needs from it, copied so that connection jobs in the pool
+     * need no lock */
+    StrataObject *tls_obj;
+    char *tls_user;                 /* the node's name for the object use */
+    bool tls_psk;
+    char *tls_dir, *tls_psk_file, *tls_username;
+    bool tls_verify;
     int64_t reconnect_delay_ns;
     int64_t open_timeout_ns;
     int multi_conn;                 /* connections asked for */
@@ -196,6 +205,16 @@ static int nbd_connect_fn(void *opaque)
         nbd_add_meta_context(j->h, LIBNBD_CONTEXT_BASE_ALLOCATION) < 0 ||
         nbd_set_pread_initialize(j->h, false) < 0) {
         nbd_job_fail(j, "nbd");
+        return -j->errnum;
+    }
+    if (s->tls_obj &&
+        (nbd_set_tls(j->h, LIBNBD_TLS_REQUIRE) < 0 ||
+         nbd_set_tls_verify_peer(j->h, s->tls_verify) < 0 ||
+         (s->tls_dir && nbd_set_tls_certificates(j->h, s->tls_dir) < 0) ||
+         (s->tls_psk_file &&
+          (nbd_set_tls_psk_file(j->h, s->tls_psk_file) < 0 ||
+           nbd_set_tls_username(j->h, s->tls_username) < 0)))) {
+        nbd_job_fail(j, "nbd TLS");
         return -j->errnum;
     }
     if (s->type == NBD_SERVER_UNIX) {
@@ -755,15 +774,40 @@ static bool nbd_parse_options(NbdState *s, OptNode *opts, StrataError **errp)
         return false;
     }
     s->export = g_strdup(str);
-    /* TLS needs credentials objects (--object tls-creds-x509|psk), which
-     * Strata does not have yet: refuse rather than talk in the clear. */
-    if (opts_has(opts, "tls-creds")) {
-        g_autofree char *p = opts_key_path(opts, "tls-creds");
-        opts_get(opts, "tls-creds");
-        error_set(errp, STRATA_ERROR_INVALID_OPTION, ENOTSUP,
-                  "%s: objects are not supported yet (no TLS credentials "
-                  "can be named)", p);
+    /* TLS: a tls-creds-x509 or tls-creds-psk object with endpoint=client;
+     * libnbd loads the credentials from the object's directory (the file
+     * names are QEMU's and libnbd's alike). */
+    if (!opts_get_str(opts, "tls-creds", NULL, &str, errp)) {
         return false;
+    }
+    if (str) {
+        g_autofree char *p = opts_key_path(opts, "tls-creds");
+        s->tls_user = g_strdup_printf("node '%s'", s->node->node_name);
+        s->tls_obj = object_use(str, OBJECT_TLS_CREDS_X509, s->tls_user,
+                                NULL);
+        if (!s->tls_obj) {
+            s->tls_obj = object_use(str, OBJECT_TLS_CREDS_PSK, s->tls_user,
+                                    errp);
+            s->tls_psk = true;
+        }
+        if (!s->tls_obj) {
+            error_prepend(errp, "%s: ", p);
+            return false;
+        }
+        if (tls_creds_is_server(s->tls_obj)) {
+            error_set_option(errp, "%s: object '%s' has endpoint=server; a "
+                             "client needs endpoint=client", p, str);
+            return false;
+        }
+        const char *dir = tls_creds_get_dir(s->tls_obj);
+        s->tls_verify = tls_creds_verify_peer(s->tls_obj);
+        if (s->tls_psk) {
+            const char *user = tls_creds_get_username(s->tls_obj);
+            s->tls_psk_file = g_build_filename(dir, "keys.psk", NULL);
+            s->tls_username = g_strdup(user ? user : "qemu");
+        } else {
+            s->tls_dir = g_strdup(dir);
+        }
     }
     if (!opts_get_str(opts, "tls-hostname", NULL, &str, errp) ||
         !opts_get_int(opts, "reconnect-delay", 0, &delay, errp) ||
@@ -947,6 +991,14 @@ static void nbd_node_close(StrataNode *node)
     g_clear_pointer(&s->host, g_free);
     g_clear_pointer(&s->port, g_free);
     g_clear_pointer(&s->export, g_free);
+    if (s->tls_obj) {
+        object_unuse(s->tls_obj, s->tls_user);
+        s->tls_obj = NULL;
+    }
+    g_clear_pointer(&s->tls_user, g_free);
+    g_clear_pointer(&s->tls_dir, g_free);
+    g_clear_pointer(&s->tls_psk_file, g_free);
+    g_clear_pointer(&s->tls_username, g_free);
 }
 
 static void nbd_dump_info(StrataNode *node, GString *out)

@@ -463,6 +463,35 @@ def tls_tests(tmp):
                  + (',file.tls-hostname=localhost' if kind == 'x509' else '')])
         tap(r.returncode == 0, f'TLS ({kind}): qemu-img compare through '
             f'its nbd driver with TLS', r.stdout + r.stderr)
+        # Strata's own NBD client (the nbd driver) through TLS, in a
+        # second daemon: writes and reads back through x-strata-io.
+        cd = os.path.join(d, 'client')
+        os.makedirs(cd)
+        cobj = qemu_obj.replace('id=t,', 'id=tc,')
+        cli_srv = Server(DAEMON, cd, [
+            '{"driver": "raw", "node-name": "remote", "file": {"driver": '
+            '"nbd", "server": {"type": "unix", "path": "%s"}, "export": "f", '
+            '"tls-creds": "tc"%s}}' % (s.sock, ', "tls-hostname": "localhost"'
+                                      if kind == 'x509' else '')],
+            ['type=nbd,id=x,node-name=remote'], objects=[cobj])
+        with QMPClient(cli_srv.qmp_sock) as q:
+            w = q.command('x-strata-io', {'node-name': 'remote',
+                                          'command': 'write -P 0x6b 4095 5000'})
+            r = q.command('x-strata-io', {'node-name': 'remote',
+                                          'command': 'read -P 0x6b 4095 5000'})
+        cli_srv.stop()
+        h_ok = False
+        try:
+            r2 = run(['nbdcopy', uri, out])
+            with open(out, 'rb') as f:
+                f.seek(4095)
+                h_ok = r2.returncode == 0 and f.read(5000) == b'\x6b' * 5000
+        except OSError:
+            pass
+        tap('wrote 5000/5000' in w and 'verification failed' not in r and
+            'read 5000/5000' in r and h_ok,
+            f'TLS ({kind}): Strata\'s nbd driver as the client: unaligned '
+            f'write and read-back, seen by nbdcopy', w + r)
         if kind == 'x509':
             nocert = os.path.join(tmp, 'nocert')
             os.makedirs(nocert)

@@ -653,9 +653,8 @@ static void test_open_errors(void)
 
     msg = open_error("{\"driver\": \"nbd\", \"server\": {\"type\": \"unix\", "
                      "\"path\": \"/x\"}, \"tls-creds\": \"tls0\"}", &errnum);
-    g_assert_cmpstr(msg, ==, "tls-creds: objects are not supported yet (no "
-                    "TLS credentials can be named)");
-    g_assert_cmpint(errnum, ==, ENOTSUP);
+    g_assert_cmpstr(msg, ==, "tls-creds: No object with id 'tls0'");
+    g_assert_cmpint(errnum, ==, ENOENT);
     g_free(msg);
 
     msg = open_error("{\"driver\": \"nbd\", \"server\": {\"type\": \"unix\", "
