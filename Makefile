@@ -1,5 +1,5 @@
 # Thin wrapper over meson; see README.md.
-.PHONY: all run check build clean bench
+.PHONY: all run check build clean bench fuzz
 
 all: build
 
@@ -17,6 +17,9 @@ bench:
 	scripts/deps.sh
 	scripts/build.sh build-release -Dbuildtype=release
 	tests/bench/compare
+
+fuzz:
+	scripts/fuzz.sh
 
 clean:
 	rm -rf build build-asan build-tsan build-release var

@@ -306,6 +306,9 @@ struct BlockDriver {
      * Without the hook a driver that takes a "filename" option gets the
      * whole string there. */
     const char *protocol_name;
+    /* More prefixes that select the driver (NULL-terminated, or NULL):
+     * "nbd+unix", "nbd+tcp". */
+    const char *const *protocol_aliases;
     bool (*parse_filename)(const char *filename, OptNode *opts,
                            StrataError **errp);
     /* Driver options a reopen may change (NULL-terminated), besides the

@@ -1,6 +1,7 @@
 /* Driver registry.  SPDX-License-Identifier: MIT */
 #include <string.h>
 #include "block/block-int.h"
+#include "config-host.h"
 #include "block/drivers.h"
 
 static const BlockDriver *const drivers[] = {
@@ -10,6 +11,9 @@ static const BlockDriver *const drivers[] = {
     &bdrv_host_device,
     &bdrv_host_cdrom,
     &bdrv_mem,
+#if CONFIG_NBD
+    &bdrv_nbd,
+#endif
     &bdrv_null,
     &bdrv_null_aio,
     &bdrv_raw,

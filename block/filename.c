@@ -9,6 +9,7 @@
  *   blkdebug:rules.conf:disk.img  blkdebug with a rules file over disk.img
  *   blkdebug::disk.img            blkdebug without rules
  *   null-co://                    the null driver
+ *   nbd:unix:/run/s.sock          an NBD export (and nbd://, nbd+unix://)
  *   json:{"driver": ...}          a whole option tree
  *
  * QEMU parses these when it opens an image from a filename; so does
@@ -27,18 +28,6 @@
 
 #include "block/block-int.h"
 #include "qapi/schema.h"
-
-/* Protocols QEMU has and Strata does not (yet): named in the error so a
- * user knows it is the driver that is missing, not a typo. */
-static const struct {
-    const char *protocol;
-    const char *driver;
-} missing_protocols[] = {
-    { "nbd", "nbd" },
-    { "nbd+tcp", "nbd" },
-    { "nbd+unix", "nbd" },
-    { "nbds", "nbd" },
-};
 
 const char *block_probe_protocol(const char *path)
 {
@@ -66,6 +55,11 @@ static const BlockDriver *driver_by_protocol(const char *prefix)
     for (const BlockDriver *const *d = block_driver_list(); *d; d++) {
         if ((*d)->protocol_name && !strcmp((*d)->protocol_name, prefix)) {
             return *d;
+        }
+        for (const char *const *a = (*d)->protocol_aliases; a && *a; a++) {
+            if (!strcmp(*a, prefix)) {
+                return *d;
+            }
         }
     }
     return NULL;
@@ -110,15 +104,6 @@ bool block_parse_protocol_filename(OptNode *opts, const char *filename,
         if (prefix) {
             drv = driver_by_protocol(prefix);
             if (!drv) {
-                for (size_t i = 0; i < G_N_ELEMENTS(missing_protocols); i++) {
-                    if (!strcmp(missing_protocols[i].protocol, prefix)) {
-                        error_set(errp, STRATA_ERROR_NOT_FOUND, ENOTSUP,
-                                  "Unknown protocol '%s': this build has no "
-                                  "'%s' driver", prefix,
-                                  missing_protocols[i].driver);
-                        return false;
-                    }
-                }
                 error_set(errp, STRATA_ERROR_NOT_FOUND, ENOENT,
                           "Unknown protocol '%s'", prefix);
                 return false;

@@ -43,6 +43,7 @@ typedef struct TlsCreds {
     bool verify_peer;
     char *priority;                 /* NULL: GnuTLS's default */
     char *username;                 /* PSK client */
+    char *dir;                      /* the credentials directory */
     gnutls_certificate_credentials_t x509;
     gnutls_psk_server_credentials_t psk_server;
     gnutls_psk_client_credentials_t psk_client;
@@ -459,6 +460,7 @@ static bool tls_get_common(StrataObject *obj, OptNode *opts, const char **dir,
         return false;
     }
     tls->server = endpoint == 1;
+    tls->dir = g_strdup(*dir);
     if (priority) {
         /* Checked now so that a typo fails here, not at the first
          * handshake. */
@@ -521,6 +523,7 @@ static void tls_free(StrataObject *obj)
         gnutls_dh_params_deinit(tls->dh);
     }
     g_free(tls->priority);
+    g_free(tls->dir);
     g_free(tls->username);
 }
 
@@ -959,6 +962,13 @@ const char *tls_creds_get_priority(StrataObject *obj)
 {
     g_assert(object_is_tls(obj));
     return obj->tls.priority;
+}
+
+const char *tls_creds_get_dir(StrataObject *obj)
+{
+    g_assert(obj->kind == OBJECT_TLS_CREDS_X509 ||
+             obj->kind == OBJECT_TLS_CREDS_PSK);
+    return obj->tls.dir;
 }
 
 const char *tls_creds_get_username(StrataObject *obj)

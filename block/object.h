@@ -130,6 +130,10 @@ void *tls_creds_get_gnutls(StrataObject *obj);
 /* The "priority" property for gnutls_priority_init() (validated at
  * creation), or NULL for GnuTLS's default.  Borrowed. */
 const char *tls_creds_get_priority(StrataObject *obj);
+/* The credentials directory (QEMU's file names: ca-cert.pem,
+ * client-cert.pem, ..., keys.psk), for libraries that load it themselves
+ * (libnbd).  Borrowed. */
+const char *tls_creds_get_dir(StrataObject *obj);
 /* A tls-creds-psk client's username (NULL on a server).  Borrowed. */
 const char *tls_creds_get_username(StrataObject *obj);
 

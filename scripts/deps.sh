@@ -4,21 +4,23 @@
 set -euo pipefail
 
 pkgs=(meson ninja-build pkg-config gcc libglib2.0-dev liburing-dev libaio-dev
-      libjson-glib-dev libgnutls28-dev python3)
+      libjson-glib-dev libgnutls28-dev libnbd-dev python3)
 # The sanitizer runtimes of make check's ASan/UBSan and TSan passes (gcc
 # pulls them in on amd64; named so that no other setup is assumed).
 pkgs+=(libasan8 libubsan1 libtsan2)
 # Tools the tests and benchmarks compare against or need.
 pkgs+=(qemu-utils fio util-linux e2fsprogs)
+# NBD: the nbd driver's tests start real servers (qemu-nbd is in
+# qemu-utils), the benchmarks use nbdkit's null plugin, and the
+# export is tested with libnbd's clients.
+pkgs+=(nbdkit libnbd-bin python3-libnbd)
 # qemu-storage-daemon, which the daemon's QMP tests run side by side.
 pkgs+=(qemu-system-common)
-# NBD clients the export is tested with.
-pkgs+=(libnbd-bin python3-libnbd nbdkit)
 # certtool and psktool, for the TLS tests' certificates and keys.
 pkgs+=(gnutls-bin)
 if [ "${STRATA_DEPS_MINIMAL:-0}" = 1 ]; then
     pkgs=(meson ninja-build pkg-config gcc libglib2.0-dev liburing-dev libaio-dev libjson-glib-dev
-          libgnutls28-dev)
+          libgnutls28-dev libnbd-dev)
 fi
 
 missing=()

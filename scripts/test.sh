@@ -2,9 +2,10 @@
 # The whole test suite: unit tests (plain build), the same unit tests under
 # AddressSanitizer + UndefinedBehaviorSanitizer, the unit tests that start
 # threads (meson suite "threads") under ThreadSanitizer, the iotests
-# `auto` group once per AIO engine, and the `align` group once.  Ends with
-# "N passed, N failed[, N skipped]", counting individual test cases, and
-# exits non-zero if anything failed.
+# `auto` group once per AIO engine, the `align` group once, and the
+# `proto` and `nbd` groups once over NBD.  Ends with "N passed, N
+# failed[, N skipped]", counting individual test cases, and exits
+# non-zero if anything failed.
 #
 # Environment: WERROR=1 builds with --werror (CI sets it); SKIP_ASAN=1 and
 # SKIP_TSAN=1 skip the sanitizer passes (for quick local runs only).
@@ -85,6 +86,11 @@ if [ -x tests/iotests/check ]; then
     echo "== iotests (align group: padding tests on the align filter, -t none) =="
     tests/iotests/check -g align -i threads -t none \
         --summary "$summary_dir/iotests-align" || status=1
+    # Once, not per engine (an nbd node has no file node): the nbd
+    # driver's tests against qemu-nbd and nbdkit, and the protocol-agnostic
+    # tests over raw -> nbd -> nbdkit memory.
+    echo "== iotests (groups proto and nbd, over NBD) =="
+    tests/iotests/check -nbd -g proto,nbd --summary "$summary_dir/iotests-nbd" || status=1
 fi
 
 python3 - "$summary_dir" <<'PY'

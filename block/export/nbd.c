@@ -261,6 +261,9 @@ static int conn_co_read(NbdConn *c, void *buf, size_t len)
 {
     char *p = buf;
 
+    if (len == 0) {
+        return 0;               /* e.g. an empty WRITE: @buf may be NULL */
+    }
     if (c->rlen > c->rpos) {
         size_t n = MIN(len, c->rlen - c->rpos);
         memcpy(p, c->rbuf + c->rpos, n);
@@ -1245,14 +1248,8 @@ static void conn_free(NbdConn *c)
 
 /* ---- the server ------------------------------------------------------------ */
 
-static void server_accept(void *opaque)
+static void server_add_client(NbdServer *s, int fd)
 {
-    NbdServer *s = opaque;
-    int fd = accept4(s->listen_fd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
-
-    if (fd < 0) {
-        return;
-    }
     if (s->max_connections && s->nconns >= s->max_connections) {
         close(fd);
         return;
@@ -1276,6 +1273,25 @@ static void server_accept(void *opaque)
     s->conns = g_list_append(s->conns, c);
     s->nconns++;
     loop_co_spawn(s->loop, conn_co, c);
+}
+
+static void server_accept(void *opaque)
+{
+    NbdServer *s = opaque;
+    int fd = accept4(s->listen_fd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
+
+    if (fd >= 0) {
+        server_add_client(s, fd);
+    }
+}
+
+bool nbd_server_add_client(int fd)
+{
+    if (!server) {
+        return false;
+    }
+    server_add_client(server, fd);
+    return true;
 }
 
 static int listen_addr(OptNode *addr, char **unlink_path, StrataError **errp)

@@ -35,6 +35,11 @@ bool nbd_server_start(StrataContext *ctx, OptNode *opts, StrataError **errp);
 bool nbd_server_stop(StrataError **errp);
 bool nbd_server_running(void);
 
+/* Serve a connected, non-blocking stream socket as if the server had
+ * accepted it (the fuzz harness; a socket handed over by a supervisor).
+ * Takes @fd; false when no server runs. */
+bool nbd_server_add_client(int fd);
+
 /* Register the nbd export type with the export framework. */
 void nbd_export_register(void);
 

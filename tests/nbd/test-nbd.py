@@ -463,6 +463,35 @@ def tls_tests(tmp):
                  + (',file.tls-hostname=localhost' if kind == 'x509' else '')])
         tap(r.returncode == 0, f'TLS ({kind}): qemu-img compare through '
             f'its nbd driver with TLS', r.stdout + r.stderr)
+        # Strata's own NBD client (the nbd driver) through TLS, in a
+        # second daemon: writes and reads back through x-strata-io.
+        cd = os.path.join(d, 'client')
+        os.makedirs(cd)
+        cobj = qemu_obj.replace('id=t,', 'id=tc,')
+        cli_srv = Server(DAEMON, cd, [
+            '{"driver": "raw", "node-name": "remote", "file": {"driver": '
+            '"nbd", "server": {"type": "unix", "path": "%s"}, "export": "f", '
+            '"tls-creds": "tc"%s}}' % (s.sock, ', "tls-hostname": "localhost"'
+                                      if kind == 'x509' else '')],
+            ['type=nbd,id=x,node-name=remote'], objects=[cobj])
+        with QMPClient(cli_srv.qmp_sock) as q:
+            w = q.command('x-strata-io', {'node-name': 'remote',
+                                          'command': 'write -P 0x6b 4095 5000'})
+            r = q.command('x-strata-io', {'node-name': 'remote',
+                                          'command': 'read -P 0x6b 4095 5000'})
+        cli_srv.stop()
+        h_ok = False
+        try:
+            r2 = run(['nbdcopy', uri, out])
+            with open(out, 'rb') as f:
+                f.seek(4095)
+                h_ok = r2.returncode == 0 and f.read(5000) == b'\x6b' * 5000
+        except OSError:
+            pass
+        tap('wrote 5000/5000' in w and 'verification failed' not in r and
+            'read 5000/5000' in r and h_ok,
+            f'TLS ({kind}): Strata\'s nbd driver as the client: unaligned '
+            f'write and read-back, seen by nbdcopy', w + r)
         if kind == 'x509':
             nocert = os.path.join(tmp, 'nocert')
             os.makedirs(nocert)
@@ -473,6 +502,34 @@ def tls_tests(tmp):
                 'without a certificate is refused', r.stdout + r.stderr)
         rc, output = s.stop()
         tap(rc == 0, f'TLS ({kind}): clean shutdown', output)
+
+
+def error_policy_test(tmp):
+    """x-werror=stop end to end: a write the storage fails with ENOSPC
+    parks the export, BLOCK_IO_ERROR (action stop) reaches QMP, and
+    x-block-export-resume retries it: the client's write then succeeds."""
+    d = os.path.join(tmp, 'policy')
+    os.makedirs(d)
+    s = Server(DAEMON, d, [
+        '{"driver": "blkdebug", "node-name": "dbg", "inject-error": '
+        '[{"event": "none", "errno": 28, "iotype": "write", "once": true}], '
+        '"image": {"driver": "mem", "size": 1048576}}'],
+        ['type=nbd,id=e,node-name=dbg,writable=on,x-werror=stop'])
+    with QMPClient(s.qmp_sock) as q:
+        h = s.connect('dbg')
+        c = h.aio_pwrite(b'\x42' * 4096, 8192)
+        ev = q.wait_event('BLOCK_IO_ERROR', 10)
+        parked = not h.aio_command_completed(c)
+        q.command('x-block-export-resume', {'id': 'e'})
+        wait_all(h, [c])
+        back = h.pread(4096, 8192)
+        h.shutdown()
+    s.stop()
+    ok = (ev is not None and ev['data']['action'] == 'stop' and
+          ev['data']['nospace'] and ev['data']['operation'] == 'write' and
+          parked and back == b'\x42' * 4096)
+    tap(ok, 'x-werror=stop: BLOCK_IO_ERROR, the write parks, '
+        'x-block-export-resume retries it', f'{ev} parked={parked}')
 
 
 def main():
@@ -603,6 +660,38 @@ def main():
         tap(not third, 'max-connections=2: a third client is turned away')
 
         tls_tests(tmp)
+        error_policy_test(tmp)
+
+        # The same scenarios against nbdkit's memory plugin.
+        if shutil.which('nbdkit'):
+            ksock = os.path.join(tmp, 'nbdkit.sock')
+            kp = subprocess.Popen(['nbdkit', '-f', '-U', ksock, 'memory',
+                                   str(size)], stderr=subprocess.DEVNULL)
+            PROCS.append(kp)
+            deadline = time.monotonic() + 10
+            while not os.path.exists(ksock) and time.monotonic() < deadline:
+                time.sleep(0.01)
+
+            class Kit:
+                sock = ksock
+
+                def connect(self, name, strict=True):
+                    h = nbd.NBD()
+                    h.add_meta_context('base:allocation')
+                    h.connect_unix(ksock)
+                    return h
+            for what, fn in SCENARIOS:
+                try:
+                    h = Kit().connect('')
+                    ok, detail = fn(h, size)
+                    h.shutdown()
+                except Exception as e:
+                    ok, detail = False, repr(e)
+                tap(ok, f'nbdkit memory cross-check: {what}', detail)
+            kp.terminate()
+            kp.wait()
+        else:
+            skip('nbdkit cross-check', 'nbdkit not installed')
 
         # The same libnbd scenarios against qemu-storage-daemon.
         qsd = shutil.which('qemu-storage-daemon')

@@ -316,8 +316,14 @@ STARTUP_ERRORS = [
     (['--chardev', 'socket,id=c,path=$TMP/m.sock,server=on,wait=off',
       '--monitor', 'c,mode=readline'], 'mode: Only QMP is supported'),
     (['--export', 'type=nbd,id=e0,node-name=nope'], '--export type=nbd'),
-    (['--nbd-server', 'addr.type=unix,addr.path=$TMP/n.sock'],
-     '--nbd-server addr.type=unix'),
+    (['--nbd-server', 'addr.type=vsock,addr.cid=3'],
+     "--nbd-server addr.type=vsock,addr.cid=3: addr.type: expected unix or "
+     "inet, not 'vsock'"),
+    (['--nbd-server', 'addr.type=unix,addr.path=$TMP/n.sock',
+      '--nbd-server', 'addr.type=unix,addr.path=$TMP/n2.sock'],
+     'NBD server already running'),
+    (['--export', 'type=nbd,id=e0,node-name=nope'],
+     "Cannot find device='' nor node-name='nope'"),
     (['--pidfile', '/nonexistent/dir/pid'], 'Cannot open pid file'),
     (['--config', '/nonexistent.json'], '--config /nonexistent.json: '),
     (['--config', '$TMP/bad.json'], "config.daemonize: not an option a "

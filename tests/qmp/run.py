@@ -28,6 +28,8 @@ Transcript syntax (one item per line; '#' starts a comment):
   @event NAME         wait for event NAME and print it
   @shell CMD          run CMD with sh ($PID is the daemon's pid)
   @differs REASON     the next response is known to differ from QSD's
+  @summarize-padding  print only each node's rmw-writes counter of the next
+                      (query-blockstats) response
   @summarize          print only the commands and events of the next
                       response (query-qmp-schema), so that block drivers
                       added to qapi/block.json do not change the output
@@ -166,6 +168,8 @@ class Runner:
                     differs = rest
                 elif word == '@summarize':
                     self.summarize = True
+                elif word == '@summarize-padding':
+                    self.summarize = 'padding'
                 elif word == '@connect':
                     self.connect(int(rest))
                 elif word == '@negotiate':
@@ -241,7 +245,12 @@ class Runner:
         c.send_raw(text + '\n')
         self.out.append(f'=> {text}')
         resp = c.response(10)
-        if self.summarize and resp and isinstance(resp.get('return'), list):
+        if self.summarize == 'padding' and resp and \
+                isinstance(resp.get('return'), list):
+            resp = dict(resp, **{'return': {
+                s['node-name']: s['x-strata-padding']['rmw-writes']
+                for s in resp['return']}})
+        elif self.summarize and resp and isinstance(resp.get('return'), list):
             resp = dict(resp, **{'return': sorted(
                 f'{e["meta-type"]} {e["name"]}' for e in resp['return']
                 if e.get('meta-type') in ('command', 'event'))})

@@ -41,6 +41,7 @@
 #include "block/mem.h"
 #include "qapi/qapi-schema.h"
 #include "qapi/schema.h"
+#include "nbd-server.h"
 #include "test-util.h"
 
 #define DEV_SIZE (2 << 20)      /* mem devices and image files */
@@ -58,6 +59,8 @@ enum {
     X_DISCARD_ZERO = 1 << 3,    /* the discard deallocates: reads zeroes */
     X_BASE = 1 << 4,            /* the image holds a pattern, which reads
                                  * show and which stays unchanged */
+    X_REFUSED = 1 << 5,         /* the open fails, naming the option (an
+                                 * option accepted before its feature is) */
 };
 
 typedef struct Env {
@@ -66,13 +69,16 @@ typedef struct Env {
     StrataBackend *be;
     int img_fd;                 /* the image file (unlinked), or -1 */
     int dev_fd;                 /* the loop device, or -1 */
+    NbdTestServer *nbd;         /* the case's NBD server, or NULL */
 } Env;
 
 typedef struct Case {
     const char *name;
     /* Placeholders: @IMG@ the image file, @DEV@ the loop device, @AIO@
      * and @DIRECT@ the run's engine and cache mode (cases with @AIO@ run
-     * for each), @CFG@ a blkdebug rules file (rules_file_text). */
+     * for each), @CFG@ a blkdebug rules file (rules_file_text), @NBD@ the
+     * socket of an nbdkit memory server of DEV_SIZE started for the case,
+     * @NBDPORT@ the TCP port of one on 127.0.0.1. */
     const char *json;
     unsigned expect;
     /* The option's own effect, after the sequence (may be NULL). */
@@ -115,6 +121,11 @@ typedef struct Case {
     "{\"driver\": \"snapshot-overlay\", \"file\": {\"driver\": " \
     "\"file\", \"filename\": \"@IMG@\"}" extra "}"
 
+/* nbd over a fresh nbdkit memory export: discards read back zeroes. */
+#define NBD_NODE(extra) \
+    "{\"driver\": \"nbd\", \"server\": {\"type\": \"unix\", " \
+    "\"path\": \"@NBD@\"}" extra "}"
+
 static void check_raw_window(Env *e, const uint8_t *model);
 static void check_raw_size(Env *e, const uint8_t *model);
 static void check_null_size(Env *e, const uint8_t *model);
@@ -128,6 +139,8 @@ static void check_state_injected(Env *e, const uint8_t *model);
 static void check_drop_cache(Env *e, const uint8_t *model);
 static void check_overlay_block_size(Env *e, const uint8_t *model);
 static void check_align_shaped(Env *e, const uint8_t *model);
+static void check_nbd_multi_conn(Env *e, const uint8_t *model);
+static void check_nbd_reconnect(Env *e, const uint8_t *model);
 
 /*
  * The common options, once per driver.  A cache object in a file node
@@ -220,6 +233,28 @@ static const Case cases[] = {
     { "snapshot-overlay/block-size-64k",
       OVERLAY_NODE(", \"block-size\": \"64k\""), X_BASE,
       check_overlay_block_size },
+
+    COMMON_CASES("nbd", NBD_NODE, 0, X_DISCARD_ZERO),
+    { "nbd/cache", NBD_NODE(", \"cache\": {\"direct\": true, "
+                            "\"no-flush\": true}"), 0, NULL },
+    { "nbd/inet",
+      "{\"driver\": \"nbd\", \"server\": {\"type\": \"inet\", \"host\": "
+      "\"127.0.0.1\", \"port\": \"@NBDPORT@\"}}", 0, NULL },
+    /* nbdkit serves any export name. */
+    { "nbd/export", NBD_NODE(", \"export\": \"matrix\""), 0,
+      NULL },
+    /* Accepted in the schema; refused until TLS credentials objects
+     * exist. */
+    { "nbd/tls-creds", NBD_NODE(", \"tls-creds\": \"tls0\""), X_REFUSED,
+      NULL },
+    { "nbd/tls-hostname", NBD_NODE(", \"tls-hostname\": \"example.org\""),
+      0, NULL },
+    { "nbd/reconnect-delay", NBD_NODE(", \"reconnect-delay\": 5"),
+      0, check_nbd_reconnect },
+    { "nbd/open-timeout", NBD_NODE(", \"open-timeout\": 3"), 0,
+      NULL },
+    { "nbd/multi-conn", NBD_NODE(", \"multi-conn\": 4"), 0,
+      check_nbd_multi_conn },
 
     COMMON_CASES("mem", MEM_NODE, 0, X_DISCARD_ZERO),
     { "mem/cache.direct", MEM_NODE(", \"cache\": {\"direct\": true}"), 0,
@@ -343,9 +378,12 @@ static char *replace(const char *text, const char *from, const char *to)
 }
 
 static char *expand(const Case *c, const Param *p, const char *img,
-                    const char *dev, const char *cfg)
+                    const char *dev, const char *cfg, const NbdTestServer *nbd)
 {
-    g_autofree char *i = replace(c->json, "@IMG@", img ? img : "");
+    g_autofree char *port = nbd ? g_strdup_printf("%d", nbd->port) : NULL;
+    g_autofree char *n1 = replace(c->json, "@NBD@", nbd ? nbd->sock : "");
+    g_autofree char *n2 = replace(n1, "@NBDPORT@", port ? port : "");
+    g_autofree char *i = replace(n2, "@IMG@", img ? img : "");
     g_autofree char *a = replace(i, "@DEV@", dev ? dev : "");
     g_autofree char *b = replace(a, "@AIO@", test_engine_name(p ? p->engine : AIO_ENGINE_THREADS));
     g_autofree char *d = replace(b, "@DIRECT@",
@@ -740,6 +778,30 @@ static void check_overlay_block_size(Env *e, const uint8_t *model)
     g_assert_nonnull(strstr(info->str, want));
 }
 
+/* multi-conn=4 on nbdkit memory, which allows it: four connections. */
+static void check_nbd_multi_conn(Env *e, const uint8_t *model)
+{
+    g_autoptr(GString) info = g_string_new(NULL);
+
+    e->root->drv->dump_info(e->root, info);
+    g_assert_nonnull(strstr(info->str, "4 of 4 connections up"));
+}
+
+/* reconnect-delay: the server is killed and started again (nbdkit memory
+ * starts empty); a write issued meanwhile waits for the new connection
+ * and lands there. */
+static void check_nbd_reconnect(Env *e, const uint8_t *model)
+{
+    uint8_t w[4096], r[4096];
+
+    memset(w, 0x5a, sizeof(w));
+    nbd_test_server_kill(e->nbd);
+    nbd_test_server_restart_later(e->nbd, 100);
+    g_assert_cmpint(strata_backend_pwrite(e->be, 8192, w, sizeof(w), 0), ==, 0);
+    g_assert_cmpint(strata_backend_pread(e->be, 8192, r, sizeof(r), 0), ==, 0);
+    g_assert_cmpmem(r, sizeof(r), w, sizeof(w));
+}
+
 /* ---- running a case ------------------------------------------------------------ */
 
 typedef struct Run {
@@ -794,8 +856,20 @@ static void test_case(gconstpointer opaque)
     if (strstr(c->json, "@CFG@")) {
         cfg = tmp_file(rules_file_text, 0, &cfg_fd);
     }
+    if (strstr(c->json, "@NBD@") || strstr(c->json, "@NBDPORT@")) {
+        const char *const argv[] = { "nbdkit", "-f", "-U", "@SOCK@", "memory",
+                                     "2M", NULL };
+        e.nbd = strstr(c->json, "@NBD@")
+                ? nbd_test_server_start(argv, 0)
+                : nbd_test_server_start_tcp((const char *const[]){
+                      "nbdkit", "-f", "memory", "2M", NULL },
+                      0);
+        if (!e.nbd) {
+            return;             /* skipped, saying why */
+        }
+    }
     g_autofree char *json = expand(c, per_engine ? &r->p : NULL, img, dev,
-                                   cfg);
+                                   cfg, e.nbd);
     g_test_message("options: %s", json);
 
     e.ctx = strata_context_new(&err);
@@ -807,6 +881,15 @@ static void test_case(gconstpointer opaque)
     if (cfg) {
         unlink(cfg);
         close(cfg_fd);
+    }
+    if (c->expect & X_REFUSED) {
+        /* The message starts with the option's key path. */
+        g_assert_null(e.root);
+        g_assert_true(g_str_has_prefix(strata_error_get_message(err),
+                                       strrchr(c->name, '/') + 1));
+        strata_context_free(e.ctx);
+        nbd_test_server_free(e.nbd);
+        return;
     }
     if (!e.root) {
         g_error("%s: open failed: %s", c->name, strata_error_get_message(err));
@@ -841,6 +924,7 @@ static void test_case(gconstpointer opaque)
     if (e.img_fd >= 0) {
         close(e.img_fd);
     }
+    nbd_test_server_free(e.nbd);
 }
 
 /* ---- coverage ------------------------------------------------------------------- */
@@ -968,7 +1052,7 @@ static void test_coverage(void)
                             direct };
                 g_autoptr(StrataError) err = NULL;
                 g_autofree char *json = expand(&cases[i], &p, "/x.img",
-                                               "/dev/x", "/x.conf");
+                                               "/dev/x", "/x.conf", NULL);
                 g_autoptr(OptNode) opts = opts_parse_json(json, &err);
                 if (!opts) {
                     g_error("case %s: bad JSON: %s", cases[i].name,

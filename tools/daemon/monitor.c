@@ -315,6 +315,11 @@ static void monitor_handle_message(Monitor *mon, const char *text,
         monitor_send_return(mon, ret, id);
         return;
     }
+    if (qmp_command_filter && !qmp_command_filter(name, args)) {
+        monitor_send_error(mon, "GenericError",
+                           "refused by this monitor's filter", id);
+        return;
+    }
     dispatching++;
     g_autoptr(JsonNode) ret = handler(args, &err);
     dispatching--;

@@ -16,6 +16,7 @@
 #include "tools/daemon/daemon.h"
 
 const char *qmp_error_class;
+bool (*qmp_command_filter)(const char *name, OptNode *args);
 
 /* ---- argument validation (QEMU's words) ----------------------------------- */
 

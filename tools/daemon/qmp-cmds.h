@@ -19,6 +19,11 @@ typedef JsonNode *QmpHandler(OptNode *args, StrataError **errp);
  * monitor reads and resets it. */
 extern const char *qmp_error_class;
 
+/* When set, consulted before every command runs: false refuses it with
+ * "refused by this monitor's filter" (the fuzz harness keeps fuzzed
+ * commands away from host files). */
+extern bool (*qmp_command_filter)(const char *name, OptNode *args);
+
 /* The handler of a schema command; NULL if none (a bug: the qmp-table
  * unit test checks that every command has one). */
 QmpHandler *qmp_find_handler(const char *name);
