@@ -13,7 +13,15 @@
 #include "tests/fuzz/fuzz-daemon.h"
 #include "tools/daemon/daemon.h"
 
-static char *sock_path;
+static char *sock_dir, *sock_path;
+
+/* The socket directory goes away with the process (a replay in make check
+ * leaves nothing behind). */
+static void remove_sock_dir(void)
+{
+    unlink(sock_path);
+    rmdir(sock_dir);
+}
 
 int LLVMFuzzerInitialize(int *argc, char ***argv)
 {
@@ -23,7 +31,9 @@ int LLVMFuzzerInitialize(int *argc, char ***argv)
     if (!dir) {
         abort();
     }
+    sock_dir = g_strdup(dir);
     sock_path = g_build_filename(dir, "nbd.sock", NULL);
+    atexit(remove_sock_dir);
     return 0;
 }
 
@@ -61,5 +71,6 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         fuzz_run_until_idle(daemon_state.ctx);
     }
     fuzz_daemon_teardown();
+    unlink(sock_path);
     return 0;
 }
