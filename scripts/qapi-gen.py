@@ -557,6 +557,26 @@ def write_if_changed(path, text):
         f.write(text)
 
 
+def check_docs(path, docs, prog):
+    """0 if @path holds exactly @docs; else print a diff and how to
+    regenerate it (scripts/@prog.py --docs @path) and return 1.  Shared by
+    qapi-gen.py and qmp-gen.py."""
+    try:
+        with open(path, encoding='utf-8') as f:
+            current = f.read()
+    except OSError as e:
+        print(f'{prog}: {e}', file=sys.stderr)
+        return 1
+    if current == docs:
+        return 0
+    sys.stderr.writelines(difflib.unified_diff(
+        current.splitlines(keepends=True), docs.splitlines(keepends=True),
+        fromfile=path, tofile='generated'))
+    print(f'{prog}: {path} is out of date; run scripts/{prog}.py --docs '
+          f'{path}', file=sys.stderr)
+    return 1
+
+
 def main(argv):
     here = os.path.dirname(os.path.abspath(__file__))
     default_schema = os.path.join(here, '..', 'qapi', 'block.json')
@@ -591,20 +611,7 @@ def main(argv):
     if args.docs:
         write_if_changed(args.docs, docs)
     if args.check:
-        try:
-            with open(args.check, encoding='utf-8') as f:
-                current = f.read()
-        except OSError as e:
-            print(f'qapi-gen: {e}', file=sys.stderr)
-            return 1
-        if current != docs:
-            sys.stderr.writelines(difflib.unified_diff(
-                current.splitlines(keepends=True),
-                docs.splitlines(keepends=True),
-                fromfile=args.check, tofile='generated'))
-            print(f'qapi-gen: {args.check} is out of date; run '
-                  f'scripts/qapi-gen.py --docs {args.check}', file=sys.stderr)
-            return 1
+        return check_docs(args.check, docs, 'qapi-gen')
     return 0
 
 

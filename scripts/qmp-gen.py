@@ -13,7 +13,6 @@ deterministic output.
 """
 
 import argparse
-import difflib
 import importlib.util
 import json
 import os
@@ -388,16 +387,7 @@ def main(argv):
     if args.docs:
         qg.write_if_changed(args.docs, docs)
     if args.check:
-        with open(args.check, encoding='utf-8') as f:
-            current = f.read()
-        if current != docs:
-            sys.stderr.writelines(difflib.unified_diff(
-                current.splitlines(keepends=True),
-                docs.splitlines(keepends=True),
-                fromfile=args.check, tofile='generated'))
-            print(f'qmp-gen: {args.check} is out of date; run '
-                  f'scripts/qmp-gen.py --docs {args.check}', file=sys.stderr)
-            return 1
+        return qg.check_docs(args.check, docs, 'qmp-gen')
     return 0
 
 

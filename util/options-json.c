@@ -470,14 +470,40 @@ static OptNode *node_from_json(JsonNode *jnode, const char *path)
     g_assert_not_reached();
 }
 
-OptNode *opts_parse_json(const char *text, StrataError **errp)
+static bool check_utf8(const char *text, size_t len, StrataError **errp)
 {
-    size_t len = strlen(text);
     const char *bad;
 
     if (!g_utf8_validate(text, (gssize)len, &bad)) {
         JsonScan sc = { .text = text, .len = len, .errp = errp };
         scan_error(&sc, (size_t)(bad - text), "invalid UTF-8");
+        return false;
+    }
+    return true;
+}
+
+/* Scan strictly, then parse: a new json-glib node, or NULL with *errp. */
+static JsonNode *load_json(const char *text, size_t len, bool any_number,
+                           StrataError **errp)
+{
+    if (!scan_document(text, len, any_number, errp)) {
+        return NULL;
+    }
+    g_autoptr(JsonParser) parser = json_parser_new();
+    g_autoptr(GError) gerr = NULL;
+    if (!json_parser_load_from_data(parser, text, (gssize)len, &gerr)) {
+        /* Not expected after the scanner, but never trust that silently. */
+        error_set_option(errp, "JSON: %s", gerr->message);
+        return NULL;
+    }
+    return json_node_copy(json_parser_get_root(parser));
+}
+
+OptNode *opts_parse_json(const char *text, StrataError **errp)
+{
+    size_t len = strlen(text);
+
+    if (!check_utf8(text, len, errp)) {
         return NULL;
     }
 
@@ -517,19 +543,11 @@ OptNode *opts_parse_json(const char *text, StrataError **errp)
         return NULL;
     }
 
-    if (!scan_document(text, len, false, errp)) {
+    g_autoptr(JsonNode) root = load_json(text, len, false, errp);
+    if (!root) {
         return NULL;
     }
-
-    g_autoptr(JsonParser) parser = json_parser_new();
-    g_autoptr(GError) gerr = NULL;
-    if (!json_parser_load_from_data(parser, text, (gssize)len, &gerr)) {
-        /* Not expected after the scanner, but never trust that silently. */
-        error_set_option(errp, "JSON: %s", gerr->message);
-        return NULL;
-    }
-    JsonNode *root = json_parser_get_root(parser);
-    g_assert(root && JSON_NODE_HOLDS_OBJECT(root));
+    g_assert(JSON_NODE_HOLDS_OBJECT(root));
 
     OptNode *node = node_from_json(root, "");
     node->refcnt = 1;
@@ -539,23 +557,8 @@ OptNode *opts_parse_json(const char *text, StrataError **errp)
 JsonNode *opts_parse_json_value(const char *text, size_t len,
                                 StrataError **errp)
 {
-    const char *bad;
-
-    if (!g_utf8_validate(text, (gssize)len, &bad)) {
-        JsonScan sc = { .text = text, .len = len, .errp = errp };
-        scan_error(&sc, (size_t)(bad - text), "invalid UTF-8");
-        return NULL;
-    }
-    if (!scan_document(text, len, true, errp)) {
-        return NULL;
-    }
-    g_autoptr(JsonParser) parser = json_parser_new();
-    g_autoptr(GError) gerr = NULL;
-    if (!json_parser_load_from_data(parser, text, (gssize)len, &gerr)) {
-        error_set_option(errp, "JSON: %s", gerr->message);
-        return NULL;
-    }
-    return json_node_copy(json_parser_get_root(parser));
+    return check_utf8(text, len, errp) ? load_json(text, len, true, errp)
+                                       : NULL;
 }
 
 /* ---- output --------------------------------------------------------------- */

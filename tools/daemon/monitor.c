@@ -389,6 +389,18 @@ static bool is_json_space(char c)
     return c == ' ' || c == '\t' || c == '\n' || c == '\r';
 }
 
+/* Inside a string: follow escapes to find its closing quote. */
+static void scan_string_byte(Monitor *mon, char c)
+{
+    if (mon->esc) {
+        mon->esc = false;
+    } else if (c == '\\') {
+        mon->esc = true;
+    } else if (c == '"') {
+        mon->in_str = false;
+    }
+}
+
 /* Feed one byte; true when it completed a message (which was handled). */
 static bool scan_byte(Monitor *mon, char c)
 {
@@ -414,13 +426,7 @@ static bool scan_byte(Monitor *mon, char c)
         return false;
     case SCAN_STRAY:
         if (mon->in_str) {
-            if (mon->esc) {
-                mon->esc = false;
-            } else if (c == '\\') {
-                mon->esc = true;
-            } else if (c == '"') {
-                mon->in_str = false;
-            }
+            scan_string_byte(mon, c);
             return false;
         }
         if (is_json_space(c) || c == '{' || c == '[') {
@@ -434,13 +440,7 @@ static bool scan_byte(Monitor *mon, char c)
     case SCAN_MESSAGE:
         scan_append(mon, c);
         if (mon->in_str) {
-            if (mon->esc) {
-                mon->esc = false;
-            } else if (c == '\\') {
-                mon->esc = true;
-            } else if (c == '"') {
-                mon->in_str = false;
-            }
+            scan_string_byte(mon, c);
             return false;
         }
         if (c == '"') {
