@@ -6,11 +6,9 @@
 
 #include <endian.h>
 #include <errno.h>
-#include <netdb.h>
 #include <string.h>
 #include <sys/socket.h>
 #include <sys/uio.h>
-#include <sys/un.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <unistd.h>
@@ -22,6 +20,7 @@
 #include "util/coroutine.h"
 #include "util/iov.h"
 #include "util/loop.h"
+#include "util/socket.h"
 
 /* ---- protocol constants ---------------------------------------------------- */
 
@@ -1313,70 +1312,27 @@ static int listen_addr(OptNode *addr, char **unlink_path, StrataError **errp)
     } else if (!opts_require_str(addr, "type", &type, errp)) {
         return -1;
     }
+    int fd = -1;
     if (!strcmp(type, "unix")) {
-        struct sockaddr_un sa = { .sun_family = AF_UNIX };
         if (!opts_require_str(addr, "path", &path, errp)) {
             return -1;
         }
-        if (strlen(path) >= sizeof(sa.sun_path)) {
-            error_set_option(errp, "addr.path: longer than %zu bytes",
-                             sizeof(sa.sun_path) - 1);
-            return -1;
-        }
-        strcpy(sa.sun_path, path);
-        int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC,
-                        0);
-        if (fd < 0 || bind(fd, (struct sockaddr *)&sa, sizeof(sa)) < 0 ||
-            listen(fd, 64) < 0) {
-            error_setg_errno(errp, errno, "Failed to listen on %s", path);
-            if (fd >= 0) {
-                close(fd);
-            }
-            return -1;
-        }
-        *unlink_path = g_path_is_absolute(path)
-                       ? g_strdup(path)
-                       : g_build_filename(g_get_current_dir(), path, NULL);
-        return fd;
-    }
-    if (!strcmp(type, "inet")) {
+        fd = socket_listen_unix(path, 64, unlink_path, errp);
+    } else if (!strcmp(type, "inet")) {
         if (!opts_require_str(addr, "host", &host, errp) ||
             !opts_get_str(addr, "port", "10809", &port, errp)) {
             return -1;
         }
-        struct addrinfo hints = {
-            .ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM,
-            .ai_flags = AI_PASSIVE,
-        }, *res;
-        int rc = getaddrinfo(host, port, &hints, &res);
-        if (rc) {
-            error_set_option(errp, "addr: cannot resolve %s:%s: %s", host,
-                             port, gai_strerror(rc));
-            return -1;
-        }
-        int fd = -1;
-        for (struct addrinfo *ai = res; ai && fd < 0; ai = ai->ai_next) {
-            int one = 1;
-            fd = socket(ai->ai_family, ai->ai_socktype | SOCK_NONBLOCK |
-                        SOCK_CLOEXEC, 0);
-            if (fd < 0) {
-                continue;
-            }
-            setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
-            if (bind(fd, ai->ai_addr, ai->ai_addrlen) < 0 ||
-                listen(fd, 64) < 0) {
-                error_setg_errno(errp, errno, "Failed to listen on %s:%s",
-                                 host, port);
-                close(fd);
-                fd = -1;
-            }
-        }
-        freeaddrinfo(res);
-        return fd;
+        fd = socket_listen_tcp(host, port, 64, errp);
+    } else {
+        error_set_option(errp, "addr.type: expected unix or inet, not '%s'",
+                         type);
+        return -1;
     }
-    error_set_option(errp, "addr.type: expected unix or inet, not '%s'",
-                     type);
-    return -1;
+    if (fd < 0) {
+        error_prepend(errp, "addr: ");
+    }
+    return fd;
 }
 
 bool nbd_server_running(void)

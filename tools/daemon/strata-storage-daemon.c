@@ -6,7 +6,6 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <getopt.h>
-#include <netdb.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -15,7 +14,6 @@
 #include <sys/signalfd.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
-#include <sys/un.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -24,6 +22,7 @@
 #include "block/object.h"
 #include "tools/daemon/daemon.h"
 #include "tools/daemon/monitor.h"
+#include "util/socket.h"
 #include "tools/daemon/qmp-cmds.h"
 
 static const char *progname = "strata-storage-daemon";
@@ -114,72 +113,6 @@ static bool is_loopback(const char *host)
            g_str_has_prefix(host, "127.");
 }
 
-static int listen_unix(const char *path, char **abs_path, StrataError **errp)
-{
-    struct sockaddr_un sa = { .sun_family = AF_UNIX };
-    int fd;
-
-    if (strlen(path) >= sizeof(sa.sun_path)) {
-        error_set_option(errp, "path: '%s' is longer than %zu bytes", path,
-                         sizeof(sa.sun_path) - 1);
-        return -1;
-    }
-    strcpy(sa.sun_path, path);
-    fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
-    if (fd < 0) {
-        error_setg_errno(errp, errno, "Failed to create socket");
-        return -1;
-    }
-    if (bind(fd, (struct sockaddr *)&sa, sizeof(sa)) < 0) {
-        error_setg_errno(errp, errno, "Failed to bind socket to %s", path);
-        close(fd);
-        return -1;
-    }
-    if (listen(fd, 8) < 0) {
-        error_setg_errno(errp, errno, "Failed to listen on socket %s", path);
-        unlink(path);
-        close(fd);
-        return -1;
-    }
-    *abs_path = g_path_is_absolute(path)
-                ? g_strdup(path)
-                : g_build_filename(g_get_current_dir(), path, NULL);
-    return fd;
-}
-
-static int listen_tcp(const char *host, const char *port, StrataError **errp)
-{
-    struct addrinfo hints = {
-        .ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM,
-        .ai_flags = AI_PASSIVE | AI_NUMERICSERV,
-    };
-    struct addrinfo *res;
-    int fd = -1, rc = getaddrinfo(host, port, &hints, &res);
-
-    if (rc) {
-        error_set_option(errp, "host/port: cannot resolve %s:%s: %s", host,
-                         port, gai_strerror(rc));
-        return -1;
-    }
-    for (struct addrinfo *ai = res; ai && fd < 0; ai = ai->ai_next) {
-        int one = 1;
-        fd = socket(ai->ai_family, ai->ai_socktype | SOCK_CLOEXEC |
-                    SOCK_NONBLOCK, 0);
-        if (fd < 0) {
-            continue;
-        }
-        setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
-        if (bind(fd, ai->ai_addr, ai->ai_addrlen) < 0 || listen(fd, 8) < 0) {
-            error_setg_errno(errp, errno, "Failed to listen on %s:%s", host,
-                             port);
-            close(fd);
-            fd = -1;
-        }
-    }
-    freeaddrinfo(res);
-    return fd;
-}
-
 static bool add_chardev(OptNode *opts, StrataError **errp)
 {
     const char *backend, *id, *path = NULL, *host = NULL, *port = NULL;
@@ -222,7 +155,7 @@ static bool add_chardev(OptNode *opts, StrataError **errp)
             goto fail;
         }
         if (path) {
-            c->listen_fd = listen_unix(path, &c->unlink_path, errp);
+            c->listen_fd = socket_listen_unix(path, 8, &c->unlink_path, errp);
         } else {
             if (!port) {
                 error_set_option(errp, "port: missing");
@@ -238,7 +171,7 @@ static bool add_chardev(OptNode *opts, StrataError **errp)
             fprintf(stderr, "%s: warning: chardev '%s': QMP on TCP %s:%s "
                     "has no authentication; any local user can connect\n",
                     progname, id, host, port);
-            c->listen_fd = listen_tcp(host, port, errp);
+            c->listen_fd = socket_listen_tcp(host, port, 8, errp);
         }
         if (c->listen_fd < 0) {
             goto fail;
