@@ -30,21 +30,26 @@ const AioEngineOps *aio_engine_get(AioEngineId id)
     return aio_engines[id];
 }
 
-void *aio_engine_ctx_state(const AioEngineOps *ops, StrataContext *ctx,
-                           StrataError **errp)
+void *aio_engine_queue_state(const AioEngineOps *ops, StrataQueue *q,
+                             StrataError **errp)
 {
-    G_STATIC_ASSERT(AIO_ENGINE__MAX <= G_N_ELEMENTS(ctx->engine));
     g_assert((unsigned)ops->id < AIO_ENGINE__MAX);
 
-    if (!ctx->engine[ops->id]) {
-        void *state = ops->ctx_init(ctx, errp);
+    if (!q->engine[ops->id]) {
+        void *state = ops->ctx_init(q->loop, errp);
         if (!state) {
             return NULL;
         }
-        ctx->engine[ops->id] = state;
-        ctx->engine_free[ops->id] = ops->ctx_cleanup;
+        q->engine[ops->id] = state;
+        q->engine_free[ops->id] = ops->ctx_cleanup;
     }
-    return ctx->engine[ops->id];
+    return q->engine[ops->id];
+}
+
+void *aio_engine_ctx_state(const AioEngineOps *ops, StrataContext *ctx,
+                           StrataError **errp)
+{
+    return aio_engine_queue_state(ops, ctx->queues[0], errp);
 }
 
 /*

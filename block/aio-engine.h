@@ -6,9 +6,9 @@
  *   threads   block/aio-threads.c    the loop's thread pool, preadv2/pwritev2
  *   native    block/aio-linux.c      libaio: io_submit batches, eventfd
  *   io_uring  block/aio-io_uring.c   liburing: one ring per loop
- * An engine keeps per-loop state (a ring, an io_context) in the context's
- * engine[] slot, created on first use and shared by every node of that
- * context.  Submissions made during one loop iteration are batched through
+ * An engine keeps per-loop state (a ring, an io_context) in each queue's
+ * engine[] slot (block/queue.c), created on first use in the thread that
+ * runs the queue's loop and shared by every node that queue sends I/O to.  Submissions made during one loop iteration are batched through
  * loop_defer_call().
  *
  * Contract of co_preadv/co_pwritev: called in a coroutine of @ctx's loop;
@@ -60,9 +60,10 @@ typedef struct AioEngineOps {
      * Operation not permitted"). */
     bool (*available)(const char **why);
 
-    /* Per-context state: create on first use (stored by the caller in
-     * ctx->engine[id] with engine_free[id] = cleanup). */
-    void *(*ctx_init)(StrataContext *ctx, StrataError **errp);
+    /* Per-loop state: create on first use, in the thread that runs
+     * @loop (stored by the caller in the queue's engine[id] with
+     * engine_free[id] = cleanup). */
+    void *(*ctx_init)(Loop *loop, StrataError **errp);
     void (*ctx_cleanup)(void *state);
 
     /* Whether writes can carry AIO_FUA (RWF_DSYNC) natively. */
@@ -109,7 +110,11 @@ int aio_engine_probe_once(int *cache, int (*probe)(void));
 /* The engine table for @id, or NULL if not compiled in. */
 const AioEngineOps *aio_engine_get(AioEngineId id);
 
-/* The per-context state of @ops in @ctx, created on first use. */
+/* The state of @ops in queue @q, created on first use (in the thread
+ * that runs @q's loop, or the owner of an idle loop). */
+void *aio_engine_queue_state(const AioEngineOps *ops, StrataQueue *q,
+                             StrataError **errp);
+/* The same for the context's first queue (the control path's). */
 void *aio_engine_ctx_state(const AioEngineOps *ops, StrataContext *ctx,
                            StrataError **errp);
 

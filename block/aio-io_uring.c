@@ -338,7 +338,7 @@ static void uring_on_readable(void *opaque)
     loop_defer_end(s->loop);
 }
 
-static void *uring_ctx_init(StrataContext *ctx, StrataError **errp)
+static void *uring_ctx_init(Loop *loop, StrataError **errp)
 {
     UringState *s = g_new0(UringState, 1);
     struct io_uring_params params = { 0 };
@@ -375,7 +375,7 @@ static void *uring_ctx_init(StrataContext *ctx, StrataError **errp)
      * where every io_uring_enter would then fail with EINVAL.  The saving is
      * one fd table lookup per syscall. */
 
-    s->loop = ctx->loop;
+    s->loop = loop;
     s->cq_entries = params.cq_entries;
     s->wait_tail = &s->wait_head;
     loop_timer_init(&s->retry_timer, s->loop, uring_retry_cb, s);

@@ -381,7 +381,7 @@ static void laio_on_readable(void *opaque)
     loop_defer_end(s->loop);
 }
 
-static void *laio_ctx_init(StrataContext *ctx, StrataError **errp)
+static void *laio_ctx_init(Loop *loop, StrataError **errp)
 {
     LaioState *s = g_new0(LaioState, 1);
 
@@ -401,7 +401,7 @@ static void *laio_ctx_init(StrataContext *ctx, StrataError **errp)
     }
     s->ring = laio_ring_get(s->io_ctx);
     s->ring_nr = s->ring ? s->ring->nr : 0;
-    s->loop = ctx->loop;
+    s->loop = loop;
     s->pending = g_new(struct iocb *, s->depth);
     s->wait_tail = &s->wait_head;
     loop_timer_init(&s->retry_timer, s->loop, laio_retry_cb, s);

@@ -34,10 +34,10 @@ static bool threads_available(const char **why)
     return true;
 }
 
-static void *threads_ctx_init(StrataContext *ctx, StrataError **errp)
+static void *threads_ctx_init(Loop *loop, StrataError **errp)
 {
     ThreadsState *s = g_new0(ThreadsState, 1);
-    s->loop = ctx->loop;
+    s->loop = loop;
     return s;
 }
 

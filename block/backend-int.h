@@ -16,6 +16,13 @@ const char *backend_get_name(const StrataBackend *be);
 void backend_quiesce(StrataBackend *be);
 void backend_unquiesce(StrataBackend *be);
 
+/* True while a request submitted before now has not left the backend's
+ * entry on any queue (drains wait for it; parked requests excepted). */
+bool backend_busy(StrataBackend *be);
+/* True while a request submitted on queue @index has not completed
+ * (its callback has not returned). */
+bool backend_queue_busy(StrataBackend *be, unsigned index);
+
 /* Coroutine forms: in a coroutine of the backend's context.  0 or -errno
  * (get_length: the length or -errno). */
 int backend_co_preadv(StrataBackend *be, int64_t offset, int64_t bytes,

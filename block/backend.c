@@ -4,18 +4,22 @@
  *
  * Three forms of every request:
  *   - coroutine (backend_co_*, block/backend-int.h): the real work;
- *   - callback (strata_backend_aio_*): from any thread; the request is
- *     handed to the context's loop (directly when the caller is that loop's
- *     thread, else through a mutex-protected list and a bottom half that
- *     wakes the loop), runs as a coroutine there and completes with the
+ *   - callback (strata_backend_aio_*): from any thread; the request goes
+ *     to a queue (queue_for_submit: the caller's own, or the one it chose,
+ *     or the context's first), directly when the caller owns that queue's
+ *     loop, else through the queue's hand-over list and a bottom half that
+ *     wakes it; it runs as a coroutine there and completes with the
  *     embedder's callback in that thread;
  *   - blocking (strata_backend_p*): a callback-form request waited for,
  *     by running the loop when the caller owns it (loop_is_owner: a tool's
  *     main thread) and otherwise on a condition variable (a vCPU thread
  *     while the loop runs in its own thread or in the embedder's main
  *     loop): two threads never run one loop.
- * Request descriptors come from a per-backend free list that grows during
- * warm-up only; coroutines come from the coroutine pool.
+ * What a request touches is in the backend's shard for its queue (the
+ * descriptor free list, the in-flight count); quiesce, stop and resume
+ * are rare and go through be->lock.  Request descriptors come from the
+ * shard's free list, which grows during warm-up only; coroutines come
+ * from the coroutine pool.
  */
 #include <errno.h>
 #include <string.h>
@@ -38,7 +42,6 @@ typedef enum BackendOp {
     OP_LENGTH,
     OP_TRUNCATE,
     OP_STATUS,
-    OP_DRAIN,
 } BackendOp;
 
 typedef struct SyncWait {
@@ -46,8 +49,14 @@ typedef struct SyncWait {
     Cond cond;
 } SyncWait;
 
+typedef struct BackendShard BackendShard;
+
 typedef struct BackendReq {
+    QueueWork work;                 /* hand-over to the queue (first) */
+    uint64_t gen;                   /* be->drain_gen when submitted */
     StrataBackend *be;
+    StrataQueue *queue;             /* where it runs */
+    BackendShard *shard;            /* the backend's shard of that queue */
     BackendOp op;
     int64_t offset, bytes;
     const struct iovec *iov;
@@ -58,8 +67,21 @@ typedef struct BackendReq {
     int64_t ret;
     int64_t pnum;                   /* OP_STATUS: the run length */
     int64_t *pnum_out;              /* OP_STATUS: where to store it */
-    struct BackendReq *next;        /* pending or free list */
+    struct BackendReq *next;        /* free list */
 } BackendReq;
+
+/* The backend's state for one queue; only that queue's thread writes
+ * in_flight. */
+struct BackendShard {
+    SpinLock lock;                  /* free_list, alive */
+    BackendReq *free_list;
+    int alive;                      /* descriptors out: submitted, callback
+                                       not yet run */
+    int64_t submitted;              /* under lock: submissions ever */
+    int64_t entered;                /* this queue's thread only: of those,
+                                       that reached the entry */
+    int in_flight;                  /* requests inside backend_co_* */
+} __attribute__((aligned(64)));
 
 struct StrataBackend {
     StrataContext *ctx;
@@ -68,23 +90,55 @@ struct StrataBackend {
     bool write_cache;
     StrataErrorAction on_read_error, on_write_error;
 
-    bool stopped;
+    bool stopped;                   /* atomic; changes under @lock */
     StrataStopCallback *stop_cb;
     void *stop_opaque;
 
-    int quiesce_counter;
-    int alive;                      /* submitted, callback not yet run
-                                       (atomic: any thread submits) */
-    int in_flight;                  /* requests inside backend_co_* */
-    int parked;                     /* of which stopped on an error */
+    int quiesce_counter;            /* atomic */
+    uint64_t drain_gen;             /* atomic: drained sections begun */
+    SpinLock lock;                  /* entry_queue, parked, stop/resume */
+    int parked;                     /* in flight but stopped on an error */
     CoQueue entry_queue;            /* waiting for quiesce/stop to end */
-    CoQueue idle_waiters;           /* drains waiting for in_flight == parked */
 
-    Mutex lock;                     /* protects pending and free lists */
-    BackendReq *pending_head, *pending_tail;
-    BackendReq *free_list;
-    LoopBH *submit_bh;
+    BackendShard *shard[STRATA_MAX_QUEUES];  /* created on first use */
 };
+
+static BackendShard *backend_shard(StrataBackend *be, unsigned index)
+{
+    BackendShard *sh = __atomic_load_n(&be->shard[index], __ATOMIC_ACQUIRE);
+
+    if (G_UNLIKELY(!sh)) {
+        /* The first submission on this queue (any thread; warm-up). */
+        BackendShard *expected = NULL;
+        if (posix_memalign((void **)&sh, 64, sizeof(*sh))) {
+            g_error("out of memory for a backend shard");
+        }
+        memset(sh, 0, sizeof(*sh));
+        spin_init(&sh->lock);
+        if (!__atomic_compare_exchange_n(&be->shard[index], &expected, sh, false,
+                                         __ATOMIC_ACQ_REL, __ATOMIC_ACQUIRE)) {
+            free(sh);
+            sh = expected;
+        }
+    }
+    return sh;
+}
+
+/* Sum of a shard field over the queues (drains, free). */
+static int backend_sum(StrataBackend *be, size_t field_offset)
+{
+    int n = 0;
+
+    for (unsigned q = 0; q < STRATA_MAX_QUEUES; q++) {
+        BackendShard *sh = __atomic_load_n(&be->shard[q], __ATOMIC_ACQUIRE);
+        if (sh) {
+            n += __atomic_load_n((int *)((char *)sh + field_offset), __ATOMIC_ACQUIRE);
+        }
+    }
+    return n;
+}
+
+#define BACKEND_SUM(be, field) backend_sum((be), offsetof(BackendShard, field))
 
 const char *backend_get_name(const StrataBackend *be)
 {
@@ -105,34 +159,81 @@ static StrataNode *be_root(StrataBackend *be)
 
 void backend_quiesce(StrataBackend *be)
 {
-    be->quiesce_counter++;
+    __atomic_add_fetch(&be->drain_gen, 1, __ATOMIC_SEQ_CST);
+    __atomic_add_fetch(&be->quiesce_counter, 1, __ATOMIC_SEQ_CST);
     /* Mark the graph too: a filter holding a request (a blkdebug
      * breakpoint) sees it and lets go, so the drain can finish. */
-    be_root(be)->quiesce_counter++;
+    __atomic_add_fetch(&be_root(be)->quiesce_counter, 1, __ATOMIC_SEQ_CST);
+}
+
+static void backend_wake_entry(StrataBackend *be)
+{
+    spin_lock(&be->lock);
+    co_queue_restart_all(&be->entry_queue);
+    spin_unlock(&be->lock);
 }
 
 void backend_unquiesce(StrataBackend *be)
 {
     g_assert(be->quiesce_counter > 0);
-    be_root(be)->quiesce_counter--;
-    if (--be->quiesce_counter == 0 && !be->stopped) {
-        co_queue_restart_all(&be->entry_queue);
+    __atomic_sub_fetch(&be_root(be)->quiesce_counter, 1, __ATOMIC_SEQ_CST);
+    if (__atomic_sub_fetch(&be->quiesce_counter, 1, __ATOMIC_SEQ_CST) == 0) {
+        backend_wake_entry(be);
     }
 }
 
-static void backend_co_enter_request(StrataBackend *be)
+static inline bool backend_closed(StrataBackend *be)
 {
-    while (be->quiesce_counter > 0 || be->stopped) {
-        co_queue_wait(&be->entry_queue, NULL);
-    }
-    be->in_flight++;
+    return __atomic_load_n(&be->quiesce_counter, __ATOMIC_SEQ_CST) > 0 ||
+           __atomic_load_n(&be->stopped, __ATOMIC_SEQ_CST);
 }
 
-static void backend_leave_request(StrataBackend *be)
+static inline void backend_leave_request(StrataBackend *be, BackendShard *sh)
 {
-    be->in_flight--;
-    if (be->in_flight == be->parked) {
-        co_queue_restart_all(&be->idle_waiters);
+    /* Only this queue's thread writes its count. */
+    __atomic_store_n(&sh->in_flight, sh->in_flight - 1, __ATOMIC_RELEASE);
+    ctx_note_idle(be->ctx);
+}
+
+/*
+ * Enter a request on this queue's shard.  The count goes up before the
+ * quiesce check, with a full barrier, and a drain raises the quiesce
+ * count before it sums the shards: one of the two sees the other, so a
+ * drain never misses a request that slipped in.
+ */
+/*
+ * The submitted request whose coroutine is about to enter (set by
+ * backend_aio_co_entry, read by the entry before the coroutine first
+ * yields, so no other request of this thread can run in between): a
+ * request submitted before a drained section began is in flight for that
+ * section, which waits for it instead of parking it.
+ */
+static __thread const BackendReq *tls_entering;
+
+static BackendShard *backend_co_enter_request(StrataBackend *be)
+{
+    BackendShard *sh = backend_shard(be, queue_current()->index);
+    const BackendReq *r = tls_entering;
+
+    tls_entering = NULL;
+    if (r) {
+        __atomic_store_n(&sh->entered, sh->entered + 1, __ATOMIC_RELEASE);
+    }
+    for (;;) {
+        __atomic_fetch_add(&sh->in_flight, 1, __ATOMIC_SEQ_CST);
+        if (G_LIKELY(!backend_closed(be))) {
+            return sh;
+        }
+        if (r && !__atomic_load_n(&be->stopped, __ATOMIC_SEQ_CST) &&
+            r->gen < __atomic_load_n(&be->drain_gen, __ATOMIC_SEQ_CST)) {
+            return sh;      /* submitted before the drain began */
+        }
+        backend_leave_request(be, sh);
+        spin_lock(&be->lock);
+        while (backend_closed(be)) {
+            co_queue_wait_spin(&be->entry_queue, &be->lock);
+        }
+        spin_unlock(&be->lock);
     }
 }
 
@@ -155,25 +256,28 @@ static bool backend_co_handle_error(StrataBackend *be, bool is_write, int *ret)
     case STRATA_ERROR_ACTION_IGNORE:
         *ret = 0;
         return false;
-    case STRATA_ERROR_ACTION_STOP:
-        if (!be->stopped) {
-            be->stopped = true;
-            if (be->stop_cb) {
-                be->stop_cb(be->stop_opaque, *ret, is_write);
-            }
-        }
+    case STRATA_ERROR_ACTION_STOP: {
+        bool first;
+        spin_lock(&be->lock);
+        first = !be->stopped;
+        __atomic_store_n(&be->stopped, true, __ATOMIC_SEQ_CST);
         be->parked++;
-        if (be->in_flight == be->parked) {
-            co_queue_restart_all(&be->idle_waiters);
+        spin_unlock(&be->lock);
+        ctx_note_idle(be->ctx);
+        if (first && be->stop_cb) {
+            be->stop_cb(be->stop_opaque, *ret, is_write);
         }
         /* A resume inside a drained section must not send the retry into
          * the drained graph (a reopen may be swapping its files): stay
          * parked, and so invisible to drains, until the section ends. */
-        while (be->stopped || be->quiesce_counter > 0) {
-            co_queue_wait(&be->entry_queue, NULL);
+        spin_lock(&be->lock);
+        while (backend_closed(be)) {
+            co_queue_wait_spin(&be->entry_queue, &be->lock);
         }
         be->parked--;
+        spin_unlock(&be->lock);
         return true;
+    }
     default:
         return false;
     }
@@ -197,32 +301,20 @@ STRATA_EXPORT void strata_backend_set_stop_callback(StrataBackend *be,
 
 STRATA_EXPORT bool strata_backend_is_stopped(StrataBackend *be)
 {
-    return be->stopped;
+    return __atomic_load_n(&be->stopped, __ATOMIC_SEQ_CST);
 }
 
-static void backend_resume(void *opaque)
-{
-    StrataBackend *be = opaque;
-
-    if (!be->stopped) {
-        return;
-    }
-    be->stopped = false;
-    /* Wake everyone: parked requests retry (a drain may be waiting for
-     * them), and new ones re-check the quiesce counter themselves. */
-    co_queue_restart_all(&be->entry_queue);
-}
-
+/* Any thread: the waiters are woken in their own queues' loops. */
 STRATA_EXPORT void strata_backend_resume(StrataBackend *be)
 {
-    if (!loop_is_owner(be->ctx->loop)) {
-        /* The queues belong to the loop's owner (the embedder typically
-         * resumes from a monitor thread after the stop callback told it
-         * about the error): resume there, soon. */
-        loop_oneshot(be->ctx->loop, backend_resume, be);
-        return;
+    spin_lock(&be->lock);
+    if (be->stopped) {
+        __atomic_store_n(&be->stopped, false, __ATOMIC_SEQ_CST);
+        /* Wake everyone: parked requests retry (a drain may be waiting
+         * for them), and new ones re-check the quiesce counter. */
+        co_queue_restart_all(&be->entry_queue);
     }
-    backend_resume(be);
+    spin_unlock(&be->lock);
 }
 
 /* ---- coroutine forms ------------------------------------------------------ */
@@ -252,7 +344,7 @@ static int backend_co_rw(StrataBackend *be, BackendOp op, int64_t offset,
     bool is_write = op != OP_READ;
     int ret;
 
-    backend_co_enter_request(be);
+    BackendShard *sh = backend_co_enter_request(be);
     if (is_write && !be->write_cache) {
         flags |= REQ_FUA;
     }
@@ -278,7 +370,7 @@ static int backend_co_rw(StrataBackend *be, BackendOp op, int64_t offset,
             g_assert_not_reached();
         }
     } while (ret < 0 && ret != -EINVAL && backend_co_handle_error(be, is_write, &ret));
-    backend_leave_request(be);
+    backend_leave_request(be, sh);
     return ret;
 }
 
@@ -308,12 +400,12 @@ int backend_co_pdiscard(StrataBackend *be, int64_t offset, int64_t bytes)
 int backend_co_flush(StrataBackend *be)
 {
     int ret;
+    BackendShard *sh = backend_co_enter_request(be);
 
-    backend_co_enter_request(be);
     do {
         ret = node_co_flush(be_root(be));
     } while (ret < 0 && backend_co_handle_error(be, true, &ret));
-    backend_leave_request(be);
+    backend_leave_request(be, sh);
     return ret;
 }
 
@@ -325,35 +417,67 @@ int64_t backend_co_get_length(StrataBackend *be)
 int backend_co_truncate(StrataBackend *be, int64_t size, PreallocMode prealloc,
                         StrataError **errp)
 {
-    backend_co_enter_request(be);
+    BackendShard *sh = backend_co_enter_request(be);
     int ret = node_co_truncate(be_root(be), size, prealloc, errp);
-    backend_leave_request(be);
+    backend_leave_request(be, sh);
     return ret;
 }
 
 int backend_co_block_status(StrataBackend *be, int64_t offset, int64_t bytes,
                             int64_t *pnum)
 {
-    backend_co_enter_request(be);
+    BackendShard *sh = backend_co_enter_request(be);
     int ret = check_device_range(be, offset, bytes);
     if (ret == 0) {
         ret = node_co_block_status(be_root(be), offset, bytes, pnum);
     }
-    backend_leave_request(be);
+    backend_leave_request(be, sh);
     return ret;
 }
 
-/* Drain: park new requests and wait for those in flight (parked ones
- * excepted: they wait for the embedder's resume, which a drain must not
- * block). */
-static void backend_co_drain(StrataBackend *be)
+/* Drain: park new requests and wait for those in flight on every queue
+ * (parked ones excepted: they wait for the embedder's resume, which a
+ * drain must not block).  In the owner of the context's loop. */
+static bool backend_busy_fn(void *opaque)
 {
+    StrataBackend *be = opaque;
+    int parked;
+    int64_t not_entered = 0;
+
+    for (unsigned q = 0; q < STRATA_MAX_QUEUES; q++) {
+        BackendShard *sh = __atomic_load_n(&be->shard[q], __ATOMIC_ACQUIRE);
+        if (sh) {
+            spin_lock(&sh->lock);
+            not_entered += sh->submitted;
+            spin_unlock(&sh->lock);
+            not_entered -= __atomic_load_n(&sh->entered, __ATOMIC_ACQUIRE);
+        }
+    }
+    spin_lock(&be->lock);
+    parked = be->parked;
+    spin_unlock(&be->lock);
+    return not_entered > 0 || BACKEND_SUM(be, in_flight) > parked;
+}
+
+bool backend_busy(StrataBackend *be)
+{
+    return backend_busy_fn(be);
+}
+
+static void backend_drain_begin_fn(void *opaque)
+{
+    StrataBackend *be = opaque;
+
     backend_quiesce(be);
     /* Filters that hold requests (throttle) let them go. */
     node_drained_notify(be_root(be), true);
-    while (be->in_flight > be->parked) {
-        co_queue_wait(&be->idle_waiters, NULL);
-    }
+    ctx_wait_idle(be->ctx, backend_busy_fn, be);
+}
+
+bool backend_queue_busy(StrataBackend *be, unsigned index)
+{
+    BackendShard *sh = __atomic_load_n(&be->shard[index], __ATOMIC_ACQUIRE);
+    return sh && __atomic_load_n(&sh->alive, __ATOMIC_ACQUIRE) > 0;
 }
 
 /* ---- requests from the public API ---------------------------------------------- */
@@ -407,39 +531,31 @@ static int64_t backend_co_run(BackendReq *r)
         return backend_co_truncate(be, r->offset, PREALLOC_OFF, NULL);
     case OP_STATUS:
         return backend_co_block_status(be, r->offset, r->bytes, &r->pnum);
-    case OP_DRAIN:
-        backend_co_drain(be);
-        return 0;
     }
     g_assert_not_reached();
 }
 
-static BackendReq *req_alloc(StrataBackend *be)
+static BackendReq *req_alloc(StrataBackend *be, StrataQueue *q)
 {
+    BackendShard *sh = backend_shard(be, q->index);
     BackendReq *r;
 
-    mutex_lock(&be->lock);
-    r = be->free_list;
+    spin_lock(&sh->lock);
+    r = sh->free_list;
     if (r) {
-        be->free_list = r->next;
+        sh->free_list = r->next;
     }
-    mutex_unlock(&be->lock);
+    sh->alive++;
+    sh->submitted++;
+    spin_unlock(&sh->lock);
     if (!r) {
         r = g_new(BackendReq, 1);   /* warm-up only: descriptors are reused */
     }
     memset(r, 0, sizeof(*r));
     r->be = be;
+    r->queue = q;
+    r->shard = sh;
     return r;
-}
-
-static void req_free(BackendReq *r)
-{
-    StrataBackend *be = r->be;
-
-    mutex_lock(&be->lock);
-    r->next = be->free_list;
-    be->free_list = r;
-    mutex_unlock(&be->lock);
 }
 
 static void backend_aio_co_entry(void *opaque)
@@ -448,34 +564,39 @@ static void backend_aio_co_entry(void *opaque)
     StrataBackend *be = r->be;
     StrataCompletion *cb = r->cb;
     void *cb_opaque = r->opaque;
-    int64_t ret = backend_co_run(r);
+    int64_t ret;
+
+    tls_entering = r;
+    ret = backend_co_run(r);
+    if (tls_entering) {
+        /* Rejected before the entry (bad vector; get_length). */
+        tls_entering = NULL;
+        BackendShard *s = r->shard;
+        __atomic_store_n(&s->entered, s->entered + 1, __ATOMIC_RELEASE);
+    }
+    BackendShard *sh = r->shard;
 
     if (r->pnum_out) {
         *r->pnum_out = r->pnum;
     }
     /* The descriptor goes back before the callback so that a callback
-     * which submits again reuses it. */
-    req_free(r);
+     * which submits again reuses it; it stays counted as alive until the
+     * callback returned (the backend and its queue outlive it). */
+    spin_lock(&sh->lock);
+    r->next = sh->free_list;
+    sh->free_list = r;
+    spin_unlock(&sh->lock);
     cb(cb_opaque, ret);
-    g_atomic_int_add(&be->alive, -1);
+    spin_lock(&sh->lock);
+    sh->alive--;
+    spin_unlock(&sh->lock);
+    ctx_note_idle(be->ctx);
 }
 
-static void backend_submit_bh(void *opaque)
+static void backend_work_run(QueueWork *w)
 {
-    StrataBackend *be = opaque;
-    BackendReq *list;
-
-    mutex_lock(&be->lock);
-    list = be->pending_head;
-    be->pending_head = be->pending_tail = NULL;
-    mutex_unlock(&be->lock);
-
-    while (list) {
-        BackendReq *r = list;
-        list = r->next;
-        r->next = NULL;
-        loop_co_spawn(be->ctx->loop, backend_aio_co_entry, r);
-    }
+    BackendReq *r = (BackendReq *)w;
+    loop_co_spawn(r->queue->loop, backend_aio_co_entry, r);
 }
 
 static int backend_submit(StrataBackend *be, BackendReq *tmpl)
@@ -483,29 +604,26 @@ static int backend_submit(StrataBackend *be, BackendReq *tmpl)
     if (!tmpl->cb) {
         return -EINVAL;
     }
-    BackendReq *r = req_alloc(be);
+    StrataQueue *q = queue_for_submit(be->ctx);
+    BackendReq *r = req_alloc(be, q);
+    BackendShard *sh = r->shard;
     *r = *tmpl;
     r->be = be;
+    r->queue = q;
+    r->shard = sh;
     r->next = NULL;
     /* Internal request flags are not for callers of the public API. */
     r->flags &= REQ_PUBLIC_MASK;
-    g_atomic_int_inc(&be->alive);
+    r->gen = __atomic_load_n(&be->drain_gen, __ATOMIC_SEQ_CST);
 
-    if (loop_is_owner(be->ctx->loop)) {
+    if (loop_is_owner(q->loop)) {
         /* The coroutine is scheduled, never entered here: the callback
          * cannot run inside this call. */
-        loop_co_spawn(be->ctx->loop, backend_aio_co_entry, r);
+        loop_co_spawn(q->loop, backend_aio_co_entry, r);
         return 0;
     }
-    mutex_lock(&be->lock);
-    if (be->pending_tail) {
-        be->pending_tail->next = r;
-    } else {
-        be->pending_head = r;
-    }
-    be->pending_tail = r;
-    mutex_unlock(&be->lock);
-    loop_bh_schedule(be->submit_bh);
+    r->work.run = backend_work_run;
+    queue_submit_work(q, &r->work);
     return 0;
 }
 
@@ -534,18 +652,19 @@ static void sync_complete(void *opaque, int64_t ret)
 static int64_t run_sync(StrataBackend *be, BackendReq *tmpl, int64_t *pnum)
 {
     SyncReq s = { 0 };
+    Loop *loop = queue_for_submit(be->ctx)->loop;
 
     g_assert(!co_in_coroutine());
     tmpl->cb = sync_complete;
     tmpl->opaque = &s;
     tmpl->pnum_out = pnum;
 
-    if (loop_is_owner(be->ctx->loop)) {
+    if (loop_is_owner(loop)) {
         /* Only the owner may run the loop: run it until done. */
         int ret = backend_submit(be, tmpl);
         g_assert(ret == 0);
         while (!s.done) {
-            loop_run_once(be->ctx->loop, true);
+            loop_run_once(loop, true);
         }
     } else {
         /* The owner (a loop thread, or the embedder's thread driving the
@@ -643,8 +762,8 @@ STRATA_EXPORT int strata_backend_block_status(StrataBackend *be, int64_t offset,
 
 STRATA_EXPORT void strata_backend_drain_begin(StrataBackend *be)
 {
-    BackendReq t = { .op = OP_DRAIN };
-    run_sync(be, &t, NULL);
+    g_assert(!co_in_coroutine());
+    strata_context_call(be->ctx, backend_drain_begin_fn, be);
 }
 
 static void backend_drain_end_cb(void *opaque)
@@ -748,19 +867,23 @@ STRATA_EXPORT StrataBackend *strata_backend_new(StrataNode *root, const char *na
     be->name = g_strdup(name ? name : "backend");
     be->write_cache = true;
     co_queue_init(&be->entry_queue);
-    co_queue_init(&be->idle_waiters);
-    mutex_init(&be->lock);
+    spin_init(&be->lock);
 
     be->root = backend_attach_root(be, root, perm & PERM_ALL, shared & PERM_ALL, errp);
     if (!be->root) {
-        mutex_cleanup(&be->lock);
         g_free(be->name);
         g_free(be);
         return NULL;
     }
-    be->submit_bh = loop_bh_new(ctx->loop, backend_submit_bh, be);
+    mutex_lock(&ctx->queues_lock);
     ctx->backends = g_list_append(ctx->backends, be);
+    mutex_unlock(&ctx->queues_lock);
     return be;
+}
+
+static bool backend_alive(void *opaque)
+{
+    return BACKEND_SUM((StrataBackend *)opaque, alive) > 0;
 }
 
 STRATA_EXPORT void strata_backend_free(StrataBackend *be)
@@ -774,35 +897,41 @@ STRATA_EXPORT void strata_backend_free(StrataBackend *be)
 
     /* Resume a stopped backend so parked requests complete (with their
      * errors re-tried once more) rather than hang the close. */
-    if (be->stopped) {
+    if (strata_backend_is_stopped(be)) {
         be->on_read_error = be->on_write_error = STRATA_ERROR_ACTION_REPORT;
-        backend_resume(be);
+        strata_backend_resume(be);
     }
     /* Every request submitted so far completes before the backend goes,
      * including those waiting at the entry of a drained section the
      * embedder never ended: each callback runs exactly once, and no
      * coroutine may be left waiting on a queue inside freed memory. */
-    if (be->quiesce_counter > 0) {
+    int q = __atomic_load_n(&be->quiesce_counter, __ATOMIC_SEQ_CST);
+    if (q > 0) {
         /* Give back this backend's share of the root's counter too, or a
          * filter there (blkdebug) would act drained for ever. */
-        be_root(be)->quiesce_counter -= be->quiesce_counter;
+        __atomic_sub_fetch(&be_root(be)->quiesce_counter, q, __ATOMIC_SEQ_CST);
         g_assert(be_root(be)->quiesce_counter >= 0);
-        be->quiesce_counter = 0;
-        co_queue_restart_all(&be->entry_queue);
+        __atomic_store_n(&be->quiesce_counter, 0, __ATOMIC_SEQ_CST);
+        backend_wake_entry(be);
     }
-    while (g_atomic_int_get(&be->alive) > 0) {
-        loop_run_once(be->ctx->loop, true);
-    }
-    g_assert(be->in_flight == 0 && !be->pending_head);
+    ctx_wait_idle(be->ctx, backend_alive, be);
+    mutex_lock(&be->ctx->queues_lock);
     be->ctx->backends = g_list_remove(be->ctx->backends, be);
-    loop_bh_delete(be->submit_bh);
+    mutex_unlock(&be->ctx->queues_lock);
     node_detach_child(be->root);
-    while (be->free_list) {
-        BackendReq *r = be->free_list;
-        be->free_list = r->next;
-        g_free(r);
+    for (unsigned i = 0; i < STRATA_MAX_QUEUES; i++) {
+        BackendShard *sh = be->shard[i];
+        if (!sh) {
+            continue;
+        }
+        g_assert(sh->in_flight == 0 && sh->alive == 0);
+        while (sh->free_list) {
+            BackendReq *r = sh->free_list;
+            sh->free_list = r->next;
+            g_free(r);
+        }
+        free(sh);
     }
-    mutex_cleanup(&be->lock);
     g_free(be->name);
     g_free(be);
 }

@@ -262,7 +262,7 @@ static void blkdebug_process_event(BlkdebugState *s, int event, int *holds)
 /* True if @node or a node above it is in a drained section. */
 static bool blkdebug_node_drained(StrataNode *node)
 {
-    if (node->quiesce_counter > 0) {
+    if (__atomic_load_n(&node->quiesce_counter, __ATOMIC_RELAXED) > 0) {
         return true;
     }
     for (GSList *l = node->parents; l; l = l->next) {

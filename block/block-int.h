@@ -6,11 +6,13 @@
  * opaque handles (include/strata/strata.h); drivers, the request path and
  * unit tests include this header.
  *
- * Threading: a graph belongs to one StrataContext, i.e. one Loop, and every
- * function here runs in that loop's owner thread (loop_is_owner(), see
- * util/loop.h).  Functions marked _co_ run in a
- * coroutine of that loop.  Other threads reach a graph only through the
- * backend's thread-safe submission path (block/backend.c).
+ * Threading: a graph belongs to one StrataContext.  Control-path functions
+ * here run in the owner thread of the context's first queue's loop
+ * (loop_is_owner(ctx->loop), see util/loop.h).  Functions marked _co_ (the
+ * data path) run in a coroutine of any queue's loop of that context, in
+ * parallel with other queues: what they share on a node is guarded as
+ * "Request state" below says.  Other threads reach a graph only through
+ * the backend's thread-safe submission path (block/backend.c).
  */
 #ifndef STRATA_BLOCK_INT_H
 #define STRATA_BLOCK_INT_H
@@ -27,6 +29,7 @@
 #include "util/iov.h"
 #include "util/loop.h"
 #include "util/options.h"
+#include "util/thread.h"
 
 typedef struct BlockDriver BlockDriver;
 typedef struct BlockChild BlockChild;
@@ -171,13 +174,22 @@ extern const char *const debug_event_names[DBG__MAX];
  * coroutine frame.
  * block/io.c owns the fields; the interval tree lives in block/reqtree.c.
  */
+typedef struct NodeShard NodeShard;
+
 struct BlockReq {
     StrataNode *node;
     BlockReqType type;
     int64_t lo, hi;                 /* range this request owns: [lo, hi) */
-    uint64_t seq;                   /* arrival order on this node */
+    /* Arrival order relative to serialising requests (block/io.c, "Order
+     * across queues"): a serialising request's epoch is the node's count
+     * of serialising arrivals including itself; any other request's is
+     * that count as it found it on arrival. */
+    uint64_t seq;
     bool serialising;               /* owns [lo, hi) exclusively */
-    CoQueue waiters;                /* requests waiting for this one */
+    NodeShard *shard;               /* tree it is in: a queue's shard, or
+                                       NULL for the node's serialising tree */
+    CoQueue waiters;                /* requests waiting for this one, under
+                                       the lock of the tree it is in */
     /* interval tree links (block/reqtree.c) */
     BlockReq *rb_left, *rb_right, *rb_parent;
     bool rb_red;
@@ -246,23 +258,42 @@ struct StrataNode {
     bool supports_fua;              /* driver honours REQ_FUA natively */
     int64_t total_bytes;            /* cached length, -1 unknown */
 
-    /* requests */
-    int in_flight;                  /* inside this node's entry points */
-    BlockReq *tracked_root;         /* interval tree of owned ranges */
-    uint64_t next_seq;
-    int quiesce_counter;
+    /*
+     * Request state (block/io.c), shared by every queue that sends
+     * requests through the node.  What each request touches lives in its
+     * queue's shard (in flight, the tree of its non-serialising requests,
+     * completed writes, statistics): no cache line is written by two
+     * queues for a request that overlaps no serialising one.  What only
+     * serialising requests and flushes touch is guarded by @lock.
+     */
+    NodeShard *shard[STRATA_MAX_QUEUES];  /* created on a queue's first
+                                             request, kept until close */
+    SpinLock lock;                  /* serial_root, flush state, shards[] */
+    BlockReq *serial_root;          /* serialising requests, all queues */
+    uint64_t serial_epoch;          /* atomic: serialising arrivals */
+    int serialising_in_flight;      /* atomic: tracked serialising */
+    int quiesce_counter;            /* atomic */
 
-    /* flush bookkeeping (block/io.c) */
-    uint64_t write_gen;             /* bumped on each completed write */
-    uint64_t flushed_gen;           /* write_gen covered by the last flush */
-    bool flush_failed;              /* sticky after a buffered flush error */
+    /* flush bookkeeping (block/io.c), under @lock */
+    uint64_t flushed_gen;           /* sum of the shards' write_gen covered
+                                       by the last flush */
+    bool flush_failed;              /* atomic; sticky after a buffered
+                                       flush error */
     bool flush_active;
     CoQueue flush_queue;
-
-    int serialising_in_flight;      /* tracked requests with serialising */
-
-    BlockStats stats;
 };
+
+/* One queue's part of a node's request state; only that queue's thread
+ * writes it, except @tracked_root, which serialising requests of other
+ * queues scan under @lock. */
+struct NodeShard {
+    SpinLock lock;                  /* tracked_root and its waiters */
+    int in_flight;                  /* inside this node's entry points
+                                       (SHARD_ADD; drains sum the shards) */
+    BlockReq *tracked_root;         /* this queue's non-serialising requests */
+    uint64_t write_gen;             /* writes completed on this queue */
+    BlockStats stats;
+} __attribute__((aligned(64)));
 
 struct BlockChild {
     char *role;                     /* "file", "image", "root", ... */
@@ -408,23 +439,92 @@ typedef enum AioEngineId {
     AIO_ENGINE__MAX,
 } AioEngineId;
 
+/* A queue (block/queue.c): one loop, its thread, its per-thread state. */
+typedef struct QueueWork QueueWork;
+struct QueueWork {
+    QueueWork *next;
+    void (*run)(QueueWork *w);      /* in the queue's loop */
+};
+
+struct StrataQueue {
+    StrataContext *ctx;
+    unsigned index;                 /* 0: the context's first queue */
+    Loop *loop;
+    GThread *thread;                /* the loop thread, while it runs */
+    int thread_stop;                /* atomic */
+    void *engine[AIO_ENGINE__MAX];  /* AIO engine state of this loop */
+    void (*engine_free[AIO_ENGINE__MAX])(void *);
+    /* Work handed over by threads that do not own the loop. */
+    Mutex lock;
+    QueueWork *pending_head, *pending_tail;
+    LoopBH *submit_bh;
+};
+
 /* Context internals (block/context.c). */
 struct StrataContext {
-    Loop *loop;
-    bool own_loop;
-    BufPool *pool;
+    Loop *loop;                     /* queues[0]->loop: the control path's */
+    BufPool *pool;                  /* shared by every queue (thread-safe) */
     GHashTable *nodes;              /* node-name → StrataNode (weak) */
-    GList *backends;                /* StrataBackend * (weak) */
+    GList *backends;                /* StrataBackend * (weak); changes
+                                       under queues_lock */
     uint64_t next_auto_name;
-    GThread *thread;                /* the loop thread, which owns the
-                                       loop while it runs */
-    int thread_stop;                /* atomic */
-    void *engine[AIO_ENGINE__MAX];  /* per-loop AIO engine state (by id) */
-    void (*engine_free[AIO_ENGINE__MAX])(void *);
+    StrataQueue *queues[STRATA_MAX_QUEUES];  /* under queues_lock; [0]
+                                                lives as long as ctx */
+    Mutex queues_lock;
+    int draining;                   /* atomic: drained sections waiting */
     /* Guest memory the embedder registered (block/memregion.c); NULL
      * while none is. */
     struct MemRegionTable *memregions;
 };
+
+/* The queue whose loop the calling thread runs or has attached, or NULL
+ * (block/queue.c sets each queue's loop user pointer). */
+static inline StrataQueue *queue_current(void)
+{
+    return (StrataQueue *)loop_current_user();
+}
+
+/* The queue a submission from this thread goes to (strata.h, "Queues"). */
+StrataQueue *queue_for_submit(StrataContext *ctx);
+/* Hand @w to @q's loop: run there soon (any thread). */
+void queue_submit_work(StrataQueue *q, QueueWork *w);
+/* Create / destroy the context's first queue around @ctx->loop. */
+StrataQueue *queue_create(StrataContext *ctx, unsigned index, StrataError **errp);
+void queue_destroy(StrataQueue *q);
+/* While a drained section waits: a request leaving a node or a backend
+ * in another queue's thread wakes the context's loop. */
+static inline void ctx_note_idle(StrataContext *ctx)
+{
+    if (__builtin_expect(__atomic_load_n(&ctx->draining, __ATOMIC_RELAXED) > 0, 0)) {
+        loop_wake(ctx->loop);
+    }
+}
+/* Run the context's loop (its owner only) until @busy(opaque) is false;
+ * requests finishing on other queues wake it. */
+void ctx_wait_idle(StrataContext *ctx, bool (*busy)(void *), void *opaque);
+
+/* The shard of @node for the current queue; it exists once a request of
+ * this queue entered the node (node_co_* did), so only the request path
+ * below an entry point calls these. */
+static inline NodeShard *node_cur_shard(const StrataNode *node)
+{
+    return node->shard[queue_current()->index];
+}
+static inline BlockStats *node_stats(const StrataNode *node)
+{
+    return &node_cur_shard(node)->stats;
+}
+/* The statistics of every queue, summed (block/io.c). */
+void node_stats_merge(const StrataNode *node, BlockStats *out);
+static inline BlockStats node_stats_sum(const StrataNode *node)
+{
+    BlockStats s;
+    node_stats_merge(node, &s);
+    return s;
+}
+NodeShard *node_shard_create(StrataNode *node, unsigned index);
+/* At close: no request may be in flight (asserted). */
+void node_shards_free(StrataNode *node);
 
 /* Open a node (and its children) from an option tree.  Marks consumed what
  * it used and fails on anything left over, naming the key path. */

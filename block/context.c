@@ -11,19 +11,22 @@
 
 STRATA_EXPORT StrataContext *strata_context_new(StrataError **errp)
 {
-    Loop *loop = loop_new(errp);
-    if (!loop) {
+    StrataContext *ctx = g_new0(StrataContext, 1);
+    StrataQueue *q = queue_create(ctx, 0, errp);
+
+    if (!q) {
+        g_free(ctx);
         return NULL;
     }
-    StrataContext *ctx = g_new0(StrataContext, 1);
-    ctx->loop = loop;
-    ctx->own_loop = true;
+    mutex_init(&ctx->queues_lock);
+    ctx->queues[0] = q;
+    ctx->loop = q->loop;
     ctx->pool = bufpool_new(0, 0);
     ctx->nodes = g_hash_table_new(g_str_hash, g_str_equal);
     /* The creating thread owns the loop (loop_new) until a loop thread is
      * started; it is also the thread's default loop for new coroutines. */
     if (!loop_current()) {
-        loop_attach_current(loop);
+        loop_attach_current(ctx->loop);
     }
     return ctx;
 }
@@ -58,97 +61,41 @@ STRATA_EXPORT void strata_context_free(StrataContext *ctx)
     if (!ctx) {
         return;
     }
-    g_assert(!ctx->thread);
+    StrataQueue *q0 = ctx->queues[0];
+    g_assert(!q0->thread);
     /* Closing runs the loop. */
     g_assert(loop_is_owner(ctx->loop));
+    for (unsigned i = 1; i < STRATA_MAX_QUEUES; i++) {
+        /* The embedder frees its queues first (their loops are theirs). */
+        g_assert(!ctx->queues[i]);
+    }
     context_close_all(ctx);
-    for (unsigned i = 0; i < G_N_ELEMENTS(ctx->engine); i++) {
-        if (ctx->engine[i] && ctx->engine_free[i]) {
-            ctx->engine_free[i](ctx->engine[i]);
-        }
-    }
     memregion_cleanup(ctx);
-    /* Let pending bottom halves (completions, wake-ups) run out. */
-    while (loop_run_once(ctx->loop, false)) {
-    }
+    queue_destroy(q0);
     g_hash_table_destroy(ctx->nodes);
     bufpool_free(ctx->pool);
-    if (loop_current() == ctx->loop) {
-        loop_attach_current(NULL);
-    }
-    if (ctx->own_loop) {
-        loop_free(ctx->loop);
-    }
+    mutex_cleanup(&ctx->queues_lock);
     g_free(ctx);
 }
 
 STRATA_EXPORT bool strata_context_run_once(StrataContext *ctx, bool blocking)
 {
-    return loop_run_once(ctx->loop, blocking);
-}
-
-/*
- * The loop thread.  Ownership is handed over through thread creation and
- * join, which order the two threads: the starting thread releases the loop
- * before creating this thread, which acquires it first thing; on the way
- * out this thread releases it before returning, and the thread that joins
- * it acquires it after the join.  Threads that submit in between find no
- * owner and wait for the request to complete, which it does once the new
- * owner runs the loop.
- */
-static gpointer context_thread(gpointer opaque)
-{
-    StrataContext *ctx = opaque;
-
-    loop_acquire(ctx->loop);
-    loop_attach_current(ctx->loop);
-    while (!g_atomic_int_get(&ctx->thread_stop)) {
-        loop_run_once(ctx->loop, true);
-    }
-    loop_attach_current(NULL);
-    loop_release(ctx->loop);
-    return NULL;
+    return strata_queue_run_once(ctx->queues[0], blocking);
 }
 
 STRATA_EXPORT bool strata_context_start_thread(StrataContext *ctx, StrataError **errp)
 {
-    g_assert(!ctx->thread);
-    /* Only the owner can hand the loop over. */
-    g_assert(loop_is_owner(ctx->loop));
-    g_atomic_int_set(&ctx->thread_stop, 0);
-    loop_release(ctx->loop);
-    ctx->thread = g_thread_try_new("strata-loop", context_thread, ctx, NULL);
-    if (!ctx->thread) {
-        loop_acquire(ctx->loop);
-        error_setg(errp, "Could not start the context's loop thread");
-        return false;
-    }
-    if (loop_current() == ctx->loop) {
-        loop_attach_current(NULL);
-    }
-    return true;
+    return strata_queue_start_thread(ctx->queues[0], errp);
 }
 
 STRATA_EXPORT void strata_context_stop_thread(StrataContext *ctx)
 {
-    if (!ctx->thread) {
-        return;
-    }
-    g_assert(ctx->thread != g_thread_self());
-    g_atomic_int_set(&ctx->thread_stop, 1);
-    loop_wake(ctx->loop);
-    g_thread_join(ctx->thread);
-    ctx->thread = NULL;
-    loop_acquire(ctx->loop);
-    if (!loop_current()) {
-        loop_attach_current(ctx->loop);
-    }
+    strata_queue_stop_thread(ctx->queues[0]);
 }
 
 STRATA_EXPORT GSource *strata_context_create_gsource(StrataContext *ctx)
 {
-    g_assert(!ctx->thread);
-    return loop_create_gsource(ctx->loop);
+    return strata_queue_create_gsource(ctx->queues[0]);
 }
 
 typedef struct ContextCall {

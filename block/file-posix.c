@@ -359,14 +359,21 @@ static int file_co_buffered_rw(StrataNode *node, FileState *s, bool write,
         .niov = niov,
     };
 
-    if (s->fd_buffered < 0) {
+    j.fd = __atomic_load_n(&s->fd_buffered, __ATOMIC_ACQUIRE);
+    if (j.fd < 0) {
+        /* Two queues may get here at once: one descriptor wins. */
+        int expected = -1;
         int fd = file_reopen_fd(s->d.fd, s->d.writable ? O_RDWR : O_RDONLY);
         if (fd < 0) {
             return fd;
         }
-        s->fd_buffered = fd;
+        if (!__atomic_compare_exchange_n(&s->fd_buffered, &expected, fd, false,
+                                         __ATOMIC_ACQ_REL, __ATOMIC_ACQUIRE)) {
+            close(fd);
+            fd = expected;
+        }
+        j.fd = fd;
     }
-    j.fd = s->fd_buffered;
     return block_co_run_in_pool(node, file_buffered_rw_fn, &j);
 }
 
@@ -381,21 +388,35 @@ static int file_co_submit(StrataNode *node, FileState *s, bool write,
                           int eflags)
 {
     FileDesc *d = &s->d;
+    StrataQueue *q = queue_current();
+    void *engine = d->engine;
 
-    if (niov == 1 && memregion_any(node->ctx) && d->ops->co_preadv_fixed) {
+    if (q->index != 0) {
+        /* Another queue's thread: its own ring or io_context (created on
+         * its first request), no cross-thread step. */
+        engine = q->engine[d->ops->id];
+        if (G_UNLIKELY(!engine)) {
+            engine = aio_engine_queue_state(d->ops, q, NULL);
+            if (!engine) {
+                return -ENOMEM;
+            }
+        }
+    } else if (niov == 1 && memregion_any(node->ctx) && d->ops->co_preadv_fixed) {
+        /* Fixed buffers are registered with the first queue's ring only
+         * (docs/architecture.md, "Threading contract"). */
         int slot = memregion_lookup(node->ctx, d->ops->id, iov[0].iov_base,
                                     iov[0].iov_len);
         int ret;
 
         if (slot >= 0) {
             if (write) {
-                s->fixed_writes++;
-                ret = d->ops->co_pwritev_fixed(d->engine, d->fd, offset,
+                __atomic_fetch_add(&s->fixed_writes, 1, __ATOMIC_RELAXED);
+                ret = d->ops->co_pwritev_fixed(engine, d->fd, offset,
                                                iov[0].iov_base,
                                                iov[0].iov_len, slot, eflags);
             } else {
-                s->fixed_reads++;
-                ret = d->ops->co_preadv_fixed(d->engine, d->fd, offset,
+                __atomic_fetch_add(&s->fixed_reads, 1, __ATOMIC_RELAXED);
+                ret = d->ops->co_preadv_fixed(engine, d->fd, offset,
                                               iov[0].iov_base, iov[0].iov_len,
                                               slot, eflags);
             }
@@ -405,15 +426,15 @@ static int file_co_submit(StrataNode *node, FileState *s, bool write,
             if (ret != -EFAULT) {
                 return ret;
             }
-            s->fixed_fallbacks++;
+            __atomic_fetch_add(&s->fixed_fallbacks, 1, __ATOMIC_RELAXED);
         } else if (slot == MEMREGION_UNREGISTERED) {
-            s->fixed_fallbacks++;
+            __atomic_fetch_add(&s->fixed_fallbacks, 1, __ATOMIC_RELAXED);
         }
     }
     if (write) {
-        return d->ops->co_pwritev(d->engine, d->fd, offset, iov, niov, eflags);
+        return d->ops->co_pwritev(engine, d->fd, offset, iov, niov, eflags);
     }
-    return d->ops->co_preadv(d->engine, d->fd, offset, iov, niov, eflags);
+    return d->ops->co_preadv(engine, d->fd, offset, iov, niov, eflags);
 }
 
 /*
@@ -464,7 +485,7 @@ static int file_co_rw(StrataNode *node, bool write, int64_t offset,
             /* The probe got the alignment wrong.  The request fits what we
              * announced, so it is the kernel that is stricter: do it
              * through the page cache rather than fail the guest. */
-            s->einval_fallbacks++;
+            __atomic_fetch_add(&s->einval_fallbacks, 1, __ATOMIC_RELAXED);
             buffered = true;
             continue;
         }
@@ -487,7 +508,7 @@ static int file_co_rw(StrataNode *node, bool write, int64_t offset,
             break;
         }
 
-        s->short_resubmits++;
+        __atomic_fetch_add(&s->short_resubmits, 1, __ATOMIC_RELAXED);
         if (!buffered && d->direct) {
             int64_t len = file_fd_length(d->fd, s->is_bdev);
             if (!write && len >= 0 && offset + next >= len) {
@@ -601,8 +622,8 @@ static int file_co_pdiscard(StrataNode *node, int64_t offset, int64_t bytes)
     FileJob j = { .fd = s->d.fd, .offset = offset, .len = bytes };
     int ret;
 
-    if (s->no_discard || bytes == 0) {
-        return s->no_discard ? -ENOTSUP : 0;
+    if (__atomic_load_n(&s->no_discard, __ATOMIC_RELAXED) || bytes == 0) {
+        return __atomic_load_n(&s->no_discard, __ATOMIC_RELAXED) ? -ENOTSUP : 0;
     }
     if (s->is_bdev) {
         j.op = FILE_JOB_IOCTL_RANGE;
@@ -613,7 +634,7 @@ static int file_co_pdiscard(StrataNode *node, int64_t offset, int64_t bytes)
     }
     ret = file_co_job(node, &j);
     if (file_is_unsupported(ret)) {
-        s->no_discard = true;
+        __atomic_store_n(&s->no_discard, true, __ATOMIC_RELAXED);
         return -ENOTSUP;
     }
     return ret;
@@ -629,7 +650,7 @@ static int file_co_zeroes_bdev(StrataNode *node, FileState *s, int64_t offset,
     if (!IS_ALIGNED(offset | bytes, (int64_t)MAX(s->lbs, 512u))) {
         return -ENOTSUP;
     }
-    if ((flags & REQ_MAY_UNMAP) && !s->no_punch_hole) {
+    if ((flags & REQ_MAY_UNMAP) && !__atomic_load_n(&s->no_punch_hole, __ATOMIC_RELAXED)) {
         /* On a block device a punched hole reads back as zeroes, or the
          * call fails: the kernel never settles for a plain discard. */
         j.op = FILE_JOB_FALLOCATE;
@@ -638,16 +659,16 @@ static int file_co_zeroes_bdev(StrataNode *node, FileState *s, int64_t offset,
         if (!file_is_unsupported(ret)) {
             return ret;
         }
-        s->no_punch_hole = true;
+        __atomic_store_n(&s->no_punch_hole, true, __ATOMIC_RELAXED);
     }
-    if (s->no_zeroout) {
+    if (__atomic_load_n(&s->no_zeroout, __ATOMIC_RELAXED)) {
         return -ENOTSUP;
     }
     j.op = FILE_JOB_IOCTL_RANGE;
     j.request = BLKZEROOUT;
     ret = file_co_job(node, &j);
     if (file_is_unsupported(ret)) {
-        s->no_zeroout = true;
+        __atomic_store_n(&s->no_zeroout, true, __ATOMIC_RELAXED);
         return -ENOTSUP;
     }
     return ret;
@@ -667,23 +688,23 @@ static int file_co_pwrite_zeroes(StrataNode *node, int64_t offset,
     if (s->is_bdev) {
         return file_co_zeroes_bdev(node, s, offset, bytes, flags);
     }
-    if ((flags & REQ_MAY_UNMAP) && !s->no_punch_hole) {
+    if ((flags & REQ_MAY_UNMAP) && !__atomic_load_n(&s->no_punch_hole, __ATOMIC_RELAXED)) {
         j.mode = FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE;
         ret = file_co_job(node, &j);
         if (!file_is_unsupported(ret)) {
             return ret;
         }
-        s->no_punch_hole = true;
+        __atomic_store_n(&s->no_punch_hole, true, __ATOMIC_RELAXED);
     }
-    if (!s->no_zero_range) {
+    if (!__atomic_load_n(&s->no_zero_range, __ATOMIC_RELAXED)) {
         j.mode = FALLOC_FL_ZERO_RANGE;
         ret = file_co_job(node, &j);
         if (!file_is_unsupported(ret)) {
             return ret;
         }
-        s->no_zero_range = true;
+        __atomic_store_n(&s->no_zero_range, true, __ATOMIC_RELAXED);
     }
-    if (!s->no_punch_hole) {
+    if (!__atomic_load_n(&s->no_punch_hole, __ATOMIC_RELAXED)) {
         /* tmpfs and others without ZERO_RANGE: punch, then allocate the
          * range again so that zeroes without unmap stay allocated.  A
          * failure to reallocate leaves correct zeroes, only sparse. */
@@ -702,7 +723,7 @@ static int file_co_pwrite_zeroes(StrataNode *node, int64_t offset,
         if (!file_is_unsupported(ret)) {
             return ret;
         }
-        s->no_punch_hole = true;
+        __atomic_store_n(&s->no_punch_hole, true, __ATOMIC_RELAXED);
     }
     return -ENOTSUP;
 }

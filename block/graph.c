@@ -156,7 +156,8 @@ void node_refresh_limits(StrataNode *node)
 
 void node_invalidate_length(StrataNode *node)
 {
-    node->total_bytes = -1;
+    /* From any queue's request path (a write past the cached end). */
+    __atomic_store_n(&node->total_bytes, -1, __ATOMIC_RELAXED);
     for (GSList *l = node->parents; l; l = l->next) {
         BlockChild *c = l->data;
         if (c->parent) {
@@ -197,12 +198,16 @@ bool node_check_size_alignment(StrataNode *node, uint64_t perm, uint32_t align,
 
 int64_t node_get_length(StrataNode *node)
 {
-    if (node->total_bytes < 0 && node->drv->get_length) {
-        node->total_bytes = node->drv->get_length(node);
-    } else if (node->total_bytes < 0 && node->file) {
+    /* Any queue may refresh the cache; they all store the same answer. */
+    int64_t len = __atomic_load_n(&node->total_bytes, __ATOMIC_RELAXED);
+
+    if (len < 0 && node->drv->get_length) {
+        len = node->drv->get_length(node);
+        __atomic_store_n(&node->total_bytes, len, __ATOMIC_RELAXED);
+    } else if (len < 0 && node->file) {
         return node_get_length(node->file->node);
     }
-    return node->total_bytes;
+    return len;
 }
 
 /* ---- permissions -------------------------------------------------------------
@@ -446,13 +451,13 @@ static void node_free(StrataNode *node)
     g_free(node->node_name);
     opts_unref(node->options);
     g_free(node->opaque);
+    node_shards_free(node);
     g_free(node);
 }
 
 static void node_close(StrataNode *node)
 {
     g_assert(node->parents == NULL);
-    g_assert(node->in_flight == 0);
     if (node->drv->close) {
         node->drv->close(node);
     }
@@ -680,6 +685,7 @@ StrataNode *block_open(StrataContext *ctx, OptNode *opts, StrataError **errp)
     node->opaque = g_malloc0(MAX(drv->instance_size, 1));
     node->shared_perm = PERM_ALL;
     co_queue_init(&node->flush_queue);
+    spin_init(&node->lock);
     if (name) {
         node->node_name = g_strdup(name);
     } else {
@@ -818,16 +824,19 @@ STRATA_EXPORT void strata_node_get_stats(const StrataNode *node, StrataStats *ou
 {
     G_STATIC_ASSERT((int)STRATA_STATS__MAX == (int)REQ_TYPE__MAX);
     G_STATIC_ASSERT(STRATA_STATS_HIST_BUCKETS == STATS_HIST_BUCKETS);
+    BlockStats st;
+
     memset(out, 0, sizeof(*out));
+    node_stats_merge(node, &st);
     for (int i = 0; i < REQ_TYPE__MAX; i++) {
-        const BlockOpStats *s = &node->stats.op[i];
+        const BlockOpStats *s = &st.op[i];
         out->op[i].ops = s->ops;
         out->op[i].bytes = s->bytes;
         out->op[i].errors = s->errors;
         out->op[i].total_ns = s->total_ns;
         memcpy(out->op[i].hist, s->hist, sizeof(s->hist));
     }
-    const BlockPadStats *p = &node->stats.pad;
+    const BlockPadStats *p = &st.pad;
     out->padded_reads = p->padded_reads;
     out->rmw_writes = p->rmw_writes;
     out->serialising_waits = p->serialising_waits;

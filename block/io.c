@@ -47,14 +47,98 @@ void block_stats_account(BlockStats *s, BlockReqType type, int64_t bytes,
     int64_t ns = clock_ns() - start_ns;
     int bucket = ns > 0 ? 63 - __builtin_clzll((uint64_t)ns) : 0;
 
-    op->ops++;
+    /* Only this queue's thread writes its shard (SHARD_ADD). */
+    SHARD_ADD(op->ops, 1);
     if (ret < 0) {
-        op->errors++;
+        SHARD_ADD(op->errors, 1);
     } else {
-        op->bytes += bytes;
+        SHARD_ADD(op->bytes, (uint64_t)bytes);
     }
-    op->total_ns += ns;
-    op->hist[MIN(bucket, STATS_HIST_BUCKETS - 1)]++;
+    SHARD_ADD(op->total_ns, (uint64_t)ns);
+    SHARD_ADD(op->hist[MIN(bucket, STATS_HIST_BUCKETS - 1)], 1);
+}
+
+void node_stats_merge(const StrataNode *node, BlockStats *out)
+{
+    uint64_t *dst = (uint64_t *)out;
+
+    G_STATIC_ASSERT(sizeof(BlockStats) % sizeof(uint64_t) == 0);
+    memset(out, 0, sizeof(*out));
+    for (unsigned q = 0; q < STRATA_MAX_QUEUES; q++) {
+        NodeShard *sh = __atomic_load_n(&node->shard[q], __ATOMIC_ACQUIRE);
+        if (!sh) {
+            continue;
+        }
+        uint64_t *src = (uint64_t *)&sh->stats;
+        for (size_t i = 0; i < sizeof(BlockStats) / sizeof(uint64_t); i++) {
+            dst[i] += SHARD_READ(src[i]);
+        }
+    }
+}
+
+/* ---- shards ----------------------------------------------------------------
+ * A node's per-queue state is created by the queue's own thread on its
+ * first request through the node (the one allocation, a warm-up), and
+ * published with a release store for the readers that sum the shards
+ * (drain, flush, statistics, serialising requests).
+ */
+NodeShard *node_shard_create(StrataNode *node, unsigned index)
+{
+    NodeShard *sh;
+
+    if (posix_memalign((void **)&sh, 64, sizeof(*sh))) {
+        g_error("out of memory for a node shard");
+    }
+    memset(sh, 0, sizeof(*sh));
+    spin_init(&sh->lock);
+    __atomic_store_n(&node->shard[index], sh, __ATOMIC_RELEASE);
+    return sh;
+}
+
+void node_shards_free(StrataNode *node)
+{
+    for (unsigned q = 0; q < STRATA_MAX_QUEUES; q++) {
+        if (node->shard[q]) {
+            g_assert(node->shard[q]->in_flight == 0 && !node->shard[q]->tracked_root);
+            free(node->shard[q]);
+            node->shard[q] = NULL;
+        }
+    }
+}
+
+static int64_t node_in_flight(const StrataNode *node)
+{
+    int64_t n = 0;
+
+    for (unsigned q = 0; q < STRATA_MAX_QUEUES; q++) {
+        NodeShard *sh = __atomic_load_n(&node->shard[q], __ATOMIC_ACQUIRE);
+        if (sh) {
+            n += __atomic_load_n(&sh->in_flight, __ATOMIC_ACQUIRE);
+        }
+    }
+    return n;
+}
+
+/* Writes completed on every queue: each shard's count only grows, so the
+ * sum is unchanged exactly when no write completed in between. */
+static uint64_t node_write_gen(const StrataNode *node)
+{
+    uint64_t gen = 0;
+
+    for (unsigned q = 0; q < STRATA_MAX_QUEUES; q++) {
+        NodeShard *sh = __atomic_load_n(&node->shard[q], __ATOMIC_ACQUIRE);
+        if (sh) {
+            gen += __atomic_load_n(&sh->write_gen, __ATOMIC_ACQUIRE);
+        }
+    }
+    return gen;
+}
+
+/* A write (or write-zeroes, discard, truncate) completed on this queue. */
+static inline void node_note_write(StrataNode *node)
+{
+    NodeShard *sh = node_cur_shard(node);
+    __atomic_store_n(&sh->write_gen, sh->write_gen + 1, __ATOMIC_RELEASE);
 }
 
 /* ---- in flight and tracking ------------------------------------------------ */
@@ -64,38 +148,73 @@ void block_stats_account(BlockStats *s, BlockReqType type, int64_t bytes,
  * node's entry point until it returns from it, whatever it waits for in
  * between (pool memory, an overlapping request, a held breakpoint): drain
  * waits for this count, so a drained node has no request anywhere in its
- * entry, and no plan built for its old limits survives a reopen.
+ * entry, and no plan built for its old limits survives a reopen.  The
+ * count is per queue (the shard); drains sum it.
  */
-static void node_enter(StrataNode *node)
+static inline NodeShard *node_enter(StrataNode *node)
 {
-    /* The threading contract: a graph's requests run in its loop's thread,
-     * in coroutines. */
-    g_assert(co_in_coroutine() && loop_current() == node->ctx->loop);
-    node->in_flight++;
+    StrataQueue *q = queue_current();
+
+    /* The threading contract: a graph's requests run in coroutines of the
+     * loops of its context's queues. */
+    g_assert(co_in_coroutine() && q && q->ctx == node->ctx);
+    NodeShard *sh = node->shard[q->index];
+    if (G_UNLIKELY(!sh)) {
+        sh = node_shard_create(node, q->index);
+    }
+    __atomic_store_n(&sh->in_flight, sh->in_flight + 1, __ATOMIC_RELAXED);
+    return sh;
 }
 
-static void node_leave(StrataNode *node)
+static inline void node_leave(StrataNode *node, NodeShard *sh)
 {
-    g_assert(node->in_flight > 0);
-    node->in_flight--;
+    g_assert(sh->in_flight > 0);
+    /* Release: a drain that reads 0 sees everything this request did. */
+    __atomic_store_n(&sh->in_flight, sh->in_flight - 1, __ATOMIC_RELEASE);
+    ctx_note_idle(node->ctx);
 }
 
+/*
+ * Order across queues.  Serialising requests are rare (read-modify-write,
+ * truncate) and live in one tree per node under node->lock; every other
+ * request lives in its queue's shard, under the shard's lock, which only
+ * a serialising request of another queue ever contends for.  Arrival
+ * order is an epoch: a serialising request takes ++serial_epoch under
+ * node->lock before it scans the shards; any other request reads
+ * serial_epoch inside its shard's lock after inserting itself.  The shard
+ * lock orders the two: either the scan finds the request with the epoch
+ * it read, or the request read the incremented epoch.  Then
+ *   - a plain request waits for serialising ones with epoch <= its own;
+ *   - a serialising request waits for plain ones with epoch < its own and
+ *     for serialising ones with a smaller epoch;
+ * so every wait points to an earlier arrival, and no cycle can form.
+ */
 void req_track(BlockReq *req, StrataNode *node, BlockReqType type,
                int64_t lo, int64_t hi, bool serialising)
 {
-    g_assert(node->in_flight > 0 && lo < hi);
+    NodeShard *sh = node_cur_shard(node);
+
+    g_assert(sh && sh->in_flight > 0 && lo < hi);
     *req = (BlockReq) {
         .node = node,
         .type = type,
         .lo = lo,
         .hi = hi,
-        .seq = node->next_seq++,
         .serialising = serialising,
+        .shard = serialising ? NULL : sh,
     };
     co_queue_init(&req->waiters);
-    reqtree_insert(&node->tracked_root, req);
     if (serialising) {
-        node->serialising_in_flight++;
+        spin_lock(&node->lock);
+        __atomic_add_fetch(&node->serialising_in_flight, 1, __ATOMIC_SEQ_CST);
+        req->seq = __atomic_add_fetch(&node->serial_epoch, 1, __ATOMIC_SEQ_CST);
+        reqtree_insert(&node->serial_root, req);
+        spin_unlock(&node->lock);
+    } else {
+        spin_lock(&sh->lock);
+        reqtree_insert(&sh->tracked_root, req);
+        req->seq = __atomic_load_n(&node->serial_epoch, __ATOMIC_ACQUIRE);
+        spin_unlock(&sh->lock);
     }
 }
 
@@ -103,56 +222,182 @@ void req_untrack(BlockReq *req)
 {
     StrataNode *node = req->node;
 
-    reqtree_remove(&node->tracked_root, req);
-    if (req->serialising) {
-        node->serialising_in_flight--;
+    if (req->shard) {
+        spin_lock(&req->shard->lock);
+        reqtree_remove(&req->shard->tracked_root, req);
+        co_queue_restart_all(&req->waiters);
+        spin_unlock(&req->shard->lock);
+    } else {
+        spin_lock(&node->lock);
+        reqtree_remove(&node->serial_root, req);
+        __atomic_sub_fetch(&node->serialising_in_flight, 1, __ATOMIC_SEQ_CST);
+        co_queue_restart_all(&req->waiters);
+        spin_unlock(&node->lock);
     }
-    co_queue_restart_all(&req->waiters);
 }
 
 typedef struct ConflictSearch {
     BlockReq *self;
+    bool plain;                 /* searching a shard: plain requests */
     BlockReq *found;
 } ConflictSearch;
 
 static bool find_conflict(BlockReq *other, void *opaque)
 {
     ConflictSearch *s = opaque;
+    BlockReq *self = s->self;
+    bool earlier;
 
-    /* Only earlier arrivals: waits always point backwards in time, so they
-     * can never form a cycle, and nothing waits on a later request. */
-    if (other != s->self && other->seq < s->self->seq &&
-        (other->serialising || s->self->serialising)) {
+    if (other == self) {
+        return true;
+    }
+    if (s->plain) {
+        /* A serialising request meets a plain one that read an older
+         * epoch than its own. */
+        earlier = other->seq < self->seq;
+    } else if (self->serialising) {
+        earlier = other->seq < self->seq;
+    } else {
+        earlier = other->seq <= self->seq;
+    }
+    if (earlier) {
         s->found = other;
         return false;
     }
     return true;
 }
 
-bool req_co_wait_conflicts(BlockReq *req)
+void req_set_pad_state(BlockReq *req, void *state)
+{
+    g_assert(!req->shard);
+    spin_lock(&req->node->lock);
+    req->pad_state = state;
+    spin_unlock(&req->node->lock);
+}
+
+/* One pass: wait for one conflicting request if there is one (under the
+ * lock of the tree it is in).  True if it waited. */
+static void note_wait(BlockReq *req, bool *waited)
+{
+    if (!*waited) {
+        SHARD_ADD(node_stats(req->node)->pad.serialising_waits, 1);
+        *waited = true;
+    }
+}
+
+static bool req_co_wait_one(BlockReq *req, bool *waited)
 {
     StrataNode *node = req->node;
+    ConflictSearch s = { .self = req };
+
+    if (__atomic_load_n(&node->serialising_in_flight, __ATOMIC_SEQ_CST) > 0) {
+        spin_lock(&node->lock);
+        reqtree_foreach_overlap(node->serial_root, req->lo, req->hi,
+                                find_conflict, &s);
+        if (s.found) {
+            note_wait(req, waited);
+            co_queue_wait_spin(&s.found->waiters, &node->lock);
+            spin_unlock(&node->lock);
+            return true;
+        }
+        spin_unlock(&node->lock);
+    }
+    if (!req->serialising) {
+        return false;
+    }
+    s.plain = true;
+    for (unsigned q = 0; q < STRATA_MAX_QUEUES; q++) {
+        NodeShard *sh = __atomic_load_n(&node->shard[q], __ATOMIC_ACQUIRE);
+        if (!sh) {
+            continue;
+        }
+        spin_lock(&sh->lock);
+        reqtree_foreach_overlap(sh->tracked_root, req->lo, req->hi,
+                                find_conflict, &s);
+        if (s.found) {
+            note_wait(req, waited);
+            co_queue_wait_spin(&s.found->waiters, &sh->lock);
+            spin_unlock(&sh->lock);
+            return true;
+        }
+        spin_unlock(&sh->lock);
+    }
+    return false;
+}
+
+bool req_co_wait_conflicts(BlockReq *req)
+{
     bool waited = false;
 
     if (req->lo >= req->hi) {
         return false;
     }
-    /* Fast exit: with no serialising request on the node, and this one not
-     * serialising, nothing can conflict. */
-    while (node->serialising_in_flight > 0) {
-        ConflictSearch s = { .self = req };
-        reqtree_foreach_overlap(node->tracked_root, req->lo, req->hi,
-                                find_conflict, &s);
-        if (!s.found) {
-            break;
-        }
-        if (!waited) {
-            node->stats.pad.serialising_waits++;
-        }
-        waited = true;
-        co_queue_wait(&s.found->waiters, NULL);
+    /* Fast exit for a plain request: no serialising one on the node (its
+     * epoch increment, which this request's epoch read saw if it came
+     * first, follows its count's). */
+    while (req_co_wait_one(req, &waited)) {
     }
     return waited;
+}
+
+typedef struct NextScan {
+    BlockReq *cur;
+    BlockReq *next;
+} NextScan;
+
+static bool find_next_serialising(BlockReq *other, void *opaque)
+{
+    NextScan *s = opaque;
+    if (other->seq > s->cur->seq && (!s->next || other->seq < s->next->seq)) {
+        s->next = other;
+    }
+    return true;
+}
+
+typedef struct BetweenScan {
+    uint64_t from, to;          /* plain epochs in [from, to) */
+    bool found;
+} BetweenScan;
+
+static bool find_plain_between(BlockReq *other, void *opaque)
+{
+    BetweenScan *s = opaque;
+    if (other->seq >= s->from && other->seq < s->to) {
+        s->found = true;
+        return false;
+    }
+    return true;
+}
+
+BlockReq *req_claim_next(BlockReq *cur, int64_t lo, int64_t hi,
+                         bool (*claim)(BlockReq *next, void *opaque),
+                         void *opaque)
+{
+    StrataNode *node = cur->node;
+    NextScan s = { .cur = cur };
+    BlockReq *claimed = NULL;
+
+    g_assert(!cur->shard);
+    spin_lock(&node->lock);
+    reqtree_foreach_overlap(node->serial_root, lo, hi, find_next_serialising, &s);
+    if (s.next) {
+        /* A plain request that arrived between the two comes first. */
+        BetweenScan b = { .from = cur->seq, .to = s.next->seq };
+        for (unsigned q = 0; q < STRATA_MAX_QUEUES && !b.found; q++) {
+            NodeShard *sh = __atomic_load_n(&node->shard[q], __ATOMIC_ACQUIRE);
+            if (sh) {
+                spin_lock(&sh->lock);
+                reqtree_foreach_overlap(sh->tracked_root, lo, hi,
+                                        find_plain_between, &b);
+                spin_unlock(&sh->lock);
+            }
+        }
+        if (!b.found && claim(s.next, opaque)) {
+            claimed = s.next;
+        }
+    }
+    spin_unlock(&node->lock);
+    return claimed;
 }
 
 /* ---- validation ------------------------------------------------------------- */
@@ -264,7 +509,7 @@ static int drv_co_flush_fua(StrataNode *node)
     int ret = drv_co_flush(node);
 
     if (ret < 0 && !node->cache_direct) {
-        node->flush_failed = true;
+        __atomic_store_n(&node->flush_failed, true, __ATOMIC_RELAXED);
     }
     return ret;
 }
@@ -305,7 +550,7 @@ int io_co_drv_pwritev(StrataNode *node, int64_t offset, int64_t bytes,
     node_co_debug_event(node, DBG_PWRITEV_DONE);
 
     if (ret == 0) {
-        node->write_gen++;
+        node_note_write(node);
         io_note_write_end(node, offset + bytes);
         if (emulate_fua) {
             ret = drv_co_flush_fua(node);
@@ -402,7 +647,7 @@ int io_co_drv_pwrite_zeroes(StrataNode *node, int64_t offset, int64_t bytes,
         if (ret == -ENOTSUP && !(flags & REQ_NO_FALLBACK)) {
             ret = zero_fallback(node, offset, n, chunk_flags);
         } else if (ret == 0) {
-            node->write_gen++;
+            node_note_write(node);
             io_note_write_end(node, offset + n);
         }
         if (ret < 0) {
@@ -438,7 +683,7 @@ static int node_co_preadv_entered(StrataNode *node, int64_t offset,
         ret = io_co_drv_preadv(node, offset, bytes, qiov, flags);
         req_untrack(&req);
     }
-    block_stats_account(&node->stats, REQ_READ, bytes, ret, start);
+    block_stats_account(node_stats(node), REQ_READ, bytes, ret, start);
     return ret;
 }
 
@@ -481,7 +726,7 @@ static int node_co_pwritev_entered(StrataNode *node, int64_t offset,
         ret = io_co_drv_pwritev(node, offset, bytes, qiov, flags);
         req_untrack(&req);
     }
-    block_stats_account(&node->stats, REQ_WRITE, bytes, ret, start);
+    block_stats_account(node_stats(node), REQ_WRITE, bytes, ret, start);
     return ret;
 }
 
@@ -513,7 +758,7 @@ static int node_co_pwrite_zeroes_entered(StrataNode *node, int64_t offset,
         ret = io_co_drv_pwrite_zeroes(node, offset, bytes, flags);
         req_untrack(&req);
     }
-    block_stats_account(&node->stats, REQ_ZEROES, bytes, ret, start);
+    block_stats_account(node_stats(node), REQ_ZEROES, bytes, ret, start);
     return ret;
 }
 
@@ -563,11 +808,11 @@ static int node_co_pdiscard_entered(StrataNode *node, int64_t offset,
         pos += n;
     }
     if (ret == 0) {
-        node->write_gen++;
+        node_note_write(node);
     }
     req_untrack(&req);
 out:
-    block_stats_account(&node->stats, REQ_DISCARD, bytes, ret, start);
+    block_stats_account(node_stats(node), REQ_DISCARD, bytes, ret, start);
     return ret;
 }
 
@@ -599,32 +844,40 @@ static int node_co_flush_entered(StrataNode *node)
     uint64_t gen;
     int ret = 0;
 
-    /* One flush at a time per node; a flush that waited may find that the
-     * one before it already covered every write it must cover. */
+    /* One flush at a time per node, whichever queue sends it; a flush that
+     * waited may find that the one before it already covered every write
+     * it must cover. */
+    spin_lock(&node->lock);
     while (node->flush_active) {
-        co_queue_wait(&node->flush_queue, NULL);
+        co_queue_wait_spin(&node->flush_queue, &node->lock);
     }
-    /* Writes that completed before this point are what we must cover. */
-    gen = node->write_gen;
-    if (node->flush_failed) {
+    /* Writes that completed before this point, on any queue, are what we
+     * must cover. */
+    gen = node_write_gen(node);
+    if (__atomic_load_n(&node->flush_failed, __ATOMIC_RELAXED)) {
         /* Linux reports a writeback error on a buffered file once; a later
          * fsync that "succeeds" does not mean the lost pages reached the
          * disk.  Keep failing until the node is closed (a reopen keeps
          * this: see block/reopen.c). */
+        spin_unlock(&node->lock);
         ret = -EIO;
         goto out;
     }
     if (node->flushed_gen == gen) {
+        spin_unlock(&node->lock);
         goto out;
     }
-
     node->flush_active = true;
+    spin_unlock(&node->lock);
+
     node_co_debug_event(node, DBG_FLUSH_TO_OS);
     ret = drv_co_flush(node);
+
+    spin_lock(&node->lock);
     if (ret == 0) {
         node->flushed_gen = gen;
     } else if (!node->cache_direct) {
-        node->flush_failed = true;
+        __atomic_store_n(&node->flush_failed, true, __ATOMIC_RELAXED);
     }
     node->flush_active = false;
     /* Wake every queued flush, not just the next: one that finds its
@@ -633,8 +886,9 @@ static int node_co_flush_entered(StrataNode *node)
      * first that still has work starts the next flush; the rest see
      * flush_active again and go back to waiting. */
     co_queue_restart_all(&node->flush_queue);
+    spin_unlock(&node->lock);
 out:
-    block_stats_account(&node->stats, REQ_FLUSH, 0, ret, start);
+    block_stats_account(node_stats(node), REQ_FLUSH, 0, ret, start);
     return ret;
 }
 
@@ -706,7 +960,7 @@ static int node_co_truncate_entered(StrataNode *node, int64_t size,
     }
     node->total_bytes = -1;
     if (ret == 0) {
-        node->write_gen++;
+        node_note_write(node);
     }
     req_untrack(&req);
     return ret;
@@ -717,61 +971,61 @@ static int node_co_truncate_entered(StrataNode *node, int64_t size,
 int node_co_preadv(StrataNode *node, int64_t offset, int64_t bytes,
                    const IOVector *qiov, int flags)
 {
-    node_enter(node);
+    NodeShard *sh = node_enter(node);
     int ret = node_co_preadv_entered(node, offset, bytes, qiov, flags);
-    node_leave(node);
+    node_leave(node, sh);
     return ret;
 }
 
 int node_co_pwritev(StrataNode *node, int64_t offset, int64_t bytes,
                     const IOVector *qiov, int flags)
 {
-    node_enter(node);
+    NodeShard *sh = node_enter(node);
     int ret = node_co_pwritev_entered(node, offset, bytes, qiov, flags);
-    node_leave(node);
+    node_leave(node, sh);
     return ret;
 }
 
 int node_co_pwrite_zeroes(StrataNode *node, int64_t offset, int64_t bytes,
                           int flags)
 {
-    node_enter(node);
+    NodeShard *sh = node_enter(node);
     int ret = node_co_pwrite_zeroes_entered(node, offset, bytes, flags);
-    node_leave(node);
+    node_leave(node, sh);
     return ret;
 }
 
 int node_co_pdiscard(StrataNode *node, int64_t offset, int64_t bytes)
 {
-    node_enter(node);
+    NodeShard *sh = node_enter(node);
     int ret = node_co_pdiscard_entered(node, offset, bytes);
-    node_leave(node);
+    node_leave(node, sh);
     return ret;
 }
 
 int node_co_flush(StrataNode *node)
 {
-    node_enter(node);
+    NodeShard *sh = node_enter(node);
     int ret = node_co_flush_entered(node);
-    node_leave(node);
+    node_leave(node, sh);
     return ret;
 }
 
 int node_co_block_status(StrataNode *node, int64_t offset, int64_t bytes,
                          int64_t *pnum)
 {
-    node_enter(node);
+    NodeShard *sh = node_enter(node);
     int ret = node_co_block_status_entered(node, offset, bytes, pnum);
-    node_leave(node);
+    node_leave(node, sh);
     return ret;
 }
 
 int node_co_truncate(StrataNode *node, int64_t size, PreallocMode prealloc,
                      StrataError **errp)
 {
-    node_enter(node);
+    NodeShard *sh = node_enter(node);
     int ret = node_co_truncate_entered(node, size, prealloc, errp);
-    node_leave(node);
+    node_leave(node, sh);
     return ret;
 }
 
@@ -786,7 +1040,7 @@ void node_co_debug_event(StrataNode *node, int event)
 
 static bool subtree_busy(StrataNode *node)
 {
-    if (node->in_flight) {
+    if (node_in_flight(node)) {
         return true;
     }
     for (GSList *l = node->children; l; l = l->next) {
@@ -805,7 +1059,23 @@ static bool ancestors_busy(StrataNode *node)
 {
     for (GSList *l = node->parents; l; l = l->next) {
         BlockChild *c = l->data;
-        if (c->parent && (c->parent->in_flight || ancestors_busy(c->parent))) {
+        if (c->parent && (node_in_flight(c->parent) || ancestors_busy(c->parent))) {
+            return true;
+        }
+    }
+    return false;
+}
+
+static bool drain_busy(void *opaque)
+{
+    StrataNode *node = opaque;
+
+    if (subtree_busy(node) || ancestors_busy(node)) {
+        return true;
+    }
+    /* Requests submitted before the section began are in flight too. */
+    for (GList *l = node->ctx->backends; l; l = l->next) {
+        if (backend_busy(l->data)) {
             return true;
         }
     }
@@ -846,22 +1116,21 @@ void node_drained_notify(StrataNode *node, bool begin)
 void node_drain_begin(StrataNode *node)
 {
     g_assert(!co_in_coroutine());
-    node->quiesce_counter++;
+    __atomic_add_fetch(&node->quiesce_counter, 1, __ATOMIC_SEQ_CST);
     drain_notify(node, true, true, true);
     /* New requests enter only through backends; park them all, then let
      * what is in flight below @node finish. */
     for (GList *l = node->ctx->backends; l; l = l->next) {
         backend_quiesce(l->data);
     }
-    while (subtree_busy(node) || ancestors_busy(node)) {
-        loop_run_once(node->ctx->loop, true);
-    }
+    /* Every queue: requests on other queues finish in their threads. */
+    ctx_wait_idle(node->ctx, drain_busy, node);
 }
 
 void node_drain_end(StrataNode *node)
 {
     g_assert(node->quiesce_counter > 0);
-    node->quiesce_counter--;
+    __atomic_sub_fetch(&node->quiesce_counter, 1, __ATOMIC_SEQ_CST);
     drain_notify(node, false, true, true);
     for (GList *l = node->ctx->backends; l; l = l->next) {
         backend_unquiesce(l->data);
@@ -870,5 +1139,7 @@ void node_drain_end(StrataNode *node)
 
 int block_co_run_in_pool(StrataNode *node, int (*fn)(void *), void *arg)
 {
-    return thread_pool_co_submit(loop_get_thread_pool(node->ctx->loop), fn, arg);
+    /* The current queue's pool: completions come back to its loop. */
+    return thread_pool_co_submit(loop_get_thread_pool(queue_current()->loop),
+                                 fn, arg);
 }

@@ -24,8 +24,21 @@ void req_track(BlockReq *req, StrataNode *node, BlockReqType type,
 /* Stop tracking; wakes the requests waiting for @req. */
 void req_untrack(BlockReq *req);
 /* Wait for every earlier overlapping request that conflicts with @req
- * (one of the two is serialising).  Returns true if it waited. */
+ * (one of the two is serialising), whichever queue runs it.  Returns true
+ * if it waited. */
 bool req_co_wait_conflicts(BlockReq *req);
+/* Set the pad layer's state of a serialising request, under the node's
+ * lock, where req_claim_next() reads it. */
+void req_set_pad_state(BlockReq *req, void *state);
+/*
+ * Coalescing (block/pad.c): under the node's lock, find the serialising
+ * request that arrived next after @cur among those overlapping [lo, hi),
+ * provided no plain request overlapping it arrived in between, and offer
+ * it to @claim (which marks it taken); the claimed request, or NULL.
+ */
+BlockReq *req_claim_next(BlockReq *cur, int64_t lo, int64_t hi,
+                         bool (*claim)(BlockReq *next, void *opaque),
+                         void *opaque);
 
 /*
  * The last step: hand a request that fits @node's limits (asserted) to its

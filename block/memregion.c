@@ -151,7 +151,7 @@ static bool memregion_engine(StrataContext *ctx, int id,
                              const AioEngineOps **ops, void **state)
 {
     *ops = aio_engine_get((AioEngineId)id);
-    *state = ctx->engine[id];
+    *state = ctx->queues[0]->engine[id];
     return *ops && *state && (*ops)->register_region;
 }
 
@@ -163,7 +163,7 @@ void memregion_attach_engine(StrataContext *ctx, const AioEngineOps *ops,
     if (!t || !ops->register_region) {
         return;
     }
-    g_assert(ctx->engine[ops->id] == state);
+    g_assert(ctx->queues[0]->engine[ops->id] == state);
     for (int i = 0; i < t->n; i++) {
         if (!t->r[i].slot[ops->id]) {
             memregion_offer(t, &t->r[i], ops, state);

@@ -412,7 +412,7 @@ static int plan_co_reserve(PadPlan *p)
         ret = bufpool_try_get(node->ctx->pool, p->pool_level, n, p->sizes,
                               p->bufs);
         if (ret == -EAGAIN) {
-            node->stats.pad.pool_waits++;
+            SHARD_ADD(node_stats(node)->pad.pool_waits, 1);
             ret = bufpool_co_get(node->ctx->pool, p->pool_level, n, p->sizes,
                                  p->bufs);
         }
@@ -430,7 +430,7 @@ static int plan_co_reserve(PadPlan *p)
         p->iov[i] = (struct iovec) { pc->base, pc->len };
     }
     if (p->collapsed) {
-        node->stats.pad.vectors_collapsed++;
+        SHARD_ADD(node_stats(node)->pad.vectors_collapsed, 1);
     }
     return 0;
 }
@@ -459,7 +459,7 @@ static void plan_copy(PadPlan *p, const IOVector *qiov, int64_t win,
         } else {
             iov_from_buf(qiov, s - win, buf, e - s);
         }
-        p->node->stats.pad.bytes_bounced += e - s;
+        SHARD_ADD(node_stats(p->node)->pad.bytes_bounced, (uint64_t)(e - s));
     }
 }
 
@@ -513,7 +513,7 @@ static int plan_co_io(PadPlan *p, int flags)
         /* Cut on multiples of the granularity and of the alignment. */
         int64_t unit = MAX(p->gran, (int64_t)bl->request_alignment);
         step = MAX(ROUND_DOWN(bl->max_transfer, unit), unit);
-        p->node->stats.pad.split_requests++;
+        SHARD_ADD(node_stats(p->node)->pad.split_requests, 1);
         /* Emulated FUA: one flush after the last fragment, not one each. */
         fua_once = p->is_write && io_fua_emulated(p->node, flags, false);
         if (fua_once) {
@@ -550,7 +550,7 @@ int pad_co_preadv(StrataNode *node, int64_t offset, int64_t bytes,
         return ret;
     }
     if (p.head || p.tail) {
-        node->stats.pad.padded_reads++;
+        SHARD_ADD(node_stats(node)->pad.padded_reads, 1);
     }
     req_track(&req, node, REQ_READ, p.lo, p.hi, false);
     req_co_wait_conflicts(&req);
@@ -678,26 +678,34 @@ static int plan_co_rmw(PadPlan *p)
     return 0;
 }
 
-typedef struct CoalesceScan {
-    BlockReq *leader;
-    BlockReq *next;             /* lowest-seq later overlapping request */
-} CoalesceScan;
+typedef struct CoalesceClaim {
+    PadPlan *p;
+    PadCoalesce *c;
+} CoalesceClaim;
 
-static bool find_next_later(BlockReq *other, void *opaque)
+/* Under the node's lock (req_claim_next): take @n if it is a sub-block
+ * write of exactly this block that waits to be absorbed. */
+static bool coalesce_claim(BlockReq *n, void *opaque)
 {
-    CoalesceScan *s = opaque;
-    if (other->seq > s->leader->seq && (!s->next || other->seq < s->next->seq)) {
-        s->next = other;
+    CoalesceClaim *cl = opaque;
+    PadCoalesce *c = n->pad_state;
+
+    if (!c || c->absorbed || n->lo != cl->p->lo || n->hi != cl->p->hi) {
+        return false;
     }
+    c->absorbed = true;
+    cl->c = c;
     return true;
 }
 
 /*
  * Absorb sub-block writes queued behind @leader on its block, in arrival
  * order, for as long as the next later request overlapping the block is
- * such a write that waits and nothing else comes between.  Their data is
- * applied on top of the leader's, in that order.  Returns the extra flags
- * (FUA) the merged write must carry.
+ * such a write that waits and nothing else comes between, on any queue.
+ * Their data is applied on top of the leader's, in that order: a claimed
+ * write waits for the leader (it overlaps an earlier serialising request),
+ * so its vector stays valid while we copy from it.  Returns the extra
+ * flags (FUA) the merged write must carry.
  */
 static int coalesce_absorb(PadPlan *p, BlockReq *leader, PadCoalesce **members)
 {
@@ -706,20 +714,17 @@ static int coalesce_absorb(PadPlan *p, BlockReq *leader, PadCoalesce **members)
     BlockReq *cur = leader;
 
     for (;;) {
-        CoalesceScan s = { .leader = cur };
-        reqtree_foreach_overlap(node->tracked_root, p->lo, p->hi,
-                                find_next_later, &s);
-        BlockReq *n = s.next;
-        PadCoalesce *c = n ? n->pad_state : NULL;
-        if (!n || !c || c->absorbed || n->lo != p->lo || n->hi != p->hi) {
+        CoalesceClaim cl = { .p = p };
+        BlockReq *n = req_claim_next(cur, p->lo, p->hi, coalesce_claim, &cl);
+        if (!n) {
             break;
         }
+        PadCoalesce *c = cl.c;
         plan_copy(p, c->qiov, c->offset - p->lo, c->bytes, true);
-        c->absorbed = true;
         flags |= c->flags & REQ_FUA;
         c->next_member = *members;
         *members = c;
-        node->stats.pad.coalesced_writes++;
+        SHARD_ADD(node_stats(node)->pad.coalesced_writes, 1);
         cur = n;
     }
     return flags;
@@ -753,19 +758,23 @@ int pad_co_pwritev(StrataNode *node, int64_t offset, int64_t bytes,
     if (rmw && node->rmw_coalesce && p.len == node->bl.request_alignment) {
         self = (PadCoalesce) { .qiov = qiov, .offset = offset, .bytes = bytes,
                                .flags = flags };
-        req.pad_state = &self;
+        req_set_pad_state(&req, &self);
     }
     req_co_wait_conflicts(&req);
-    if (req.pad_state && self.absorbed) {
-        /* Another request's RMW carried our bytes; it set our result. */
-        ret = self.ret;
-        goto out;
+    if (req.pad_state) {
+        /* From here on nobody may absorb us (every earlier request on the
+         * block is gone, and only earlier ones absorb): read the verdict
+         * under the lock the leader set it under. */
+        req_set_pad_state(&req, NULL);
+        if (self.absorbed) {
+            /* Another request's RMW carried our bytes; it set our result. */
+            ret = self.ret;
+            goto out;
+        }
     }
-    /* From here on nobody may absorb us: we run our own RMW. */
-    req.pad_state = NULL;
 
     if (rmw) {
-        node->stats.pad.rmw_writes++;
+        SHARD_ADD(node_stats(node)->pad.rmw_writes, 1);
         ret = plan_co_rmw(&p);
         if (ret < 0) {
             goto out;   /* nothing written (invariant 2) */

@@ -341,11 +341,23 @@ static void chain_snapshot(StrataBackend *be, ChainStats *cs)
             FileInfo fi;
             file_get_info(n, &fi);
             const AioEngineOps *ops = aio_engine_get(fi.engine);
-            void *state = (unsigned)fi.engine < G_N_ELEMENTS(n->ctx->engine)
-                          ? n->ctx->engine[fi.engine] : NULL;
             cs->engine_name = fi.engine_name;
-            if (ops && ops->get_stats && state) {
-                ops->get_stats(state, &cs->engine);
+            /* Every queue's ring or context, summed. */
+            for (unsigned q = 0; ops && ops->get_stats &&
+                 (unsigned)fi.engine < AIO_ENGINE__MAX && q < STRATA_MAX_QUEUES; q++) {
+                StrataQueue *sq = n->ctx->queues[q];
+                AioEngineStats e;
+                if (!sq || !sq->engine[fi.engine]) {
+                    continue;
+                }
+                ops->get_stats(sq->engine[fi.engine], &e);
+                cs->engine.submits += e.submits;
+                cs->engine.syscalls += e.syscalls;
+                cs->engine.completions += e.completions;
+                cs->engine.reap_batches += e.reap_batches;
+                cs->engine.max_batch = MAX(cs->engine.max_batch, e.max_batch);
+                cs->engine.queue_waits += e.queue_waits;
+                cs->engine.retries += e.retries;
                 cs->have_engine = true;
             }
         }

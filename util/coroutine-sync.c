@@ -10,6 +10,7 @@
 #include <assert.h>
 #include "util/coroutine.h"
 #include "util/loop.h"
+#include "util/thread.h"
 
 void co_queue_init(CoQueue *q)
 {
@@ -55,6 +56,17 @@ void co_queue_wait(CoQueue *q, CoMutex *mutex)
     if (mutex) {
         co_mutex_lock(mutex);
     }
+}
+
+void co_queue_wait_spin(CoQueue *q, struct SpinLock *lock)
+{
+    Coroutine *self = co_self();
+
+    assert(self && "co_queue_wait_spin outside a coroutine");
+    co_queue_push(q, self);
+    spin_unlock(lock);
+    co_yield();
+    spin_lock(lock);
 }
 
 bool co_queue_next(CoQueue *q)

@@ -95,7 +95,8 @@ Coroutine **co_wake_next_ptr(Coroutine *co);
 Coroutine **co_queue_next_ptr(Coroutine *co);
 
 /* ---- Coroutine synchronisation (util/coroutine-sync.c) ----------------
- * Single-threaded: every user runs in the home loop's thread. */
+ * Single-threaded unless a lock guards the queue (co_queue_wait_spin): a
+ * waiter is always entered in its own home loop's thread. */
 
 /*
  * FIFO wait queue.  Waiters are woken in arrival order.  Wake-ups go through
@@ -112,6 +113,15 @@ void co_queue_init(CoQueue *q);
 /* Wait until woken.  If @mutex is non-NULL it is unlocked while waiting
  * and locked again before returning. */
 void co_queue_wait(CoQueue *q, CoMutex *mutex);
+/*
+ * Wait on a queue shared between loops, guarded by @lock (util/thread.h),
+ * which the caller holds: push, unlock, yield, lock again.  Wakers pop
+ * under the same lock; the wake-up is a loop_co_wake() of the waiter's
+ * home loop, which enters it only after it has yielded, in its own thread.
+ * @lock must be a SpinLock *.
+ */
+struct SpinLock;
+void co_queue_wait_spin(CoQueue *q, struct SpinLock *lock);
 /* Wake the first waiter; false if the queue was empty. */
 bool co_queue_next(CoQueue *q);
 /* Wake every waiter. */

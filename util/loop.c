@@ -108,6 +108,7 @@ struct Loop {
 
     ThreadPool *pool;
     unsigned aio_max_batch;         /* 0: one batch per iteration */
+    void *user;                     /* loop_set_user() */
 };
 
 static __thread Loop *tls_running_loop;
@@ -121,6 +122,22 @@ int64_t clock_ns(void)
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
     return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
+}
+
+void loop_set_user(Loop *loop, void *user)
+{
+    loop->user = user;
+}
+
+void *loop_get_user(const Loop *loop)
+{
+    return loop->user;
+}
+
+void *loop_current_user(void)
+{
+    Loop *loop = tls_running_loop ? tls_running_loop : tls_attached_loop;
+    return loop ? loop->user : NULL;
 }
 
 Loop *loop_current(void)

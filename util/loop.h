@@ -64,6 +64,13 @@ void loop_acquire(Loop *loop);
  * else NULL.
  */
 Loop *loop_current(void);
+/* A pointer the loop's user attaches (block/queue.c: the StrataQueue whose
+ * loop it is); NULL by default.  Set before the loop runs anything. */
+void loop_set_user(Loop *loop, void *user);
+void *loop_get_user(const Loop *loop);
+/* loop_get_user(loop_current()), or NULL without a current loop: one call
+ * on the request path. */
+void *loop_current_user(void);
 /* Make @loop the calling thread's loop (NULL detaches).  A thread that
  * creates requests outside loop_run_once() (a tool's main) calls this. */
 void loop_attach_current(Loop *loop);

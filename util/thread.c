@@ -4,6 +4,7 @@
 #include <errno.h>
 #include <stdatomic.h>
 #include <string.h>
+#include <sched.h>
 #include <time.h>
 #include <glib.h>
 #include "util/thread.h"
@@ -105,4 +106,22 @@ uint64_t thread_self_id(void)
                                               memory_order_relaxed);
     }
     return thread_id;
+}
+
+void spin_lock_slow(SpinLock *l)
+{
+    for (unsigned spins = 0;; spins++) {
+        if (!__atomic_load_n(&l->locked, __ATOMIC_RELAXED) &&
+            !__atomic_exchange_n(&l->locked, 1, __ATOMIC_ACQUIRE)) {
+            return;
+        }
+        if (spins < 64) {
+#if defined(__x86_64__) || defined(__i386__)
+            __builtin_ia32_pause();
+#endif
+        } else {
+            /* The holder may be preempted (fewer cores than threads). */
+            sched_yield();
+        }
+    }
 }

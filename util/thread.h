@@ -49,6 +49,47 @@ static inline void mutex_unlock(Mutex *mutex)
 }
 
 /* Condition variables wait on CLOCK_MONOTONIC (clock_ns() in util/loop.h). */
+/*
+ * A spin lock for critical sections of a few dozen instructions that never
+ * yield or block (request tracking in block/io.c).  Uncontended it costs
+ * one atomic exchange and one store, and it lives in the cache line of the
+ * data it guards, which a pthread mutex cannot promise.  A waiter spins a
+ * while, then yields the CPU: on a machine with fewer cores than threads
+ * the holder may have been preempted.  ThreadSanitizer sees the atomics.
+ */
+typedef struct SpinLock {
+    int locked;
+} SpinLock;
+
+void spin_lock_slow(SpinLock *l);
+
+static inline void spin_init(SpinLock *l)
+{
+    __atomic_store_n(&l->locked, 0, __ATOMIC_RELAXED);
+}
+
+static inline void spin_lock(SpinLock *l)
+{
+    if (__builtin_expect(__atomic_exchange_n(&l->locked, 1, __ATOMIC_ACQUIRE), 0)) {
+        spin_lock_slow(l);
+    }
+}
+
+static inline void spin_unlock(SpinLock *l)
+{
+    __atomic_store_n(&l->locked, 0, __ATOMIC_RELEASE);
+}
+
+/*
+ * A counter written by one thread and read by others (per-thread shards of
+ * statistics): plain loads and stores, no locked instruction, yet defined
+ * behaviour for the readers (relaxed atomics; on x86 a plain add).
+ */
+#define SHARD_ADD(field, n) \
+    __atomic_store_n(&(field), __atomic_load_n(&(field), __ATOMIC_RELAXED) + (n), \
+                     __ATOMIC_RELAXED)
+#define SHARD_READ(field) __atomic_load_n(&(field), __ATOMIC_RELAXED)
+
 void cond_init(Cond *cond);
 void cond_cleanup(Cond *cond);
 void cond_signal(Cond *cond);

@@ -26,6 +26,8 @@ G_BEGIN_DECLS
  * strata_context_free().
  */
 STRATA_EXPORT GSource *strata_context_create_gsource(StrataContext *ctx);
+/* The same for a queue of the context (strata.h, "Queues"). */
+STRATA_EXPORT GSource *strata_queue_create_gsource(StrataQueue *q);
 
 G_END_DECLS
 

@@ -58,14 +58,19 @@ STRATA_EXPORT void strata_error_free(StrataError *err);
 
 
 /* ---- Handles ------------------------------------------------------------
- * StrataContext: one event loop (and its thread, buffer pool, AIO rings).
- *   Every graph belongs to one context; all its I/O runs in the thread that
- *   owns the context's loop (see "Contexts").
+ * StrataContext: the graphs, and their first queue: one event loop (and its
+ *   thread, AIO rings).  Every graph belongs to one context.
+ * StrataQueue: one thread's way into a context's graphs: its own event
+ *   loop, AIO engine state (one io_uring ring / libaio context) and
+ *   statistics shard.  A request runs, from submission to completion, in
+ *   the loop of the queue it was submitted on; several queues on several
+ *   threads feed one graph at once (see "Queues").
  * StrataNode: one node of a graph (a driver instance), refcounted.
  * StrataBackend: what a guest device holds: the root of a graph, with
  *   permissions, an error policy and a thread-safe request entry.
  */
 typedef struct StrataContext StrataContext;
+typedef struct StrataQueue StrataQueue;
 typedef struct StrataNode StrataNode;
 typedef struct StrataBackend StrataBackend;
 
@@ -114,6 +119,57 @@ STRATA_EXPORT void strata_context_set_aio_max_batch(StrataContext *ctx,
                                                     unsigned max_batch);
 STRATA_EXPORT void strata_context_call(StrataContext *ctx, StrataCallFunc *fn,
                                        void *opaque);
+
+/* ---- Queues ---------------------------------------------------------------
+ * Multi-queue (docs/architecture.md, "Threading contract").  A context
+ * starts with one queue, its own loop (strata_context_get_queue); every
+ * strata_context_* loop call above is that queue's.  Each further queue
+ * has its own loop with one owner thread, exactly as the context's: the
+ * creating thread, then from strata_queue_start_thread() until
+ * strata_queue_stop_thread() a thread of its own.
+ *
+ * Which queue runs a request (callback and blocking forms of the backend
+ * API): the queue whose loop the submitting thread owns or runs (a
+ * completion callback that submits again stays on its queue); else the
+ * queue the thread chose with strata_queue_set_current(); else the
+ * context's first queue.  A submission from a thread that does not own
+ * the queue's loop is handed over to its owner (a lock and a wake-up);
+ * from the owner it costs no cross-thread step at all, and its callback
+ * runs in that thread.  Requests on different queues run in parallel,
+ * with the same guarantees as on one: overlapping read-modify-writes
+ * serialise, a flush covers every write completed before it on any
+ * queue, drained sections and graph changes wait for every queue.
+ *
+ * Control calls (opening nodes, reopen, backends, drains) stay with the
+ * context's first queue's owner, as before.
+ */
+
+/* Most queues per context (the first included). */
+#define STRATA_MAX_QUEUES 64
+
+/* The context's first queue (index 0): its own loop. */
+STRATA_EXPORT StrataQueue *strata_context_get_queue(StrataContext *ctx);
+/*
+ * A new queue on @ctx, owned by the calling thread.  NULL with *errp when
+ * @ctx has STRATA_MAX_QUEUES queues or the loop cannot be created.  Any
+ * thread.
+ */
+STRATA_EXPORT StrataQueue *strata_queue_new(StrataContext *ctx,
+                                            StrataError **errp);
+/* Free a queue (not the first): every request submitted on it completes
+ * first (its owner runs the loop until then).  In the owner thread, with
+ * no loop thread running (stop it first). */
+STRATA_EXPORT void strata_queue_free(StrataQueue *q);
+/* 0 for the context's first queue, 1.. for the others. */
+STRATA_EXPORT unsigned strata_queue_get_index(const StrataQueue *q);
+/* As strata_context_run_once / start_thread / stop_thread, for @q. */
+STRATA_EXPORT bool strata_queue_run_once(StrataQueue *q, bool blocking);
+STRATA_EXPORT bool strata_queue_start_thread(StrataQueue *q, StrataError **errp);
+STRATA_EXPORT void strata_queue_stop_thread(StrataQueue *q);
+/* Make the calling thread's submissions go to @q when the thread owns no
+ * queue's loop (a vCPU thread bound to one queue); NULL restores the
+ * default (the context's first queue). */
+STRATA_EXPORT void strata_queue_set_current(StrataQueue *q);
 
 /* ---- Nodes ----------------------------------------------------------------
  * Options are QEMU blockdev-add trees, e.g.

@@ -71,7 +71,8 @@ void dev_close(TestDev *d)
     if (d->mem != d->node) {
         /* The align node above shaped everything: mem's own entry, with
          * the same limits, had nothing left to do. */
-        const BlockPadStats *p = &d->mem->stats.pad;
+        BlockStats st = node_stats_sum(d->mem);
+        const BlockPadStats *p = &st.pad;
         g_assert_cmpuint(p->padded_reads + p->rmw_writes + p->bytes_bounced +
                          p->vectors_collapsed + p->split_requests, ==, 0);
     }

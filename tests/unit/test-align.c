@@ -222,11 +222,11 @@ static void test_shaped_on_filter(void)
         g_assert_cmpint(t.offset % 4096, ==, 0);
         g_assert_cmpint(t.bytes % 4096, ==, 0);
     }
-    g_assert_cmpuint(e.top->stats.pad.rmw_writes, ==, 1);
-    g_assert_cmpuint(e.top->stats.pad.padded_reads, ==, 1);
-    g_assert_cmpuint(e.child->stats.pad.rmw_writes, ==, 0);
-    g_assert_cmpuint(e.child->stats.pad.padded_reads, ==, 0);
-    g_assert_cmpuint(e.child->stats.pad.bytes_bounced, ==, 0);
+    g_assert_cmpuint(node_stats_sum(e.top).pad.rmw_writes, ==, 1);
+    g_assert_cmpuint(node_stats_sum(e.top).pad.padded_reads, ==, 1);
+    g_assert_cmpuint(node_stats_sum(e.child).pad.rmw_writes, ==, 0);
+    g_assert_cmpuint(node_stats_sum(e.child).pad.padded_reads, ==, 0);
+    g_assert_cmpuint(node_stats_sum(e.child).pad.bytes_bounced, ==, 0);
     env_close(&e);
 }
 
@@ -270,7 +270,7 @@ static void test_events_reach_blkdebug(void)
     }
     g_assert_false(da.done);
     g_assert_false(db.done);
-    g_assert_cmpuint(e.top->stats.pad.serialising_waits, ==, 1);
+    g_assert_cmpuint(node_stats_sum(e.top).pad.serialising_waits, ==, 1);
     g_assert_true(blkdebug_resume(e.top, "A", &err));
     LOOP_RUN_WHILE(e.ctx->loop, !da.done || !db.done);
     g_assert_cmpint(da.ret, ==, 0);
@@ -349,7 +349,7 @@ static void reopen_in_flight(const char *json, uint32_t from, uint32_t to)
     g_assert_cmpuint(e.top->bl.request_alignment, ==, from);
     flight_submit(&e, f, 1);
     g_assert_cmpint(flight_done(f), <, NREQ);
-    uint64_t rmw_before = e.top->stats.pad.rmw_writes;
+    uint64_t rmw_before = node_stats_sum(e.top).pad.rmw_writes;
 
     if (!strata_node_reopen_json(e.top, change, &err)) {
         g_error("reopen: %s", error_get_message(err));
@@ -358,19 +358,19 @@ static void reopen_in_flight(const char *json, uint32_t from, uint32_t to)
     g_assert_cmpuint(e.top->bl.request_alignment, ==, to);
     g_assert_cmpuint(e.top->bl.physical_block_size, >=, to);
     flight_check(&e, f);
-    g_assert_cmpuint(e.child->stats.pad.rmw_writes, ==, 0);
+    g_assert_cmpuint(node_stats_sum(e.child).pad.rmw_writes, ==, 0);
 
     /* A write of one whole new block needs no RMW (under the old, larger
      * alignment it would have); one of part of a block does. */
     uint8_t *blk = g_aligned_alloc(1, to, 4096);
     memset(blk, 0x7e, to);
-    rmw_before = e.top->stats.pad.rmw_writes;
+    rmw_before = node_stats_sum(e.top).pad.rmw_writes;
     g_assert_cmpint(strata_backend_pwrite(e.be, 2 * (int64_t)MAX(from, to),
                                           blk, to, 0), ==, 0);
-    g_assert_cmpuint(e.top->stats.pad.rmw_writes, ==, rmw_before);
+    g_assert_cmpuint(node_stats_sum(e.top).pad.rmw_writes, ==, rmw_before);
     g_assert_cmpint(strata_backend_pwrite(e.be, 2 * (int64_t)MAX(from, to) + 1,
                                           blk, 1, 0), ==, 0);
-    g_assert_cmpuint(e.top->stats.pad.rmw_writes, >, rmw_before);
+    g_assert_cmpuint(node_stats_sum(e.top).pad.rmw_writes, >, rmw_before);
     g_aligned_free(blk);
 
     /* And again the other way, with a second flight. */

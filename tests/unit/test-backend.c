@@ -58,7 +58,7 @@ static void fixture_open(Fixture *f, const char *extra_opts)
 
 static void fixture_close(Fixture *f)
 {
-    if (f->ctx->thread) {
+    if (f->ctx->queues[0]->thread) {
         strata_context_stop_thread(f->ctx);
     }
     strata_backend_free(f->be);
@@ -812,7 +812,7 @@ static void test_error_resume_from_other_thread(void)
     strata_backend_set_stop_callback(f.be, thread_stop_cb, &ts);
     mem_inject_error(f.mem, REQ_WRITE, 0, 512, ENOSPC, 1);
     g_assert_true(strata_context_start_thread(f.ctx, NULL));
-    counter_init(&c, f.ctx->thread);
+    counter_init(&c, f.ctx->queues[0]->thread);
     for (int i = 0; i < 4; i++) {
         memset(data[i], 0x60 + i, 512);
         iov[i] = (struct iovec) { data[i], 512 };
@@ -951,7 +951,7 @@ static void test_drain_from_other_thread(void)
 
     fixture_open(&f, "\"latency-ns\": 2000000");
     g_assert_true(strata_context_start_thread(f.ctx, NULL));
-    counter_init(&c, f.ctx->thread);
+    counter_init(&c, f.ctx->queues[0]->thread);
     for (int i = 0; i < 12; i++) {
         memset(data[i], 0x80 + i, 512);
         iov[i] = (struct iovec) { data[i], 512 };
@@ -1127,7 +1127,7 @@ static void test_threads_callback_submission(void)
     g_test_message("seed %" G_GUINT64_FORMAT " (STRATA_TEST_SEED)", test_seed);
     g_assert_true(strata_context_start_thread(f.ctx, NULL));
     for (int t = 0; t < SUBMITTERS; t++) {
-        counter_init(&c[t], f.ctx->thread);
+        counter_init(&c[t], f.ctx->queues[0]->thread);
         sub[t] = (Submitter) {
             .be = f.be, .index = t, .seed = test_seed, .c = &c[t],
             .wbuf = g_malloc(REQS_PER_THREAD * BLOCK),

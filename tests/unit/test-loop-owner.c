@@ -219,7 +219,7 @@ static void test_handover(void)
     c = (OwnerCheck) { .ctx = d.ctx };
     strata_context_call(d.ctx, record_owner, &c);
     g_assert_true(c.ran_as_owner);
-    g_assert_true(c.ran_in == d.ctx->thread);
+    g_assert_true(c.ran_in == d.ctx->queues[0]->thread);
 
     /* ... and stop_thread hands it back. */
     strata_context_stop_thread(d.ctx);

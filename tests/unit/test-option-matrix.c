@@ -679,7 +679,8 @@ static void check_bounce_threshold(Env *e, const uint8_t *model)
 static void check_align_shaped(Env *e, const uint8_t *model)
 {
     StrataNode *child = node_filtered(e->root);
-    const BlockPadStats *top = &e->root->stats.pad, *below = &child->stats.pad;
+    BlockStats st_top = node_stats_sum(e->root), st_below = node_stats_sum(child);
+    const BlockPadStats *top = &st_top.pad, *below = &st_below.pad;
 
     g_assert_true(e->root->drv == &bdrv_align);
     g_assert_cmpuint(top->rmw_writes, >, 0);

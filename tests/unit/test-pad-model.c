@@ -428,7 +428,8 @@ static void model_run(const ModelCfg *cfg, uint32_t seed, int requests,
     }
     dev_check_violations(&m->d);
 
-    BlockPadStats *ps = &m->d.node->stats.pad;
+    BlockStats st = node_stats_sum(m->d.node);
+    BlockPadStats *ps = &st.pad;
     g_test_message("model '%s' seed %" PRIu32 ": %" PRIu64 " reads, %" PRIu64
                    " writes, %" PRIu64 " write-zeroes; %" PRIu64 " read blocks "
                    "checked, %" PRIu64 " unchecked; rmw %" PRIu64 ", waits %"

@@ -206,7 +206,7 @@ static void pad_one_shape(Shape shape, bool is_write)
                 for (unsigned bi = 0; bi < G_N_ELEMENTS(misaligns); bi++) {
                     for (int s = 0; s < SPLIT__MAX; s++, id++) {
                         TestVec v;
-                        BlockStats before = d.node->stats;
+                        BlockStats before = node_stats_sum(d.node);
                         MemCounters c0, c1;
                         int ret;
 
@@ -257,13 +257,13 @@ static void pad_one_shape(Shape shape, bool is_write)
                             g_assert_cmpuint(c1.requests[REQ_WRITE], ==,
                                              c0.requests[REQ_WRITE]);
                         } else if (shape == SHAPE_ALIGNED) {
-                            g_assert_cmpuint(d.node->stats.pad.rmw_writes, ==,
+                            g_assert_cmpuint(node_stats_sum(d.node).pad.rmw_writes, ==,
                                              before.pad.rmw_writes);
-                            g_assert_cmpuint(d.node->stats.pad.padded_reads, ==,
+                            g_assert_cmpuint(node_stats_sum(d.node).pad.padded_reads, ==,
                                              before.pad.padded_reads);
                             if (mc->mem_align == 1 && mc->iov_len_align == 1) {
                                 /* Fits as it is: zero-copy, one request. */
-                                g_assert_cmpuint(d.node->stats.pad.bytes_bounced,
+                                g_assert_cmpuint(node_stats_sum(d.node).pad.bytes_bounced,
                                                  ==, before.pad.bytes_bounced);
                                 g_assert_cmpuint(c1.requests[REQ_READ] +
                                                  c1.requests[REQ_WRITE], ==,
@@ -275,7 +275,7 @@ static void pad_one_shape(Shape shape, bool is_write)
                                                  c0.requests[REQ_READ]);
                             }
                         } else if (is_write) {
-                            g_assert_cmpuint(d.node->stats.pad.rmw_writes, ==,
+                            g_assert_cmpuint(node_stats_sum(d.node).pad.rmw_writes, ==,
                                              before.pad.rmw_writes + 1);
                             /* One RMW read per partial edge block, but
                              * one for two neighbouring edge blocks (as
@@ -289,7 +289,7 @@ static void pad_one_shape(Shape shape, bool is_write)
                             g_assert_cmpuint(c1.requests[REQ_READ] -
                                              c0.requests[REQ_READ], ==, edges);
                         } else {
-                            g_assert_cmpuint(d.node->stats.pad.padded_reads, ==,
+                            g_assert_cmpuint(node_stats_sum(d.node).pad.padded_reads, ==,
                                              before.pad.padded_reads + 1);
                             g_assert_cmpuint(c1.requests[REQ_WRITE], ==,
                                              c0.requests[REQ_WRITE]);
@@ -415,7 +415,7 @@ static void test_split_max_transfer(void)
              " \"mem-align\": 512, \"iov-len-align\": 512,"
              " \"max-transfer\": 4096, \"max-iov\": 4}");
     dev_fill(&d, 1);
-    uint64_t splits = d.node->stats.pad.split_requests;
+    uint64_t splits = node_stats_sum(d.node).pad.split_requests;
     for (int w = 0; w < 2; w++) {
         vec_make(&v, len, SPLIT_ODD, w ? 0 : 8);
         mem_trace_clear(d.mem);
@@ -457,7 +457,7 @@ static void test_split_max_transfer(void)
         g_assert_cmpint(frags, ==, 5);
         vec_free(&v);
     }
-    g_assert_cmpuint(d.node->stats.pad.split_requests, ==, splits + 2);
+    g_assert_cmpuint(node_stats_sum(d.node).pad.split_requests, ==, splits + 2);
     dev_close(&d);
 }
 
@@ -623,8 +623,8 @@ static void test_coalesce_merged(void)
     mem_get_counters(d.mem, &c);
     g_assert_cmpuint(c.requests[REQ_READ], ==, 1);
     g_assert_cmpuint(c.requests[REQ_WRITE], ==, 1);
-    g_assert_cmpuint(d.node->stats.pad.coalesced_writes, ==, NCOALESCE - 1);
-    g_assert_cmpuint(d.node->stats.pad.rmw_writes, ==, 1);
+    g_assert_cmpuint(node_stats_sum(d.node).pad.coalesced_writes, ==, NCOALESCE - 1);
+    g_assert_cmpuint(node_stats_sum(d.node).pad.rmw_writes, ==, 1);
     /* A member asked for FUA: the merged write carries it. */
     for (int i = 0; i < mem_trace_count(d.mem); i++) {
         MemTraceEntry e;
@@ -653,8 +653,8 @@ static void test_coalesce_disabled(void)
     mem_get_counters(d.mem, &c);
     g_assert_cmpuint(c.requests[REQ_READ], ==, NCOALESCE);
     g_assert_cmpuint(c.requests[REQ_WRITE], ==, NCOALESCE);
-    g_assert_cmpuint(d.node->stats.pad.coalesced_writes, ==, 0);
-    g_assert_cmpuint(d.node->stats.pad.rmw_writes, ==, NCOALESCE);
+    g_assert_cmpuint(node_stats_sum(d.node).pad.coalesced_writes, ==, 0);
+    g_assert_cmpuint(node_stats_sum(d.node).pad.rmw_writes, ==, NCOALESCE);
     dev_close(&d);
 }
 
@@ -770,7 +770,7 @@ static void test_read_no_torn_rmw(void)
         }
         id += nw;
     }
-    g_assert_cmpuint(d.node->stats.pad.serialising_waits, >, 0);
+    g_assert_cmpuint(node_stats_sum(d.node).pad.serialising_waits, >, 0);
     dev_close(&d);
 }
 
@@ -812,7 +812,7 @@ static void test_serialise_two_backends(void)
     for (int i = 0; i < N; i++) {
         g_assert_cmpint(reqs[i].ret, ==, 0);
     }
-    g_assert_cmpuint(d.node->stats.pad.serialising_waits, >, 0);
+    g_assert_cmpuint(node_stats_sum(d.node).pad.serialising_waits, >, 0);
     strata_backend_free(be2);
     dev_close(&d);
 }
@@ -876,12 +876,12 @@ static void iov_max_one(int n, bool is_write, int64_t A, uint32_t gran,
      * its pads to the count. */
     int pieces = n + (!is_write && head > 0) + (!is_write && tail > 0);
     if (!contiguous && (!is_write || (!head && !tail)) && pieces > 1024) {
-        g_assert_cmpuint(d.node->stats.pad.vectors_collapsed, >, 0);
+        g_assert_cmpuint(node_stats_sum(d.node).pad.vectors_collapsed, >, 0);
     }
     if ((!is_write || (!head && !tail)) && pieces <= 1024) {
         /* (A padded write bounces its edge blocks, which changes the count
          * either way, so it is only checked for correctness.) */
-        g_assert_cmpuint(d.node->stats.pad.vectors_collapsed, ==, 0);
+        g_assert_cmpuint(node_stats_sum(d.node).pad.vectors_collapsed, ==, 0);
     }
     dev_close(&d);
     g_aligned_free(arena);
@@ -989,7 +989,7 @@ static void test_pool_exhaustion(void)
             }
         }
     }
-    g_assert_cmpuint(d.node->stats.pad.pool_waits, >, 0);
+    g_assert_cmpuint(node_stats_sum(d.node).pad.pool_waits, >, 0);
     bufpool_set_cap(d.ctx->pool, 0);
     g_rand_free(rand);
     g_aligned_free(arena);
