@@ -1028,6 +1028,7 @@ static void blkdebug_dump_info(StrataNode *node, GString *out)
 
 const BlockDriver bdrv_blkdebug = {
     .name = "blkdebug",
+    .single_queue = true,
     .instance_size = sizeof(BlkdebugState),
     .is_filter = true,
     .child_role = "image",

@@ -322,6 +322,11 @@ struct BlockDriver {
     const char *alias;              /* e.g. "null-co" */
     size_t instance_size;
     bool is_filter;                 /* one child, passes data through */
+    /* The driver keeps per-node data-path state without locks (a libnbd
+     * handle, timers and FIFOs, breakpoints): its requests all run on the
+     * context's first queue; a request of another queue moves its
+     * coroutine there for the node's entry and back (block/io.c). */
+    bool single_queue;
     bool is_format;                 /* raw, qcow2: has a "file" child */
     /* Role of the primary child, e.g. "file" or "image"; NULL if none. */
     const char *child_role;

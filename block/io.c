@@ -968,71 +968,88 @@ static int node_co_truncate_entered(StrataNode *node, int64_t size,
 
 /* ---- the entry points: counted in flight around everything they do ---------------- */
 
+/*
+ * A single-queue driver's node (BlockDriver.single_queue) is entered on
+ * the context's first queue only.  The coroutine changes its home loop
+ * and is woken there; it comes back the same way after the node's entry
+ * returned.  Only such nodes pay for it.
+ */
+static Loop *hop_in(StrataNode *node)
+{
+    if (G_LIKELY(!node->drv->single_queue)) {
+        return NULL;
+    }
+    StrataQueue *q = queue_current();
+    if (q->index == 0) {
+        return NULL;
+    }
+    co_yield_to_loop(node->ctx->loop);
+    return q->loop;
+}
+
+static void hop_out(Loop *home)
+{
+    if (G_UNLIKELY(home)) {
+        co_yield_to_loop(home);
+    }
+}
+
+#define NODE_ENTRY(node, call) ({                               \
+        Loop *home_ = hop_in(node);                             \
+        NodeShard *sh_ = node_enter(node);                      \
+        __typeof__(call) ret_ = (call);                         \
+        node_leave(node, sh_);                                  \
+        hop_out(home_);                                         \
+        ret_;                                                   \
+    })
+
 int node_co_preadv(StrataNode *node, int64_t offset, int64_t bytes,
                    const IOVector *qiov, int flags)
 {
-    NodeShard *sh = node_enter(node);
-    int ret = node_co_preadv_entered(node, offset, bytes, qiov, flags);
-    node_leave(node, sh);
-    return ret;
+    return NODE_ENTRY(node, node_co_preadv_entered(node, offset, bytes, qiov, flags));
 }
 
 int node_co_pwritev(StrataNode *node, int64_t offset, int64_t bytes,
                     const IOVector *qiov, int flags)
 {
-    NodeShard *sh = node_enter(node);
-    int ret = node_co_pwritev_entered(node, offset, bytes, qiov, flags);
-    node_leave(node, sh);
-    return ret;
+    return NODE_ENTRY(node, node_co_pwritev_entered(node, offset, bytes, qiov, flags));
 }
 
 int node_co_pwrite_zeroes(StrataNode *node, int64_t offset, int64_t bytes,
                           int flags)
 {
-    NodeShard *sh = node_enter(node);
-    int ret = node_co_pwrite_zeroes_entered(node, offset, bytes, flags);
-    node_leave(node, sh);
-    return ret;
+    return NODE_ENTRY(node, node_co_pwrite_zeroes_entered(node, offset, bytes, flags));
 }
 
 int node_co_pdiscard(StrataNode *node, int64_t offset, int64_t bytes)
 {
-    NodeShard *sh = node_enter(node);
-    int ret = node_co_pdiscard_entered(node, offset, bytes);
-    node_leave(node, sh);
-    return ret;
+    return NODE_ENTRY(node, node_co_pdiscard_entered(node, offset, bytes));
 }
 
 int node_co_flush(StrataNode *node)
 {
-    NodeShard *sh = node_enter(node);
-    int ret = node_co_flush_entered(node);
-    node_leave(node, sh);
-    return ret;
+    return NODE_ENTRY(node, node_co_flush_entered(node));
 }
 
 int node_co_block_status(StrataNode *node, int64_t offset, int64_t bytes,
                          int64_t *pnum)
 {
-    NodeShard *sh = node_enter(node);
-    int ret = node_co_block_status_entered(node, offset, bytes, pnum);
-    node_leave(node, sh);
-    return ret;
+    return NODE_ENTRY(node, node_co_block_status_entered(node, offset, bytes, pnum));
 }
 
 int node_co_truncate(StrataNode *node, int64_t size, PreallocMode prealloc,
                      StrataError **errp)
 {
-    NodeShard *sh = node_enter(node);
-    int ret = node_co_truncate_entered(node, size, prealloc, errp);
-    node_leave(node, sh);
-    return ret;
+    return NODE_ENTRY(node, node_co_truncate_entered(node, size, prealloc, errp));
 }
 
 void node_co_debug_event(StrataNode *node, int event)
 {
     if (node->drv->co_debug_event) {
+        /* A filter forwards events to its child from its own entry. */
+        Loop *home = hop_in(node);
         node->drv->co_debug_event(node, event);
+        hop_out(home);
     }
 }
 

@@ -73,6 +73,10 @@ typedef struct MemState {
     char last_violation[128];
     MemTraceEntry trace[MEM_TRACE_SIZE];
     uint64_t trace_total;
+    /* Requests of several queues (threads) meet here: everything above
+     * and the data are guarded by @lock, held for the bookkeeping and the
+     * copy, never across the latency. */
+    Mutex lock;
 } MemState;
 
 /* ---- mappings ------------------------------------------------------------ */
@@ -348,6 +352,7 @@ static void mem_co_delay(MemState *s)
             sleep_ns = MIN(sleep_ns, s->latency_ns);
         }
     }
+    mutex_unlock(&s->lock);
     for (int i = 0; i < yields; i++) {
         loop_co_wake(co_self());
         co_yield();
@@ -355,6 +360,7 @@ static void mem_co_delay(MemState *s)
     if (sleep_ns > 0) {
         co_sleep_ns(sleep_ns);
     }
+    mutex_lock(&s->lock);
 }
 
 /*
@@ -370,6 +376,7 @@ static int mem_co_begin(MemState *s, BlockReqType type, int64_t offset,
     bool ok;
     int ret;
 
+    mutex_lock(&s->lock);
     c->requests[type]++;
     c->bytes[type] += bytes > 0 ? (uint64_t)bytes : 0;
     if (type == REQ_FLUSH) {
@@ -385,6 +392,7 @@ static int mem_co_begin(MemState *s, BlockReqType type, int64_t offset,
     mem_trace_add(s, type, offset, bytes, qiov, flags, !ok);
     if (!ok) {
         c->errors[type]++;
+        mutex_unlock(&s->lock);
         return -EINVAL;
     }
 
@@ -401,8 +409,16 @@ static int mem_co_begin(MemState *s, BlockReqType type, int64_t offset,
     }
     if (ret) {
         c->errors[type]++;
+        mutex_unlock(&s->lock);
     }
+    /* 0: the caller does the work, then unlocks (mem_end). */
     return ret;
+}
+
+static int mem_end(MemState *s)
+{
+    mutex_unlock(&s->lock);
+    return 0;
 }
 
 /* ---- data path ------------------------------------------------------------------ */
@@ -413,11 +429,13 @@ static int mem_co_preadv(StrataNode *node, int64_t offset, int64_t bytes,
     MemState *s = node->opaque;
     int ret = mem_co_begin(s, REQ_READ, offset, bytes, qiov, flags);
 
-    if (ret || !bytes) {
+    if (ret) {
         return ret;
     }
-    iov_from_buf(qiov, 0, (uint8_t *)s->data.p + offset, (size_t)bytes);
-    return 0;
+    if (bytes) {
+        iov_from_buf(qiov, 0, (uint8_t *)s->data.p + offset, (size_t)bytes);
+    }
+    return mem_end(s);
 }
 
 static int mem_co_pwritev(StrataNode *node, int64_t offset, int64_t bytes,
@@ -426,15 +444,17 @@ static int mem_co_pwritev(StrataNode *node, int64_t offset, int64_t bytes,
     MemState *s = node->opaque;
     int ret = mem_co_begin(s, REQ_WRITE, offset, bytes, qiov, flags);
 
-    if (ret || !bytes) {
+    if (ret) {
         return ret;
     }
-    iov_to_buf(qiov, 0, (uint8_t *)s->data.p + offset, (size_t)bytes);
-    bm_assign(s->alloc_bm.p, offset / MEM_CHUNK_SIZE,
-              mem_nchunks(offset + bytes), true);
-    bm_assign(s->data_bm.p, offset / MEM_CHUNK_SIZE,
-              mem_nchunks(offset + bytes), true);
-    return 0;
+    if (bytes) {
+        iov_to_buf(qiov, 0, (uint8_t *)s->data.p + offset, (size_t)bytes);
+        bm_assign(s->alloc_bm.p, offset / MEM_CHUNK_SIZE,
+                  mem_nchunks(offset + bytes), true);
+        bm_assign(s->data_bm.p, offset / MEM_CHUNK_SIZE,
+                  mem_nchunks(offset + bytes), true);
+    }
+    return mem_end(s);
 }
 
 /* Zero the bytes of [offset, offset + bytes).  Whole pages go back to the
@@ -483,11 +503,13 @@ static int mem_co_pwrite_zeroes(StrataNode *node, int64_t offset,
         return -ENOTSUP;
     }
     ret = mem_co_begin(s, REQ_ZEROES, offset, bytes, NULL, flags);
-    if (ret || !bytes) {
+    if (ret) {
         return ret;
     }
-    mem_zero_range(s, offset, bytes, flags & REQ_MAY_UNMAP);
-    return 0;
+    if (bytes) {
+        mem_zero_range(s, offset, bytes, flags & REQ_MAY_UNMAP);
+    }
+    return mem_end(s);
 }
 
 static int mem_co_pdiscard(StrataNode *node, int64_t offset, int64_t bytes)
@@ -495,18 +517,22 @@ static int mem_co_pdiscard(StrataNode *node, int64_t offset, int64_t bytes)
     MemState *s = node->opaque;
     int ret = mem_co_begin(s, REQ_DISCARD, offset, bytes, NULL, 0);
 
-    if (ret || !bytes) {
+    if (ret) {
         return ret;
     }
     /* Discarded bytes read as zeroes, as with a device that guarantees
      * zeroes after unmap; block status reports them so. */
-    mem_zero_range(s, offset, bytes, true);
-    return 0;
+    if (bytes) {
+        mem_zero_range(s, offset, bytes, true);
+    }
+    return mem_end(s);
 }
 
 static int mem_co_flush(StrataNode *node)
 {
-    return mem_co_begin(node->opaque, REQ_FLUSH, 0, 0, NULL, 0);
+    MemState *s = node->opaque;
+    int ret = mem_co_begin(s, REQ_FLUSH, 0, 0, NULL, 0);
+    return ret ? ret : mem_end(s);
 }
 
 static int mem_co_block_status(StrataNode *node, int64_t offset,
@@ -516,6 +542,7 @@ static int mem_co_block_status(StrataNode *node, int64_t offset,
     int64_t first, end, run_end;
     bool alloc, data;
 
+    mutex_lock(&s->lock);
     s->counters.block_status++;
     *pnum = 0;
     if (offset < 0 || bytes <= 0 || offset >= s->size ||
@@ -523,6 +550,7 @@ static int mem_co_block_status(StrataNode *node, int64_t offset,
         mem_violation(s, "block status %" PRId64 "+%" PRId64
                       " outside the device (%" PRId64 " bytes)",
                       offset, bytes, s->size);
+        mutex_unlock(&s->lock);
         return -EINVAL;
     }
     first = offset / MEM_CHUNK_SIZE;
@@ -531,6 +559,7 @@ static int mem_co_block_status(StrataNode *node, int64_t offset,
     alloc = bm_test(s->alloc_bm.p, first);
     data = bm_test(s->data_bm.p, first);
     *pnum = MIN(run_end * MEM_CHUNK_SIZE, offset + bytes) - offset;
+    mutex_unlock(&s->lock);
     if (data) {
         return STRATA_BLOCK_DATA;
     }
@@ -608,7 +637,9 @@ static int mem_co_truncate(StrataNode *node, int64_t size,
                          "alignment (%" PRIu32 ")", size, s->align);
         return -EINVAL;
     }
+    mutex_lock(&s->lock);
     ret = mem_resize(s, size);
+    mutex_unlock(&s->lock);
     if (ret) {
         error_setg_errno(errp, -ret, "cannot resize the mem device to %"
                          PRId64 " bytes", size);
@@ -648,6 +679,8 @@ static bool mem_open(StrataNode *node, OptNode *opts, StrataError **errp)
     uint64_t size, max_transfer;
     int64_t max_iov, latency_ns, seed;
     int ret;
+
+    mutex_init(&s->lock);
 
     if (!opts_has(opts, "size")) {
         g_autofree char *path = opts_key_path(opts, "size");
@@ -753,6 +786,7 @@ static void mem_close(StrataNode *node)
         g_array_free(s->rules, TRUE);
         s->rules = NULL;
     }
+    mutex_cleanup(&s->lock);
 }
 
 static void mem_refresh_limits(StrataNode *node, BlockLimits *bl)

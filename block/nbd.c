@@ -1188,6 +1188,7 @@ static const char *const nbd_protocols[] = { "nbd+tcp", "nbd+unix", NULL };
 
 const BlockDriver bdrv_nbd = {
     .name = "nbd",
+    .single_queue = true,
     .instance_size = sizeof(NbdState),
     .protocol_name = "nbd",
     .protocol_aliases = nbd_protocols,

@@ -352,6 +352,7 @@ static void overlay_dump_info(StrataNode *node, GString *out)
 
 const BlockDriver bdrv_snapshot_overlay = {
     .name = "snapshot-overlay",
+    .single_queue = true,
     .instance_size = sizeof(OverlayState),
     .child_role = "file",
     .open = overlay_open,

@@ -238,6 +238,7 @@ static void throttle_dump_info(StrataNode *node, GString *out)
 
 const BlockDriver bdrv_throttle = {
     .name = "throttle",
+    .single_queue = true,
     .instance_size = sizeof(ThrottleNodeState),
     .is_filter = true,
     .child_role = "file",

@@ -25,6 +25,12 @@
  *     the completion callback, as qemu-img bench does with blk_aio_*; each
  *     request spawns a coroutine from the pool.  This is what an embedder
  *     using only the public API pays.
+ * With --queues N (N > 1), N threads each create a queue on the context
+ * (strata_queue_new) and run the same loop on it: -c is the total, split
+ * evenly, -d the depth of each queue, and queue i starts where the single
+ * cursor's sequence would be after i shares.  They start together after a
+ * barrier; the report gives each queue's IOPS and the total over the wall
+ * time from the start to the last queue's end.
  * Flushes follow qemu-img: with --flush-interval=N, a flush goes out each
  * time the number of requests not yet submitted is a multiple of N; by
  * default submissions stop and the queue drains first, with --no-drain
@@ -68,6 +74,7 @@ typedef void MallocCountTrace(int on);
 struct ImgBench {
     StrataContext *ctx;
     StrataBackend *be;
+    Loop *loop;                 /* the queue's loop this run uses */
     bool co_form;
 
     /* parameters */
@@ -175,7 +182,7 @@ static void bench_completed(ImgBench *b)
     b->side_flushes++;
     b->flushes++;
     if (b->co_form) {
-        loop_co_spawn(b->ctx->loop, bench_co_side_flush, b);
+        loop_co_spawn(b->loop, bench_co_side_flush, b);
     } else {
         int ret = strata_backend_aio_flush(b->be, bench_side_flush_cb, b);
         if (ret < 0) {
@@ -316,6 +323,90 @@ static bool bench_busy(ImgBench *b)
     }
     return b->in_flight > 0 || b->flushing || b->side_flushes > 0 ||
            (!b->error && b->completed < b->count);
+}
+
+/* Start the slots and run the loop until the run is over. */
+static void bench_run(ImgBench *b, BenchSlot *slots)
+{
+    b->start_ns = clock_ns();
+    if (b->co_form) {
+        for (int i = 0; i < b->depth; i++) {
+            b->workers++;
+            loop_co_spawn(b->loop, bench_co_worker, &slots[i]);
+        }
+    } else {
+        for (int i = 0; i < b->depth && b->submitted < b->count && !b->error; i++) {
+            bench_submit(b, &slots[i]);
+        }
+    }
+    while (bench_busy(b)) {
+        if (b->error && !b->co_form && b->in_flight == 0 && !b->flushing &&
+            b->side_flushes == 0) {
+            break;
+        }
+        loop_run_once(b->loop, true);
+    }
+    if (!b->end_ns) {
+        b->end_ns = clock_ns();
+    }
+}
+
+/* --queues: one thread per extra queue. */
+typedef struct BenchQueue {
+    ImgBench b;
+    BenchSlot *slots;
+    GThread *thread;
+    StrataQueue *q;
+    StrataError *err;
+    struct BenchSync *sync;
+} BenchQueue;
+
+typedef struct BenchSync {
+    Mutex lock;
+    Cond cond;
+    int ready;                  /* queues created */
+    bool go;                    /* start */
+    int finished;               /* runs over */
+    bool release;               /* the main thread took its snapshot */
+} BenchSync;
+
+static void sync_wait(BenchSync *y, bool *flag)
+{
+    mutex_lock(&y->lock);
+    while (!*flag) {
+        cond_wait(&y->cond, &y->lock);
+    }
+    mutex_unlock(&y->lock);
+}
+
+static void sync_count(BenchSync *y, int *counter)
+{
+    mutex_lock(&y->lock);
+    (*counter)++;
+    cond_broadcast(&y->cond);
+    mutex_unlock(&y->lock);
+}
+
+static gpointer bench_queue_thread(gpointer opaque)
+{
+    BenchQueue *bq = opaque;
+    BenchSync *y = bq->sync;
+
+    bq->q = strata_queue_new(bq->b.ctx, &bq->err);
+    if (bq->q) {
+        bq->b.loop = bq->q->loop;
+    }
+    sync_count(y, &y->ready);
+    if (!bq->q) {
+        return NULL;
+    }
+    sync_wait(y, &y->go);
+    bench_run(&bq->b, bq->slots);
+    sync_count(y, &y->finished);
+    /* The queue's engine state lives until the main thread has read it. */
+    sync_wait(y, &y->release);
+    strata_queue_free(bq->q);
+    return NULL;
 }
 
 /* ---- statistics of the chain ------------------------------------------------------ */
@@ -519,7 +610,8 @@ static void print_text(ImgBench *b, const BenchResult *r, const ChainStats *cs)
 }
 
 static void print_json(ImgBench *b, const BenchResult *r, const ChainStats *cs,
-                       int64_t first_offset)
+                       int64_t first_offset, const struct BenchQueue *qs,
+                       int nqueues)
 {
     g_autoptr(JsonBuilder) j = json_builder_new();
     int type = b->write ? STRATA_STATS_WRITE : STRATA_STATS_READ;
@@ -544,6 +636,17 @@ static void print_json(ImgBench *b, const BenchResult *r, const ChainStats *cs,
     J_INT("vectors", b->vectors);
     J_STR("form", b->co_form ? "co" : "callback");
     J_INT("flushes", b->flushes);
+    J_INT("queues", nqueues);
+    if (nqueues > 1) {
+        json_builder_set_member_name(j, "per-queue-iops");
+        json_builder_begin_array(j);
+        for (int i = 0; i < nqueues; i++) {
+            const ImgBench *qb = &qs[i].b;
+            json_builder_add_double_value(j, (double)qb->count * 1e9 /
+                                             (double)(qb->end_ns - qb->start_ns));
+        }
+        json_builder_end_array(j);
+    }
     J_DBL("seconds", r->seconds);
     J_DBL("iops", r->iops);
     J_DBL("bytes-per-second", r->bytes_per_sec);
@@ -651,6 +754,7 @@ static void bench_usage(void)
 "  --vectors=N          split each request's buffer into N elements\n"
 "  --form=co|callback   coroutine form (default) or the public callback API\n"
 "  --one-buffer         all slots share one buffer (what qemu-img bench does)\n"
+"  --queues=N           N threads, one queue each (-c total, -d per queue)\n"
 "  --json               print the result as a JSON object\n"
 "  --malloc-report      count heap allocations per request (needs\n"
 "                       LD_PRELOAD=.../tests/bench/malloc-count.so)\n");
@@ -677,7 +781,7 @@ int img_bench(int argc, char **argv)
     enum {
         OPT_FLUSH_INTERVAL = 256, OPT_IMAGE_OPTS, OPT_PATTERN, OPT_NO_DRAIN,
         OPT_VECTORS, OPT_FORM, OPT_JSON, OPT_MALLOC_REPORT, OPT_ONE_BUFFER,
-        OPT_OBJECT_ARG,
+        OPT_OBJECT_ARG, OPT_QUEUES,
     };
     static const struct option long_opts[] = {
         { "help", no_argument, NULL, 'h' },
@@ -692,6 +796,7 @@ int img_bench(int argc, char **argv)
         { "json", no_argument, NULL, OPT_JSON },
         { "malloc-report", no_argument, NULL, OPT_MALLOC_REPORT },
         { "one-buffer", no_argument, NULL, OPT_ONE_BUFFER },
+        { "queues", required_argument, NULL, OPT_QUEUES },
         { NULL, 0, NULL, 0 },
     };
     ImgOpenFlags f = { 0 };
@@ -703,6 +808,7 @@ int img_bench(int argc, char **argv)
     int pattern = 0;
     bool quiet = false, json = false, malloc_report = false, native_aio = false;
     bool one_buffer = false;
+    int nqueues = 1;
     int c;
 
     optind = 1;
@@ -820,6 +926,13 @@ int img_bench(int argc, char **argv)
         case OPT_ONE_BUFFER:
             one_buffer = true;
             break;
+        case OPT_QUEUES:
+            if (!parse_int_opt(optarg, 1, "Invalid queue count specified",
+                               &nqueues) || nqueues > STRATA_MAX_QUEUES) {
+                img_error("--queues: between 1 and %d", STRATA_MAX_QUEUES);
+                return 1;
+            }
+            break;
         }
     }
     if (argc - optind != 1) {
@@ -839,6 +952,14 @@ int img_bench(int argc, char **argv)
     }
     if (b.flush_interval && !b.write) {
         img_error("--flush-interval is only available in write tests");
+        return 1;
+    }
+    if (nqueues > b.count) {
+        img_error("--queues %d: more queues than requests (%d)", nqueues, b.count);
+        return 1;
+    }
+    if (nqueues > 1 && malloc_report) {
+        img_error("--malloc-report counts one queue: use it without --queues");
         return 1;
     }
     if (b.vectors > b.bufsize) {
@@ -888,7 +1009,7 @@ int img_bench(int argc, char **argv)
     StrataLimits lim;
     strata_node_get_limits(strata_backend_get_root(b.be), &lim);
     size_t align = MAX((size_t)lim.opt_mem_alignment, (size_t)sysconf(_SC_PAGESIZE));
-    size_t total = (size_t)b.depth * (size_t)b.bufsize;
+    size_t total = (size_t)b.depth * (size_t)nqueues * (size_t)b.bufsize;
     void *buf = NULL;
     if (posix_memalign(&buf, align, total)) {
         img_error("Could not allocate %zu bytes of buffers", total);
@@ -898,11 +1019,12 @@ int img_bench(int argc, char **argv)
     }
     memset(buf, pattern, total);
 
-    BenchSlot *slots = g_new0(BenchSlot, b.depth);
-    struct iovec *iovs = g_new(struct iovec, (size_t)b.depth * (size_t)b.vectors);
+    int nslots = b.depth * nqueues;
+    BenchSlot *slots = g_new0(BenchSlot, nslots);
+    struct iovec *iovs = g_new(struct iovec, (size_t)nslots * (size_t)b.vectors);
     b.parked = g_new(BenchSlot *, b.depth);
     size_t elem = (size_t)b.bufsize / (size_t)b.vectors;
-    for (int i = 0; i < b.depth; i++) {
+    for (int i = 0; i < nslots; i++) {
         BenchSlot *s = &slots[i];
         /* --one-buffer: every slot uses the first slot's buffer, which is
          * what qemu-img bench does in fact (it passes its first vector to
@@ -948,35 +1070,99 @@ int img_bench(int argc, char **argv)
         }
     }
 
+    /* --queues: queue i takes count / N requests (the first ones the
+     * remainder), from where the single cursor would be after the shares
+     * before it. */
+    b.loop = b.ctx->loop;
+    BenchQueue *qs = g_new0(BenchQueue, nqueues);
+    BenchSync sync = { 0 };
+    mutex_init(&sync.lock);
+    cond_init(&sync.cond);
+    int total_count = b.count;
+    for (int i = 1; i < nqueues; i++) {
+        BenchQueue *bq = &qs[i];
+        bq->b = b;
+        bq->b.count = total_count / nqueues + (i < total_count % nqueues);
+        bq->b.parked = g_new(BenchSlot *, b.depth);
+        co_queue_init(&bq->b.gate);
+        bq->slots = &slots[i * b.depth];
+        bq->sync = &sync;
+    }
+    b.count = total_count / nqueues + (total_count % nqueues > 0);
+    for (int i = 1; i < nqueues; i++) {
+        int64_t skip = 0;
+        for (int k = 0; k < i; k++) {
+            skip += k == 0 ? b.count : qs[k].b.count;
+        }
+        ImgBench cursor = b;
+        for (int64_t k = 0; k < skip; k++) {
+            bench_take_offset(&cursor);
+        }
+        qs[i].b.next_offset = cursor.next_offset;
+    }
+    for (int i = 0; i < nslots; i++) {
+        slots[i].b = i < b.depth ? &b : &qs[i / b.depth].b;
+    }
+    bool queues_ok = true;
+    for (int i = 1; i < nqueues; i++) {
+        qs[i].thread = g_thread_new("bench-queue", bench_queue_thread, &qs[i]);
+    }
+    mutex_lock(&sync.lock);
+    while (sync.ready < nqueues - 1) {
+        cond_wait(&sync.cond, &sync.lock);
+    }
+    mutex_unlock(&sync.lock);
+    for (int i = 1; i < nqueues; i++) {
+        if (!qs[i].q) {
+            img_error("Could not create queue %d: %s", i,
+                      strata_error_get_message(qs[i].err));
+            queues_ok = false;
+        }
+    }
+
     ChainStats before, after;
     struct rusage ru0, ru1;
     chain_snapshot(b.be, &before);
     getrusage(RUSAGE_SELF, &ru0);
-    b.start_ns = clock_ns();
-
-    if (b.co_form) {
-        for (int i = 0; i < b.depth; i++) {
-            b.workers++;
-            loop_co_spawn(b.ctx->loop, bench_co_worker, &slots[i]);
+    int64_t wall0 = clock_ns();
+    if (queues_ok) {
+        mutex_lock(&sync.lock);
+        sync.go = true;
+        cond_broadcast(&sync.cond);
+        mutex_unlock(&sync.lock);
+        bench_run(&b, slots);
+        mutex_lock(&sync.lock);
+        while (sync.finished < nqueues - 1) {
+            cond_wait(&sync.cond, &sync.lock);
         }
-    } else {
-        for (int i = 0; i < b.depth && b.submitted < b.count && !b.error; i++) {
-            bench_submit(&b, &slots[i]);
-        }
+        mutex_unlock(&sync.lock);
     }
-    while (bench_busy(&b)) {
-        if (b.error && !b.co_form && b.in_flight == 0 && !b.flushing &&
-            b.side_flushes == 0) {
-            break;
-        }
-        loop_run_once(b.ctx->loop, true);
-    }
-    if (!b.end_ns) {
-        b.end_ns = clock_ns();
-    }
+    int64_t wall1 = clock_ns();
     getrusage(RUSAGE_SELF, &ru1);
     chain_snapshot(b.be, &after);
     chain_diff(&after, &before);
+    mutex_lock(&sync.lock);
+    sync.go = true;
+    sync.release = true;
+    cond_broadcast(&sync.cond);
+    mutex_unlock(&sync.lock);
+    for (int i = 1; i < nqueues; i++) {
+        g_thread_join(qs[i].thread);
+        strata_error_free(qs[i].err);
+        if (qs[i].b.error) {
+            bench_fail(&b, qs[i].b.error);
+        }
+        b.flushes += qs[i].b.flushes;
+    }
+    if (!queues_ok) {
+        bench_fail(&b, -EAGAIN);
+    }
+    qs[0].b = b;
+    b.count = total_count;
+    if (nqueues > 1) {
+        b.start_ns = wall0;
+        b.end_ns = wall1;
+    }
 
     int status = 0;
     if (b.error) {
@@ -1000,11 +1186,17 @@ int img_bench(int argc, char **argv)
             r.mallocs_per_req = r.measured ? (double)r.mallocs / (double)r.measured : 0;
         }
         if (json) {
-            print_json(&b, &r, &after, offset);
+            print_json(&b, &r, &after, offset, qs, nqueues);
         } else {
             printf("Run completed in %3.3f seconds.\n", r.seconds);
             if (!quiet) {
                 print_text(&b, &r, &after);
+                for (int i = 0; nqueues > 1 && i < nqueues; i++) {
+                    const ImgBench *qb = &qs[i].b;
+                    double secs = (double)(qb->end_ns - qb->start_ns) / 1e9;
+                    printf("Queue %d: %d requests in %.3f s, IOPS %.0f\n", i,
+                           qb->count, secs, (double)qb->count / secs);
+                }
             }
         }
     }
@@ -1020,6 +1212,12 @@ int img_bench(int argc, char **argv)
     }
     strata_backend_free(b.be);
     strata_context_free(b.ctx);
+    for (int i = 1; i < nqueues; i++) {
+        g_free(qs[i].b.parked);
+    }
+    g_free(qs);
+    mutex_cleanup(&sync.lock);
+    cond_cleanup(&sync.cond);
     g_free(b.parked);
     g_free(iovs);
     g_free(slots);

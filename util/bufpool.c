@@ -37,6 +37,7 @@
 #include "util/bufpool.h"
 #include "util/bufpool-int.h"
 #include "util/coroutine.h"
+#include "util/thread.h"
 
 /* Linux 5.14 added it; older userspace headers lack the constant. */
 #ifndef MADV_POPULATE_WRITE
@@ -74,6 +75,9 @@ typedef struct BufPoolWaiter {
 } BufPoolWaiter;
 
 struct BufPool {
+    /* Every queue's thread uses the pool: each public call holds @lock; a
+     * waiter sleeps on its level's CoQueue with the lock released. */
+    Mutex lock;
     size_t page_size;
     size_t align;
     unsigned min_shift;         /* log2(align): the smallest class */
@@ -447,8 +451,8 @@ static void bufpool_grant_waiters(BufPool *pool)
     }
 }
 
-int bufpool_try_get(BufPool *pool, unsigned level, int n, const size_t *sizes,
-                    void **bufs)
+static int bufpool_try_get_locked(BufPool *pool, unsigned level, int n,
+                                  const size_t *sizes, void **bufs)
 {
     size_t need[BUFPOOL_NSHIFTS];
     uint64_t total;
@@ -465,8 +469,17 @@ int bufpool_try_get(BufPool *pool, unsigned level, int n, const size_t *sizes,
     return bufpool_take(pool, level, n, sizes, bufs, need);
 }
 
-int bufpool_co_get(BufPool *pool, unsigned level, int n, const size_t *sizes,
-                   void **bufs)
+int bufpool_try_get(BufPool *pool, unsigned level, int n, const size_t *sizes,
+                    void **bufs)
+{
+    mutex_lock(&pool->lock);
+    int ret = bufpool_try_get_locked(pool, level, n, sizes, bufs);
+    mutex_unlock(&pool->lock);
+    return ret;
+}
+
+static int bufpool_co_get_locked(BufPool *pool, unsigned level, int n,
+                                 const size_t *sizes, void **bufs)
 {
     size_t need[BUFPOOL_NSHIFTS];
     uint64_t total;
@@ -491,7 +504,7 @@ int bufpool_co_get(BufPool *pool, unsigned level, int n, const size_t *sizes,
     }
     pool->wait_tail[level] = &w;
     pool->waits++;
-    co_queue_wait(&pool->queue[level], NULL);
+    co_queue_wait_mutex(&pool->queue[level], &pool->lock);
 
     /* Only bufpool_grant_waiters() wakes this queue. */
     assert(w.granted);
@@ -505,7 +518,17 @@ int bufpool_co_get(BufPool *pool, unsigned level, int n, const size_t *sizes,
     return ret;
 }
 
-void bufpool_put(BufPool *pool, unsigned level, void *buf, size_t size)
+int bufpool_co_get(BufPool *pool, unsigned level, int n, const size_t *sizes,
+                   void **bufs)
+{
+    mutex_lock(&pool->lock);
+    int ret = bufpool_co_get_locked(pool, level, n, sizes, bufs);
+    mutex_unlock(&pool->lock);
+    return ret;
+}
+
+static void bufpool_put_locked(BufPool *pool, unsigned level, void *buf,
+                               size_t size)
 {
     int shift = bufpool_class_shift(pool, size);
     size_t csize;
@@ -529,6 +552,13 @@ void bufpool_put(BufPool *pool, unsigned level, void *buf, size_t size)
     bufpool_grant_waiters(pool);
 }
 
+void bufpool_put(BufPool *pool, unsigned level, void *buf, size_t size)
+{
+    mutex_lock(&pool->lock);
+    bufpool_put_locked(pool, level, buf, size);
+    mutex_unlock(&pool->lock);
+}
+
 /* ---- control ------------------------------------------------------------ */
 
 BufPool *bufpool_new(size_t align, size_t cap_bytes)
@@ -546,6 +576,7 @@ BufPool *bufpool_new(size_t align, size_t cap_bytes)
     for (unsigned l = 0; l < BUFPOOL_LEVELS; l++) {
         co_queue_init(&pool->queue[l]);
     }
+    mutex_init(&pool->lock);
     return pool;
 }
 
@@ -561,28 +592,34 @@ void bufpool_free(BufPool *pool)
     }
     bufpool_trim(pool);
     assert(pool->bytes_held == 0);
+    mutex_cleanup(&pool->lock);
     g_free(pool);
 }
 
 void bufpool_set_cap(BufPool *pool, size_t cap_bytes)
 {
+    mutex_lock(&pool->lock);
     pool->cap = cap_bytes ? cap_bytes : BUFPOOL_DEFAULT_CAP;
     bufpool_make_room(pool, NULL, 0);
     bufpool_grant_waiters(pool);
+    mutex_unlock(&pool->lock);
 }
 
 void bufpool_trim(BufPool *pool)
 {
+    mutex_lock(&pool->lock);
     for (unsigned shift = pool->min_shift; shift <= BUFPOOL_MAX_SHIFT;
          shift++) {
         while (pool->free_count[shift] > 0) {
             bufpool_release_one(pool, shift);
         }
     }
+    mutex_unlock(&pool->lock);
 }
 
 void bufpool_get_stats(const BufPool *pool, BufPoolStats *out)
 {
+    mutex_lock((Mutex *)&pool->lock);
     *out = (BufPoolStats) {
         .allocations = pool->allocations,
         .reuses = pool->reuses,
@@ -592,6 +629,7 @@ void bufpool_get_stats(const BufPool *pool, BufPoolStats *out)
         .bytes_in_use = pool->bytes_in_use,
         .cap = pool->cap,
     };
+    mutex_unlock((Mutex *)&pool->lock);
 }
 
 void bufpool_test_inject_prefault_error(BufPool *pool, unsigned after,

@@ -2,8 +2,10 @@
  * Bounce-buffer pool (SPDX-License-Identifier: MIT)
  *
  * Aligned buffers for padding, collapse and bounce, reused so that the hot
- * path never calls malloc after warm-up.  One pool belongs to one loop
- * thread (not thread-safe; waiting uses coroutines).
+ * path never calls malloc after warm-up.  One pool serves every queue
+ * (thread) of a context: calls are thread-safe (one lock, held briefly;
+ * only the bounce path comes here), and a waiter is a coroutine woken in
+ * its own loop, so the cap and the FIFO order hold across threads.
  *
  *  - alignment = max(page size, the requested alignment);
  *  - size classes: powers of two from one page up; a request is rounded up

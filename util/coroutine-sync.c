@@ -69,6 +69,17 @@ void co_queue_wait_spin(CoQueue *q, struct SpinLock *lock)
     spin_lock(lock);
 }
 
+void co_queue_wait_mutex(CoQueue *q, struct Mutex *lock)
+{
+    Coroutine *self = co_self();
+
+    assert(self && "co_queue_wait_mutex outside a coroutine");
+    co_queue_push(q, self);
+    mutex_unlock(lock);
+    co_yield();
+    mutex_lock(lock);
+}
+
 bool co_queue_next(CoQueue *q)
 {
     Coroutine *co = co_queue_pop(q);

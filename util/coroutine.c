@@ -75,6 +75,7 @@ struct Coroutine {
     void *opaque;
     Coroutine *caller;          /* who entered us; NULL unless running */
     Loop *loop;                 /* home loop, see co_get_loop() */
+    bool migrating;             /* co_yield_to_loop() in progress */
     unsigned pool_depth;        /* see co_pool_depth() */
     Coroutine *wake_next;       /* util/loop.c wake list */
     Coroutine *queue_next;      /* CoQueue membership */
@@ -417,7 +418,23 @@ void co_enter(Coroutine *co)
      */
     if (co->state == CO_STATE_TERMINATED) {
         co_pool_put(t, co);
+    } else if (co->migrating) {
+        /* It has left its stack: its new home may enter it now (and may
+         * already run it once the wake-up is queued: no touching co
+         * after this). */
+        co->migrating = false;
+        loop_co_wake(co);
     }
+}
+
+void co_yield_to_loop(Loop *loop)
+{
+    Coroutine *self = co_self();
+
+    assert(self && "co_yield_to_loop: not in a coroutine");
+    self->loop = loop;
+    self->migrating = true;
+    co_yield();
 }
 
 void co_yield(void)

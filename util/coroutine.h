@@ -58,6 +58,13 @@ bool co_in_coroutine(void);
 /* Home loop of @co (where loop_co_wake() enters it); may be NULL. */
 Loop *co_get_loop(Coroutine *co);
 void co_set_loop(Coroutine *co, Loop *loop);
+/*
+ * Move the calling coroutine to @loop: it becomes its home, and it
+ * continues there (in @loop's thread) after a yield.  The wake-up is
+ * queued only once the coroutine has left its stack, so the new thread
+ * can never enter it while the old one still runs it.
+ */
+void co_yield_to_loop(Loop *loop);
 
 /*
  * How many bounce-pool reservations the current coroutine holds, nested
@@ -122,6 +129,10 @@ void co_queue_wait(CoQueue *q, CoMutex *mutex);
  */
 struct SpinLock;
 void co_queue_wait_spin(CoQueue *q, struct SpinLock *lock);
+/* The same with a util/thread.h Mutex (held across slow work, such as
+ * mapping fresh pool memory). */
+struct Mutex;
+void co_queue_wait_mutex(CoQueue *q, struct Mutex *lock);
 /* Wake the first waiter; false if the queue was empty. */
 bool co_queue_next(CoQueue *q);
 /* Wake every waiter. */
