@@ -363,13 +363,78 @@ static bool child_update_perms(BlockChild *c, uint64_t perm, uint64_t shared,
     return ok;
 }
 
+/*
+ * The graph lock.  With queues other than the first, requests run in other
+ * threads while the control path changes the graph: edges, parents lists
+ * and permissions, which the data path reads.  The read side costs the
+ * data path nothing new: it is the per-queue in-flight count a request
+ * takes at the backend's entry (block/backend.c) and keeps until it
+ * returns.  The write side parks new requests at every backend of the
+ * context and waits until none is in flight on any queue: a drained
+ * section over the whole context.  With the first queue alone, requests
+ * run in the control path's own thread, between its steps, and nothing
+ * is needed.  Not from a coroutine (it waits); reopen takes its own
+ * drained section already.
+ */
+static bool ctx_has_other_queues(StrataContext *ctx)
+{
+    bool other = false;
+
+    mutex_lock(&ctx->queues_lock);
+    for (unsigned i = 1; i < STRATA_MAX_QUEUES && !other; i++) {
+        other = ctx->queues[i] != NULL;
+    }
+    mutex_unlock(&ctx->queues_lock);
+    return other;
+}
+
+static bool ctx_backends_busy(void *opaque)
+{
+    StrataContext *ctx = opaque;
+
+    for (GList *l = ctx->backends; l; l = l->next) {
+        if (backend_busy(l->data)) {
+            return true;
+        }
+    }
+    return false;
+}
+
+static bool graph_wrlock(StrataContext *ctx)
+{
+    if (co_in_coroutine() || !ctx_has_other_queues(ctx)) {
+        return false;
+    }
+    for (GList *l = ctx->backends; l; l = l->next) {
+        backend_quiesce(l->data);
+        node_drained_notify(strata_backend_get_root(l->data), true);
+    }
+    ctx_wait_idle(ctx, ctx_backends_busy, ctx);
+    return true;
+}
+
+static void graph_wrunlock(StrataContext *ctx, bool locked)
+{
+    if (!locked) {
+        return;
+    }
+    for (GList *l = ctx->backends; l; l = l->next) {
+        node_drained_notify(strata_backend_get_root(l->data), false);
+        backend_unquiesce(l->data);
+    }
+}
+
 bool child_set_perm(BlockChild *c, uint64_t perm, uint64_t shared,
                     StrataError **errp)
 {
-    return child_update_perms(c, perm, shared, errp);
+    StrataContext *ctx = c->node->ctx;
+    bool locked = graph_wrlock(ctx);
+    bool ok = child_update_perms(c, perm, shared, errp);
+    graph_wrunlock(ctx, locked);
+    return ok;
 }
 
-static BlockChild *attach_child_common(StrataNode *child, const char *role,
+static BlockChild *attach_child_locked(StrataNode *child, const char *role,
                                        StrataNode *parent, StrataBackend *be,
                                        uint64_t perm, uint64_t shared,
                                        StrataError **errp)
@@ -399,6 +464,18 @@ static BlockChild *attach_child_common(StrataNode *child, const char *role,
     return c;
 }
 
+static BlockChild *attach_child_common(StrataNode *child, const char *role,
+                                       StrataNode *parent, StrataBackend *be,
+                                       uint64_t perm, uint64_t shared,
+                                       StrataError **errp)
+{
+    bool locked = graph_wrlock(child->ctx);
+    BlockChild *c = attach_child_locked(child, role, parent, be, perm, shared,
+                                        errp);
+    graph_wrunlock(child->ctx, locked);
+    return c;
+}
+
 BlockChild *node_attach_child(StrataNode *parent, StrataNode *child,
                               const char *role, uint64_t perm, uint64_t shared,
                               StrataError **errp)
@@ -424,6 +501,8 @@ BlockChild *backend_attach_root(StrataBackend *be, StrataNode *child,
 void node_detach_child(BlockChild *c)
 {
     StrataNode *child = c->node;
+    StrataContext *ctx = child->ctx;
+    bool locked = graph_wrlock(ctx);
 
     /* Dropping an edge only ever removes permissions, which cannot fail. */
     child_update_perms(c, 0, PERM_ALL, NULL);
@@ -438,6 +517,7 @@ void node_detach_child(BlockChild *c)
     g_free(c);
     /* Recompute the child's cumulative permissions without the edge. */
     node_cumulative_perms(child, &child->perm, &child->shared_perm);
+    graph_wrunlock(ctx, locked);
     node_unref(child);
 }
 

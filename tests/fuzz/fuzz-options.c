@@ -5,12 +5,16 @@
  * (SPDX-License-Identifier: MIT).  Invariant: no option value aborts the
  * process; every refusal is an error.
  */
+#include <stdlib.h>
 #include <string.h>
 
 #include "block/block-int.h"
 #include "tests/fuzz/fuzz.h"
 
-/* mem allocates its size: keep a fuzzer from asking for gigabytes. */
+/* mem allocates its size: keep a fuzzer from asking for gigabytes; and
+ * latency-ns (null, mem) delays every I/O by up to an hour on purpose:
+ * keep it under 10 ms, or one input runs into libFuzzer's timeout (the
+ * first CPU-hour found exactly that: 501 s per request). */
 static bool mem_too_big(OptNode *opts)
 {
     if (opts_type(opts) == OPT_LIST) {
@@ -26,6 +30,16 @@ static bool mem_too_big(OptNode *opts)
     }
     OptNode *drv = opts_peek(opts, "driver");
     OptNode *size = opts_peek(opts, "size");
+    OptNode *latency = opts_peek(opts, "latency-ns");
+    if (latency && opts_type(latency) != OPT_OBJECT &&
+        opts_type(latency) != OPT_LIST) {
+        const char *v = opts_scalar_str(latency);
+        char *end;
+        long long ns = v ? strtoll(v, &end, 0) : 0;
+        if (!v || *end || ns > 10 * 1000 * 1000) {
+            return true;
+        }
+    }
     if (drv && size && opts_type(drv) == OPT_STRING &&
         !strcmp(opts_scalar_str(drv), "mem")) {
         uint64_t v;

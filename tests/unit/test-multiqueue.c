@@ -8,7 +8,9 @@
  *                                latency; every 4K block must end in a
  *                                state some serial order of the writes
  *                                touching it produces (no lost update)
- *   /mq/drain-reopen             drains and reopens while 4 threads submit
+ *   /mq/drain-reopen             drains, reopens and graph changes (a
+ *                                second backend attached and detached)
+ *                                while 4 threads submit
  *   /mq/flush-across-queues      a flush on one queue covers writes
  *                                completed on the others, and only those
  *   /mq/blkdebug-break           a request held at a breakpoint on one
@@ -385,6 +387,14 @@ static void test_drain_reopen(void)
         g_autofree char *changes = g_strdup_printf("{\"detect-zeroes\": \"%s\"}",
                                                    round % 2 ? "on" : "off");
         g_assert_true(strata_node_reopen_json(e.node, changes, &err));
+        /* An edge added and dropped under load (the graph lock). */
+        StrataBackend *other = strata_backend_new(e.node, "other",
+                                                  STRATA_PERM_CONSISTENT_READ,
+                                                  STRATA_PERM_ALL, &err);
+        g_assert_nonnull(other);
+        uint8_t sector[SECTOR];
+        g_assert_cmpint(strata_backend_pread(other, 0, sector, SECTOR, 0), ==, 0);
+        strata_backend_free(other);
     }
     __atomic_store_n((int *)&stop, 1, __ATOMIC_RELEASE);
     workers_join(&e, ws, 4);
