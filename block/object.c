@@ -20,6 +20,7 @@
 #include <sys/stat.h>
 #include <gnutls/gnutls.h>
 #include <gnutls/x509.h>
+#include "block/block-int.h"
 #include "block/object.h"
 #include "block/throttle-group.h"
 #include "strata/strata.h"
@@ -63,6 +64,9 @@ struct StrataObject {
         struct {
             StrataContext *ctx;
             int64_t poll_max_ns, poll_grow, poll_shrink, aio_max_batch;
+            /* Its queue on the context that uses it (multi-queue), made on
+             * first use; under objects_lock. */
+            StrataQueue *queue;
         } iothread;
         TlsCreds tls;
         ThrottleGroup *throttle;
@@ -408,11 +412,47 @@ static bool iothread_create(StrataObject *obj, OptNode *opts,
 static void iothread_free(StrataObject *obj)
 {
     StrataContext *ctx = obj->iothread.ctx;
+    StrataQueue *q = obj->iothread.queue;
+    if (q) {
+        /* Its users (exports) are gone: nothing runs on it any more. */
+        strata_queue_stop_thread(q);
+        strata_queue_free(q);
+    }
     if (ctx) {
         /* The caller owns the loop after the join, as freeing requires. */
         strata_context_stop_thread(ctx);
         strata_context_free(ctx);
     }
+}
+
+StrataQueue *iothread_get_queue(StrataObject *obj, StrataContext *ctx,
+                                StrataError **errp)
+{
+    StrataQueue *q;
+
+    g_assert(obj->kind == OBJECT_IOTHREAD);
+    mutex_lock(&objects_lock);
+    q = obj->iothread.queue;
+    if (q && q->ctx != ctx) {
+        mutex_unlock(&objects_lock);
+        error_setg(errp, "iothread '%s' already serves another context",
+                   obj->id);
+        return NULL;
+    }
+    if (!q) {
+        q = strata_queue_new(ctx, errp);
+        if (q) {
+            loop_set_aio_max_batch(q->loop,
+                MIN(obj->iothread.aio_max_batch, (int64_t)UINT_MAX));
+            if (!strata_queue_start_thread(q, errp)) {
+                strata_queue_free(q);
+                q = NULL;
+            }
+        }
+        obj->iothread.queue = q;
+    }
+    mutex_unlock(&objects_lock);
+    return q;
 }
 
 StrataContext *iothread_get_context(StrataObject *obj)

@@ -117,6 +117,11 @@ const uint8_t *secret_get_data(StrataObject *obj, size_t *len);
 
 /* An I/O thread's context (its loop runs in the thread). */
 StrataContext *iothread_get_context(StrataObject *obj);
+/* The I/O thread as a queue of @ctx (multi-queue): made and started on
+ * first use, the same queue afterwards; an iothread serves one context.
+ * NULL with *errp on failure.  Control path. */
+StrataQueue *iothread_get_queue(StrataObject *obj, StrataContext *ctx,
+                                StrataError **errp);
 
 /* A throttle-group's state (block/throttle-group.h); borrowed. */
 struct ThrottleGroup *object_get_throttle_group(StrataObject *obj);

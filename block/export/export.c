@@ -229,6 +229,12 @@ BlockExport *export_add(StrataContext *ctx, OptNode *opts, StrataError **errp)
             error_prepend(&local, "iothread: ");
             goto fail;
         }
+        /* Its requests run on the iothread's queue of this context. */
+        exp->queue = iothread_get_queue(exp->iothread, exp->ctx, &local);
+        if (!exp->queue) {
+            error_prepend(&local, "iothread: ");
+            goto fail;
+        }
     }
     if (exp->writable && node->read_only) {
         error_set(&local, STRATA_ERROR_PERMISSION, EROFS,

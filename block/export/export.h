@@ -56,6 +56,9 @@ struct BlockExport {
     StrataContext *ctx;
     StrataBackend *be;
     StrataObject *iothread;     /* held while the export lives, or NULL */
+    StrataQueue *queue;         /* the iothread's queue (its thread runs
+                                   the export's requests), or NULL: the
+                                   context's first queue */
     bool writable;
     bool writethrough;
     StrataErrorAction rerror, werror;

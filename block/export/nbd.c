@@ -165,6 +165,7 @@ static GList *nbd_exports;      /* NbdExport * */
 /* ---- socket I/O in coroutines ----------------------------------------------- */
 
 static void conn_update_handlers(NbdConn *c);
+static void conn_move(NbdConn *c, Loop *loop);
 static void conn_readable(void *opaque);
 static void conn_writable(void *opaque);
 
@@ -1158,6 +1159,12 @@ static void conn_co(void *opaque)
     c->nexp = e;
     e->conns = g_list_append(e->conns, c);
     export_client_add(e->exp);
+    /* An export with an iothread serves its connections there: the
+     * transmission phase, requests and replies run in that thread. */
+    Loop *origin = c->loop;
+    if (e->exp->queue) {
+        conn_move(c, e->exp->queue->loop);
+    }
 
     while (!c->closing) {
         struct {
@@ -1213,12 +1220,27 @@ static void conn_co(void *opaque)
     while (c->in_flight > 0) {
         co_queue_wait(&c->idle, NULL);
     }
+    /* Teardown touches the server's and the export's lists: back home. */
+    conn_move(c, origin);
     e->conns = g_list_remove(e->conns, c);
     Loop *loop = c->loop;
     conn_free(c);
     /* The last client of a deleted export frees it, and with it the
      * backend, which drains: not from inside a coroutine. */
     loop_oneshot(loop, client_gone, e->exp);
+}
+
+/* Move a connection (its fd handler and the calling coroutine, its
+ * reader) to another loop; nothing of it may be in flight. */
+static void conn_move(NbdConn *c, Loop *loop)
+{
+    if (c->loop == loop) {
+        return;
+    }
+    loop_set_fd_handler(c->loop, c->fd, NULL, NULL, NULL);
+    c->handlers_set = c->read_on = c->write_on = false;
+    c->loop = loop;
+    co_yield_to_loop(loop);
 }
 
 static void conn_free(NbdConn *c)

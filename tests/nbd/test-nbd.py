@@ -532,6 +532,72 @@ def error_policy_test(tmp):
         'x-block-export-resume retries it', f'{ev} parked={parked}')
 
 
+def queue_thread_cpu(pid):
+    """CPU ticks of the daemon's 'strata-queue' threads (iothreads)."""
+    ticks = []
+    for tid in os.listdir(f'/proc/{pid}/task'):
+        try:
+            with open(f'/proc/{pid}/task/{tid}/comm') as f:
+                comm = f.read().strip()
+            with open(f'/proc/{pid}/task/{tid}/stat') as f:
+                fields = f.read().rsplit(')', 1)[1].split()
+        except OSError:
+            continue
+        if comm == 'strata-queue':
+            ticks.append(int(fields[11]) + int(fields[12]))
+    return ticks
+
+
+def iothread_test(exe, tmp, label, blockdevs, node, threads):
+    """Two exports of one node on iothreads @threads (two names: each
+    export on its own thread is multi-queue, which QEMU 7.2 cannot do, as a
+    node lives in one AioContext; QSD gets the same thread twice): two
+    connections, one per export, write alternate 512-byte sectors of the
+    same blocks at once; every sector lands."""
+    d = os.path.join(tmp, 'iot-' + label.split()[0].lower())
+    os.makedirs(d)
+    srv = Server(exe, d, blockdevs,
+                 [f'type=nbd,id=x1,node-name={node},name=x1,writable=on,'
+                  f'iothread={threads[0]}',
+                  f'type=nbd,id=x2,node-name={node},name=x2,writable=on,'
+                  f'iothread={threads[1]}'],
+                 objects=[f'iothread,id={t}' for t in sorted(set(threads))])
+    try:
+        ok = True
+        detail = ''
+        for rnd in range(8):
+          try:
+            a, b = srv.connect('x1', False), srv.connect('x2', False)
+            base = (4 << 20) + rnd * 65536
+            cookies = []
+            for sct in range(128):
+                h = a if sct % 2 == 0 else b
+                cookies.append((h, h.aio_pwrite(bytes([sct ^ rnd]) * 512,
+                                                base + sct * 512)))
+            wait_all(a, [c for h, c in cookies if h is a])
+            wait_all(b, [c for h, c in cookies if h is b])
+            a.flush()
+            back = b.pread(128 * 512, base)
+            a.shutdown()
+            b.shutdown()
+            want = b''.join(bytes([sct ^ rnd]) * 512 for sct in range(128))
+            if back != want:
+                ok = False
+                detail = f'round {rnd}: a sector was lost'
+          except nbd.Error as e:
+            ok = False
+            detail = f'round {rnd}: {e}'
+        tap(ok, f'{label}: two exports on two iothreads, alternate sectors '
+            'of the same blocks', detail)
+        if exe == DAEMON:
+            ticks = queue_thread_cpu(srv.proc.pid)
+            tap(len(ticks) == len(set(threads)) and all(t > 0 for t in ticks),
+                f'{label}: each iothread ran requests (CPU ticks {ticks})')
+    finally:
+        rc, out = srv.stop()
+    tap(rc == 0, f'{label}: the daemon stops cleanly with iothreads', out)
+
+
 def main():
     tmp = tempfile.mkdtemp(prefix='strata-nbd-', dir='/var/tmp')
     shm = tempfile.mkdtemp(prefix='strata-nbd-', dir='/dev/shm')
@@ -661,6 +727,21 @@ def main():
 
         tls_tests(tmp)
         error_policy_test(tmp)
+        if dev:
+            dev_bds = [b for b in blockdevs if 'dev' in b]
+            iothread_test(DAEMON, tmp, 'Strata iothreads, 4K-native device',
+                          dev_bds, 'dev', ('io1', 'io2'))
+            # No QSD cross-check here: QSD 7.2 cannot put two exports of
+            # one node on two iothreads (a node lives in one AioContext),
+            # and with both on one iothread it aborts when the first
+            # client disconnects ("blockdev-nbd.c:62:
+            # nbd_blockdev_client_closed: Assertion `qemu_in_main_thread()
+            # && nbd_server' failed", seen with 7.2.x on this machine).
+            skip('QSD iothread cross-check', 'qemu-storage-daemon 7.2 '
+                 'aborts when a client of an iothread NBD export '
+                 'disconnects (blockdev-nbd.c:62 assertion)')
+        else:
+            skip('iothread exports', 'losetup --sector-size 4096 failed')
 
         # The same scenarios against nbdkit's memory plugin.
         if shutil.which('nbdkit'):
