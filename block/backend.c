@@ -219,8 +219,15 @@ static BackendShard *backend_co_enter_request(StrataBackend *be)
     if (r) {
         __atomic_store_n(&sh->entered, sh->entered + 1, __ATOMIC_RELEASE);
     }
+    /* Drains run in the thread of the first queue: its own requests need
+     * no barrier against them (program order), others a full one. */
+    bool first = sh == be->shard[0];
     for (;;) {
-        __atomic_fetch_add(&sh->in_flight, 1, __ATOMIC_SEQ_CST);
+        if (first) {
+            __atomic_store_n(&sh->in_flight, sh->in_flight + 1, __ATOMIC_RELAXED);
+        } else {
+            __atomic_fetch_add(&sh->in_flight, 1, __ATOMIC_SEQ_CST);
+        }
         if (G_LIKELY(!backend_closed(be))) {
             return sh;
         }

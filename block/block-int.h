@@ -273,6 +273,9 @@ struct StrataNode {
     uint64_t serial_epoch;          /* atomic: serialising arrivals */
     int serialising_in_flight;      /* atomic: tracked serialising */
     int quiesce_counter;            /* atomic */
+    bool multi_queue;               /* atomic: more than one queue has
+                                       sent requests (block/io.c, "Locking
+                                       mode") */
 
     /* flush bookkeeping (block/io.c), under @lock */
     uint64_t flushed_gen;           /* sum of the shards' write_gen covered
@@ -518,6 +521,10 @@ static inline NodeShard *node_cur_shard(const StrataNode *node)
 static inline BlockStats *node_stats(const StrataNode *node)
 {
     return &node_cur_shard(node)->stats;
+}
+static inline bool node_multi_queue(const StrataNode *node)
+{
+    return __atomic_load_n(&node->multi_queue, __ATOMIC_ACQUIRE);
 }
 /* The statistics of every queue, summed (block/io.c). */
 void node_stats_merge(const StrataNode *node, BlockStats *out);

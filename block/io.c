@@ -82,16 +82,86 @@ void node_stats_merge(const StrataNode *node, BlockStats *out)
  * published with a release store for the readers that sum the shards
  * (drain, flush, statistics, serialising requests).
  */
+/*
+ * Locking mode.  While one queue alone has ever sent requests through a
+ * node, its shard is touched by that queue's thread only, and tracking
+ * takes no lock: the one-queue path costs what it did before multi-queue.
+ * The first request of a second queue switches the node to locked mode
+ * for good, and before its shard is published it waits until every queue
+ * with a shard has run a hand-over item in its loop: tracking there is
+ * not inside a lock-free critical section then (they never yield), and
+ * sees the mode from then on (the item orders the two).  A queue that has
+ * a shard but whose owner does not run its loop delays the switch until
+ * it does (docs/architecture.md, "Threading contract").
+ */
+typedef struct ModeSwitch {
+    Coroutine *co;
+    int pending;                /* atomic */
+} ModeSwitch;
+
+typedef struct ModeAck {
+    QueueWork work;             /* first */
+    ModeSwitch *sw;
+} ModeAck;
+
+static void mode_ack_run(QueueWork *w)
+{
+    ModeSwitch *sw = ((ModeAck *)w)->sw;
+
+    if (__atomic_sub_fetch(&sw->pending, 1, __ATOMIC_ACQ_REL) == 0) {
+        loop_co_wake(sw->co);
+    }
+}
+
+static void node_switch_to_locked(StrataNode *node, unsigned index)
+{
+    StrataContext *ctx = node->ctx;
+    ModeSwitch sw = { .co = co_self(), .pending = 1 };
+    ModeAck acks[STRATA_MAX_QUEUES];
+
+    mutex_lock(&ctx->queues_lock);
+    for (unsigned q = 0; q < STRATA_MAX_QUEUES; q++) {
+        StrataQueue *other = ctx->queues[q];
+        if (q == index || !__atomic_load_n(&node->shard[q], __ATOMIC_ACQUIRE) || !other) {
+            continue;
+        }
+        acks[q] = (ModeAck) { .work.run = mode_ack_run, .sw = &sw };
+        __atomic_add_fetch(&sw.pending, 1, __ATOMIC_ACQ_REL);
+        queue_submit_work(other, &acks[q].work);
+    }
+    mutex_unlock(&ctx->queues_lock);
+    /* The wake-up goes to this coroutine's own loop, which enters it only
+     * after it has yielded. */
+    if (__atomic_sub_fetch(&sw.pending, 1, __ATOMIC_ACQ_REL) != 0) {
+        co_yield();
+    }
+}
+
 NodeShard *node_shard_create(StrataNode *node, unsigned index)
 {
     NodeShard *sh;
+    bool others = false;
 
     if (posix_memalign((void **)&sh, 64, sizeof(*sh))) {
         g_error("out of memory for a node shard");
     }
     memset(sh, 0, sizeof(*sh));
     spin_init(&sh->lock);
+    /* Count and publish in one step, so that of two queues arriving at
+     * once the second sees the first.  Our own requests start only after
+     * the switch, and scanners find the new shard empty meanwhile. */
+    spin_lock(&node->lock);
+    for (unsigned q = 0; q < STRATA_MAX_QUEUES; q++) {
+        others |= q != index && __atomic_load_n(&node->shard[q], __ATOMIC_RELAXED);
+    }
+    if (others) {
+        __atomic_store_n(&node->multi_queue, true, __ATOMIC_SEQ_CST);
+    }
     __atomic_store_n(&node->shard[index], sh, __ATOMIC_RELEASE);
+    spin_unlock(&node->lock);
+    if (others) {
+        node_switch_to_locked(node, index);
+    }
     return sh;
 }
 
@@ -181,8 +251,8 @@ static inline void node_leave(StrataNode *node, NodeShard *sh)
  * a serialising request of another queue ever contends for.  Arrival
  * order is an epoch: a serialising request takes ++serial_epoch under
  * node->lock before it scans the shards; any other request reads
- * serial_epoch inside its shard's lock after inserting itself.  The shard
- * lock orders the two: either the scan finds the request with the epoch
+ * serial_epoch and inserts itself in one critical section of its shard's
+ * lock.  The shard lock orders the two: either the scan finds the request with the epoch
  * it read, or the request read the incremented epoch.  Then
  *   - a plain request waits for serialising ones with epoch <= its own;
  *   - a serialising request waits for plain ones with epoch < its own and
@@ -195,14 +265,14 @@ void req_track(BlockReq *req, StrataNode *node, BlockReqType type,
     NodeShard *sh = node_cur_shard(node);
 
     g_assert(sh && sh->in_flight > 0 && lo < hi);
-    *req = (BlockReq) {
-        .node = node,
-        .type = type,
-        .lo = lo,
-        .hi = hi,
-        .serialising = serialising,
-        .shard = serialising ? NULL : sh,
-    };
+    /* Only what is read before reqtree_insert() sets the links. */
+    req->node = node;
+    req->type = type;
+    req->lo = lo;
+    req->hi = hi;
+    req->serialising = serialising;
+    req->shard = serialising ? NULL : sh;
+    req->pad_state = NULL;
     co_queue_init(&req->waiters);
     if (serialising) {
         spin_lock(&node->lock);
@@ -211,10 +281,18 @@ void req_track(BlockReq *req, StrataNode *node, BlockReqType type,
         reqtree_insert(&node->serial_root, req);
         spin_unlock(&node->lock);
     } else {
-        spin_lock(&sh->lock);
-        reqtree_insert(&sh->tracked_root, req);
+        /* The epoch read and the insert form one critical section of the
+         * shard lock, which serialising requests scan under: either they
+         * see both, or this read follows their epoch increment. */
+        bool locked = node_multi_queue(node);
+        if (locked) {
+            spin_lock(&sh->lock);
+        }
         req->seq = __atomic_load_n(&node->serial_epoch, __ATOMIC_ACQUIRE);
-        spin_unlock(&sh->lock);
+        reqtree_insert(&sh->tracked_root, req);
+        if (locked) {
+            spin_unlock(&sh->lock);
+        }
     }
 }
 
@@ -223,10 +301,15 @@ void req_untrack(BlockReq *req)
     StrataNode *node = req->node;
 
     if (req->shard) {
-        spin_lock(&req->shard->lock);
+        bool locked = node_multi_queue(node);
+        if (locked) {
+            spin_lock(&req->shard->lock);
+        }
         reqtree_remove(&req->shard->tracked_root, req);
         co_queue_restart_all(&req->waiters);
-        spin_unlock(&req->shard->lock);
+        if (locked) {
+            spin_unlock(&req->shard->lock);
+        }
     } else {
         spin_lock(&node->lock);
         reqtree_remove(&node->serial_root, req);

@@ -122,6 +122,7 @@ static int scratch_class(size_t size)
     return c;
 }
 
+__attribute__((noinline))
 static void *scratch_get(size_t size, size_t *class_size)
 {
     int c = scratch_class(size);
@@ -136,6 +137,7 @@ static void *scratch_get(size_t size, size_t *class_size)
     return g_malloc(*class_size);
 }
 
+__attribute__((noinline))
 static void scratch_put(void *p, size_t class_size)
 {
     int c = scratch_class(class_size);

@@ -113,6 +113,15 @@ struct Loop {
 
 static __thread Loop *tls_running_loop;
 static __thread Loop *tls_attached_loop;
+/* loop_current()->user, kept up to date where the two above change: the
+ * request path reads it once per node (util/loop.h). */
+static __thread void *loop_tls_current_user;
+
+static inline void loop_tls_update(void)
+{
+    Loop *loop = tls_running_loop ? tls_running_loop : tls_attached_loop;
+    loop_tls_current_user = loop ? loop->user : NULL;
+}
 
 /* 1: epoll_pwait2 works, 0: unknown, -1: not available. */
 static atomic_int have_epoll_pwait2;
@@ -124,9 +133,15 @@ int64_t clock_ns(void)
     return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
 }
 
+void *loop_current_user(void)
+{
+    return loop_tls_current_user;
+}
+
 void loop_set_user(Loop *loop, void *user)
 {
     loop->user = user;
+    loop_tls_update();
 }
 
 void *loop_get_user(const Loop *loop)
@@ -134,11 +149,6 @@ void *loop_get_user(const Loop *loop)
     return loop->user;
 }
 
-void *loop_current_user(void)
-{
-    Loop *loop = tls_running_loop ? tls_running_loop : tls_attached_loop;
-    return loop ? loop->user : NULL;
-}
 
 Loop *loop_current(void)
 {
@@ -148,6 +158,7 @@ Loop *loop_current(void)
 void loop_attach_current(Loop *loop)
 {
     tls_attached_loop = loop;
+    loop_tls_update();
 }
 
 /* ---- ownership -------------------------------------------------------- */
@@ -313,6 +324,7 @@ void loop_free(Loop *loop)
     close(loop->epfd);
     if (tls_attached_loop == loop) {
         tls_attached_loop = NULL;
+        loop_tls_update();
     }
     g_free(loop);
 }
@@ -807,6 +819,7 @@ bool loop_run_once(Loop *loop, bool blocking)
     assert(!co_in_coroutine() && "loop_run_once from a coroutine");
     assert(loop_is_owner(loop) && "loop_run_once by a thread that does not own the loop");
     tls_running_loop = loop;
+    loop_tls_update();
     loop->depth++;
 
     loop_defer_begin(loop);
@@ -842,6 +855,7 @@ bool loop_run_once(Loop *loop, bool blocking)
         }
     }
     tls_running_loop = saved;
+    loop_tls_update();
     return progress;
 }
 

@@ -68,9 +68,11 @@ Loop *loop_current(void);
  * loop it is); NULL by default.  Set before the loop runs anything. */
 void loop_set_user(Loop *loop, void *user);
 void *loop_get_user(const Loop *loop);
-/* loop_get_user(loop_current()), or NULL without a current loop: one call
- * on the request path. */
-void *loop_current_user(void);
+/* loop_get_user(loop_current()), or NULL without a current loop: one
+ * thread-local load on the request path.  Out of line on purpose: a
+ * coroutine may move to another thread across a yield, and an inlined
+ * thread-local address could be kept from before the move. */
+void *loop_current_user(void) __attribute__((noinline));
 /* Make @loop the calling thread's loop (NULL detaches).  A thread that
  * creates requests outside loop_run_once() (a tool's main) calls this. */
 void loop_attach_current(Loop *loop);
