@@ -1047,8 +1047,15 @@ static bool vu_export_create(BlockExport *exp, OptNode *opts,
                          type);
         return false;
     }
-    if (!opts_check_consumed(addr, errp) ||
-        !opts_get_size(opts, "logical-block-size", 512, &lbs, errp) ||
+    for (guint i = 0; i < opts_object_size(addr); i++) {
+        const char *key = opts_object_key(addr, i);
+        if (strcmp(key, "type") && strcmp(key, "path")) {
+            error_set_option(errp, "addr.%s: unknown member (a vhost-user "
+                             "socket address has type and path)", key);
+            return false;
+        }
+    }
+    if (!opts_get_size(opts, "logical-block-size", 512, &lbs, errp) ||
         !opts_get_int(opts, "num-queues", 1, &nq, errp) ||
         !opts_get_str(opts, "serial", NULL, &serial, errp)) {
         return false;

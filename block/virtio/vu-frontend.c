@@ -34,6 +34,14 @@ void vuf_disconnect(VuFrontend *fe)
     }
 }
 
+void vuf_reconnect(VuFrontend *fe, int fd)
+{
+    vuf_disconnect(fe);
+    fe->fd = fd;
+    fe->features = 0;
+    fe->protocol_features = 0;
+}
+
 void vuf_cleanup(VuFrontend *fe)
 {
     vuf_disconnect(fe);
@@ -308,7 +316,6 @@ int vuf_start_queue(VuFrontend *fe, unsigned index, unsigned num)
 {
     VufQueue *q = vuf_queue(fe, index);
     uint64_t dgpa, agpa, ugpa;
-    int r;
 
     q->num = num;
     q->desc = vuf_alloc(fe, vring_desc_size(num), 16, &dgpa);
@@ -326,11 +333,19 @@ int vuf_start_queue(VuFrontend *fe, unsigned index, unsigned num)
     for (unsigned i = 0; i < num; i++) {
         q->free_stack[i] = (uint16_t)(num - 1 - i);
     }
+    return vuf_send_queue(fe, index, 0);
+}
+
+int vuf_send_queue(VuFrontend *fe, unsigned index, uint16_t base)
+{
+    VufQueue *q = &fe->queues[index];
+    int r;
+
     q->event_idx = fe->features & (1ull << VIRTIO_RING_F_EVENT_IDX);
-    VhostUserVringState st = { index, num };
+    VhostUserVringState st = { index, q->num };
     r = vuf_request(fe, VHOST_USER_SET_VRING_NUM, &st, sizeof(st), NULL, 0,
                     NULL, true);
-    st.num = 0;
+    st.num = base;
     if (r == 0) {
         r = vuf_request(fe, VHOST_USER_SET_VRING_BASE, &st, sizeof(st), NULL,
                         0, NULL, true);

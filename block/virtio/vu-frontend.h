@@ -67,8 +67,11 @@ typedef struct VuFrontend {
 void vuf_init(VuFrontend *fe, int fd, VuPumpFunc *pump, void *opaque);
 /* Close the socket, the eventfds and unmap the memory. */
 void vuf_cleanup(VuFrontend *fe);
-/* Close only the socket (a front end that dies). */
+/* Close only the socket (a front end that dies, or a back end that
+ * restarts: vuf_reconnect() then takes a new socket, keeping memory and
+ * rings). */
 void vuf_disconnect(VuFrontend *fe);
+void vuf_reconnect(VuFrontend *fe, int fd);
 
 /* Create @size bytes of guest memory as @nregions memfd regions (sizes
  * multiple of 4096) that are adjacent in guest-physical space from
@@ -104,6 +107,9 @@ int vuf_get_config(VuFrontend *fe, uint32_t offset, void *buf, uint32_t size);
  * SET_VRING_NUM/BASE/ADDR/KICK/CALL/ERR, SET_VRING_ENABLE.  Queues are
  * created on first use (fe->nqueues grows). */
 int vuf_start_queue(VuFrontend *fe, unsigned index, unsigned num);
+/* (Re)send queue @index's set-up with its existing rings and @base as the
+ * avail index (a front end reconnecting to a restarted back end). */
+int vuf_send_queue(VuFrontend *fe, unsigned index, uint16_t base);
 /* GET_VRING_BASE: the back end's last avail index in *base. */
 int vuf_stop_queue(VuFrontend *fe, unsigned index, uint16_t *base);
 
