@@ -45,8 +45,12 @@
 #include "util/socket.h"
 
 /* Largest single segment a request may carry (SIZE_MAX) and the largest
- * discard / write-zeroes in sectors. */
-#define VU_BLK_SIZE_MAX         (1u << 30)
+ * discard / write-zeroes in sectors.  SeaBIOS computes size_max * seg_max
+ * in 32 bits and takes the block count of a request from its low bits:
+ * with 1 GiB segments that came out 0 and it looped on empty reads before
+ * booting; 64 KiB (Linux's default segment size) keeps the product in
+ * range. */
+#define VU_BLK_SIZE_MAX         (64u << 10)
 #define VU_BLK_MAX_DISCARD      (1u << 22)
 /* Wait at most this long for a front end to take a message. */
 #define VU_SEND_TIMEOUT_MS      5000
