@@ -103,6 +103,7 @@ struct VuBlkConn {
     unsigned in_flight;         /* requests of every queue */
     CoQueue drained;
     VuBlkQueue *queues;
+    uint64_t announced;         /* features last logged */
 };
 
 typedef struct VuBlkReq {
@@ -452,6 +453,13 @@ static bool queue_start(VuBlkQueue *q, const char **why)
             q->vq.inflight = (VuInflightQueue *)
                 ((uint8_t *)c->inflight_base + q->vq.index * qsize);
         }
+    }
+    if (c->announced != c->features) {
+        /* What was negotiated, for the operator: once per driver (the
+         * firmware's, then the guest kernel's). */
+        c->announced = c->features;
+        vu_log(c->e, "front end started: features 0x%" PRIx64 ", protocol "
+               "features 0x%" PRIx64, c->features, c->protocol_features);
     }
     unsigned n = vq_inflight_restore(&q->vq);
     if (n) {

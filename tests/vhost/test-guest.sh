@@ -53,7 +53,11 @@ cleanup() {
         wait "$p" 2>/dev/null
     done
     [ -n "$loopdev" ] && losetup -d "$loopdev" 2>/dev/null
-    rm -rf "$work"
+    if [ "${KEEP_WORK:-0}" = 1 ]; then
+        echo "# kept $work"
+    else
+        rm -rf "$work"
+    fi
 }
 trap cleanup EXIT
 trap 'exit 1' INT TERM
@@ -128,10 +132,19 @@ PY
 
 sock=$work/vhost.sock
 daemon_pid=
+# start_strata [IOPS]: with IOPS, a throttle node keeps requests in
+# flight long enough for a SIGKILL to catch some.
 start_strata() {
+    local top=dev throttle=()
+    if [ -n "${1:-}" ]; then
+        top=disk
+        throttle=(--object "throttle-group,id=tg0,limits.iops-total=$1"
+                  --blockdev "driver=throttle,node-name=disk,file=dev,throttle-group=tg0")
+    fi
     rm -f "$sock"
-    "$daemon" --blockdev "{\"driver\": \"host_device\", \"node-name\": \"disk\", \"filename\": \"$loopdev\", \"cache\": {\"direct\": true}}" \
-        --export "type=vhost-user-blk,id=vub0,node-name=disk,addr.type=unix,addr.path=$sock,writable=on,num-queues=2" \
+    "$daemon" --blockdev "{\"driver\": \"host_device\", \"node-name\": \"dev\", \"filename\": \"$loopdev\", \"cache\": {\"direct\": true}}" \
+        "${throttle[@]}" \
+        --export "type=vhost-user-blk,id=vub0,node-name=$top,addr.type=unix,addr.path=$sock,writable=on,num-queues=2" \
         2>>"$work/daemon.log" &
     daemon_pid=$!
     pids+=("$daemon_pid")
@@ -263,6 +276,7 @@ fi
 if [ $qsd_only = 0 ]; then
 boot basic "vutest=basic vupbs=4096"
 report basic "basic"
+grep 'front end started' "$work/daemon.log" | sed 's/.*started: /# negotiated (firmware, then Linux): /'
 
 # A writing guest is SIGKILLed; the daemon serves the next one.
 boot kill "vutest=writer vubase=$KILL_BASE"
@@ -278,9 +292,13 @@ kill -0 "$daemon_pid" 2>/dev/null && tap ok "kill: daemon survived" ||
 boot second "vutest=verify"
 report second "kill"
 
-# The daemon is SIGKILLed and restarted under a writing guest.
+# The daemon is SIGKILLed and restarted under a writing guest.  It runs
+# throttled (10 requests/s) until the kill so that requests are in flight
+# then; the restarted one is not throttled.
+kill -TERM "$daemon_pid"; wait "$daemon_pid"
+start_strata 10 || tap fail "restart: throttled daemon up"
 boot restart "vutest=writer vubase=$RESTART_BASE vucount=256" reconnect
-if wait_log restart "wrote 32" 120; then
+if wait_log restart "wrote 16" 120; then
     kill -9 "$daemon_pid"; wait "$daemon_pid" 2>/dev/null
     sleep 0.5
     if start_strata; then
@@ -294,7 +312,11 @@ fi
 report restart "restart"
 # Whether requests were in flight at the kill is a matter of timing:
 # said, not asserted (the unit test inflight-resubmit asserts it).
-echo "# after the restart: $(grep -h resubmitting "$work/daemon.log" || echo "nothing was in flight at the kill")"
+if grep -q resubmitting "$work/daemon.log"; then
+    grep resubmitting "$work/daemon.log" | sed 's/.*: virtqueue/# after the restart: virtqueue/'
+else
+    echo "# after the restart: nothing was in flight at the kill"
+fi
 
 kill -TERM "$daemon_pid"
 wait "$daemon_pid"
