@@ -114,6 +114,12 @@ typedef struct VuBlkReq {
 } VuBlkReq;
 
 static VhostUserBlkLogFunc *log_fn;
+static const BlockExportDriver vu_export_driver;
+
+static bool is_vhost_user_blk(const BlockExport *exp)
+{
+    return exp->drv == &vu_export_driver;
+}
 
 void vhost_user_blk_set_log(VhostUserBlkLogFunc *fn)
 {
@@ -990,7 +996,7 @@ static void export_accept(void *opaque)
 
 bool vhost_user_blk_add_client(BlockExport *exp, int fd)
 {
-    if (strcmp(exp->drv->type, "vhost-user-blk")) {
+    if (!is_vhost_user_blk(exp)) {
         close(fd);
         return false;
     }
@@ -999,18 +1005,24 @@ bool vhost_user_blk_add_client(BlockExport *exp, int fd)
 
 void vhost_user_blk_get_stats(BlockExport *exp, VhostUserBlkStats *out)
 {
+    if (!is_vhost_user_blk(exp)) {
+        memset(out, 0, sizeof(*out));
+        return;
+    }
     VuBlkExport *e = exp->opaque;
     *out = e->stats;
 }
 
 void vhost_user_blk_resized(BlockExport *exp)
 {
+    if (!is_vhost_user_blk(exp)) {
+        return;
+    }
     VuBlkExport *e = exp->opaque;
     VuBlkConn *c = e->conn;
     int64_t len = strata_backend_get_length(exp->be);
 
-    if (strcmp(exp->drv->type, "vhost-user-blk") || len < 0 ||
-        (uint64_t)len == e->capacity) {
+    if (len < 0 || (uint64_t)len == e->capacity) {
         return;
     }
     e->capacity = (uint64_t)len;

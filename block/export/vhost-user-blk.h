@@ -34,7 +34,8 @@ void vhost_user_blk_set_log(VhostUserBlkLogFunc *fn);
 bool vhost_user_blk_add_client(BlockExport *exp, int fd);
 
 /* The node's length may have changed (block_resize): tell the front end
- * through CONFIG_CHANGE_MSG when it negotiated BACKEND_REQ. */
+ * through CONFIG_CHANGE_MSG when it negotiated BACKEND_REQ and CONFIG.
+ * A no-op for exports of other types and when the length is unchanged. */
 void vhost_user_blk_resized(BlockExport *exp);
 
 /* For tests: protocol errors counted since creation, and whether a front

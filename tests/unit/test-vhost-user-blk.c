@@ -587,6 +587,52 @@ static void test_inflight_resubmit(void)
     teardown();
 }
 
+
+/* block_resize reaches the front end: CONFIG_CHANGE_MSG on the back-end
+ * channel, then GET_CONFIG has the new capacity. */
+static void test_resize(void)
+{
+    VuFrontend fe;
+    VirtioBlkConfig cfg;
+    VhostUserMsg msg;
+    StrataError *err = NULL;
+    int sp[2];
+
+    setup("{\"driver\": \"mem\", \"node-name\": \"disk\", \"size\": 4194304}",
+          "\"writable\": true");
+    fe_connect(&fe, 1, 1);
+    g_assert_cmpint(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sp),
+                    ==, 0);
+    g_assert_cmpint(vuf_request(&fe, VHOST_USER_SET_BACKEND_REQ_FD, NULL, 0,
+                                &sp[0], 1, NULL, true), ==, 0);
+    close(sp[0]);
+    StrataBackend *be = strata_backend_new(node, "resize", STRATA_PERM_RESIZE,
+                                           STRATA_PERM_ALL, &err);
+    g_assert_nonnull(be);
+    g_assert_cmpint(strata_backend_truncate(be, 2 * DISK_SIZE), ==, 0);
+    strata_backend_free(be);
+    vhost_user_blk_resized(vexp);
+    g_assert_cmpint(vu_msg_recv(sp[1], &msg, 5000), ==, 0);
+    g_assert_cmpuint(msg.hdr.request, ==, VHOST_USER_BACKEND_CONFIG_CHANGE_MSG);
+    g_assert_cmpuint(msg.hdr.size, ==, 0);
+    g_assert_cmpint(vuf_get_config(&fe, 0, &cfg, sizeof(cfg)), ==, 0);
+    g_assert_cmpuint(le64toh(cfg.capacity), ==, 2 * DISK_SIZE / 512);
+    /* The new sectors are usable. */
+    uint8_t w[4096], r[4096];
+    fill_pattern(w, sizeof(w), 77);
+    g_assert_cmpint(do_req(&fe, 0, VIRTIO_BLK_T_OUT, DISK_SIZE / 512 + 8, w,
+                           4096, false), ==, VIRTIO_BLK_S_OK);
+    g_assert_cmpint(do_req(&fe, 0, VIRTIO_BLK_T_IN, DISK_SIZE / 512 + 8, r,
+                           4096, false), ==, VIRTIO_BLK_S_OK);
+    g_assert_cmpmem(r, 4096, w, 4096);
+    /* No change, no message. */
+    vhost_user_blk_resized(vexp);
+    g_assert_cmpint(vu_msg_recv(sp[1], &msg, 100), ==, -ETIMEDOUT);
+    close(sp[1]);
+    fe_close(&fe);
+    teardown();
+}
+
 /* ---- malicious chains ----------------------------------------------- */
 
 typedef enum Expect {
@@ -921,6 +967,7 @@ int main(int argc, char **argv)
     g_test_add_func("/vhost-user-blk/inflight-resubmit",
                     test_inflight_resubmit);
     g_test_add_func("/vhost-user-blk/bad-messages", test_bad_messages);
+    g_test_add_func("/vhost-user-blk/resize-config-change", test_resize);
     for (unsigned i = 0; i < G_N_ELEMENTS(evil_cases); i++) {
         g_autofree char *path = g_strdup_printf("/vhost-user-blk/evil-chain/%s",
                                                 evil_cases[i].name);
