@@ -635,6 +635,12 @@ static int msg_vring_fd(VuBlkConn *c, VhostUserMsg *msg, const char **why)
             *why = "polling mode (no kick fd) is not supported";
             return -EINVAL;
         }
+        if (q->in_flight > 0) {
+            /* Restarting the ring would fetch its requests again. */
+            close_fd(&fd);
+            *why = "kick fd replaced while the ring has requests in flight";
+            return -EBUSY;
+        }
         queue_stop(q);
         close_fd(&q->kick_fd);
         q->kick_fd = fd;

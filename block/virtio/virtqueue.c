@@ -360,6 +360,11 @@ int vq_pop(VirtQueue *vq, const VuMemTable *mem, VqElem **out,
 
 void vq_push(VirtQueue *vq, uint16_t head, uint32_t len)
 {
+    if (!vq->used) {
+        /* The rings left guest memory under the request (a memory table
+         * without them): the queue is stopped; nothing to write. */
+        return;
+    }
     VringUsedElem *e = &vq->used->ring[vq->used_idx % vq->num];
 
     __atomic_store_n(&e->id, head, __ATOMIC_RELAXED);

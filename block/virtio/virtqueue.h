@@ -181,7 +181,7 @@ int vq_pop(VirtQueue *vq, const VuMemTable *mem, VqElem **out,
            const char **why);
 
 /* Write the used element of @head with @len bytes written (not yet
- * visible to the driver). */
+ * visible to the driver); nothing when the rings are unmapped. */
 void vq_push(VirtQueue *vq, uint16_t head, uint32_t len);
 
 /* Publish the used elements pushed so far; true when the driver should

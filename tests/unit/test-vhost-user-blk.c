@@ -449,6 +449,50 @@ static void test_mem_table_change(void)
     teardown();
 }
 
+/* A memory table that no longer holds the rings, sent while requests are
+ * in flight: the queue stops (error eventfd), the requests complete
+ * without touching the unmapped rings, the connection goes on. */
+static void test_mem_table_drops_rings(void)
+{
+    VuFrontend fe;
+    TestReq t;
+    uint16_t head;
+    uint64_t f;
+    VhostUserBlkStats st;
+
+    setup("{\"driver\": \"mem\", \"node-name\": \"disk\", \"size\": 4194304, "
+          "\"latency-ns\": 2000000}", "\"writable\": true");
+    fe_connect(&fe, 1, 1);
+    for (int i = 0; i < 8; i++) {
+        req_alloc(&fe, &t, VIRTIO_BLK_T_OUT, i * 8, 4096);
+        VufBuf b[3] = { { t.hdr_gpa, 16, false }, { t.data_gpa, 4096, false },
+                        { t.status_gpa, 1, true } };
+        g_assert_cmpint(vuf_submit(&fe, 0, b, 3, false, &head), ==, 0);
+    }
+    for (int i = 0; i < 5; i++) {
+        strata_context_run_once(ctx, false);
+    }
+    /* Same memory, but at other front-end addresses: the ring addresses
+     * (front-end virtual) no longer translate. */
+    VhostUserMemory m = { .nregions = 1 };
+    m.regions[0] = (VhostUserMemRegion){ fe.regions[0].gpa,
+                                         fe.regions[0].size,
+                                         1ull << 46, 0 };
+    g_assert_cmpint(vuf_request(&fe, VHOST_USER_SET_MEM_TABLE, &m,
+                                8 + sizeof(VhostUserMemRegion),
+                                &fe.regions[0].fd, 1, NULL, true), ==, 0);
+    for (int i = 0; i < 200; i++) {
+        strata_context_run_once(ctx, false);
+        g_usleep(100);
+    }
+    g_assert_true(vuf_queue_error(&fe, 0));
+    vhost_user_blk_get_stats(vexp, &st);
+    g_assert_cmpuint(st.queue_errors, ==, 1);
+    g_assert_cmpint(vuf_get_u64(&fe, VHOST_USER_GET_FEATURES, &f), ==, 0);
+    fe_close(&fe);
+    teardown();
+}
+
 /* The front end disappears with requests in flight: they complete, the
  * connection is freed, and a new front end is served. */
 static void test_disconnect_in_flight(void)
@@ -962,6 +1006,8 @@ int main(int argc, char **argv)
     g_test_add_func("/vhost-user-blk/multi-queue", test_multi_queue);
     g_test_add_func("/vhost-user-blk/mem-table-change-under-load",
                     test_mem_table_change);
+    g_test_add_func("/vhost-user-blk/mem-table-drops-rings-under-load",
+                    test_mem_table_drops_rings);
     g_test_add_func("/vhost-user-blk/disconnect-in-flight",
                     test_disconnect_in_flight);
     g_test_add_func("/vhost-user-blk/inflight-resubmit",
