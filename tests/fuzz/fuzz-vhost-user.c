@@ -15,7 +15,6 @@
  * are read and dropped.  The harness ends by closing the socket, which
  * must leave the export without a client.
  */
-#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/eventfd.h>
@@ -180,9 +179,6 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
             break;
         }
         strata_context_run_once(daemon_state.ctx, false);
-    }
-    if (getenv("FUZZ_VERBOSE")) {
-        fprintf(stderr, "requests %lu protocol errors %lu queue errors %lu\n", (unsigned long)st.requests, (unsigned long)st.protocol_errors, (unsigned long)st.queue_errors);
     }
     if (st.connected) {
         __builtin_trap();       /* the connection must end with its socket */

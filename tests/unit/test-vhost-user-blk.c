@@ -253,6 +253,57 @@ static void test_config(void)
     teardown();
 }
 
+/* Option errors name the option. */
+static void test_options(void)
+{
+    static const struct {
+        const char *extra, *msg;
+    } cases[] = {
+        { "\"addr\": {\"type\": \"inet\", \"path\": \"x\"}",
+          "addr.type: 'inet' is not supported (only unix)" },
+        { "\"addr\": {\"type\": \"unix\"}", "addr.path" },
+        { "\"addr\": {\"type\": \"unix\", \"path\": \"/x\", \"port\": 1}",
+          "addr.port: unknown member" },
+        { "\"addr\": \"/tmp/x\"", "addr: expected an object" },
+        { "\"logical-block-size\": 1024, \"addr\": {\"type\": \"unix\", "
+          "\"path\": \"/nonexistent-dir/s\"}", "addr.path: " },
+        { "\"logical-block-size\": 65536, \"addr\": {\"type\": \"unix\", "
+          "\"path\": \"/tmp/x\"}", "logical-block-size: 65536 is not a power "
+          "of two between 512 and 32768" },
+        { "\"serial\": \"012345678901234567890\", \"addr\": {\"type\": "
+          "\"unix\", \"path\": \"/tmp/x\"}", "serial: longer than 20 bytes" },
+    };
+    StrataError *err = NULL;
+
+    setup("{\"driver\": \"mem\", \"node-name\": \"disk\", \"size\": 4194304}",
+          NULL);
+    for (unsigned i = 0; i < G_N_ELEMENTS(cases); i++) {
+        g_autofree char *json = g_strdup_printf(
+            "{\"type\": \"vhost-user-blk\", \"id\": \"bad\", "
+            "\"node-name\": \"disk\", %s}", cases[i].extra);
+        g_autoptr(OptNode) o = opts_parse_json(json, &err);
+        g_assert_nonnull(o);
+        g_assert_null(export_add(ctx, o, &err));
+        g_assert_nonnull(err);
+        if (!strstr(error_get_message(err), cases[i].msg)) {
+            g_error("case %u: '%s' lacks '%s'", i, error_get_message(err),
+                    cases[i].msg);
+        }
+        error_free(err);
+        err = NULL;
+    }
+    /* A second export on the same socket path. */
+    g_autofree char *json = g_strdup_printf(
+        "{\"type\": \"vhost-user-blk\", \"id\": \"two\", \"node-name\": "
+        "\"disk\", \"addr\": {\"type\": \"unix\", \"path\": \"%s/sock\"}}",
+        sock_dir);
+    g_autoptr(OptNode) o = opts_parse_json(json, &err);
+    g_assert_null(export_add(ctx, o, &err));
+    g_assert_nonnull(strstr(error_get_message(err), "Address already in use"));
+    error_free(err);
+    teardown();
+}
+
 /* ---- requests ------------------------------------------------------- */
 
 static void fill_pattern(uint8_t *buf, size_t len, unsigned seed)
@@ -1002,6 +1053,7 @@ int main(int argc, char **argv)
     g_test_init(&argc, &argv, NULL);
     g_test_add_func("/vhost-user-blk/features", test_features);
     g_test_add_func("/vhost-user-blk/config", test_config);
+    g_test_add_func("/vhost-user-blk/options", test_options);
     g_test_add_func("/vhost-user-blk/requests", test_requests);
     g_test_add_func("/vhost-user-blk/multi-queue", test_multi_queue);
     g_test_add_func("/vhost-user-blk/mem-table-change-under-load",
