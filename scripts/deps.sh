@@ -18,6 +18,9 @@ pkgs+=(nbdkit libnbd-bin python3-libnbd)
 pkgs+=(qemu-system-common)
 # certtool and psktool, for the TLS tests' certificates and keys.
 pkgs+=(gnutls-bin)
+# The vhost-user-blk export's real-guest test (tests/vhost/): a TCG guest
+# booting the cloud kernel with a busybox initramfs.
+pkgs+=(qemu-system-x86 linux-image-cloud-amd64 busybox-static cpio)
 if [ "${STRATA_DEPS_MINIMAL:-0}" = 1 ]; then
     pkgs=(meson ninja-build pkg-config gcc libglib2.0-dev liburing-dev libaio-dev libjson-glib-dev
           libgnutls28-dev libnbd-dev)

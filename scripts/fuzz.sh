@@ -3,7 +3,7 @@
 #
 #   scripts/fuzz.sh [--time SECONDS] [--jobs N] [TARGET...]
 #
-# TARGET: options, request, qmp, nbd (default: all), each run for SECONDS
+# TARGET: options, request, qmp, nbd, vhost-user, virtqueue (default: all), each run for SECONDS
 # (default 60).  Builds build-fuzz with clang-14, the library instrumented
 # with -fsanitize=fuzzer-no-link,address,undefined.  New inputs go to
 # var/fuzz/corpus/<target>/ (the checked-in tests/fuzz/corpus/<target>/ is
@@ -23,7 +23,7 @@ while [ $# -gt 0 ]; do
         *) targets+=("$1"); shift ;;
     esac
 done
-[ ${#targets[@]} -eq 0 ] && targets=(options request qmp nbd)
+[ ${#targets[@]} -eq 0 ] && targets=(options request qmp nbd vhost-user virtqueue)
 
 scripts/deps.sh
 if ! command -v clang-14 >/dev/null || \

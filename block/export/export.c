@@ -215,7 +215,8 @@ BlockExport *export_add(StrataContext *ctx, OptNode *opts, StrataError **errp)
             continue;
         }
         opts_set_child(own, key, opts_clone(opts_object_value(opts, i)));
-        opts_get(opts, key);
+        /* Recursively: a type's member may be an object (addr). */
+        opts_mark_consumed(opts_get(opts, key));
     }
     if (!export_read_common(exp, opts, &iothread, &local) ||
         !opts_check_consumed(opts, &local) ||

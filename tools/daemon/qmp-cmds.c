@@ -10,6 +10,7 @@
 #include "block/backend-int.h"
 #include "block/export/export.h"
 #include "block/export/nbd.h"
+#include "block/export/vhost-user-blk.h"
 #include "block/object.h"
 #include "block/throttle-group.h"
 #include "qapi/schema.h"
@@ -460,6 +461,11 @@ static JsonNode *qmp_query_named_block_nodes(OptNode *args,
     return jb_finish(b);
 }
 
+static void notify_resized(BlockExport *exp, void *opaque)
+{
+    vhost_user_blk_resized(exp);    /* a no-op for other types */
+}
+
 static JsonNode *qmp_block_resize(OptNode *args, StrataError **errp)
 {
     const char *name = opts_scalar_str(opts_peek(args, "node-name"));
@@ -483,6 +489,9 @@ static JsonNode *qmp_block_resize(OptNode *args, StrataError **errp)
                          name, size);
         return NULL;
     }
+    /* vhost-user-blk front ends learn the new capacity (CONFIG_CHANGE_MSG);
+     * the export ignores a resize that did not change its length. */
+    export_foreach(notify_resized, NULL);
     return qmp_empty_object();
 }
 

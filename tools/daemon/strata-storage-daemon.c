@@ -19,6 +19,7 @@
 
 #include "block/export/export.h"
 #include "block/export/nbd.h"
+#include "block/export/vhost-user-blk.h"
 #include "block/object.h"
 #include "tools/daemon/daemon.h"
 #include "tools/daemon/monitor.h"
@@ -41,6 +42,11 @@ static char *pidfile_path;
 static int pidfile_fd = -1;
 static int ready_fd = -1;       /* --daemonize: tell the parent we are up */
 static int signal_fd = -1;
+
+static void log_vhost_user(const char *id, const char *msg)
+{
+    fprintf(stderr, "%s: export '%s': %s\n", progname, id, msg);
+}
 
 static void usage(void)
 {
@@ -613,6 +619,8 @@ int main(int argc, char **argv)
     loop_set_fd_handler(daemon_state.loop, signal_fd, on_signal, NULL, NULL);
     export_set_notifiers(on_export_deleted, on_export_io_error, NULL);
     nbd_export_register();
+    vhost_user_blk_register();
+    vhost_user_blk_set_log(log_vhost_user);
 
     opterr = 0;
     while ((c = getopt_long(argc, argv, ":hV", long_options, NULL)) != -1) {
