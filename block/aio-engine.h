@@ -133,4 +133,8 @@ void aio_engine_test_set_queue_depth(AioEngineId id, unsigned depth);
 /* For engine implementations: the depth to use, @dflt unless overridden. */
 unsigned aio_engine_queue_depth(AioEngineId id, unsigned dflt);
 
+/* Test hook: io_setup calls the native engine made in this process (its
+ * availability probe's context is reused by the first state). */
+unsigned aio_linux_test_setup_calls(void);
+
 #endif

@@ -992,6 +992,51 @@ static void test_native_no_user_ring(void)
     unsetenv("STRATA_AIO_NATIVE_NO_USER_RING");
 }
 
+/*
+ * The native engine's availability probe costs no io_destroy (~50 ms, an
+ * RCU grace period): its kernel context is kept and handed to the first
+ * state, and a freed state's idle context to the next one.
+ */
+static void test_native_probe_reused(void)
+{
+#if CONFIG_LIBAIO
+    const AioEngineOps *ops = aio_engine_get(AIO_ENGINE_NATIVE);
+    const char *why = NULL;
+
+    if (!ops->available(&why)) {
+        g_test_skip(why);
+        return;
+    }
+    unsigned before = aio_linux_test_setup_calls();
+    for (int i = 0; i < 3; i++) {
+        Env e;
+        g_assert_true(env_init(&e, AIO_ENGINE_NATIVE, 0));
+        env_cleanup(&e);
+    }
+    /* Two states at once: the second makes a context of its own. */
+    Env a, b;
+    g_assert_true(env_init(&a, AIO_ENGINE_NATIVE, 0));
+    g_assert_true(env_init(&b, AIO_ENGINE_NATIVE, 0));
+    g_assert_cmpuint(aio_linux_test_setup_calls(), ==, before + 1);
+    uint8_t *wbuf = blk_alloc(BLK), *rbuf = blk_alloc(BLK);
+    Env *both[] = { &a, &b };
+    for (int i = 0; i < 2; i++) {
+        fill_pattern(wbuf, BLK, i + 1);
+        g_assert_cmpint(env_rw(both[i], true, both[i]->fd, 0, wbuf, BLK, 0),
+                        ==, BLK);
+        g_assert_cmpint(env_rw(both[i], false, both[i]->fd, 0, rbuf, BLK, 0),
+                        ==, BLK);
+        g_assert_cmpmem(rbuf, BLK, wbuf, BLK);
+    }
+    g_aligned_free(wbuf);
+    g_aligned_free(rbuf);
+    env_cleanup(&b);
+    env_cleanup(&a);
+#else
+    g_test_skip("libaio not compiled in");
+#endif
+}
+
 static void add_engine_test(const char *name, GTestDataFunc fn)
 {
     for (AioEngineId id = 0; id < AIO_ENGINE__MAX; id++) {
@@ -1023,5 +1068,7 @@ int main(int argc, char **argv)
     add_engine_test("mixed-inline-and-later-completions", test_mixed_reaping);
     g_test_add_func("/aio/native/no-user-ring/io_getevents-fallback",
                     test_native_no_user_ring);
+    g_test_add_func("/aio/native/probe-context-reused",
+                    test_native_probe_reused);
     return g_test_run();
 }
