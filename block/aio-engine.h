@@ -65,6 +65,15 @@ typedef struct AioEngineOps {
     void *(*ctx_init)(StrataContext *ctx, StrataError **errp);
     void (*ctx_cleanup)(void *state);
 
+    /*
+     * Optional: state for @loop, called in the one thread that will ever
+     * run @loop and submit to the state (a multi-queue queue thread).  The
+     * engine may bind its kernel object to that thread (io_uring:
+     * IORING_SETUP_SINGLE_ISSUER | DEFER_TASKRUN where the kernel has
+     * them).  Freed with ctx_cleanup.  NULL: use ctx_init.
+     */
+    void *(*thread_init)(Loop *loop, StrataError **errp);
+
     /* Whether writes can carry AIO_FUA (RWF_DSYNC) natively. */
     bool (*supports_fua)(void *state);
 
