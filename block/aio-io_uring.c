@@ -57,6 +57,13 @@
  * are posted without our help and read in user space), and then the ring
  * is made again in the new thread, its fixed buffers registered again.
  *
+ * One-element requests go as IORING_OP_READ/WRITE rather than READV/WRITEV
+ * (5.6+): the kernel then copies no iovec in, nor keeps one for a request
+ * it punts to io-wq.  O_DIRECT 4 KiB at depth 32 on tmpfs, 5 alternated
+ * runs: reads 746k -> 808k IOPS, 1.22 -> 1.11 us CPU per request; writes
+ * 495k -> 575k, 1.85 -> 1.46 us.  STRATA_IO_URING_VECTORED_ONLY=1 in the
+ * environment turns it off, to measure the difference again.
+ *
  * IORING_SETUP_DEFER_TASKRUN was measured and left out: its completions
  * are posted only inside io_uring_enter by the owner, and the ring fd does
  * not reliably poll readable for them (6.18: only the first time), so the
@@ -66,6 +73,7 @@
  */
 #include <errno.h>
 #include <liburing.h>
+#include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
 #include <sys/syscall.h>
@@ -107,6 +115,7 @@ typedef struct UringState {
     UringReq **wait_tail;
     LoopTimer retry_timer;
     bool have_fixed_ops;
+    bool have_plain_ops;        /* IORING_OP_READ/WRITE (5.6+) */
     bool fixed_table;           /* sparse table registered */
     bool slot_used[URING_FIXED_SLOTS];
     struct iovec slot_iov[URING_FIXED_SLOTS];  /* to register again */
@@ -271,10 +280,25 @@ static bool uring_queue(UringState *s, UringReq *req)
 
     switch (req->opcode) {
     case IORING_OP_READV:
-        io_uring_prep_readv(sqe, req->fd, req->iov, req->niov, req->offset);
+        /* One element: the non-vectored opcode, which spares the kernel
+         * copying the iovec in (and keeping a copy when it punts the
+         * request to a worker); fio does the same. */
+        if (req->niov == 1 && s->have_plain_ops) {
+            io_uring_prep_read(sqe, req->fd, req->iov[0].iov_base,
+                               req->iov[0].iov_len, req->offset);
+        } else {
+            io_uring_prep_readv(sqe, req->fd, req->iov, req->niov,
+                                req->offset);
+        }
         break;
     case IORING_OP_WRITEV:
-        io_uring_prep_writev(sqe, req->fd, req->iov, req->niov, req->offset);
+        if (req->niov == 1 && s->have_plain_ops) {
+            io_uring_prep_write(sqe, req->fd, req->iov[0].iov_base,
+                                req->iov[0].iov_len, req->offset);
+        } else {
+            io_uring_prep_writev(sqe, req->fd, req->iov, req->niov,
+                                 req->offset);
+        }
         break;
     case IORING_OP_READ_FIXED:
         io_uring_prep_read_fixed(sqe, req->fd, req->buf, req->len,
@@ -508,6 +532,9 @@ static void *uring_init(Loop *loop, bool disabled, StrataError **errp)
     }
     s->have_fixed_ops = io_uring_opcode_supported(probe, IORING_OP_READ_FIXED) &&
                         io_uring_opcode_supported(probe, IORING_OP_WRITE_FIXED);
+    s->have_plain_ops = io_uring_opcode_supported(probe, IORING_OP_READ) &&
+                        io_uring_opcode_supported(probe, IORING_OP_WRITE) &&
+                        !getenv("STRATA_IO_URING_VECTORED_ONLY");
     io_uring_free_probe(probe);
 
     /* No io_uring_register_ring_fd(): the registered index is private to
