@@ -36,7 +36,13 @@ void *aio_engine_queue_state(const AioEngineOps *ops, StrataQueue *q,
     g_assert((unsigned)ops->id < AIO_ENGINE__MAX);
 
     if (!q->engine[ops->id]) {
-        void *state = ops->ctx_init(q->loop, errp);
+        /* A further queue makes its state in its own loop's thread, on its
+         * first request, and keeps that thread: bind it there.  The first
+         * queue's state is made by the control path and its loop may move
+         * to a loop thread later. */
+        void *state = q->index && ops->thread_init && loop_is_owner(q->loop)
+                      ? ops->thread_init(q->loop, errp)
+                      : ops->ctx_init(q->loop, errp);
         if (!state) {
             return NULL;
         }

@@ -66,6 +66,15 @@ typedef struct AioEngineOps {
     void *(*ctx_init)(Loop *loop, StrataError **errp);
     void (*ctx_cleanup)(void *state);
 
+    /*
+     * Optional: state for @loop, called in the one thread that will ever
+     * run @loop and submit to the state (a multi-queue queue thread).  The
+     * engine may bind its kernel object to that thread (io_uring:
+     * IORING_SETUP_SINGLE_ISSUER | DEFER_TASKRUN where the kernel has
+     * them).  Freed with ctx_cleanup.  NULL: use ctx_init.
+     */
+    void *(*thread_init)(Loop *loop, StrataError **errp);
+
     /* Whether writes can carry AIO_FUA (RWF_DSYNC) natively. */
     bool (*supports_fua)(void *state);
 
@@ -137,5 +146,9 @@ int64_t aio_engine_apply_short(AioEngineId id, int64_t result);
 void aio_engine_test_set_queue_depth(AioEngineId id, unsigned depth);
 /* For engine implementations: the depth to use, @dflt unless overridden. */
 unsigned aio_engine_queue_depth(AioEngineId id, unsigned dflt);
+
+/* Test hook: io_setup calls the native engine made in this process (its
+ * availability probe's context is reused by the first state). */
+unsigned aio_linux_test_setup_calls(void);
 
 #endif

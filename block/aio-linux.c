@@ -107,12 +107,55 @@ typedef struct LaioState {
     AioEngineStats stats;
 } LaioState;
 
+/*
+ * One spare kernel context of the default depth, kept per process.
+ * io_destroy() waits for an RCU grace period (~50 ms here), which made
+ * every short-lived tool (strata-io) pay for it twice: once for the
+ * availability probe, once at close.  Instead the probe's context becomes
+ * the spare, the first state of the default depth takes it, and a state
+ * freed with its context idle gives it back; only a second concurrent
+ * state creates (and destroys) a context of its own.  The process's exit
+ * tears the spare down with the address space.
+ */
+static io_context_t laio_spare;
+static unsigned laio_setups;    /* io_setup calls that succeeded */
+
+static int laio_setup(unsigned depth, io_context_t *io_ctx)
+{
+    *io_ctx = 0;
+    if (depth == LAIO_DEFAULT_DEPTH) {
+        *io_ctx = g_atomic_pointer_exchange(&laio_spare, NULL);
+        if (*io_ctx) {
+            return 0;
+        }
+    }
+    int ret = io_setup(depth, io_ctx);
+    if (ret == 0) {
+        g_atomic_int_inc(&laio_setups);
+    }
+    return ret;
+}
+
+/* Give back @io_ctx, which has nothing in flight. */
+static void laio_release(unsigned depth, io_context_t io_ctx)
+{
+    if (depth != LAIO_DEFAULT_DEPTH ||
+        !g_atomic_pointer_compare_and_exchange(&laio_spare, NULL, io_ctx)) {
+        io_destroy(io_ctx);
+    }
+}
+
+unsigned aio_linux_test_setup_calls(void)
+{
+    return g_atomic_int_get(&laio_setups);
+}
+
 static int laio_probe(void)
 {
-    io_context_t io_ctx = 0;
-    int ret = io_setup(1, &io_ctx);
+    io_context_t io_ctx;
+    int ret = laio_setup(LAIO_DEFAULT_DEPTH, &io_ctx);
     if (ret == 0) {
-        io_destroy(io_ctx);
+        laio_release(LAIO_DEFAULT_DEPTH, io_ctx);
     }
     return ret;
 }
@@ -386,7 +429,7 @@ static void *laio_ctx_init(Loop *loop, StrataError **errp)
     LaioState *s = g_new0(LaioState, 1);
 
     s->depth = aio_engine_queue_depth(AIO_ENGINE_NATIVE, LAIO_DEFAULT_DEPTH);
-    int ret = io_setup(s->depth, &s->io_ctx);
+    int ret = laio_setup(s->depth, &s->io_ctx);
     if (ret < 0) {
         error_setg_errno(errp, -ret, "io_setup(%u)", s->depth);
         g_free(s);
@@ -395,7 +438,7 @@ static void *laio_ctx_init(Loop *loop, StrataError **errp)
     s->efd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
     if (s->efd < 0) {
         error_setg_errno(errp, errno, "eventfd");
-        io_destroy(s->io_ctx);
+        laio_release(s->depth, s->io_ctx);
         g_free(s);
         return NULL;
     }
@@ -418,7 +461,7 @@ static void laio_ctx_cleanup(void *opaque)
     loop_timer_del(&s->retry_timer);
     loop_set_fd_handler(s->loop, s->efd, NULL, NULL, NULL);
     close(s->efd);
-    io_destroy(s->io_ctx);
+    laio_release(s->depth, s->io_ctx);
     g_free(s->pending);
     g_free(s);
 }

@@ -34,10 +34,20 @@ static bool threads_available(const char **why)
     return true;
 }
 
+/*
+ * Workers started with the engine and kept for the life of the loop: a
+ * request never waits for a thread to start, and none starts (allocating
+ * its stack, TLS and GThread) once requests flow, up to this many in
+ * flight.  Beyond it the pool starts more on demand, which exit when idle.
+ */
+#define THREADS_KEEP_WORKERS 32
+
 static void *threads_ctx_init(Loop *loop, StrataError **errp)
 {
     ThreadsState *s = g_new0(ThreadsState, 1);
     s->loop = loop;
+    thread_pool_keep_workers(loop_get_thread_pool(s->loop),
+                             THREADS_KEEP_WORKERS);
     return s;
 }
 

@@ -76,6 +76,7 @@ typedef struct FileState {
     int fd_buffered;                /* lazily opened EINVAL fallback, or -1 */
     bool is_bdev;
     int aio;                        /* as asked: AioEngineId or FILE_AIO_AUTO */
+    bool bounce_auto;               /* bounce-threshold=auto */
     long fs_type;                   /* statfs f_type, 0 for block devices */
     /* Logical and physical block size, 0 unknown: of the block device,
      * or of the device a regular file's filesystem sits on. */
@@ -180,6 +181,43 @@ static int file_auto_engines(bool direct, AioEngineId *order, const char **why)
     }
     order[n++] = AIO_ENGINE_THREADS;
     return n;
+}
+
+/*
+ * bounce-threshold=auto: the largest request size that is cheaper copied
+ * through a pool buffer than handed to the kernel as guest memory, per
+ * engine, from tests/bench/compare's copy-zerocopy scenarios (O_DIRECT
+ * 4 KiB-1 MiB reads and writes from memfd-backed memory; the numbers are
+ * in docs/benchmarks.md).  Zero-copy won at every size, on every engine,
+ * registered or not, in IOPS and in CPU per request, so auto is 0
+ * everywhere for now; a machine where copying small requests wins puts
+ * its measured crossover here.
+ */
+static int64_t file_auto_bounce_threshold(AioEngineId engine)
+{
+    static const int64_t measured[AIO_ENGINE__MAX] = {
+        [AIO_ENGINE_THREADS] = 0,
+        [AIO_ENGINE_NATIVE] = 0,
+        [AIO_ENGINE_IO_URING] = 0,
+    };
+    return measured[engine];
+}
+
+/* bounce-threshold: a size, or "auto" (*is_auto, *out 0 until the engine
+ * is known). */
+static bool file_get_bounce_threshold(OptNode *opts, bool *is_auto,
+                                      uint64_t *out, StrataError **errp)
+{
+    static const char *const keywords[] = { "auto", NULL };
+    int idx;
+
+    *is_auto = opts_get_enum(opts, "bounce-threshold", keywords, -1, &idx,
+                             NULL) && idx == 0;
+    if (*is_auto) {
+        *out = 0;
+        return true;
+    }
+    return opts_get_size(opts, "bounce-threshold", 0, out, errp);
 }
 
 /*
@@ -1008,7 +1046,7 @@ static bool file_open(StrataNode *node, OptNode *opts, StrataError **errp)
         !opts_get_enum(opts, "locking", file_locking_names, FILE_LOCK_AUTO,
                        &locking, errp) ||
         !opts_get_enum(opts, "bounce", file_bounce_names, 0, &bounce, errp) ||
-        !opts_get_size(opts, "bounce-threshold", 0, &threshold, errp) ||
+        !file_get_bounce_threshold(opts, &s->bounce_auto, &threshold, errp) ||
         !opts_get_bool(opts, "drop-cache", true, &drop_cache, errp)) {
         return false;
     }
@@ -1055,6 +1093,9 @@ static bool file_open(StrataNode *node, OptNode *opts, StrataError **errp)
     }
     if (!file_pick_engine(node, s, &s->d, opts, errp)) {
         goto fail;
+    }
+    if (s->bounce_auto) {
+        node->bounce_threshold = file_auto_bounce_threshold(s->d.ops->id);
     }
 
     /* Locking: OFD locks or nothing (POSIX locks would be dropped by any
@@ -1183,6 +1224,9 @@ static void file_reopen_commit(ReopenState *rs)
     }
     s->d = r->d;
     node->supports_fua = s->d.fua;
+    if (s->bounce_auto) {
+        node->bounce_threshold = file_auto_bounce_threshold(s->d.ops->id);
+    }
     g_free(r);
     rs->opaque = NULL;
 }

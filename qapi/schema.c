@@ -255,8 +255,18 @@ static bool validate_value(OptNode *obj, const char *key, OptNode *val,
     }
     case SCHEMA_TYPE_SIZE: {
         uint64_t v;
+        int idx;
+        if (m->values && opts_get_enum(obj, key, m->values, 0, &idx, NULL)) {
+            return true;        /* one of the keywords */
+        }
         if (!opts_get_size(obj, key, 0, &v, NULL)) {
-            error_set_option(errp, "%s: expected size", path);
+            if (m->values) {
+                g_autofree char *values = enum_values_str(m->values);
+                error_set_option(errp, "%s: expected size or one of %s", path,
+                                 values);
+            } else {
+                error_set_option(errp, "%s: expected size", path);
+            }
             return false;
         }
         return check_size(m, path, v, errp);

@@ -66,7 +66,8 @@ struct SchemaMember {
     uint64_t default_size;
     const char *default_str;
     const char *default_text;
-    const char *const *values;          /* enum: NULL-terminated */
+    const char *const *values;          /* enum: NULL-terminated; size:
+                                           keywords it also takes, or NULL */
     bool has_min, has_max;              /* int and size: inclusive bounds */
     int64_t min, max;                   /* sizes: both >= 0 */
     bool power_of_2;                    /* size: must be a power of two */

@@ -10,6 +10,8 @@ pkgs=(meson ninja-build pkg-config gcc libglib2.0-dev liburing-dev libaio-dev
 pkgs+=(libasan8 libubsan1 libtsan2)
 # Tools the tests and benchmarks compare against or need.
 pkgs+=(qemu-utils fio util-linux e2fsprogs)
+# tests/bench/charts draws compare's SVG charts; perf profiles the engines.
+pkgs+=(python3-matplotlib linux-perf)
 # NBD: the nbd driver's tests start real servers (qemu-nbd is in
 # qemu-utils), the benchmarks use nbdkit's null plugin, and the
 # export is tested with libnbd's clients.

@@ -96,15 +96,18 @@ def check_member(m, where):
     if 'default_doc' in m and not isinstance(m['default_doc'], str):
         raise SchemaError(f'{where}: "default_doc" must be a string')
 
-    if t == 'enum':
+    # A size may also take keywords ("values"), e.g. bounce-threshold=auto.
+    if t == 'enum' or (t == 'size' and 'values' in m):
         values = m.get('values')
         if (not isinstance(values, list) or not values or
                 not all(isinstance(v, str) and v for v in values)):
-            raise SchemaError(f'{where}: enum needs "values", non-empty strings')
+            raise SchemaError(f'{where}: {t} needs "values", non-empty strings')
         if len(set(values)) != len(values):
-            raise SchemaError(f'{where}: duplicate enum values')
+            raise SchemaError(f'{where}: duplicate {t} values')
+        if t == 'size' and any(re.match(r'^[0-9]', v) for v in values):
+            raise SchemaError(f'{where}: size keywords must not start with a digit')
     elif 'values' in m:
-        raise SchemaError(f'{where}: "values" only for enum')
+        raise SchemaError(f'{where}: "values" only for enum and size')
 
     if t in ('object', 'list'):
         if not isinstance(m.get('members'), list) or not m['members']:
@@ -279,10 +282,10 @@ class CGen:
         for m in members:
             if 'members' in m:
                 self.member_list(m['members'], prefix + [m['name']])
-            if m['type'] == 'enum':
+            if m['type'] == 'enum' or 'values' in m:
                 self.enum(m, prefix)
             self.default_macro(m, prefix)
-            if m['type'] == 'enum':
+            if m['type'] == 'enum' or 'values' in m:
                 self.h.append('')
 
         cname = exported_as or 'qapi_members_' + c_ident(*prefix)
@@ -316,7 +319,7 @@ class CGen:
         text = default_text(m)
         if text is not None:
             f.append(f'.default_text = {c_str(text)}')
-        if t == 'enum':
+        if t == 'enum' or 'values' in m:
             f.append('.values = qapi_enum_' + c_ident(*prefix, m['name']))
         if 'min' in m:
             f.append(f'.has_min = true, .min = INT64_C({m["min"]})')
@@ -478,6 +481,9 @@ def doc_description(m):
     t = m['type']
     if t == 'enum':
         parts.append('Values: ' + ', '.join(f'`{v}`' for v in m['values']) +
+                     '.')
+    elif 'values' in m:
+        parts.append('A size or ' + ', '.join(f'`{v}`' for v in m['values']) +
                      '.')
     if 'min' in m and 'max' in m:
         parts.append(f'From {render_value(m, m["min"])} to '

@@ -40,6 +40,7 @@ typedef struct ThreadPoolWorker {
 struct ThreadPool {
     Loop *loop;
     int max_workers;
+    int min_workers;             /* kept running, never exit on idle */
     int max_queue;
     int64_t idle_ns;
 
@@ -78,6 +79,12 @@ static gpointer thread_pool_worker(gpointer opaque)
             while (!pool->queue_head && !pool->stopping && !timed_out) {
                 timed_out = !cond_wait_until(&pool->work_cond, &pool->lock,
                                              deadline);
+                /* The kept ones wait on: no thread start (and its heap
+                 * allocations) the next time the load comes back. */
+                if (timed_out && pool->workers <= pool->min_workers) {
+                    timed_out = false;
+                    deadline = clock_ns() + pool->idle_ns;
+                }
             }
             pool->idle--;
         }
@@ -214,6 +221,38 @@ void thread_pool_set_idle_timeout_ns(ThreadPool *pool, int64_t ns)
     mutex_unlock(&pool->lock);
 }
 
+/* Start one worker.  Called with the lock.  False if the thread could not
+ * be created. */
+static bool thread_pool_start_worker_locked(ThreadPool *pool)
+{
+    ThreadPoolWorker *w = g_new0(ThreadPoolWorker, 1);
+    w->pool = pool;
+    /* The new worker blocks on the lock we hold until w->thread is set, so
+     * it cannot exit and be joined before that. */
+    w->thread = g_thread_try_new("strata-pool", thread_pool_worker, w, NULL);
+    if (!w->thread) {
+        g_free(w);
+        return false;
+    }
+    pool->workers++;
+    return true;
+}
+
+int thread_pool_keep_workers(ThreadPool *pool, int n)
+{
+    mutex_lock(&pool->lock);
+    n = MIN(n, pool->max_workers);
+    if (n > pool->min_workers) {
+        pool->min_workers = n;
+    }
+    while (pool->workers < pool->min_workers && !pool->stopping &&
+           thread_pool_start_worker_locked(pool)) {
+    }
+    int workers = pool->workers;
+    mutex_unlock(&pool->lock);
+    return workers;
+}
+
 /* Queue @elem and make sure a worker will take it.  Called with the lock;
  * the queue has room.  Returns false if no worker exists or can start. */
 static bool thread_pool_enqueue_locked(ThreadPool *pool, ThreadPoolElem *elem)
@@ -231,17 +270,7 @@ static bool thread_pool_enqueue_locked(ThreadPool *pool, ThreadPoolElem *elem)
     /* Idle workers already signalled still count as idle until they run,
      * so compare with the queue length rather than with zero. */
     if (pool->idle < pool->queued && pool->workers < pool->max_workers) {
-        ThreadPoolWorker *w = g_new0(ThreadPoolWorker, 1);
-        w->pool = pool;
-        /* The new worker blocks on the lock we hold until w->thread is
-         * set, so it cannot exit and be joined before that. */
-        w->thread = g_thread_try_new("strata-pool", thread_pool_worker, w,
-                                     NULL);
-        if (w->thread) {
-            pool->workers++;
-        } else {
-            g_free(w);
-        }
+        thread_pool_start_worker_locked(pool);
     }
     if (pool->idle > 0) {
         cond_signal(&pool->work_cond);

@@ -30,6 +30,16 @@ ThreadPool *thread_pool_new(Loop *loop, int max_workers, int max_queue);
  * space (asserted); submitting from a completion run here asserts. */
 void thread_pool_free(ThreadPool *pool);
 
+/*
+ * Start workers now until at least @n run (at most max_workers) and keep
+ * that many: they never exit on idle.  For users whose requests must not
+ * start threads (and allocate) once under way, e.g. the threads AIO engine.
+ * A smaller @n than an earlier call's keeps the larger.  Returns the number
+ * of workers running (fewer than @n if a thread could not be created).
+ * Any thread may call it.
+ */
+int thread_pool_keep_workers(ThreadPool *pool, int n);
+
 /* How long an idle worker waits for work before it exits (tests, tuning). */
 void thread_pool_set_idle_timeout_ns(ThreadPool *pool, int64_t ns);
 

@@ -992,6 +992,180 @@ static void test_native_no_user_ring(void)
     unsetenv("STRATA_AIO_NATIVE_NO_USER_RING");
 }
 
+/* ---- io_uring: one issuer --------------------------------------------- */
+
+typedef struct ThreadIo {
+    FixedIo fixed;              /* .e, offsets and buffer */
+    bool use_fixed;
+    int ret;
+    int done;                   /* atomic: set by the loop thread */
+} ThreadIo;
+
+static void thread_io_co(void *opaque)
+{
+    ThreadIo *t = opaque;
+    Env *e = t->fixed.e;
+
+    if (t->use_fixed) {
+        e->pending++;           /* fixed_co counts itself done */
+        fixed_co(&t->fixed);
+        t->ret = t->fixed.ret;
+    } else {
+        struct iovec iov = { t->fixed.buf, t->fixed.len };
+        t->ret = t->fixed.write
+            ? e->ops->co_pwritev(e->state, e->fd, t->fixed.offset, &iov, 1, 0)
+            : e->ops->co_preadv(e->state, e->fd, t->fixed.offset, &iov, 1, 0);
+    }
+    g_atomic_int_set(&t->done, 1);
+}
+
+static void thread_io_spawn(void *opaque)
+{
+    ThreadIo *t = opaque;
+    loop_co_spawn(t->fixed.e->ctx->loop, thread_io_co, t);
+}
+
+/* Run one request in the context's loop thread and wait for it. */
+static int thread_rw(Env *e, bool write, int64_t offset, void *buf,
+                     size_t len, int slot)
+{
+    ThreadIo t = {
+        .fixed = { .e = e, .write = write, .offset = offset, .buf = buf,
+                   .len = len, .slot = slot },
+        .use_fixed = slot >= 0,
+    };
+    strata_context_call(e->ctx, thread_io_spawn, &t);
+    while (!g_atomic_int_get(&t.done)) {
+        g_usleep(1000);
+    }
+    return t.ret;
+}
+
+/*
+ * A single-issuer ring binds to the thread of its first submission; when
+ * the context's loop moves to a thread of its own and back, requests and
+ * fixed buffers keep working (the ring is made again, its buffers
+ * registered again), and the data is right throughout.
+ */
+static void test_uring_loop_moves(void)
+{
+    Env e;
+    if (!env_init(&e, AIO_ENGINE_IO_URING, 0)) {
+        return;
+    }
+    StrataError *err = NULL;
+    const size_t region_len = 64 * BLK;
+    uint8_t *region = blk_alloc(region_len);
+    uint8_t *buf = blk_alloc(4 * BLK);
+    int slot = e.ops->register_region(e.state, region, region_len);
+
+    fill_pattern(buf, 4 * BLK, 1);
+    g_assert_cmpint(env_rw(&e, true, e.fd, 0, buf, 4 * BLK, 0), ==, 4 * BLK);
+
+    for (int round = 0; round < 2; round++) {
+        g_assert_true(strata_context_start_thread(e.ctx, &err));
+        g_assert_null(err);
+        memset(buf, 0, 4 * BLK);
+        g_assert_cmpint(thread_rw(&e, false, 0, buf, 4 * BLK, -1), ==, 4 * BLK);
+        uint8_t *want = blk_alloc(4 * BLK);
+        fill_pattern(want, 4 * BLK, 1 + round);
+        g_assert_cmpmem(buf, 4 * BLK, want, 4 * BLK);
+        if (slot >= 0) {
+            fill_pattern(region, 4 * BLK, 2 + round);
+            g_assert_cmpint(thread_rw(&e, true, 0, region, 4 * BLK, slot), ==,
+                            4 * BLK);
+        } else {
+            fill_pattern(buf, 4 * BLK, 2 + round);
+            g_assert_cmpint(thread_rw(&e, true, 0, buf, 4 * BLK, -1), ==,
+                            4 * BLK);
+        }
+        strata_context_stop_thread(e.ctx);
+
+        /* Back in this thread. */
+        fill_pattern(want, 4 * BLK, 2 + round);
+        g_assert_cmpint(env_rw(&e, false, e.fd, 0, buf, 4 * BLK, 0), ==,
+                        4 * BLK);
+        g_assert_cmpmem(buf, 4 * BLK, want, 4 * BLK);
+        g_aligned_free(want);
+    }
+    if (slot >= 0) {
+        e.ops->unregister_region(e.state, slot);
+    }
+    g_aligned_free(region);
+    g_aligned_free(buf);
+    env_cleanup(&e);
+}
+
+/* A state made for one thread (thread_init) takes requests at once. */
+static void test_uring_thread_state(void)
+{
+    Env e;
+    if (!env_init(&e, AIO_ENGINE_IO_URING, 0)) {
+        return;
+    }
+    StrataError *err = NULL;
+    void *ctx_state = e.state;
+    e.state = e.ops->thread_init(e.ctx->loop, &err);
+    g_assert_null(err);
+    g_assert_nonnull(e.state);
+
+    uint8_t *wbuf = blk_alloc(BLK), *rbuf = blk_alloc(BLK);
+    fill_pattern(wbuf, BLK, 9);
+    g_assert_cmpint(env_rw(&e, true, e.fd, BLK, wbuf, BLK, 0), ==, BLK);
+    g_assert_cmpint(env_rw(&e, false, e.fd, BLK, rbuf, BLK, 0), ==, BLK);
+    g_assert_cmpmem(rbuf, BLK, wbuf, BLK);
+    e.ops->ctx_cleanup(e.state);
+    e.state = ctx_state;
+    g_aligned_free(wbuf);
+    g_aligned_free(rbuf);
+    env_cleanup(&e);
+}
+
+/*
+ * The native engine's availability probe costs no io_destroy (~50 ms, an
+ * RCU grace period): its kernel context is kept and handed to the first
+ * state, and a freed state's idle context to the next one.
+ */
+static void test_native_probe_reused(void)
+{
+#if CONFIG_LIBAIO
+    const AioEngineOps *ops = aio_engine_get(AIO_ENGINE_NATIVE);
+    const char *why = NULL;
+
+    if (!ops->available(&why)) {
+        g_test_skip(why);
+        return;
+    }
+    unsigned before = aio_linux_test_setup_calls();
+    for (int i = 0; i < 3; i++) {
+        Env e;
+        g_assert_true(env_init(&e, AIO_ENGINE_NATIVE, 0));
+        env_cleanup(&e);
+    }
+    /* Two states at once: the second makes a context of its own. */
+    Env a, b;
+    g_assert_true(env_init(&a, AIO_ENGINE_NATIVE, 0));
+    g_assert_true(env_init(&b, AIO_ENGINE_NATIVE, 0));
+    g_assert_cmpuint(aio_linux_test_setup_calls(), ==, before + 1);
+    uint8_t *wbuf = blk_alloc(BLK), *rbuf = blk_alloc(BLK);
+    Env *both[] = { &a, &b };
+    for (int i = 0; i < 2; i++) {
+        fill_pattern(wbuf, BLK, i + 1);
+        g_assert_cmpint(env_rw(both[i], true, both[i]->fd, 0, wbuf, BLK, 0),
+                        ==, BLK);
+        g_assert_cmpint(env_rw(both[i], false, both[i]->fd, 0, rbuf, BLK, 0),
+                        ==, BLK);
+        g_assert_cmpmem(rbuf, BLK, wbuf, BLK);
+    }
+    g_aligned_free(wbuf);
+    g_aligned_free(rbuf);
+    env_cleanup(&b);
+    env_cleanup(&a);
+#else
+    g_test_skip("libaio not compiled in");
+#endif
+}
+
 static void add_engine_test(const char *name, GTestDataFunc fn)
 {
     for (AioEngineId id = 0; id < AIO_ENGINE__MAX; id++) {
@@ -1023,5 +1197,11 @@ int main(int argc, char **argv)
     add_engine_test("mixed-inline-and-later-completions", test_mixed_reaping);
     g_test_add_func("/aio/native/no-user-ring/io_getevents-fallback",
                     test_native_no_user_ring);
+    g_test_add_func("/aio/native/probe-context-reused",
+                    test_native_probe_reused);
+    g_test_add_func("/aio/io_uring/single-issuer/loop-moves-thread",
+                    test_uring_loop_moves);
+    g_test_add_func("/aio/io_uring/single-issuer/thread-state",
+                    test_uring_thread_state);
     return g_test_run();
 }

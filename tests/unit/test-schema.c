@@ -196,6 +196,10 @@ static void test_valid_dotted(void)
     expect_valid(DOTTED, "file",
                  "driver=file,filename=disk.img,aio=native,locking=auto,"
                  "bounce=auto,bounce-threshold=64k");
+    expect_valid(DOTTED, "file",
+                 "driver=file,filename=disk.img,bounce-threshold=auto");
+    expect_valid(JSON, "file", "{\"driver\": \"file\", \"filename\": "
+                 "\"disk.img\", \"bounce-threshold\": \"auto\"}");
     expect_valid(DOTTED, "null", "driver=null,size=1G,latency-ns=1000,"
                  "read-zeroes=true");
     expect_valid(DOTTED, "mem",
@@ -319,6 +323,11 @@ static void test_error_type(void)
                  "size: expected size");
     expect_error(JSON, "file", "{\"driver\": \"file\", \"filename\": 5}",
                  "filename: expected string");
+    /* A size that also takes keywords names them. */
+    expect_error_both("file", "{\"driver\": \"file\", \"filename\": \"x\", "
+                      "\"bounce-threshold\": \"sometimes\"}",
+                      "driver=file,filename=x,bounce-threshold=sometimes",
+                      "bounce-threshold: expected size or one of auto");
     expect_error(JSON, "file", "{\"driver\": 5, \"filename\": \"x\"}",
                  "driver: expected string");
     expect_error_both("null", "{\"driver\": \"null\", \"cache\": true}",

@@ -381,6 +381,44 @@ static void test_idle_workers_exit(void)
     loop_free(loop);
 }
 
+/* Kept workers start at once, survive the idle timeout, and take the work
+ * of as many requests in flight without a new thread starting. */
+static void test_kept_workers(void)
+{
+    Loop *loop = test_loop_new();
+    ThreadPool *pool = thread_pool_new(loop, 8, 64);
+    Work w[4] = { 0 };
+    ThreadPoolStats st;
+
+    thread_pool_set_idle_timeout_ns(pool, 1000 * 1000);
+    g_assert_cmpint(thread_pool_keep_workers(pool, 4), ==, 4);
+    /* A smaller count keeps the larger; more than max_workers is capped. */
+    g_assert_cmpint(thread_pool_keep_workers(pool, 2), ==, 4);
+    g_usleep(30 * 1000);        /* 30 idle timeouts */
+    thread_pool_get_stats(pool, &st);
+    g_assert_cmpint(st.workers, ==, 4);
+
+    for (int round = 0; round < 3; round++) {
+        for (int i = 0; i < 4; i++) {
+            w[i] = (Work) { .value = i + 1, .sleep_us = 1000 };
+            g_assert_cmpint(thread_pool_submit(pool, work_fn, &w[i],
+                                               work_done, &w[i]), ==, 0);
+        }
+        while (!all_completed(w, 4)) {
+            loop_run_once(loop, true);
+        }
+        for (int i = 0; i < 4; i++) {
+            g_assert_cmpint(w[i].ret, ==, i + 1);
+        }
+        thread_pool_get_stats(pool, &st);
+        g_assert_cmpint(st.workers, ==, 4);
+        g_usleep(5 * 1000);
+    }
+    g_assert_cmpint(thread_pool_keep_workers(pool, 100), ==, 8);
+    thread_pool_free(pool);
+    loop_free(loop);
+}
+
 static void test_loop_pool_lazy(void)
 {
     Loop *loop = test_loop_new();
@@ -414,6 +452,8 @@ int main(int argc, char **argv)
     g_test_add_func("/thread-pool/stats/counts", test_stats);
     g_test_add_func("/thread-pool/workers/idle-ones-exit",
                     test_idle_workers_exit);
+    g_test_add_func("/thread-pool/workers/kept-ones-stay",
+                    test_kept_workers);
     g_test_add_func("/thread-pool/loop/lazy-pool-freed-with-loop",
                     test_loop_pool_lazy);
     return g_test_run();
