@@ -14,6 +14,10 @@ pkgs+=(qemu-utils fio util-linux e2fsprogs)
 # qemu-utils), the benchmarks use nbdkit's null plugin, and the
 # export is tested with libnbd's clients.
 pkgs+=(nbdkit libnbd-bin python3-libnbd)
+# Ceph RBD: librbd for the rbd driver; a monitor, an OSD and the rbd/rados
+# tools for the single-node cluster its tests start (tests/ceph/); QEMU's
+# rbd driver (qemu-block-extra) for the interop tests and benchmarks.
+pkgs+=(librbd-dev ceph-mon ceph-osd ceph-common qemu-block-extra)
 # qemu-storage-daemon, which the daemon's QMP tests run side by side.
 pkgs+=(qemu-system-common)
 # certtool and psktool, for the TLS tests' certificates and keys.
