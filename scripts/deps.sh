@@ -9,7 +9,7 @@ pkgs=(meson ninja-build pkg-config gcc libglib2.0-dev liburing-dev libaio-dev
 # pulls them in on amd64; named so that no other setup is assumed).
 pkgs+=(libasan8 libubsan1 libtsan2)
 # Tools the tests and benchmarks compare against or need.
-pkgs+=(qemu-utils fio util-linux e2fsprogs)
+pkgs+=(qemu-utils fio util-linux e2fsprogs iproute2)
 # NBD: the nbd driver's tests start real servers (qemu-nbd is in
 # qemu-utils), the benchmarks use nbdkit's null plugin, and the
 # export is tested with libnbd's clients.
