@@ -497,6 +497,16 @@ fail:
     return false;
 }
 
+/* Open the image once more: read-only opens take no exclusive lock; the
+ * handle's rbd_cache is the cluster's setting at this moment. */
+static int rbd_open_handle(RbdState *s, bool read_only, rbd_image_t *img)
+{
+    if (read_only) {
+        return rbd_open_read_only(s->ioctx, s->image, img, NULL);
+    }
+    return rbd_open(s->ioctx, s->image, img, NULL);
+}
+
 static bool rbd_open_image(StrataNode *node, RbdState *s, OptNode *opts,
                            StrataError **errp)
 {
@@ -514,12 +524,7 @@ static bool rbd_open_image(StrataNode *node, RbdState *s, OptNode *opts,
         return false;
     }
     rados_ioctx_set_namespace(s->ioctx, s->ns);
-    /* Read-only opens take no exclusive lock. */
-    if (node->read_only) {
-        ret = rbd_open_read_only(s->ioctx, s->image, &s->img, NULL);
-    } else {
-        ret = rbd_open(s->ioctx, s->image, &s->img, NULL);
-    }
+    ret = rbd_open_handle(s, node->read_only, &s->img);
     if (ret < 0) {
         g_autofree char *p = opts_key_path(opts, ret == -ENOENT && *s->ns
                                            ? "namespace" : "image");
@@ -637,6 +642,86 @@ static void rbd_node_close(StrataNode *node)
     g_clear_pointer(&s->snapshot, g_free);
     g_clear_pointer(&s->conf, g_free);
     g_clear_pointer(&s->user, g_free);
+}
+
+/* ---- reopen ------------------------------------------------------------------------ */
+
+/*
+ * read-only and cache.direct decide how the image is opened (a read-only
+ * handle, rbd_cache): a change opens a new handle in prepare, swapped in
+ * at commit (the node is drained: nothing is in flight on the old one).
+ * A snapshot stays read-only.
+ */
+static bool rbd_reopen_prepare(ReopenState *rs, StrataError **errp)
+{
+    StrataNode *node = rs->node;
+    RbdState *s = node->opaque;
+    rbd_image_t *img;
+    int ret;
+
+    rs->opaque = NULL;
+    if (rs->read_only == node->read_only &&
+        rs->cache_direct == node->cache_direct) {
+        return true;
+    }
+    if (s->snapshot && !rs->read_only) {
+        error_set(errp, STRATA_ERROR_PERMISSION, EACCES, "snapshot: rbd "
+                  "snapshots are read-only: node '%s' cannot become "
+                  "read-write", node->node_name);
+        return false;
+    }
+    ret = rados_conf_set(s->cluster, "rbd_cache",
+                         rs->cache_direct ? "false" : "true");
+    img = g_new0(rbd_image_t, 1);
+    if (ret == 0) {
+        ret = rbd_open_handle(s, rs->read_only, img);
+    }
+    if (ret == 0) {
+        /* The same eventfd: the new handle has nothing in flight before
+         * commit, and the old one nothing after. */
+        ret = s->snapshot ? rbd_snap_set(*img, s->snapshot) : 0;
+        if (ret == 0) {
+            ret = rbd_set_image_notification(*img, s->efd,
+                                             EVENT_TYPE_EVENTFD);
+        }
+        if (ret < 0) {
+            rbd_close(*img);
+        }
+    }
+    if (ret < 0) {
+        g_autofree char *spec = rbd_image_spec(s);
+        g_free(img);
+        error_setg_errno(errp, -ret, "Cannot reopen rbd image '%s'", spec);
+        return false;
+    }
+    rs->opaque = img;
+    return true;
+}
+
+static void rbd_reopen_commit(ReopenState *rs)
+{
+    RbdState *s = rs->node->opaque;
+    rbd_image_t *img = rs->opaque;
+
+    if (!img) {
+        return;
+    }
+    rbd_close(s->img);
+    s->img = *img;
+    g_free(img);
+    rs->opaque = NULL;
+    s->rbd_cache = !rs->cache_direct;
+}
+
+static void rbd_reopen_abort(ReopenState *rs)
+{
+    rbd_image_t *img = rs->opaque;
+
+    if (img) {
+        rbd_close(*img);
+        g_free(img);
+        rs->opaque = NULL;
+    }
 }
 
 static void rbd_dump_info(StrataNode *node, GString *out)
@@ -769,5 +854,8 @@ const BlockDriver bdrv_rbd = {
     .get_length = rbd_get_length,
     .co_truncate = rbd_co_truncate,
     .refresh_limits = rbd_refresh_limits,
+    .reopen_prepare = rbd_reopen_prepare,
+    .reopen_commit = rbd_reopen_commit,
+    .reopen_abort = rbd_reopen_abort,
     .dump_info = rbd_dump_info,
 };

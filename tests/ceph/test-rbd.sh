@@ -236,6 +236,26 @@ check "snapshot with auto-read-only opens read-only" \
     "$IO" -c 'read -P 0 0 4096' \
     "$(rbd_json data ',"snapshot":"before","auto-read-only":true')"
 
+# ---- reopen ----------------------------------------------------------------
+
+# read-only -> read-write opens a writable handle (librbd refuses writes
+# on a read-only one); cache.direct switches rbd_cache; back to read-only.
+reopen_modes() {
+    local out
+    out=$("$IO" -r -c 'reopen -w' -c 'write -P 77 8192 4096' \
+        -c 'read -P 77 8192 4096' -c 'reopen -c none' -c 'info' \
+        -c 'write -P 78 12288 512' -c 'reopen -r' -c 'write 0 512' \
+        "$(rbd_json data)" 2>&1)
+    [[ $out == *'wrote 4096/4096 bytes at offset 8192'* &&
+       $out == *'rbd_cache off'* &&
+       $out == *'wrote 512/512 bytes at offset 12288'* &&
+       $out != *'at offset 0'* ]] || { echo "$out"; return 1; }
+    "$IO" -r -c 'read -P 77 8192 4096' -c 'read -P 78 12288 512' "$(rbd_json data)"
+}
+check "reopen: read-only to read-write, cache.direct, back to read-only" reopen_modes
+expect_err "reopen: a snapshot stays read-only" "snapshot: rbd snapshots are read-only" \
+    "$IO" -r -c 'reopen -w' "$(rbd_json data ',"snapshot":"before"')"
+
 # ---- errors ----------------------------------------------------------------
 
 expect_err "missing pool: the error names pool" "pool: cannot open pool 'nopool'" \
