@@ -446,8 +446,11 @@ static bool rbd_connect(RbdState *s, OptNode *opts, StrataError **errp)
 
     ret = rados_create(&s->cluster, s->user);
     if (ret < 0) {
-        error_setg_errno(errp, -ret, "user: cannot create a RADOS client "
-                         "for '%s'", s->user ? s->user : "admin");
+        g_autofree char *p = opts_key_path(opts, "user");
+        s->cluster = NULL;
+        error_set(errp, STRATA_ERROR_INVALID_OPTION, -ret, "%s: cannot "
+                  "create a RADOS client for '%s': %s", p,
+                  s->user ? s->user : "admin", g_strerror(-ret));
         return false;
     }
     /* Without conf, Ceph's default search ($CEPH_CONF, /etc/ceph/...),
