@@ -485,10 +485,13 @@ static bool rbd_connect(RbdState *s, OptNode *opts, StrataError **errp)
     }
     ret = rados_connect(s->cluster);
     if (ret < 0) {
+        /* ENOENT: no monitor address (no configuration found, or one
+         * without mon_host). */
         error_set(errp, STRATA_ERROR_IO, -ret, "cannot connect to the Ceph "
                   "cluster (conf '%s', user '%s'): %s",
                   s->conf ? s->conf : "default", s->user ? s->user : "admin",
-                  g_strerror(-ret));
+                  ret == -ENOENT ? "no monitors found (mon_host unset?)"
+                                 : g_strerror(-ret));
         goto fail;
     }
     s->connected = true;

@@ -273,6 +273,8 @@ expect_err "missing secret: the error names key-secret" "key-secret: " \
 expect_err "wrong key: the connection is refused" "cannot connect to the Ceph cluster" \
     "$IO" --object secret,id=k0,data=AQBqdWFyZXVuY29ubmVjdGVka2V5MDAwMDAwMA== -c length \
     "$(rbd_json data ",\"conf\":\"$STRATA_CEPH_NOKEY_CONF\",\"key-secret\":\"k0\"")"
+expect_err "a configuration without monitors says so" "no monitors found" \
+    "$IO" -c length "$(rbd_json data ',"conf":"/dev/null"')"
 check "key-secret: the key from a secret object, no keyring" \
     "$IO" --object "secret,id=k0,data=$STRATA_CEPH_KEY" -c 'read -P 66 0 8192' \
     "$(rbd_json data ",\"conf\":\"$STRATA_CEPH_NOKEY_CONF\",\"key-secret\":\"k0\"")"
