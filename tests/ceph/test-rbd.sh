@@ -281,6 +281,19 @@ check "key-secret: the key from a secret object, no keyring" \
 expect_err "rbd: filename with an unsupported key names it" \
     "rbd: filename option 'foo' is not supported" \
     "$IO" -c length "rbd:$POOL/data:foo=bar"
+check "rbd: filename with a snapshot" \
+    "$IO" -r -c 'read -P 34 9001 4200' "rbd:$POOL/data@before"
+namespace_image() {
+    rbd namespace create "$POOL/ns1" && rbd create --size 1M "$POOL/ns1/nsimg" &&
+    "$IO" -c 'write -P 9 100 512' "rbd:$POOL/ns1/nsimg" >/dev/null &&
+    "$IO" -c 'read -P 9 100 512' "$(rbd_json nsimg ',"namespace":"ns1"')" >/dev/null &&
+    rbd export --no-progress "$POOL/ns1/nsimg" - 2>/dev/null |
+        cmp -s -i 100:0 -n 512 - <(head -c 512 /dev/zero | tr '\0' '\011')
+}
+check "namespace: rbd:POOL/NS/IMAGE and the namespace option, rbd export agrees" \
+    namespace_image
+expect_err "rbd: filename with an empty image names it" "rbd: 'rbd/': the image name is empty" \
+    "$IO" -c length "rbd:$POOL/"
 check "rbd: filename with conf and id, as QEMU spells it" \
     "$IO" -c 'read -P 66 0 8192' "rbd:$POOL/data:conf=$CEPH_CONF:id=admin"
 
