@@ -17,6 +17,9 @@ static const BlockDriver *const drivers[] = {
     &bdrv_null,
     &bdrv_null_aio,
     &bdrv_raw,
+#if CONFIG_RBD
+    &bdrv_rbd,
+#endif
     &bdrv_snapshot_overlay,
     &bdrv_throttle,
     NULL,

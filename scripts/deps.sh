@@ -9,13 +9,17 @@ pkgs=(meson ninja-build pkg-config gcc libglib2.0-dev liburing-dev libaio-dev
 # pulls them in on amd64; named so that no other setup is assumed).
 pkgs+=(libasan8 libubsan1 libtsan2)
 # Tools the tests and benchmarks compare against or need.
-pkgs+=(qemu-utils fio util-linux e2fsprogs)
+pkgs+=(qemu-utils fio util-linux e2fsprogs iproute2)
 # tests/bench/charts draws compare's SVG charts; perf profiles the engines.
 pkgs+=(python3-matplotlib linux-perf)
 # NBD: the nbd driver's tests start real servers (qemu-nbd is in
 # qemu-utils), the benchmarks use nbdkit's null plugin, and the
 # export is tested with libnbd's clients.
 pkgs+=(nbdkit libnbd-bin python3-libnbd)
+# Ceph RBD: librbd for the rbd driver; a monitor, an OSD and the rbd/rados
+# tools for the single-node cluster its tests start (tests/ceph/); QEMU's
+# rbd driver (qemu-block-extra) for the interop tests and benchmarks.
+pkgs+=(librbd-dev ceph-mon ceph-osd ceph-common qemu-block-extra)
 # qemu-storage-daemon, which the daemon's QMP tests run side by side.
 pkgs+=(qemu-system-common)
 # certtool and psktool, for the TLS tests' certificates and keys.

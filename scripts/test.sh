@@ -61,11 +61,12 @@ run_unit() {   # NAME BUILDDIR [meson test args] -- [setup args]
 }
 
 # The daemon's tests (suite 'daemon': QMP transcripts, qemu-storage-daemon
-# side by side, lifecycle) run once, in the ASan+UBSan pass, where a memory
-# error in the monitor or the command handlers shows; in the plain pass
-# when that one is skipped.
+# side by side, lifecycle) and the rbd driver's (suite 'rbd': against a
+# Ceph cluster the test starts, tests/ceph/) run once, in the ASan+UBSan
+# pass, where a memory error in the monitor, the command handlers or the
+# driver shows; in the plain pass when that one is skipped.
 if [ "${SKIP_ASAN:-0}" != 1 ]; then
-    run_unit plain build --no-suite daemon
+    run_unit plain build --no-suite daemon --no-suite rbd
     run_unit asan build-asan -- -Db_sanitize=address,undefined -Db_lundef=false
 else
     run_unit plain build

@@ -42,6 +42,7 @@
 #include "qapi/qapi-schema.h"
 #include "qapi/schema.h"
 #include "nbd-server.h"
+#include "rbd-test.h"
 #include "test-util.h"
 
 #define DEV_SIZE (2 << 20)      /* mem devices and image files */
@@ -126,6 +127,16 @@ typedef struct Case {
     "{\"driver\": \"nbd\", \"server\": {\"type\": \"unix\", " \
     "\"path\": \"@NBD@\"}" extra "}"
 
+/* rbd over a fresh image of DEV_SIZE on the cluster of
+ * tests/ceph/cluster.sh (made for the case: in namespace matrix-ns when
+ * the case sets a namespace, with an empty snapshot s0 when it opens one;
+ * skipped without a cluster).  Discards are not X_DISCARD_ZERO: librbd
+ * skips the parts of a discard smaller than its granularity (QEMU's
+ * rbd driver the same). */
+#define RBD_NODE(extra) \
+    "{\"driver\": \"rbd\", \"pool\": \"@RBDPOOL@\", " \
+    "\"image\": \"@RBDIMG@\"" extra "}"
+
 static void check_raw_window(Env *e, const uint8_t *model);
 static void check_raw_size(Env *e, const uint8_t *model);
 static void check_null_size(Env *e, const uint8_t *model);
@@ -142,6 +153,7 @@ static void check_overlay_block_size(Env *e, const uint8_t *model);
 static void check_align_shaped(Env *e, const uint8_t *model);
 static void check_nbd_multi_conn(Env *e, const uint8_t *model);
 static void check_nbd_reconnect(Env *e, const uint8_t *model);
+static void check_rbd_cache_off(Env *e, const uint8_t *model);
 
 /*
  * The common options, once per driver.  A cache object in a file node
@@ -258,6 +270,29 @@ static const Case cases[] = {
       NULL },
     { "nbd/multi-conn", NBD_NODE(", \"multi-conn\": 4"), 0,
       check_nbd_multi_conn },
+
+    COMMON_CASES("rbd", RBD_NODE, 0, 0),
+    { "rbd/cache", RBD_NODE(", \"cache\": {\"direct\": true, "
+                            "\"no-flush\": true}"), 0, check_rbd_cache_off },
+    { "rbd/namespace", RBD_NODE(", \"namespace\": \"matrix-ns\""), 0, NULL },
+    { "rbd/conf", RBD_NODE(", \"conf\": \"@CEPHCONF@\""), 0, NULL },
+    { "rbd/snapshot", RBD_NODE(", \"snapshot\": \"s0\", \"read-only\": true"),
+      X_RO, NULL },
+    { "rbd/user", RBD_NODE(", \"user\": \"admin\""), 0, NULL },
+    /* A configuration naming no keyring: the key comes from the secret
+     * (created in main() from the cluster's STRATA_CEPH_KEY). */
+    { "rbd/key-secret", RBD_NODE(", \"conf\": \"@NOKEYCONF@\", "
+                                 "\"key-secret\": \"matrix-rbd-key\""), 0,
+      NULL },
+    /* Errors name the option (X_REFUSED: the message starts with it). */
+    { "rbd/refused/snapshot", RBD_NODE(", \"snapshot\": \"s0\""), X_REFUSED,
+      NULL },
+    { "rbd/refused/pool", "{\"driver\": \"rbd\", \"pool\": \"nopool\", "
+      "\"image\": \"@RBDIMG@\"}", X_REFUSED, NULL },
+    { "rbd/refused/image", "{\"driver\": \"rbd\", \"pool\": \"@RBDPOOL@\", "
+      "\"image\": \"noimage\"}", X_REFUSED, NULL },
+    { "rbd/refused/key-secret", RBD_NODE(", \"key-secret\": \"nokey\""),
+      X_REFUSED, NULL },
 
     COMMON_CASES("mem", MEM_NODE, 0, X_DISCARD_ZERO),
     { "mem/cache.direct", MEM_NODE(", \"cache\": {\"direct\": true}"), 0,
@@ -392,6 +427,19 @@ static char *expand(const Case *c, const Param *p, const char *img,
     g_autofree char *d = replace(b, "@DIRECT@",
                                  p && p->direct ? "true" : "false");
     return replace(d, "@CFG@", cfg ? cfg : "");
+}
+
+/* @RBDPOOL@, @RBDIMG@ and the configuration files of the rbd cases, from
+ * the cluster's environment (tests/ceph/cluster.sh). */
+static char *expand_rbd(const char *json, const char *image)
+{
+    const char *conf = getenv("CEPH_CONF");
+    const char *nokey = getenv("STRATA_CEPH_NOKEY_CONF");
+    const char *pool = getenv("STRATA_CEPH_POOL");
+    g_autofree char *a = replace(json, "@RBDPOOL@", pool ? pool : "");
+    g_autofree char *b = replace(a, "@RBDIMG@", image ? image : "");
+    g_autofree char *c = replace(b, "@CEPHCONF@", conf ? conf : "");
+    return replace(c, "@NOKEYCONF@", nokey ? nokey : "");
 }
 
 /* ---- the sequence -------------------------------------------------------------- */
@@ -814,6 +862,15 @@ static void check_nbd_reconnect(Env *e, const uint8_t *model)
     g_assert_cmpmem(r, sizeof(r), w, sizeof(w));
 }
 
+/* cache.direct=true turns librbd's cache off, as in QEMU. */
+static void check_rbd_cache_off(Env *e, const uint8_t *model)
+{
+    g_autoptr(GString) info = g_string_new(NULL);
+
+    e->root->drv->dump_info(e->root, info);
+    g_assert_nonnull(strstr(info->str, "rbd_cache off"));
+}
+
 /* ---- running a case ------------------------------------------------------------ */
 
 typedef struct Run {
@@ -880,8 +937,20 @@ static void test_case(gconstpointer opaque)
             return;             /* skipped, saying why */
         }
     }
-    g_autofree char *json = expand(c, per_engine ? &r->p : NULL, img, dev,
-                                   cfg, e.nbd);
+    g_autofree char *rbd_img = NULL;
+    const char *rbd_ns = strstr(c->json, "\"namespace\"") ? "matrix-ns" : NULL;
+    if (strstr(c->json, "@RBDIMG@") || strstr(c->json, "@RBDPOOL@")) {
+        static unsigned rbd_serial;
+        if (!rbd_test_pool()) {
+            return;             /* skipped, saying why */
+        }
+        rbd_img = g_strdup_printf("matrix-%u", rbd_serial++);
+        rbd_test_create(rbd_ns, rbd_img, DEV_SIZE,
+                        strstr(c->json, "\"snapshot\"") ? "s0" : NULL);
+    }
+    g_autofree char *json0 = expand(c, per_engine ? &r->p : NULL, img, dev,
+                                    cfg, e.nbd);
+    g_autofree char *json = expand_rbd(json0, rbd_img);
     g_test_message("options: %s", json);
 
     e.ctx = strata_context_new(&err);
@@ -901,6 +970,9 @@ static void test_case(gconstpointer opaque)
                                        strrchr(c->name, '/') + 1));
         strata_context_free(e.ctx);
         nbd_test_server_free(e.nbd);
+        if (rbd_img) {
+            rbd_test_remove(rbd_ns, rbd_img);
+        }
         return;
     }
     if (!e.root) {
@@ -937,6 +1009,9 @@ static void test_case(gconstpointer opaque)
         close(e.img_fd);
     }
     nbd_test_server_free(e.nbd);
+    if (rbd_img) {
+        rbd_test_remove(rbd_ns, rbd_img);
+    }
 }
 
 /* ---- coverage ------------------------------------------------------------------- */
@@ -1348,6 +1423,15 @@ int main(int argc, char **argv)
     };
     for (size_t i = 0; i < G_N_ELEMENTS(groups); i++) {
         g_autoptr(OptNode) o = opts_parse_json(groups[i], NULL);
+        g_assert_true(object_add(o, NULL));
+    }
+
+    /* The key of the rbd/key-secret case, when a cluster is there. */
+    if (getenv("STRATA_CEPH_KEY")) {
+        g_autoptr(OptNode) o = opts_parse_json("{\"qom-type\": \"secret\", "
+                                               "\"id\": \"matrix-rbd-key\"}",
+                                               NULL);
+        g_assert_true(opts_set_str(o, "data", getenv("STRATA_CEPH_KEY"), NULL));
         g_assert_true(object_add(o, NULL));
     }
 

@@ -30,6 +30,7 @@
 #include "qapi/qapi-schema.h"
 #include "qapi/schema.h"
 #include "nbd-server.h"
+#include "rbd-test.h"
 #include "test-util.h"
 
 #define DEV_SIZE (2 << 20)
@@ -80,6 +81,10 @@ static const struct {
     /* @NBD@: the socket of an nbdkit memory server of DEV_SIZE, one per
      * process (started by the first sweep that needs it). */
     { "nbd", "driver=nbd,server.type=unix,server.path=@NBD@" },
+    /* @RBDPOOL@: the pool of the cluster of tests/ceph/cluster.sh, where
+     * the first sweep that needs it creates the image "sweep" (skipped
+     * without a cluster; tests/ceph/test-rbd.sh runs these). */
+    { "rbd", "driver=rbd,pool=@RBDPOOL@,image=sweep" },
 };
 
 typedef struct Sweep {
@@ -200,7 +205,10 @@ static char *subst(const char *text)
     g_auto(GStrv) d = g_strsplit(s3, "@DEV@", -1);
     g_autofree char *s4 = g_strjoinv(dev_path ? dev_path : "", d);
     g_auto(GStrv) e = g_strsplit(s4, "@NBD@", -1);
-    return g_strjoinv(nbd_server ? nbd_server->sock : "", e);
+    g_autofree char *s5 = g_strjoinv(nbd_server ? nbd_server->sock : "", e);
+    g_auto(GStrv) f = g_strsplit(s5, "@RBDPOOL@", -1);
+    const char *pool = getenv("STRATA_CEPH_POOL");
+    return g_strjoinv(pool ? pool : "", f);
 }
 
 /* One option set to one value. */
@@ -430,6 +438,16 @@ static const char *base_of(const SchemaDriver *drv)
                   (const char *const[]){ "nbdkit", "-f", "-U", "@SOCK@",
                                          "memory", "2M", NULL }, 0))) {
             return NULL;
+        }
+        if (strstr(bases[i].keys, "@RBDPOOL@")) {
+            static bool rbd_image_made;
+            if (!rbd_test_pool()) {
+                return NULL;
+            }
+            if (!rbd_image_made) {
+                rbd_test_create(NULL, "sweep", DEV_SIZE, NULL);
+                rbd_image_made = true;
+            }
         }
         return bases[i].keys;
     }
