@@ -291,6 +291,8 @@ struct StrataNode {
  * queues scan under @lock. */
 struct NodeShard {
     SpinLock lock;                  /* tracked_root and its waiters */
+    int busy;                       /* lock-free section running (block/io.c,
+                                       "Locking mode") */
     int in_flight;                  /* inside this node's entry points
                                        (SHARD_ADD; drains sum the shards) */
     BlockReq *tracked_root;         /* this queue's non-serialising requests */
@@ -526,6 +528,9 @@ static inline bool node_multi_queue(const StrataNode *node)
 {
     return __atomic_load_n(&node->multi_queue, __ATOMIC_ACQUIRE);
 }
+/* Whether nodes may track without locks while one queue uses them
+ * (membarrier(2) registered; never under ThreadSanitizer). */
+bool io_lockfree_tracking(void);
 /* The statistics of every queue, summed (block/io.c). */
 void node_stats_merge(const StrataNode *node, BlockStats *out);
 static inline BlockStats node_stats_sum(const StrataNode *node)

@@ -766,6 +766,9 @@ StrataNode *block_open(StrataContext *ctx, OptNode *opts, StrataError **errp)
     node->shared_perm = PERM_ALL;
     co_queue_init(&node->flush_queue);
     spin_init(&node->lock);
+    /* Lock-free tracking while one queue uses the node, where the kernel
+     * offers the fence the switch needs (block/io.c, "Locking mode"). */
+    node->multi_queue = !io_lockfree_tracking();
     if (name) {
         node->node_name = g_strdup(name);
     } else {

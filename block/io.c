@@ -14,6 +14,9 @@
  */
 #include <errno.h>
 #include <string.h>
+#include <unistd.h>
+#include <linux/membarrier.h>
+#include <sys/syscall.h>
 
 #include "block/block-int.h"
 #include "block/io.h"
@@ -87,53 +90,62 @@ void node_stats_merge(const StrataNode *node, BlockStats *out)
  * node, its shard is touched by that queue's thread only, and tracking
  * takes no lock: the one-queue path costs what it did before multi-queue.
  * The first request of a second queue switches the node to locked mode
- * for good, and before its shard is published it waits until every queue
- * with a shard has run a hand-over item in its loop: tracking there is
- * not inside a lock-free critical section then (they never yield), and
- * sees the mode from then on (the item orders the two).  A queue that has
- * a shard but whose owner does not run its loop delays the switch until
- * it does (docs/architecture.md, "Threading contract").
+ * for good.  The switch must not race with a lock-free critical section
+ * of the first queue, and must not wait for that queue's loop either (its
+ * owner may be busy or blocked).  An asymmetric fence does it: the owner
+ * marks its shard busy with a plain store around each lock-free section
+ * and checks the mode inside; the switching thread sets the mode, then
+ * membarrier(2) runs a full barrier on every thread of the process, and
+ * it waits for the busy marks it then sees to clear (a few instructions).
+ * Either the owner saw the new mode, or its mark is visible.  Without
+ * membarrier (Linux < 4.14, seccomp), and under ThreadSanitizer (which
+ * cannot see the fence), every node starts in locked mode.
  */
-typedef struct ModeSwitch {
-    Coroutine *co;
-    int pending;                /* atomic */
-} ModeSwitch;
+#if defined(__SANITIZE_THREAD__)
+#define IO_TSAN 1
+#elif defined(__has_feature)
+#if __has_feature(thread_sanitizer)
+#define IO_TSAN 1
+#endif
+#endif
+#ifndef IO_TSAN
+#define IO_TSAN 0
+#endif
 
-typedef struct ModeAck {
-    QueueWork work;             /* first */
-    ModeSwitch *sw;
-} ModeAck;
+static int membarrier_ok;       /* 0 unknown, 1 registered, -1 unusable */
 
-static void mode_ack_run(QueueWork *w)
+bool io_lockfree_tracking(void)
 {
-    ModeSwitch *sw = ((ModeAck *)w)->sw;
+    int ok = __atomic_load_n(&membarrier_ok, __ATOMIC_ACQUIRE);
 
-    if (__atomic_sub_fetch(&sw->pending, 1, __ATOMIC_ACQ_REL) == 0) {
-        loop_co_wake(sw->co);
+    if (IO_TSAN) {
+        return false;
     }
+    if (ok == 0) {
+        ok = syscall(__NR_membarrier, MEMBARRIER_CMD_REGISTER_PRIVATE_EXPEDITED,
+                     0, 0) == 0 ? 1 : -1;
+        __atomic_store_n(&membarrier_ok, ok, __ATOMIC_RELEASE);
+    }
+    return ok > 0;
 }
 
 static void node_switch_to_locked(StrataNode *node, unsigned index)
 {
-    StrataContext *ctx = node->ctx;
-    ModeSwitch sw = { .co = co_self(), .pending = 1 };
-    ModeAck acks[STRATA_MAX_QUEUES];
-
-    mutex_lock(&ctx->queues_lock);
+    /* node->multi_queue is set: every lock-free section that starts from
+     * now on sees it; the fence makes the ones already running visible. */
+    if (syscall(__NR_membarrier, MEMBARRIER_CMD_PRIVATE_EXPEDITED, 0, 0) < 0) {
+        g_error("membarrier: %s", g_strerror(errno));
+    }
     for (unsigned q = 0; q < STRATA_MAX_QUEUES; q++) {
-        StrataQueue *other = ctx->queues[q];
-        if (q == index || !__atomic_load_n(&node->shard[q], __ATOMIC_ACQUIRE) || !other) {
+        NodeShard *sh = __atomic_load_n(&node->shard[q], __ATOMIC_ACQUIRE);
+        if (q == index || !sh) {
             continue;
         }
-        acks[q] = (ModeAck) { .work.run = mode_ack_run, .sw = &sw };
-        __atomic_add_fetch(&sw.pending, 1, __ATOMIC_ACQ_REL);
-        queue_submit_work(other, &acks[q].work);
-    }
-    mutex_unlock(&ctx->queues_lock);
-    /* The wake-up goes to this coroutine's own loop, which enters it only
-     * after it has yielded. */
-    if (__atomic_sub_fetch(&sw.pending, 1, __ATOMIC_ACQ_REL) != 0) {
-        co_yield();
+        while (__atomic_load_n(&sh->busy, __ATOMIC_ACQUIRE)) {
+#if defined(__x86_64__) || defined(__i386__)
+            __builtin_ia32_pause();
+#endif
+        }
     }
 }
 
@@ -154,12 +166,13 @@ NodeShard *node_shard_create(StrataNode *node, unsigned index)
     for (unsigned q = 0; q < STRATA_MAX_QUEUES; q++) {
         others |= q != index && __atomic_load_n(&node->shard[q], __ATOMIC_RELAXED);
     }
+    bool was_multi = node_multi_queue(node);
     if (others) {
         __atomic_store_n(&node->multi_queue, true, __ATOMIC_SEQ_CST);
     }
     __atomic_store_n(&node->shard[index], sh, __ATOMIC_RELEASE);
     spin_unlock(&node->lock);
-    if (others) {
+    if (others && !was_multi) {
         node_switch_to_locked(node, index);
     }
     return sh;
@@ -259,6 +272,31 @@ static inline void node_leave(StrataNode *node, NodeShard *sh)
  *     for serialising ones with a smaller epoch;
  * so every wait points to an earlier arrival, and no cycle can form.
  */
+/* Enter a critical section on the current queue's own shard: locked in
+ * locked mode, else marked busy (see "Locking mode").  True if locked. */
+static inline bool shard_begin(StrataNode *node, NodeShard *sh)
+{
+    if (!node_multi_queue(node)) {
+        __atomic_store_n(&sh->busy, 1, __ATOMIC_RELAXED);
+        __atomic_signal_fence(__ATOMIC_SEQ_CST);
+        if (G_LIKELY(!node_multi_queue(node))) {
+            return false;
+        }
+        __atomic_store_n(&sh->busy, 0, __ATOMIC_RELEASE);
+    }
+    spin_lock(&sh->lock);
+    return true;
+}
+
+static inline void shard_end(NodeShard *sh, bool locked)
+{
+    if (locked) {
+        spin_unlock(&sh->lock);
+    } else {
+        __atomic_store_n(&sh->busy, 0, __ATOMIC_RELEASE);
+    }
+}
+
 void req_track(BlockReq *req, StrataNode *node, BlockReqType type,
                int64_t lo, int64_t hi, bool serialising)
 {
@@ -284,15 +322,10 @@ void req_track(BlockReq *req, StrataNode *node, BlockReqType type,
         /* The epoch read and the insert form one critical section of the
          * shard lock, which serialising requests scan under: either they
          * see both, or this read follows their epoch increment. */
-        bool locked = node_multi_queue(node);
-        if (locked) {
-            spin_lock(&sh->lock);
-        }
+        bool locked = shard_begin(node, sh);
         req->seq = __atomic_load_n(&node->serial_epoch, __ATOMIC_ACQUIRE);
         reqtree_insert(&sh->tracked_root, req);
-        if (locked) {
-            spin_unlock(&sh->lock);
-        }
+        shard_end(sh, locked);
     }
 }
 
@@ -301,15 +334,10 @@ void req_untrack(BlockReq *req)
     StrataNode *node = req->node;
 
     if (req->shard) {
-        bool locked = node_multi_queue(node);
-        if (locked) {
-            spin_lock(&req->shard->lock);
-        }
+        bool locked = shard_begin(node, req->shard);
         reqtree_remove(&req->shard->tracked_root, req);
         co_queue_restart_all(&req->waiters);
-        if (locked) {
-            spin_unlock(&req->shard->lock);
-        }
+        shard_end(req->shard, locked);
     } else {
         spin_lock(&node->lock);
         reqtree_remove(&node->serial_root, req);

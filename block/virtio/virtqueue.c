@@ -15,6 +15,7 @@
 #include "block/virtio/virtqueue.h"
 
 #include <errno.h>
+#include <stdatomic.h>
 #include <string.h>
 #include <glib.h>
 
@@ -331,7 +332,7 @@ int vq_pop(VirtQueue *vq, const VuMemTable *mem, VqElem **out,
          * made available before the store is seen here. */
         uint16_t *avail_event = (uint16_t *)&vq->used->ring[vq->num];
         __atomic_store_n(avail_event, vq->last_avail_idx, __ATOMIC_RELAXED);
-        __atomic_thread_fence(__ATOMIC_SEQ_CST);
+        atomic_thread_fence(memory_order_seq_cst);
         avail_idx = __atomic_load_n(&vq->avail->idx, __ATOMIC_ACQUIRE);
     }
     if (avail_idx == vq->last_avail_idx) {
@@ -404,7 +405,7 @@ bool vq_flush(VirtQueue *vq)
         }
         __atomic_store_n(&vq->inflight->used_idx, new_idx, __ATOMIC_RELEASE);
     }
-    __atomic_thread_fence(__ATOMIC_SEQ_CST);
+    atomic_thread_fence(memory_order_seq_cst);
     if (vq->event_idx) {
         uint16_t used_event = __atomic_load_n(&vq->avail->ring[vq->num],
                                               __ATOMIC_RELAXED);

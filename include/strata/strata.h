@@ -326,15 +326,16 @@ typedef enum StrataErrorAction {
 STRATA_EXPORT void strata_backend_set_error_action(StrataBackend *be,
                                                    StrataErrorAction on_read,
                                                    StrataErrorAction on_write);
-/* Called in the thread that owns the context's loop when the backend
- * stops on an error (@err is the -errno, @is_write the direction). */
+/* Called when the backend stops on an error (@err is the -errno,
+ * @is_write the direction), once, in the thread of the queue whose
+ * request failed (the context's loop owner with one queue). */
 typedef void StrataStopCallback(void *opaque, int err, bool is_write);
 STRATA_EXPORT void strata_backend_set_stop_callback(StrataBackend *be,
                                                     StrataStopCallback *cb,
                                                     void *opaque);
 STRATA_EXPORT bool strata_backend_is_stopped(StrataBackend *be);
-/* Retry the parked requests and accept new ones again.  Any thread: from
- * one that does not own the loop it takes effect soon, in the owner. */
+/* Retry the parked requests and accept new ones again.  Any thread; the
+ * parked requests resume in their own queues' threads. */
 STRATA_EXPORT void strata_backend_resume(StrataBackend *be);
 
 /* Drained section: new requests wait, in-flight ones complete before
@@ -350,10 +351,12 @@ STRATA_EXPORT void strata_backend_drain_end(StrataBackend *be);
  * -errno.
  *
  * Blocking form: callable from any thread except from inside a completion
- * callback or the context's loop callbacks.  In the thread that owns the
- * context's loop it runs the loop until done; in any other it waits while
- * the owner runs the request (so the owner must be running the loop: its
- * loop thread, or the embedder's main loop through a GSource).
+ * callback or the context's loop callbacks.  The request goes to the
+ * queue a callback-form request would (see "Queues"); in the thread that
+ * owns that queue's loop it runs the loop until done; in any other it
+ * waits while the owner runs the request (so the owner must be running
+ * the loop: its loop thread, or the embedder's main loop through a
+ * GSource).
  */
 STRATA_EXPORT int strata_backend_pread(StrataBackend *be, int64_t offset,
                                        void *buf, size_t bytes, uint32_t flags);
@@ -380,7 +383,8 @@ STRATA_EXPORT int strata_backend_block_status(StrataBackend *be, int64_t offset,
 
 /*
  * Callback form, callable from any thread (a VMM's vCPU threads): returns
- * 0 → @cb(opaque, ret) runs exactly once, later, in the loop's owner thread;
+ * 0 → @cb(opaque, ret) runs exactly once, later, in the owner thread of
+ * the queue that runs the request (see "Queues");
  * returns <0 → it never runs.  @iov (the array and the memory it points
  * to) must stay valid until @cb runs; the library keeps no pointer into it
  * afterwards.  For get_length, ret is the length (or -errno).
