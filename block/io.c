@@ -297,10 +297,21 @@ static inline void shard_end(NodeShard *sh, bool locked)
     }
 }
 
+static void req_track_in(BlockReq *req, StrataNode *node, NodeShard *sh,
+                         BlockReqType type, int64_t lo, int64_t hi,
+                         bool serialising);
+
 void req_track(BlockReq *req, StrataNode *node, BlockReqType type,
                int64_t lo, int64_t hi, bool serialising)
 {
-    NodeShard *sh = node_cur_shard(node);
+    req_track_in(req, node, node_cur_shard(node), type, lo, hi, serialising);
+}
+
+/* The same with the caller's shard of @node for this queue. */
+static void req_track_in(BlockReq *req, StrataNode *node, NodeShard *sh,
+                         BlockReqType type, int64_t lo, int64_t hi,
+                         bool serialising)
+{
 
     g_assert(sh && sh->in_flight > 0 && lo < hi);
     /* Only what is read before reqtree_insert() sets the links. */
@@ -773,7 +784,7 @@ int io_co_drv_pwrite_zeroes(StrataNode *node, int64_t offset, int64_t bytes,
 
 /* ---- entry points --------------------------------------------------------------- */
 
-static int node_co_preadv_entered(StrataNode *node, int64_t offset,
+static int node_co_preadv_entered(StrataNode *node, NodeShard *sh, int64_t offset,
                                   int64_t bytes, const IOVector *qiov,
                                   int flags)
 {
@@ -789,12 +800,12 @@ static int node_co_preadv_entered(StrataNode *node, int64_t offset,
                             io_wants_bounce(node, bytes))) {
         ret = pad_co_preadv(node, offset, bytes, qiov, flags);
     } else if (ret == 0) {
-        req_track(&req, node, REQ_READ, offset, offset + bytes, false);
+        req_track_in(&req, node, sh, REQ_READ, offset, offset + bytes, false);
         req_co_wait_conflicts(&req);
         ret = io_co_drv_preadv(node, offset, bytes, qiov, flags);
         req_untrack(&req);
     }
-    block_stats_account(node_stats(node), REQ_READ, bytes, ret, start);
+    block_stats_account(&sh->stats, REQ_READ, bytes, ret, start);
     return ret;
 }
 
@@ -805,7 +816,7 @@ static bool want_detect_zeroes(StrataNode *node, const IOVector *qiov, int64_t b
            iov_is_zero(qiov, 0, bytes);
 }
 
-static int node_co_pwritev_entered(StrataNode *node, int64_t offset,
+static int node_co_pwritev_entered(StrataNode *node, NodeShard *sh, int64_t offset,
                                    int64_t bytes, const IOVector *qiov,
                                    int flags)
 {
@@ -832,16 +843,16 @@ static int node_co_pwritev_entered(StrataNode *node, int64_t offset,
                             io_wants_bounce(node, bytes))) {
         ret = pad_co_pwritev(node, offset, bytes, qiov, flags);
     } else if (ret == 0) {
-        req_track(&req, node, REQ_WRITE, offset, offset + bytes, false);
+        req_track_in(&req, node, sh, REQ_WRITE, offset, offset + bytes, false);
         req_co_wait_conflicts(&req);
         ret = io_co_drv_pwritev(node, offset, bytes, qiov, flags);
         req_untrack(&req);
     }
-    block_stats_account(node_stats(node), REQ_WRITE, bytes, ret, start);
+    block_stats_account(&sh->stats, REQ_WRITE, bytes, ret, start);
     return ret;
 }
 
-static int node_co_pwrite_zeroes_entered(StrataNode *node, int64_t offset,
+static int node_co_pwrite_zeroes_entered(StrataNode *node, NodeShard *sh, int64_t offset,
                                          int64_t bytes, int flags)
 {
     int64_t start = clock_ns();
@@ -864,16 +875,16 @@ static int node_co_pwrite_zeroes_entered(StrataNode *node, int64_t offset,
     } else if (ret == 0 && !IS_ALIGNED(offset | bytes, (int64_t)align)) {
         ret = pad_co_pwrite_zeroes(node, offset, bytes, flags);
     } else if (ret == 0) {
-        req_track(&req, node, REQ_ZEROES, offset, offset + bytes, false);
+        req_track_in(&req, node, sh, REQ_ZEROES, offset, offset + bytes, false);
         req_co_wait_conflicts(&req);
         ret = io_co_drv_pwrite_zeroes(node, offset, bytes, flags);
         req_untrack(&req);
     }
-    block_stats_account(node_stats(node), REQ_ZEROES, bytes, ret, start);
+    block_stats_account(&sh->stats, REQ_ZEROES, bytes, ret, start);
     return ret;
 }
 
-static int node_co_pdiscard_entered(StrataNode *node, int64_t offset,
+static int node_co_pdiscard_entered(StrataNode *node, NodeShard *sh, int64_t offset,
                                     int64_t bytes)
 {
     int64_t start = clock_ns();
@@ -902,7 +913,7 @@ static int node_co_pdiscard_entered(StrataNode *node, int64_t offset,
     }
     max = MAX(ROUND_DOWN(max, (int64_t)align), (int64_t)align);
 
-    req_track(&req, node, REQ_DISCARD, lo, hi, false);
+    req_track_in(&req, node, sh, REQ_DISCARD, lo, hi, false);
     req_co_wait_conflicts(&req);
     for (int64_t pos = lo; pos < hi && ret == 0;) {
         int64_t n = MIN(hi - pos, max);
@@ -923,7 +934,7 @@ static int node_co_pdiscard_entered(StrataNode *node, int64_t offset,
     }
     req_untrack(&req);
 out:
-    block_stats_account(node_stats(node), REQ_DISCARD, bytes, ret, start);
+    block_stats_account(&sh->stats, REQ_DISCARD, bytes, ret, start);
     return ret;
 }
 
@@ -949,7 +960,7 @@ static int drv_co_flush(StrataNode *node)
     return 0;
 }
 
-static int node_co_flush_entered(StrataNode *node)
+static int node_co_flush_entered(StrataNode *node, NodeShard *sh)
 {
     int64_t start = clock_ns();
     uint64_t gen;
@@ -999,11 +1010,11 @@ static int node_co_flush_entered(StrataNode *node)
     co_queue_restart_all(&node->flush_queue);
     spin_unlock(&node->lock);
 out:
-    block_stats_account(node_stats(node), REQ_FLUSH, 0, ret, start);
+    block_stats_account(&sh->stats, REQ_FLUSH, 0, ret, start);
     return ret;
 }
 
-static int node_co_block_status_entered(StrataNode *node, int64_t offset,
+static int node_co_block_status_entered(StrataNode *node, NodeShard *sh, int64_t offset,
                                         int64_t bytes, int64_t *pnum)
 {
     int64_t len = node_get_length(node);
@@ -1036,7 +1047,7 @@ static int node_co_block_status_entered(StrataNode *node, int64_t offset,
     return ret;
 }
 
-static int node_co_truncate_entered(StrataNode *node, int64_t size,
+static int node_co_truncate_entered(StrataNode *node, NodeShard *sh, int64_t size,
                                     PreallocMode prealloc, StrataError **errp)
 {
     BlockReq req;
@@ -1059,7 +1070,7 @@ static int node_co_truncate_entered(StrataNode *node, int64_t size,
     }
     /* Truncation owns the whole device: nothing may straddle the old or
      * new end while it runs. */
-    req_track(&req, node, REQ_WRITE, 0, BLOCK_MAX_OFFSET, true);
+    req_track_in(&req, node, sh, REQ_WRITE, 0, BLOCK_MAX_OFFSET, true);
     req_co_wait_conflicts(&req);
     if (node->drv->co_truncate) {
         ret = node->drv->co_truncate(node, size, prealloc, errp);
@@ -1105,11 +1116,12 @@ static void hop_out(Loop *home)
     }
 }
 
+/* @call sees the node's shard for this queue as `sh`. */
 #define NODE_ENTRY(node, call) ({                               \
         Loop *home_ = hop_in(node);                             \
-        NodeShard *sh_ = node_enter(node);                      \
+        NodeShard *sh = node_enter(node);                       \
         __typeof__(call) ret_ = (call);                         \
-        node_leave(node, sh_);                                  \
+        node_leave(node, sh);                                   \
         hop_out(home_);                                         \
         ret_;                                                   \
     })
@@ -1117,41 +1129,41 @@ static void hop_out(Loop *home)
 int node_co_preadv(StrataNode *node, int64_t offset, int64_t bytes,
                    const IOVector *qiov, int flags)
 {
-    return NODE_ENTRY(node, node_co_preadv_entered(node, offset, bytes, qiov, flags));
+    return NODE_ENTRY(node, node_co_preadv_entered(node, sh, offset, bytes, qiov, flags));
 }
 
 int node_co_pwritev(StrataNode *node, int64_t offset, int64_t bytes,
                     const IOVector *qiov, int flags)
 {
-    return NODE_ENTRY(node, node_co_pwritev_entered(node, offset, bytes, qiov, flags));
+    return NODE_ENTRY(node, node_co_pwritev_entered(node, sh, offset, bytes, qiov, flags));
 }
 
 int node_co_pwrite_zeroes(StrataNode *node, int64_t offset, int64_t bytes,
                           int flags)
 {
-    return NODE_ENTRY(node, node_co_pwrite_zeroes_entered(node, offset, bytes, flags));
+    return NODE_ENTRY(node, node_co_pwrite_zeroes_entered(node, sh, offset, bytes, flags));
 }
 
 int node_co_pdiscard(StrataNode *node, int64_t offset, int64_t bytes)
 {
-    return NODE_ENTRY(node, node_co_pdiscard_entered(node, offset, bytes));
+    return NODE_ENTRY(node, node_co_pdiscard_entered(node, sh, offset, bytes));
 }
 
 int node_co_flush(StrataNode *node)
 {
-    return NODE_ENTRY(node, node_co_flush_entered(node));
+    return NODE_ENTRY(node, node_co_flush_entered(node, sh));
 }
 
 int node_co_block_status(StrataNode *node, int64_t offset, int64_t bytes,
                          int64_t *pnum)
 {
-    return NODE_ENTRY(node, node_co_block_status_entered(node, offset, bytes, pnum));
+    return NODE_ENTRY(node, node_co_block_status_entered(node, sh, offset, bytes, pnum));
 }
 
 int node_co_truncate(StrataNode *node, int64_t size, PreallocMode prealloc,
                      StrataError **errp)
 {
-    return NODE_ENTRY(node, node_co_truncate_entered(node, size, prealloc, errp));
+    return NODE_ENTRY(node, node_co_truncate_entered(node, sh, size, prealloc, errp));
 }
 
 void node_co_debug_event(StrataNode *node, int event)
