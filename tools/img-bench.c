@@ -103,7 +103,42 @@ struct ImgBench {
     MallocCountTrace *malloc_trace;
     int warmup;
     uint64_t mallocs_at_warmup, mallocs_at_end;
+    struct MallocWindow *mw;    /* --queues: the shared window, or NULL */
 };
+
+/*
+ * --malloc-report with --queues: mallocs are counted process-wide from the
+ * moment every queue has passed its warm-up to the moment the first queue
+ * finishes, over the requests all queues completed in between.
+ */
+typedef struct MallocWindow {
+    int nqueues;
+    int warm;                   /* atomic: queues past their warm-up */
+    int64_t completed;          /* atomic: completions of every queue */
+    int state;                  /* atomic: 0 before, 1 open, 2 closed */
+    uint64_t m0, m1;
+    int64_t c0, c1;
+} MallocWindow;
+
+static void malloc_window_note(ImgBench *b)
+{
+    MallocWindow *w = b->mw;
+    int64_t done = __atomic_add_fetch(&w->completed, 1, __ATOMIC_SEQ_CST);
+
+    if (b->completed == b->warmup &&
+        __atomic_add_fetch(&w->warm, 1, __ATOMIC_SEQ_CST) == w->nqueues) {
+        w->m0 = b->malloc_get();
+        w->c0 = done;
+        __atomic_store_n(&w->state, 1, __ATOMIC_SEQ_CST);
+    }
+    int open = 1;
+    if (b->completed == b->count &&
+        __atomic_compare_exchange_n(&w->state, &open, 2, false,
+                                    __ATOMIC_SEQ_CST, __ATOMIC_SEQ_CST)) {
+        w->m1 = b->malloc_get();
+        w->c1 = __atomic_load_n(&w->completed, __ATOMIC_SEQ_CST);
+    }
+}
 
 /* ---- the request loop ----------------------------------------------------------- */
 
@@ -154,7 +189,12 @@ static void bench_side_flush_cb(void *opaque, int64_t ret)
 static void bench_completed(ImgBench *b)
 {
     b->completed++;
-    if (b->malloc_get && b->completed == b->warmup) {
+    if (b->mw) {
+        malloc_window_note(b);
+        if (b->completed == b->count) {
+            b->end_ns = clock_ns();
+        }
+    } else if (b->malloc_get && b->completed == b->warmup) {
         b->mallocs_at_warmup = b->malloc_get();
         if (b->malloc_trace) {
             b->malloc_trace(1);
@@ -958,10 +998,6 @@ int img_bench(int argc, char **argv)
         img_error("--queues %d: more queues than requests (%d)", nqueues, b.count);
         return 1;
     }
-    if (nqueues > 1 && malloc_report) {
-        img_error("--malloc-report counts one queue: use it without --queues");
-        return 1;
-    }
     if (b.vectors > b.bufsize) {
         img_error("--vectors %d: more elements than bytes per request (%" PRId64 ")",
                   b.vectors, b.bufsize);
@@ -1074,6 +1110,10 @@ int img_bench(int argc, char **argv)
      * remainder), from where the single cursor would be after the shares
      * before it. */
     b.loop = b.ctx->loop;
+    MallocWindow mwin = { .nqueues = nqueues };
+    if (nqueues > 1 && b.malloc_get) {
+        b.mw = &mwin;
+    }
     BenchQueue *qs = g_new0(BenchQueue, nqueues);
     BenchSync sync = { 0 };
     mutex_init(&sync.lock);
@@ -1083,12 +1123,16 @@ int img_bench(int argc, char **argv)
         BenchQueue *bq = &qs[i];
         bq->b = b;
         bq->b.count = total_count / nqueues + (i < total_count % nqueues);
+        bq->b.warmup = MIN(BENCH_WARMUP, bq->b.count / 2);
         bq->b.parked = g_new(BenchSlot *, b.depth);
         co_queue_init(&bq->b.gate);
         bq->slots = &slots[i * b.depth];
         bq->sync = &sync;
     }
     b.count = total_count / nqueues + (total_count % nqueues > 0);
+    if (b.mw) {
+        b.warmup = MIN(BENCH_WARMUP, b.count / 2);
+    }
     for (int i = 1; i < nqueues; i++) {
         int64_t skip = 0;
         for (int k = 0; k < i; k++) {
@@ -1179,7 +1223,12 @@ int img_bench(int argc, char **argv)
                   (double)(ru1.ru_stime.tv_usec - ru0.ru_stime.tv_usec) / 1e6;
         r.cpu_ns_per_req = (r.user_s + r.sys_s) * 1e9 / (double)b.count;
         r.max_rss_kb = ru1.ru_maxrss;
-        if (b.malloc_get) {
+        if (b.mw) {
+            r.have_mallocs = mwin.state == 2;
+            r.mallocs = mwin.m1 - mwin.m0;
+            r.measured = (uint64_t)(mwin.c1 - mwin.c0);
+            r.mallocs_per_req = r.measured ? (double)r.mallocs / (double)r.measured : 0;
+        } else if (b.malloc_get) {
             r.have_mallocs = true;
             r.mallocs = b.mallocs_at_end - b.mallocs_at_warmup;
             r.measured = (uint64_t)(b.count - b.warmup);
