@@ -435,6 +435,9 @@ static gpointer bench_queue_thread(gpointer opaque)
     bq->q = strata_queue_new(bq->b.ctx, &bq->err);
     if (bq->q) {
         bq->b.loop = bq->q->loop;
+        /* The callback form submits from this thread outside the loop
+         * too: send it to this queue. */
+        strata_queue_set_current(bq->q);
     }
     sync_count(y, &y->ready);
     if (!bq->q) {
