@@ -552,7 +552,8 @@ static BackendReq *req_alloc(StrataBackend *be, StrataQueue *q)
     if (r) {
         sh->free_list = r->next;
     }
-    sh->alive++;
+    /* Under the lock, atomic for the readers that sum it without. */
+    __atomic_add_fetch(&sh->alive, 1, __ATOMIC_RELAXED);
     sh->submitted++;
     spin_unlock(&sh->lock);
     if (!r) {
@@ -595,7 +596,7 @@ static void backend_aio_co_entry(void *opaque)
     spin_unlock(&sh->lock);
     cb(cb_opaque, ret);
     spin_lock(&sh->lock);
-    sh->alive--;
+    __atomic_sub_fetch(&sh->alive, 1, __ATOMIC_RELEASE);
     spin_unlock(&sh->lock);
     ctx_note_idle(be->ctx);
 }

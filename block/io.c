@@ -189,32 +189,29 @@ void node_shards_free(StrataNode *node)
     }
 }
 
+/* The sum of one counter over the node's shards (drains, flushes). */
+#define NODE_SHARD_SUM(node, field) ({                                      \
+        uint64_t sum_ = 0;                                                  \
+        for (unsigned q_ = 0; q_ < STRATA_MAX_QUEUES; q_++) {               \
+            NodeShard *sh_ = __atomic_load_n(&(node)->shard[q_],            \
+                                             __ATOMIC_ACQUIRE);             \
+            if (sh_) {                                                      \
+                sum_ += __atomic_load_n(&sh_->field, __ATOMIC_ACQUIRE);     \
+            }                                                               \
+        }                                                                   \
+        sum_;                                                               \
+    })
+
 static int64_t node_in_flight(const StrataNode *node)
 {
-    int64_t n = 0;
-
-    for (unsigned q = 0; q < STRATA_MAX_QUEUES; q++) {
-        NodeShard *sh = __atomic_load_n(&node->shard[q], __ATOMIC_ACQUIRE);
-        if (sh) {
-            n += __atomic_load_n(&sh->in_flight, __ATOMIC_ACQUIRE);
-        }
-    }
-    return n;
+    return (int64_t)NODE_SHARD_SUM(node, in_flight);
 }
 
 /* Writes completed on every queue: each shard's count only grows, so the
  * sum is unchanged exactly when no write completed in between. */
 static uint64_t node_write_gen(const StrataNode *node)
 {
-    uint64_t gen = 0;
-
-    for (unsigned q = 0; q < STRATA_MAX_QUEUES; q++) {
-        NodeShard *sh = __atomic_load_n(&node->shard[q], __ATOMIC_ACQUIRE);
-        if (sh) {
-            gen += __atomic_load_n(&sh->write_gen, __ATOMIC_ACQUIRE);
-        }
-    }
-    return gen;
+    return NODE_SHARD_SUM(node, write_gen);
 }
 
 /* A write (or write-zeroes, discard, truncate) completed on this queue. */

@@ -410,11 +410,6 @@ static void test_drain_reopen(void)
 
 /* ---- flush across queues -------------------------------------------------------- */
 
-typedef struct FlushStep {
-    Worker *w;
-    int op;                     /* 1 write, 2 flush */
-} FlushStep;
-
 static int mq_flushes(MqEnv *e)
 {
     StrataStats st;
