@@ -51,7 +51,8 @@ run_unit() {   # NAME BUILDDIR [meson test args] -- [setup args]
     grep -E '^ *[0-9]+/[0-9]+ ' "$summary_dir/$name.log" | sed 's/^/  /'
     [ $rc -ne 0 ] && { status=1; tail -n 60 "$summary_dir/$name.log"; }
     if [ -f "$dir/meson-logs/testlog.json" ]; then
-        python3 scripts/count-tap.py "$dir/meson-logs/testlog.json" > "$summary_dir/$name"
+        python3 scripts/count-tap.py "$dir/meson-logs/testlog.json" \
+            "$summary_dir/failures.txt" > "$summary_dir/$name"
     else
         echo "test: no test ran in $dir (did the build fail?)"
         echo "0 0 0 1" > "$summary_dir/$name"
@@ -77,30 +78,42 @@ if [ "${SKIP_TSAN:-0}" != 1 ]; then
     run_unit tsan build-tsan --suite threads -- -Db_sanitize=thread -Db_lundef=false
 fi
 
+run_iotests() {   # LABEL SUMMARY-NAME check-args...
+    local label=$1 name=$2; shift 2
+    echo "== iotests ($label) =="
+    tests/iotests/check "$@" --summary "$summary_dir/$name" \
+        2>&1 | tee "$summary_dir/$name.log"
+    [ "${PIPESTATUS[0]}" -eq 0 ] || status=1
+    sed -n "s/^Failures: /iotests ($label): /p" "$summary_dir/$name.log" \
+        >> "$summary_dir/failures.txt"
+}
+
 if [ -x tests/iotests/check ]; then
     for aio in threads native io_uring; do
-        echo "== iotests (auto group, aio=$aio) =="
-        tests/iotests/check -g auto -i "$aio" --summary "$summary_dir/iotests-$aio" || status=1
+        run_iotests "auto group, aio=$aio" "iotests-$aio" -g auto -i "$aio"
     done
     # The padding tests again with the align filter padding, once, over
     # O_DIRECT (the engine below the filter changes nothing in it).
-    echo "== iotests (align group: padding tests on the align filter, -t none) =="
-    tests/iotests/check -g align -i threads -t none \
-        --summary "$summary_dir/iotests-align" || status=1
+    run_iotests "align group: padding tests on the align filter, -t none" \
+        iotests-align -g align -i threads -t none
     # Once, not per engine (an nbd node has no file node): the nbd
     # driver's tests against qemu-nbd and nbdkit, and the protocol-agnostic
     # tests over raw -> nbd -> nbdkit memory.
-    echo "== iotests (groups proto and nbd, over NBD) =="
-    tests/iotests/check -nbd -g proto,nbd --summary "$summary_dir/iotests-nbd" || status=1
+    run_iotests "groups proto and nbd, over NBD" iotests-nbd -nbd -g proto,nbd
 fi
 
+# What failed, again at the end, where a truncated log still shows it.
+if [ -s "$summary_dir/failures.txt" ]; then
+    echo "== failures =="
+    sed 's/^/  /' "$summary_dir/failures.txt"
+fi
 python3 - "$summary_dir" <<'PY'
 import os, sys
 d = sys.argv[1]
 p = f = s = 0
 for name in sorted(os.listdir(d)):
     path = os.path.join(d, name)
-    if name.endswith('.log'):
+    if name.endswith('.log') or name.endswith('.txt'):
         continue
     with open(path) as fh:
         parts = fh.read().split()
