@@ -141,7 +141,8 @@ typedef struct BlockStats {
     BlockPadStats pad;
 } BlockStats;
 
-/* Record one completed request of @type. */
+/* Record one completed request of @type that began at @start_ns, taken
+ * with co_clock_begin() (this call is its co_clock_end()). */
 void block_stats_account(BlockStats *s, BlockReqType type, int64_t bytes,
                          int ret, int64_t start_ns);
 

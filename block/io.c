@@ -47,7 +47,7 @@ void block_stats_account(BlockStats *s, BlockReqType type, int64_t bytes,
                          int ret, int64_t start_ns)
 {
     BlockOpStats *op = &s->op[type];
-    int64_t ns = clock_ns() - start_ns;
+    int64_t ns = co_clock_end() - start_ns;
     int bucket = ns > 0 ? 63 - __builtin_clzll((uint64_t)ns) : 0;
 
     /* Only this queue's thread writes its shard (SHARD_ADD). */
@@ -785,7 +785,7 @@ static int node_co_preadv_entered(StrataNode *node, NodeShard *sh, int64_t offse
                                   int64_t bytes, const IOVector *qiov,
                                   int flags)
 {
-    int64_t start = clock_ns();
+    int64_t start = co_clock_begin();
     BlockReq req;
     int ret = check_rw(offset, bytes, qiov);
 
@@ -817,7 +817,7 @@ static int node_co_pwritev_entered(StrataNode *node, NodeShard *sh, int64_t offs
                                    int64_t bytes, const IOVector *qiov,
                                    int flags)
 {
-    int64_t start = clock_ns();
+    int64_t start = co_clock_begin();
     BlockReq req;
     int ret = check_rw(offset, bytes, qiov);
 
@@ -852,7 +852,7 @@ static int node_co_pwritev_entered(StrataNode *node, NodeShard *sh, int64_t offs
 static int node_co_pwrite_zeroes_entered(StrataNode *node, NodeShard *sh, int64_t offset,
                                          int64_t bytes, int flags)
 {
-    int64_t start = clock_ns();
+    int64_t start = co_clock_begin();
     uint32_t align = node->bl.request_alignment;
     BlockReq req;
     int ret = check_range(offset, bytes);
@@ -884,7 +884,7 @@ static int node_co_pwrite_zeroes_entered(StrataNode *node, NodeShard *sh, int64_
 static int node_co_pdiscard_entered(StrataNode *node, NodeShard *sh, int64_t offset,
                                     int64_t bytes)
 {
-    int64_t start = clock_ns();
+    int64_t start = co_clock_begin();
     const BlockLimits *bl = &node->bl;
     uint32_t align = MAX(bl->pdiscard_alignment, bl->request_alignment);
     int64_t max = bl->max_pdiscard ? bl->max_pdiscard : INT64_MAX;
@@ -959,7 +959,7 @@ static int drv_co_flush(StrataNode *node)
 
 static int node_co_flush_entered(StrataNode *node, NodeShard *sh)
 {
-    int64_t start = clock_ns();
+    int64_t start = co_clock_begin();
     uint64_t gen;
     int ret = 0;
 

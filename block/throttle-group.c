@@ -13,6 +13,7 @@
 #include <string.h>
 #include "block/throttle-group.h"
 #include "strata/strata.h"
+#include "util/coroutine.h"
 #include "util/thread.h"
 
 struct ThrottleGroup {
@@ -265,9 +266,9 @@ void throttle_group_co_intercept(ThrottleGroupMember *tgm, bool is_write,
     ThrottleAction act;
     bool woken = false;
     int d = is_write;
-    /* One clock read on the fast path: a request that does not wait
-     * starts at the time it arrived. */
-    int64_t now = clock_ns();
+    /* No clock read of its own on the fast path: a request that does not
+     * wait starts at the time it entered the node. */
+    int64_t now = co_clock_now();
 
     mutex_lock(&tg->lock);
     if (!throttle_sched_arrive(&tg->sched, &tgm->m, is_write, now, &act)) {

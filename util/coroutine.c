@@ -97,8 +97,18 @@ struct Coroutine {
     void *tsan_fiber;
 };
 
+/* co_clock_begin()/co_clock_end(): the last reads, valid until the next
+ * switch (see util/coroutine.h). */
+typedef struct CoClock {
+    int64_t depth;              /* nesting; compared only within a window */
+    int64_t start_ns, start_depth;
+    int64_t end_ns, end_depth;
+    bool start_valid, end_valid;
+} CoClock;
+
 typedef struct CoThread {
     Coroutine *current;         /* NULL outside coroutines */
+    CoClock clock;
     Coroutine leader;
     Coroutine *pool;            /* terminated coroutines with their stacks */
     CoroutinePoolStats stats;
@@ -337,6 +347,9 @@ void co_pool_stats(CoroutinePoolStats *out)
 static void co_set_current(CoThread *t, Coroutine *co)
 {
     t->current = co->is_leader ? NULL : co;
+    /* Another coroutine runs now: time may pass before anything here
+     * runs again. */
+    t->clock.start_valid = t->clock.end_valid = false;
 }
 
 static __attribute__((noreturn)) void co_terminate(Coroutine *co)
@@ -405,7 +418,7 @@ void co_enter(Coroutine *co)
     assert(co->state != CO_STATE_TERMINATED && "co_enter: coroutine is freed");
     co->caller = from;
     co->state = CO_STATE_RUNNING;
-    t->current = co;
+    co_set_current(t, co);
     co_asan_before_switch(from, false, co);
     co_tsan_switch(from, co);
     co_context_switch(&from->ctx, &co->ctx);
@@ -453,6 +466,45 @@ void co_yield(void)
     co_context_switch(&self->ctx, &to->ctx);
     /* Possibly resumed in another thread: t is stale from here on. */
     co_asan_after_switch(self, self->caller);
+}
+
+/* ---- nested timestamps -------------------------------------------------- */
+
+int64_t co_clock_begin(void)
+{
+    CoClock *c = &co_thread()->clock;
+    int64_t d = ++c->depth;
+
+    if (c->start_valid && c->start_depth < d) {
+        return c->start_ns;     /* a caller began moments ago */
+    }
+    c->start_ns = clock_ns();
+    c->start_depth = d;
+    c->start_valid = true;
+    c->end_valid = false;       /* an earlier end is not this level's */
+    return c->start_ns;
+}
+
+int64_t co_clock_end(void)
+{
+    CoClock *c = &co_thread()->clock;
+    int64_t d = c->depth--;
+
+    if (c->end_valid && c->end_depth > d) {
+        return c->end_ns;       /* a callee ended moments ago */
+    }
+    c->end_ns = clock_ns();
+    c->end_depth = d;
+    c->end_valid = true;
+    c->start_valid = false;     /* a later begin starts after this */
+    return c->end_ns;
+}
+
+int64_t co_clock_now(void)
+{
+    CoClock *c = &co_thread()->clock;
+
+    return c->start_valid ? c->start_ns : clock_ns();
 }
 
 Coroutine *co_self(void)
