@@ -469,6 +469,10 @@ struct StrataQueue {
     Mutex lock;
     QueueWork *pending_head, *pending_tail;
     LoopBH *submit_bh;
+    /* This thread's share of ctx->pool (util/bufpool.h), flushed by
+     * @pool_bh when the pool asks. */
+    BufPoolCache *pool_cache;
+    LoopBH *pool_bh;
 };
 
 /* Context internals (block/context.c). */
@@ -504,6 +508,15 @@ StrataQueue *queue_create(StrataContext *ctx, unsigned index, StrataError **errp
 void queue_destroy(StrataQueue *q);
 /* While a drained section waits: a request leaving a node or a backend
  * in another queue's thread wakes the context's loop. */
+/* The bounce-buffer cache of the current thread's queue of @ctx, or NULL
+ * (then the pool itself serves). */
+static inline BufPoolCache *ctx_pool_cache(StrataContext *ctx)
+{
+    StrataQueue *q = queue_current();
+
+    return q && q->ctx == ctx ? q->pool_cache : NULL;
+}
+
 static inline void ctx_note_idle(StrataContext *ctx)
 {
     if (__builtin_expect(__atomic_load_n(&ctx->draining, __ATOMIC_RELAXED) > 0, 0)) {

@@ -12,16 +12,17 @@
 STRATA_EXPORT StrataContext *strata_context_new(StrataError **errp)
 {
     StrataContext *ctx = g_new0(StrataContext, 1);
+    ctx->pool = bufpool_new(0, 0);
     StrataQueue *q = queue_create(ctx, 0, errp);
 
     if (!q) {
+        bufpool_free(ctx->pool);
         g_free(ctx);
         return NULL;
     }
     mutex_init(&ctx->queues_lock);
     ctx->queues[0] = q;
     ctx->loop = q->loop;
-    ctx->pool = bufpool_new(0, 0);
     ctx->nodes = g_hash_table_new(g_str_hash, g_str_equal);
     /* The creating thread owns the loop (loop_new) until a loop thread is
      * started; it is also the thread's default loop for new coroutines. */

@@ -361,9 +361,15 @@ static void plan_init(PadPlan *p, StrataNode *node, bool is_write,
 
 static void plan_cleanup(PadPlan *p)
 {
-    BufPool *pool = p->node->ctx->pool;
+    StrataContext *ctx = p->node->ctx;
+    BufPoolCache *cache = ctx_pool_cache(ctx);
+
     for (int i = 0; i < p->nbufs; i++) {
-        bufpool_put(pool, p->pool_level, p->bufs[i], p->sizes[i]);
+        if (cache) {
+            bufpool_cache_put(cache, p->pool_level, p->bufs[i], p->sizes[i]);
+        } else {
+            bufpool_put(ctx->pool, p->pool_level, p->bufs[i], p->sizes[i]);
+        }
     }
     if (p->nbufs) {
         /* What this level held is back: a later reservation of this
@@ -410,9 +416,13 @@ static int plan_co_reserve(PadPlan *p)
          * filter would otherwise wait for ever for its own head buffer.
          */
         unsigned *depth = co_pool_depth();
+        BufPoolCache *cache = ctx_pool_cache(node->ctx);
+
         p->pool_level = *depth;
-        ret = bufpool_try_get(node->ctx->pool, p->pool_level, n, p->sizes,
-                              p->bufs);
+        ret = cache ? bufpool_cache_try_get(cache, p->pool_level, n,
+                                            p->sizes, p->bufs)
+                    : bufpool_try_get(node->ctx->pool, p->pool_level, n,
+                                      p->sizes, p->bufs);
         if (ret == -EAGAIN) {
             SHARD_ADD(node_stats(node)->pad.pool_waits, 1);
             ret = bufpool_co_get(node->ctx->pool, p->pool_level, n, p->sizes,

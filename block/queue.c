@@ -68,6 +68,21 @@ StrataQueue *queue_for_submit(StrataContext *ctx)
     return ctx->queues[0];
 }
 
+static void queue_pool_bh(void *opaque)
+{
+    StrataQueue *q = opaque;
+
+    bufpool_cache_flush(q->pool_cache);
+}
+
+/* The pool asks (any thread, under its lock) for this queue's cache. */
+static void queue_pool_kick(void *opaque)
+{
+    StrataQueue *q = opaque;
+
+    loop_bh_schedule(q->pool_bh);
+}
+
 StrataQueue *queue_create(StrataContext *ctx, unsigned index, StrataError **errp)
 {
     Loop *loop = loop_new(errp);
@@ -81,6 +96,8 @@ StrataQueue *queue_create(StrataContext *ctx, unsigned index, StrataError **errp
     q->loop = loop;
     mutex_init(&q->lock);
     q->submit_bh = loop_bh_new(loop, queue_submit_bh, q);
+    q->pool_bh = loop_bh_new(loop, queue_pool_bh, q);
+    q->pool_cache = bufpool_cache_new(ctx->pool, queue_pool_kick, q);
     loop_set_user(loop, q);
     return q;
 }
@@ -102,6 +119,8 @@ void queue_destroy(StrataQueue *q)
     }
     loop_attach_current(attached == q->loop ? NULL : attached);
     g_assert(!q->pending_head);
+    bufpool_cache_free(q->pool_cache);
+    loop_bh_delete(q->pool_bh);
     loop_bh_delete(q->submit_bh);
     loop_free(q->loop);
     mutex_cleanup(&q->lock);

@@ -74,10 +74,31 @@ typedef struct BufPoolWaiter {
     struct BufPoolWaiter *next;
 } BufPoolWaiter;
 
+/*
+ * A thread's cache (see "Per-thread caches" in util/bufpool.h).  Only the
+ * owner thread touches it; the pool asks the owner to flush it through
+ * @kick.  Its buffers stay counted as in use at level 0.
+ */
+struct BufPoolCache {
+    BufPool *pool;
+    FreeBuf *free_list[BUFPOOL_NSHIFTS];
+    uint64_t bytes;             /* class bytes held; owner writes, stats read */
+    uint64_t hits;              /* buffers handed out from here */
+    BufPoolKick *kick;
+    void *kick_opaque;
+    BufPoolCache *next;         /* pool->caches, under pool->lock */
+};
+
 struct BufPool {
+    /* Read on every cache operation, written when the first waiter comes
+     * and when the last one leaves: on a line of its own, so that the
+     * counters below, written under the lock, do not evict it. */
+    bool contended __attribute__((aligned(64)));
+    uint64_t cache_max;         /* bytes one cache may hold */
     /* Every queue's thread uses the pool: each public call holds @lock; a
      * waiter sleeps on its level's CoQueue with the lock released. */
-    Mutex lock;
+    Mutex lock __attribute__((aligned(64)));
+    BufPoolCache *caches;
     size_t page_size;
     size_t align;
     unsigned min_shift;         /* log2(align): the smallest class */
@@ -102,6 +123,7 @@ struct BufPool {
 
     uint64_t allocations;
     uint64_t reuses;
+    uint64_t cache_hits;        /* of caches freed since */
     uint64_t waits;
     uint64_t prefault_failures;
 };
@@ -430,6 +452,8 @@ static int bufpool_take(BufPool *pool, unsigned level, int n,
  */
 static void bufpool_grant_waiters(BufPool *pool)
 {
+    bool waiting = false;
+
     for (int l = BUFPOOL_LEVELS - 1; l >= 0; l--) {
         BufPoolWaiter *w;
 
@@ -448,6 +472,28 @@ static void bufpool_grant_waiters(BufPool *pool)
             assert(woke);
             (void)woke;
         }
+        waiting |= pool->wait_head[l] != NULL;
+    }
+    if (!waiting && pool->contended) {
+        /* Caches may keep buffers again. */
+        __atomic_store_n(&pool->contended, false, __ATOMIC_RELAXED);
+    }
+}
+
+/*
+ * A reservation waits: no cache may keep buffers (they count as committed
+ * and would hold it back) until every waiter is served.  Each owner
+ * flushes its cache in its own thread; the flag, set under the lock, makes
+ * every cache operation after that flush take the locked path.
+ */
+static void bufpool_set_contended(BufPool *pool)
+{
+    if (pool->contended) {
+        return;
+    }
+    __atomic_store_n(&pool->contended, true, __ATOMIC_RELAXED);
+    for (BufPoolCache *c = pool->caches; c; c = c->next) {
+        c->kick(c->kick_opaque);
     }
 }
 
@@ -504,6 +550,7 @@ static int bufpool_co_get_locked(BufPool *pool, unsigned level, int n,
     }
     pool->wait_tail[level] = &w;
     pool->waits++;
+    bufpool_set_contended(pool);
     co_queue_wait_mutex(&pool->queue[level], &pool->lock);
 
     /* Only bufpool_grant_waiters() wakes this queue. */
@@ -559,6 +606,174 @@ void bufpool_put(BufPool *pool, unsigned level, void *buf, size_t size)
     mutex_unlock(&pool->lock);
 }
 
+/* ---- per-thread caches -------------------------------------------------- */
+
+/* What one cache may keep: enough for a queue's sub-block RMWs at depth
+ * 64, a small share of the cap. */
+static uint64_t bufpool_cache_max(uint64_t cap)
+{
+    return MIN((uint64_t)1 << 20, cap / 32);
+}
+
+BufPoolCache *bufpool_cache_new(BufPool *pool, BufPoolKick *kick,
+                                void *opaque)
+{
+    BufPoolCache *c = g_new0(BufPoolCache, 1);
+
+    c->pool = pool;
+    c->kick = kick;
+    c->kick_opaque = opaque;
+    mutex_lock(&pool->lock);
+    c->next = pool->caches;
+    pool->caches = c;
+    mutex_unlock(&pool->lock);
+    return c;
+}
+
+/* Give every cached buffer back to the pool; pool->lock held. */
+static void bufpool_cache_drain_locked(BufPool *pool, BufPoolCache *c)
+{
+    for (unsigned shift = pool->min_shift; shift <= BUFPOOL_MAX_SHIFT;
+         shift++) {
+        while (c->free_list[shift]) {
+            FreeBuf *fb = c->free_list[shift];
+            size_t csize = (size_t)1 << shift;
+
+            c->free_list[shift] = fb->next;
+            pool->bytes_in_use -= csize;
+            pool->committed[0] -= csize;
+            if (pool->bytes_held > pool->cap) {
+                bufpool_unmap(fb, csize);
+                pool->bytes_held -= csize;
+            } else {
+                bufpool_push_free(pool, fb, shift);
+            }
+        }
+    }
+    __atomic_store_n(&c->bytes, 0, __ATOMIC_RELAXED);
+}
+
+void bufpool_cache_flush(BufPoolCache *c)
+{
+    BufPool *pool = c->pool;
+
+    mutex_lock(&pool->lock);
+    bufpool_cache_drain_locked(pool, c);
+    bufpool_grant_waiters(pool);
+    mutex_unlock(&pool->lock);
+}
+
+void bufpool_cache_free(BufPoolCache *c)
+{
+    BufPool *pool;
+
+    if (!c) {
+        return;
+    }
+    pool = c->pool;
+    mutex_lock(&pool->lock);
+    bufpool_cache_drain_locked(pool, c);
+    for (BufPoolCache **p = &pool->caches; *p; p = &(*p)->next) {
+        if (*p == c) {
+            *p = c->next;
+            break;
+        }
+    }
+    pool->cache_hits += c->hits;
+    bufpool_grant_waiters(pool);
+    mutex_unlock(&pool->lock);
+    g_free(c);
+}
+
+/* All @n buffers from @c, or none (false). */
+static bool bufpool_cache_take(BufPoolCache *c, int n, const size_t *sizes,
+                               void **bufs)
+{
+    BufPool *pool = c->pool;
+    uint64_t total = 0;
+    int i;
+
+    if (n <= 0 || __atomic_load_n(&pool->contended, __ATOMIC_RELAXED)) {
+        return false;
+    }
+    for (i = 0; i < n; i++) {
+        int shift = bufpool_class_shift(pool, sizes[i]);
+        FreeBuf *fb;
+
+        if (sizes[i] == 0 || shift < 0 || !(fb = c->free_list[shift])) {
+            break;
+        }
+        c->free_list[shift] = fb->next;
+        BUF_UNPOISON(fb, (size_t)1 << shift);
+        bufs[i] = fb;
+        total += (uint64_t)1 << shift;
+    }
+    if (i == n) {
+        SHARD_ADD(c->bytes, -total);
+        SHARD_ADD(c->hits, (uint64_t)n);
+        return true;
+    }
+    /* Put back what was taken, in reverse (each list's order stays). */
+    while (i-- > 0) {
+        unsigned shift = bufpool_class_shift(pool, sizes[i]);
+        FreeBuf *fb = bufs[i];
+
+        fb->next = c->free_list[shift];
+        BUF_POISON((uint8_t *)fb + sizeof(*fb),
+                   ((size_t)1 << shift) - sizeof(*fb));
+        c->free_list[shift] = fb;
+    }
+    return false;
+}
+
+/* Keep @buf in @c if it may; false sends it to the pool. */
+static bool bufpool_cache_keep(BufPoolCache *c, void *buf, size_t size)
+{
+    BufPool *pool = c->pool;
+    int shift = bufpool_class_shift(pool, size);
+    FreeBuf *fb = buf;
+    uint64_t csize;
+
+    assert(buf != NULL && size > 0 && shift >= 0);
+    csize = (uint64_t)1 << shift;
+    if (__atomic_load_n(&pool->contended, __ATOMIC_RELAXED) ||
+        c->bytes + csize > __atomic_load_n(&pool->cache_max, __ATOMIC_RELAXED)) {
+        return false;
+    }
+    fb->next = c->free_list[shift];
+    BUF_POISON((uint8_t *)buf + sizeof(*fb), csize - sizeof(*fb));
+    c->free_list[shift] = fb;
+    SHARD_ADD(c->bytes, csize);
+    return true;
+}
+
+int bufpool_cache_try_get(BufPoolCache *c, unsigned level, int n,
+                          const size_t *sizes, void **bufs)
+{
+    if (level == 0 && bufpool_cache_take(c, n, sizes, bufs)) {
+        return 0;
+    }
+    return bufpool_try_get(c->pool, level, n, sizes, bufs);
+}
+
+int bufpool_cache_co_get(BufPoolCache *c, unsigned level, int n,
+                         const size_t *sizes, void **bufs)
+{
+    if (level == 0 && bufpool_cache_take(c, n, sizes, bufs)) {
+        return 0;
+    }
+    return bufpool_co_get(c->pool, level, n, sizes, bufs);
+}
+
+void bufpool_cache_put(BufPoolCache *c, unsigned level, void *buf,
+                       size_t size)
+{
+    if (level == 0 && bufpool_cache_keep(c, buf, size)) {
+        return;
+    }
+    bufpool_put(c->pool, level, buf, size);
+}
+
 /* ---- control ------------------------------------------------------------ */
 
 BufPool *bufpool_new(size_t align, size_t cap_bytes)
@@ -573,6 +788,7 @@ BufPool *bufpool_new(size_t align, size_t cap_bytes)
     pool->align = MAX((size_t)page, align);
     pool->min_shift = __builtin_ctzll(pool->align);
     pool->cap = cap_bytes ? cap_bytes : BUFPOOL_DEFAULT_CAP;
+    pool->cache_max = bufpool_cache_max(pool->cap);
     for (unsigned l = 0; l < BUFPOOL_LEVELS; l++) {
         co_queue_init(&pool->queue[l]);
     }
@@ -585,6 +801,7 @@ void bufpool_free(BufPool *pool)
     if (pool == NULL) {
         return;
     }
+    assert(pool->caches == NULL);
     assert(pool->bytes_in_use == 0);
     assert(pool->reserved == 0);
     for (unsigned l = 0; l < BUFPOOL_LEVELS; l++) {
@@ -600,14 +817,24 @@ void bufpool_set_cap(BufPool *pool, size_t cap_bytes)
 {
     mutex_lock(&pool->lock);
     pool->cap = cap_bytes ? cap_bytes : BUFPOOL_DEFAULT_CAP;
+    __atomic_store_n(&pool->cache_max, bufpool_cache_max(pool->cap),
+                     __ATOMIC_RELAXED);
     bufpool_make_room(pool, NULL, 0);
     bufpool_grant_waiters(pool);
+    /* What the caches keep shrinks with the cap at their next flush. */
+    for (BufPoolCache *c = pool->caches; c; c = c->next) {
+        c->kick(c->kick_opaque);
+    }
     mutex_unlock(&pool->lock);
 }
 
 void bufpool_trim(BufPool *pool)
 {
     mutex_lock(&pool->lock);
+    /* Cached buffers come back at the owners' next flush. */
+    for (BufPoolCache *c = pool->caches; c; c = c->next) {
+        c->kick(c->kick_opaque);
+    }
     for (unsigned shift = pool->min_shift; shift <= BUFPOOL_MAX_SHIFT;
          shift++) {
         while (pool->free_count[shift] > 0) {
@@ -619,14 +846,21 @@ void bufpool_trim(BufPool *pool)
 
 void bufpool_get_stats(const BufPool *pool, BufPoolStats *out)
 {
+    uint64_t cached = 0, hits = 0;
+
     mutex_lock((Mutex *)&pool->lock);
+    for (const BufPoolCache *c = pool->caches; c; c = c->next) {
+        cached += SHARD_READ(c->bytes);
+        hits += SHARD_READ(c->hits);
+    }
     *out = (BufPoolStats) {
         .allocations = pool->allocations,
-        .reuses = pool->reuses,
+        .reuses = pool->reuses + pool->cache_hits + hits,
         .waits = pool->waits,
         .prefault_failures = pool->prefault_failures,
         .bytes_held = pool->bytes_held,
-        .bytes_in_use = pool->bytes_in_use,
+        .bytes_in_use = pool->bytes_in_use - cached,
+        .bytes_cached = cached,
         .cap = pool->cap,
     };
     mutex_unlock((Mutex *)&pool->lock);

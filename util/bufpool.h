@@ -42,6 +42,7 @@
 #include "util/error.h"
 
 typedef struct BufPool BufPool;
+typedef struct BufPoolCache BufPoolCache;
 
 #define BUFPOOL_DEFAULT_CAP (64u << 20)
 /* Nesting levels kept apart (see the ordering rule above). */
@@ -89,8 +90,44 @@ int bufpool_try_get(BufPool *pool, unsigned level, int n, const size_t *sizes,
  * call).  Callable anywhere in the pool's thread. */
 void bufpool_put(BufPool *pool, unsigned level, void *buf, size_t size);
 
-/* Release every free buffer back to the system. */
+/* Release every free buffer back to the system (what caches hold comes
+ * back at their owners' next flush, which this asks for). */
 void bufpool_trim(BufPool *pool);
+
+/*
+ * Per-thread caches.  Every queue (thread) of a context reserves through
+ * its own cache, so that a sub-block RMW's buffers come and go without
+ * the pool's lock or a cache line shared with other threads:
+ *  - a buffer put back at level 0 stays in the putting thread's cache, up
+ *    to a small share of the cap (min(1 MiB, cap / 32)), and stays counted
+ *    as in use at level 0: the cap holds with no change to admission;
+ *  - a level-0 reservation that the cache can serve whole takes from it;
+ *    anything else goes to the pool as before;
+ *  - when a reservation has to wait, the pool marks itself contended and
+ *    asks every cache's owner (the @kick callback, which must be callable
+ *    from any thread and make the owner call bufpool_cache_flush() soon)
+ *    to give its buffers back; until the last waiter is served every cache
+ *    operation goes to the pool, so FIFO order holds as without caches;
+ *  - lowering the cap and bufpool_trim() also ask for a flush.
+ * A cache is used by one thread at a time (its owner); the pool's lock is
+ * taken only on the slow path.  The owner must keep flushing when kicked:
+ * a thread that stops running its loop holds its cache's bytes until it
+ * runs again or frees the cache.
+ */
+typedef void BufPoolKick(void *opaque);
+BufPoolCache *bufpool_cache_new(BufPool *pool, BufPoolKick *kick,
+                                void *opaque);
+/* Flush and unregister (owner thread); NULL is a no-op. */
+void bufpool_cache_free(BufPoolCache *cache);
+/* Give every cached buffer back to the pool (owner thread). */
+void bufpool_cache_flush(BufPoolCache *cache);
+/* bufpool_try_get/co_get/put through @cache. */
+int bufpool_cache_try_get(BufPoolCache *cache, unsigned level, int n,
+                          const size_t *sizes, void **bufs);
+int bufpool_cache_co_get(BufPoolCache *cache, unsigned level, int n,
+                         const size_t *sizes, void **bufs);
+void bufpool_cache_put(BufPoolCache *cache, unsigned level, void *buf,
+                       size_t size);
 
 typedef struct BufPoolStats {
     uint64_t allocations;   /* fresh buffers mapped */
@@ -98,7 +135,8 @@ typedef struct BufPoolStats {
     uint64_t waits;         /* reservations that had to wait */
     uint64_t prefault_failures;
     uint64_t bytes_held;    /* in use + free */
-    uint64_t bytes_in_use;
+    uint64_t bytes_in_use;  /* handed out, not counting caches */
+    uint64_t bytes_cached;  /* kept in per-thread caches */
     uint64_t cap;
 } BufPoolStats;
 void bufpool_get_stats(const BufPool *pool, BufPoolStats *out);

@@ -2,7 +2,7 @@
 /*
  * Unit tests for util/bufpool: alignment, size classes, reuse without
  * allocation, the cap (non-waiting and waiting, FIFO admission, oversized
- * reservations), prefault success and failure, trim.
+ * reservations), prefault success and failure, trim, per-thread caches.
  */
 #include <errno.h>
 #include <stdint.h>
@@ -918,6 +918,281 @@ static void test_wait_stress_no_deadlock(void)
     test_loop_free(loop);
 }
 
+/* ---- per-thread caches ---------------------------------------------------- */
+
+typedef struct KickLog {
+    int kicks;
+} KickLog;
+
+static void count_kick(void *opaque)
+{
+    KickLog *k = opaque;
+
+    __atomic_add_fetch(&k->kicks, 1, __ATOMIC_RELAXED);
+}
+
+/* A buffer put back through a cache comes out of it again: no lock, no
+ * pool free list, and it still counts against the cap while cached. */
+static void test_cache_keeps_and_reuses(void)
+{
+    BufPool *pool = bufpool_new(0, 64 * page);
+    KickLog k = { 0 };
+    BufPoolCache *c = bufpool_cache_new(pool, count_kick, &k);
+    size_t one = page;
+    void *a = NULL, *b = NULL;
+    BufPoolStats st;
+
+    g_assert_cmpint(bufpool_cache_try_get(c, 0, 1, &one, &a), ==, 0);
+    bufpool_cache_put(c, 0, a, page);
+    st = get_stats(pool);
+    g_assert_cmpuint(st.bytes_cached, ==, page);
+    g_assert_cmpuint(st.bytes_in_use, ==, 0);
+    g_assert_cmpuint(st.bytes_held, ==, page);
+
+    g_assert_cmpint(bufpool_cache_try_get(c, 0, 1, &one, &b), ==, 0);
+    g_assert_true(a == b);
+    st = get_stats(pool);
+    g_assert_cmpuint(st.bytes_cached, ==, 0);
+    g_assert_cmpuint(st.bytes_in_use, ==, page);
+    g_assert_cmpuint(st.allocations, ==, 1);
+    g_assert_cmpuint(st.reuses, ==, 1);
+
+    /* Nested levels never use the cache: they go to the pool. */
+    bufpool_cache_put(c, 0, b, page);
+    g_assert_cmpint(bufpool_cache_try_get(c, 1, 1, &one, &a), ==, 0);
+    g_assert_true(a != b);
+    g_assert_cmpuint(get_stats(pool).allocations, ==, 2);
+    bufpool_cache_put(c, 1, a, page);
+    st = get_stats(pool);
+    g_assert_cmpuint(st.bytes_cached, ==, page);
+    g_assert_cmpuint(st.bytes_in_use, ==, 0);
+
+    bufpool_cache_free(c);
+    g_assert_cmpint(k.kicks, ==, 0);
+    g_assert_cmpuint(get_stats(pool).bytes_in_use, ==, 0);
+    bufpool_free(pool);
+}
+
+/* A cache keeps at most min(1 MiB, cap / 32); the rest goes back. */
+static void test_cache_bounded(void)
+{
+    BufPool *pool = bufpool_new(0, 64 * page);
+    KickLog k = { 0 };
+    BufPoolCache *c = bufpool_cache_new(pool, count_kick, &k);
+    size_t limit = MIN((size_t)1 << 20, 64 * page / 32);
+    size_t n = limit / page + 2;
+    void **bufs = g_new0(void *, n);
+
+    for (size_t i = 0; i < n; i++) {
+        bufs[i] = get_one(pool, page);
+    }
+    for (size_t i = 0; i < n; i++) {
+        bufpool_cache_put(c, 0, bufs[i], page);
+    }
+    g_assert_cmpuint(get_stats(pool).bytes_cached, ==, limit);
+    g_assert_cmpuint(get_stats(pool).bytes_in_use, ==, 0);
+    bufpool_cache_free(c);
+    g_assert_cmpuint(get_stats(pool).bytes_cached, ==, 0);
+    g_free(bufs);
+    bufpool_free(pool);
+}
+
+/*
+ * The cap and FIFO order hold with caches: at a 64-page cap, 63 pages in
+ * use and one cached by another thread's cache, a 1-page reservation
+ * waits; the pool asks the cache's owner to flush, and until the waiter is
+ * served the cache keeps nothing (puts go to the pool, gets too).
+ */
+static void test_cache_flushes_for_waiter(void)
+{
+    Loop *loop = test_loop_new();
+    BufPool *pool = bufpool_new(0, 64 * page);
+    KickLog k = { 0 };
+    BufPoolCache *c = bufpool_cache_new(pool, count_kick, &k);
+    WaitReq req = { .id = 0, .n = 1, .sizes = { page } };
+    size_t one = page;
+    void *held[6], *cached = NULL, *probe = NULL;
+
+    for (int i = 0; i < 6; i++) {
+        held[i] = get_one(pool, page << i);     /* 1 + 2 + ... + 32 */
+    }
+    g_assert_cmpint(bufpool_cache_try_get(c, 0, 1, &one, &cached), ==, 0);
+    bufpool_cache_put(c, 0, cached, page);
+    g_assert_cmpuint(get_stats(pool).bytes_cached, ==, page);
+
+    req.pool = pool;
+    loop_co_spawn(loop, wait_req_co, &req);
+    drain_loop(loop);
+    g_assert_true(req.started);
+    g_assert_false(req.done);
+    g_assert_cmpint(k.kicks, ==, 1);
+
+    /* Contended: the cache does not serve, so nothing overtakes. */
+    g_assert_cmpint(bufpool_cache_try_get(c, 0, 1, &one, &probe), ==,
+                    -EAGAIN);
+
+    /* The owner flushes (what its kick would make it do): the page goes
+     * to the waiter. */
+    bufpool_cache_flush(c);
+    drain_loop(loop);
+    g_assert_true(req.done);
+    g_assert_cmpuint(get_stats(pool).bytes_cached, ==, 0);
+    g_assert_true(req.bufs[0] == cached);
+
+    /* Served: the cache keeps buffers again. */
+    wait_req_put(&req);
+    bufpool_cache_put(c, 0, held[0], page);
+    g_assert_cmpuint(get_stats(pool).bytes_cached, ==, page);
+    g_assert_cmpint(k.kicks, ==, 1);
+
+    for (int i = 1; i < 6; i++) {
+        bufpool_put(pool, 0, held[i], page << i);
+    }
+    bufpool_cache_free(c);
+    g_assert_cmpuint(get_stats(pool).bytes_in_use, ==, 0);
+    bufpool_free(pool);
+    test_loop_free(loop);
+}
+
+/* Lowering the cap and trimming ask the caches to flush. */
+static void test_cache_kicked_by_cap_and_trim(void)
+{
+    BufPool *pool = bufpool_new(0, 64 * page);
+    KickLog k = { 0 };
+    BufPoolCache *c = bufpool_cache_new(pool, count_kick, &k);
+    void *buf = get_one(pool, page);
+
+    bufpool_cache_put(c, 0, buf, page);
+    bufpool_set_cap(pool, 8 * page);
+    g_assert_cmpint(k.kicks, ==, 1);
+    bufpool_trim(pool);
+    g_assert_cmpint(k.kicks, ==, 2);
+    g_assert_cmpuint(get_stats(pool).bytes_held, ==, page);
+    bufpool_cache_flush(c);
+    bufpool_trim(pool);
+    g_assert_cmpuint(get_stats(pool).bytes_held, ==, 0);
+    bufpool_cache_free(c);
+    bufpool_free(pool);
+}
+
+/*
+ * Threads: each with its own loop and cache, coroutines reserving and
+ * returning 1-3 buffers at a cap small enough that they wait for each
+ * other; the kick schedules the flush in the owner's loop.  All finish,
+ * and the pool ends with nothing in use.
+ */
+typedef struct CacheThread {
+    BufPool *pool;
+    Loop *loop;
+    LoopBH *flush_bh;
+    BufPoolCache *cache;
+    int done;
+    guint32 seed;
+} CacheThread;
+
+typedef struct CacheWorker {
+    CacheThread *t;
+    GRand *rand;
+} CacheWorker;
+
+static void cache_thread_kick(void *opaque)
+{
+    CacheThread *t = opaque;
+
+    loop_bh_schedule(t->flush_bh);
+}
+
+static void cache_thread_flush(void *opaque)
+{
+    CacheThread *t = opaque;
+
+    bufpool_cache_flush(t->cache);
+}
+
+static void cache_worker_co(void *opaque)
+{
+    CacheWorker *w = opaque;
+
+    for (int round = 0; round < 200; round++) {
+        size_t sizes[3];
+        void *bufs[3];
+        int n = g_rand_int_range(w->rand, 1, 4);
+        int ret;
+
+        for (int i = 0; i < n; i++) {
+            sizes[i] = (size_t)g_rand_int_range(w->rand, 1, 3) * page;
+        }
+        ret = bufpool_cache_try_get(w->t->cache, 0, n, sizes, bufs);
+        if (ret == -EAGAIN) {
+            ret = bufpool_co_get(w->t->pool, 0, n, sizes, bufs);
+        }
+        g_assert_cmpint(ret, ==, 0);
+        for (int i = 0; i < n; i++) {
+            memset(bufs[i], 0xa5, sizes[i]);
+        }
+        if (g_rand_boolean(w->rand)) {
+            co_sleep_ns(1000);
+        }
+        for (int i = 0; i < n; i++) {
+            bufpool_cache_put(w->t->cache, 0, bufs[i], sizes[i]);
+        }
+    }
+    w->t->done++;
+}
+
+static gpointer cache_thread_main(gpointer opaque)
+{
+    CacheThread *t = opaque;
+    enum { WORKERS = 16 };
+    CacheWorker w[WORKERS];
+
+    t->loop = loop_new(NULL);
+    g_assert_nonnull(t->loop);
+    loop_attach_current(t->loop);
+    t->flush_bh = loop_bh_new(t->loop, cache_thread_flush, t);
+    t->cache = bufpool_cache_new(t->pool, cache_thread_kick, t);
+    for (int i = 0; i < WORKERS; i++) {
+        w[i] = (CacheWorker) { .t = t,
+                               .rand = g_rand_new_with_seed(t->seed + i) };
+        loop_co_spawn(t->loop, cache_worker_co, &w[i]);
+    }
+    LOOP_RUN_WHILE(t->loop, t->done < WORKERS);
+    bufpool_cache_free(t->cache);
+    drain_loop(t->loop);
+    loop_bh_delete(t->flush_bh);
+    for (int i = 0; i < WORKERS; i++) {
+        g_rand_free(w[i].rand);
+    }
+    loop_attach_current(NULL);
+    loop_free(t->loop);
+    return NULL;
+}
+
+static void test_cache_threads(void)
+{
+    BufPool *pool = bufpool_new(0, 32 * page);
+    CacheThread t[2] = {
+        { .pool = pool, .seed = 1 }, { .pool = pool, .seed = 100 },
+    };
+    GThread *th[2];
+    BufPoolStats st;
+
+    for (int i = 0; i < 2; i++) {
+        th[i] = g_thread_new("cache", cache_thread_main, &t[i]);
+    }
+    for (int i = 0; i < 2; i++) {
+        g_thread_join(th[i]);
+    }
+    st = get_stats(pool);
+    g_assert_cmpuint(st.bytes_in_use, ==, 0);
+    g_assert_cmpuint(st.bytes_cached, ==, 0);
+    g_assert_cmpuint(st.bytes_held, <=, 32 * page);
+    g_assert_cmpuint(st.waits, >, 0);
+    g_test_message("waits %" G_GUINT64_FORMAT " reuses %" G_GUINT64_FORMAT,
+                   st.waits, st.reuses);
+    bufpool_free(pool);
+}
+
 int main(int argc, char **argv)
 {
     g_test_init(&argc, &argv, NULL);
@@ -947,6 +1222,14 @@ int main(int argc, char **argv)
     g_test_add_func("/bufpool/asan/use-after-put-reported",
                     test_asan_use_after_put);
     g_test_add_func("/bufpool/wait/fifo", test_wait_fifo);
+    g_test_add_func("/bufpool/cache/keeps-and-reuses",
+                    test_cache_keeps_and_reuses);
+    g_test_add_func("/bufpool/cache/bounded", test_cache_bounded);
+    g_test_add_func("/bufpool/cache/flushes-for-waiter",
+                    test_cache_flushes_for_waiter);
+    g_test_add_func("/bufpool/cache/kicked-by-cap-and-trim",
+                    test_cache_kicked_by_cap_and_trim);
+    g_test_add_func("/bufpool/cache/threads", test_cache_threads);
     g_test_add_func("/bufpool/levels/deeper-ignores-shallower",
                     test_levels_deeper_ignores_shallower);
     g_test_add_func("/bufpool/levels/deeper-waiters-first",
