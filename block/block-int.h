@@ -527,6 +527,15 @@ static inline void ctx_note_idle(StrataContext *ctx)
  * requests finishing on other queues wake it. */
 void ctx_wait_idle(StrataContext *ctx, bool (*busy)(void *), void *opaque);
 
+/* The graph's write side (block/graph.c): from the context's thread,
+ * outside coroutines, when other queues exist, quiesce every backend of
+ * @ctx and wait until no request is in flight on any queue; returns
+ * whether it did (pass that to graph_wrunlock).  With one queue the
+ * context's thread is the only one that runs requests, so nothing is
+ * needed. */
+bool graph_wrlock(StrataContext *ctx);
+void graph_wrunlock(StrataContext *ctx, bool locked);
+
 /* The shard of @node for the current queue; it exists once a request of
  * this queue entered the node (node_co_* did), so only the request path
  * below an entry point calls these. */

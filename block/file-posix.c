@@ -250,7 +250,7 @@ static bool file_pick_engine(StrataNode *node, FileState *s, FileDesc *d,
             d->engine = state;
             d->engine_why = i == 0 ? reason : "auto: better engines unavailable";
             d->fua = ops->supports_fua && ops->supports_fua(state);
-            memregion_attach_engine(node->ctx, ops, state);
+            memregion_attach_engine(node->ctx, ops, state, 0);
             return true;
         }
         g_autofree char *path = opts_key_path(opts, "aio");
@@ -286,7 +286,7 @@ static bool file_pick_engine(StrataNode *node, FileState *s, FileDesc *d,
     d->fua = ops->supports_fua && ops->supports_fua(d->engine);
     /* An engine state created after the embedder registered guest memory
      * gets the regions now. */
-    memregion_attach_engine(node->ctx, ops, d->engine);
+    memregion_attach_engine(node->ctx, ops, d->engine, 0);
     return true;
 }
 
@@ -438,14 +438,22 @@ static int file_co_submit(StrataNode *node, FileState *s, bool write,
             if (!engine) {
                 return -ENOMEM;
             }
+            memregion_attach_engine(node->ctx, d->ops, engine, q->index);
         }
-    } else if (niov == 1 && memregion_any(node->ctx) && d->ops->co_preadv_fixed) {
-        /* Fixed buffers are registered with the first queue's ring only
-         * (docs/architecture.md, "Threading contract"). */
-        int slot = memregion_lookup(node->ctx, d->ops->id, iov[0].iov_base,
-                                    iov[0].iov_len);
+    }
+    if (niov == 1 && memregion_any(node->ctx) && d->ops->co_preadv_fixed) {
+        /* Each queue's ring has its own fixed buffers: the regions are
+         * registered with it in its thread (block/memregion.c). */
+        int slot = memregion_lookup(node->ctx, d->ops->id, q->index,
+                                    iov[0].iov_base, iov[0].iov_len);
         int ret;
 
+        if (G_UNLIKELY(slot == MEMREGION_NOT_OFFERED)) {
+            /* A region registered since this queue's engine last looked. */
+            memregion_attach_engine(node->ctx, d->ops, engine, q->index);
+            slot = memregion_lookup(node->ctx, d->ops->id, q->index,
+                                    iov[0].iov_base, iov[0].iov_len);
+        }
         if (slot >= 0) {
             if (write) {
                 __atomic_fetch_add(&s->fixed_writes, 1, __ATOMIC_RELAXED);

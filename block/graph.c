@@ -400,7 +400,7 @@ static bool ctx_backends_busy(void *opaque)
     return false;
 }
 
-static bool graph_wrlock(StrataContext *ctx)
+bool graph_wrlock(StrataContext *ctx)
 {
     if (co_in_coroutine() || !ctx_has_other_queues(ctx)) {
         return false;
@@ -413,7 +413,7 @@ static bool graph_wrlock(StrataContext *ctx)
     return true;
 }
 
-static void graph_wrunlock(StrataContext *ctx, bool locked)
+void graph_wrunlock(StrataContext *ctx, bool locked)
 {
     if (!locked) {
         return;

@@ -17,10 +17,26 @@
  * boundary takes the normal path, which costs nothing but the mapping
  * of its pages.
  *
- * Each region keeps, per engine that has been offered it, the slot of
- * each piece or the -errno the engine refused it with.  The table itself
- * exists only while at least one region is registered, so a context whose
- * embedder never registers memory pays one NULL test per request.
+ * Each region keeps, per queue and engine that has been offered it, the
+ * slot of each piece or the -errno the engine refused it with: every
+ * queue's ring has its own fixed-buffer table.  Queue 0's engines are
+ * offered a region when it is registered (in the context's thread, which
+ * is queue 0's); another queue's engine is offered every region it has not
+ * seen, in that queue's own thread, when its state is made and when a
+ * lookup finds a region registered since (MEMREGION_NOT_OFFERED): an
+ * io_uring ring set up with SINGLE_ISSUER takes registrations from its
+ * owner thread only.
+ *
+ * Concurrency: the table's shape (regions added, removed, reallocated)
+ * changes only in the context's thread while every backend is quiesced
+ * (graph_wrlock), so no lookup runs meanwhile; a queue's slot
+ * arrays are written only by that queue's thread, and shape changes and
+ * strata_queue_free() (which forgets its queue's slots) hold
+ * ctx->queues_lock.
+ *
+ * The table itself exists only while at least one region is registered,
+ * so a context whose embedder never registers memory pays one NULL test
+ * per request.
  */
 #include <errno.h>
 #include <inttypes.h>
@@ -35,9 +51,9 @@ typedef struct MemRegion {
     uintptr_t start;
     size_t len;
     int npieces;
-    /* Per engine id: NULL until offered; then per piece a slot >= 0, or
-     * the -errno of the engine's refusal. */
-    int *slot[AIO_ENGINE__MAX];
+    /* Per queue index and engine id: NULL until offered; then per piece a
+     * slot >= 0, or the -errno of the engine's refusal. */
+    int *slot[STRATA_MAX_QUEUES][AIO_ENGINE__MAX];
 } MemRegion;
 
 struct MemRegionTable {
@@ -88,8 +104,8 @@ static int memregion_find(const MemRegionTable *t, uintptr_t addr)
     return lo - 1;
 }
 
-int memregion_lookup(StrataContext *ctx, AioEngineId id, const void *buf,
-                     size_t len)
+int memregion_lookup(StrataContext *ctx, AioEngineId id, unsigned queue,
+                     const void *buf, size_t len)
 {
     const MemRegionTable *t = ctx->memregions;
     uintptr_t addr = (uintptr_t)buf;
@@ -97,7 +113,7 @@ int memregion_lookup(StrataContext *ctx, AioEngineId id, const void *buf,
     size_t off, piece;
     int i;
 
-    g_assert((unsigned)id < AIO_ENGINE__MAX);
+    g_assert((unsigned)id < AIO_ENGINE__MAX && queue < STRATA_MAX_QUEUES);
     if (!t || len == 0) {
         return MEMREGION_MISS;
     }
@@ -114,21 +130,24 @@ int memregion_lookup(StrataContext *ctx, AioEngineId id, const void *buf,
     if ((off + len - 1) / MEMREGION_PIECE_MAX != piece) {
         return MEMREGION_MISS;
     }
-    if (!r->slot[id] || r->slot[id][piece] < 0) {
-        return MEMREGION_UNREGISTERED;
+    const int *slots = r->slot[queue][id];
+    if (!slots) {
+        return MEMREGION_NOT_OFFERED;
     }
-    return r->slot[id][piece];
+    return slots[piece] < 0 ? MEMREGION_UNREGISTERED : slots[piece];
 }
 
-/* Offer every piece of @r to engine @ops; the region must not have been
- * offered to it before. */
+/* Offer every piece of @r to engine @ops of queue @queue (in its
+ * thread); the region must not have been offered to it before. */
 static void memregion_offer(MemRegionTable *t, MemRegion *r,
-                            const AioEngineOps *ops, void *state)
+                            const AioEngineOps *ops, void *state,
+                            unsigned queue)
 {
     int id = ops->id;
+    int *slots;
 
-    g_assert(!r->slot[id]);
-    r->slot[id] = g_new(int, r->npieces);
+    g_assert(!r->slot[queue][id]);
+    slots = g_new(int, r->npieces);
     for (int p = 0; p < r->npieces; p++) {
         size_t off = (size_t)p * MEMREGION_PIECE_MAX;
         size_t len = MIN(r->len - off, MEMREGION_PIECE_MAX);
@@ -137,16 +156,18 @@ static void memregion_offer(MemRegionTable *t, MemRegion *r,
         if (ret == 0) {
             ret = ops->register_region(state, (void *)(r->start + off), len);
         }
-        r->slot[id][p] = ret;
+        slots[p] = ret;
         if (ret < 0) {
             /* Not an error for the embedder: I/O in this piece takes the
              * normal path.  Kept for "info" and tests. */
-            t->last_error[id] = ret;
+            __atomic_store_n(&t->last_error[id], ret, __ATOMIC_RELAXED);
         }
     }
+    /* "info" may read it from the context's thread meanwhile. */
+    __atomic_store_n(&r->slot[queue][id], slots, __ATOMIC_RELEASE);
 }
 
-/* The engine states of @ctx that take fixed buffers, one at a time. */
+/* Queue 0's engine state @id of @ctx, if it takes fixed buffers. */
 static bool memregion_engine(StrataContext *ctx, int id,
                              const AioEngineOps **ops, void **state)
 {
@@ -156,42 +177,122 @@ static bool memregion_engine(StrataContext *ctx, int id,
 }
 
 void memregion_attach_engine(StrataContext *ctx, const AioEngineOps *ops,
-                             void *state)
+                             void *state, unsigned queue)
 {
     MemRegionTable *t = ctx->memregions;
 
     if (!t || !ops->register_region) {
         return;
     }
-    g_assert(ctx->queues[0]->engine[ops->id] == state);
     for (int i = 0; i < t->n; i++) {
-        if (!t->r[i].slot[ops->id]) {
-            memregion_offer(t, &t->r[i], ops, state);
+        if (!t->r[i].slot[queue][ops->id]) {
+            memregion_offer(t, &t->r[i], ops, state, queue);
         }
     }
 }
 
-/* Give back @r's slots to every engine state still alive and free its
- * bookkeeping. */
-static void memregion_release(StrataContext *ctx, MemRegion *r, bool engines)
-{
-    for (int id = 0; id < AIO_ENGINE__MAX; id++) {
-        const AioEngineOps *ops;
-        void *state;
+/* Slots to give back to one queue's engine, in that queue's thread. */
+typedef struct MemRegionRelease {
+    QueueWork work;
+    StrataQueue *q;
+    int id;
+    int n;
+    int slots[];
+} MemRegionRelease;
 
-        if (!r->slot[id]) {
-            continue;
+static void memregion_release_run(QueueWork *w)
+{
+    MemRegionRelease *rel = (MemRegionRelease *)w;
+    const AioEngineOps *ops = aio_engine_get((AioEngineId)rel->id);
+    void *state = rel->q->engine[rel->id];
+
+    /* A state freed meanwhile took its registrations with it. */
+    if (state && ops->unregister_region) {
+        for (int i = 0; i < rel->n; i++) {
+            ops->unregister_region(state, rel->slots[i]);
         }
-        if (engines && memregion_engine(ctx, id, &ops, &state) &&
+    }
+    g_free(rel);
+}
+
+/* Give back @r's slots of queue @queue's engine @id: at once for queue 0
+ * (this thread's), else through the queue's hand-over list (its ring
+ * takes unregistrations from its own thread only; meanwhile the region is
+ * out of the table, so nothing uses the slots, and the kernel merely keeps
+ * the pages pinned a moment longer). */
+static void memregion_release_slots(StrataContext *ctx, MemRegion *r,
+                                    unsigned queue, int id)
+{
+    const int *slots = r->slot[queue][id];
+    const AioEngineOps *ops;
+    void *state;
+    int n = 0;
+
+    for (int p = 0; p < r->npieces; p++) {
+        n += slots[p] >= 0;
+    }
+    if (n == 0) {
+        return;
+    }
+    if (queue == 0) {
+        if (memregion_engine(ctx, id, &ops, &state) &&
             ops->unregister_region) {
             for (int p = 0; p < r->npieces; p++) {
-                if (r->slot[id][p] >= 0) {
-                    ops->unregister_region(state, r->slot[id][p]);
+                if (slots[p] >= 0) {
+                    ops->unregister_region(state, slots[p]);
                 }
             }
         }
-        g_free(r->slot[id]);
-        r->slot[id] = NULL;
+        return;
+    }
+    StrataQueue *q = ctx->queues[queue];
+    if (!q) {
+        return;
+    }
+    MemRegionRelease *rel = g_malloc(sizeof(*rel) + n * sizeof(int));
+    rel->work.run = memregion_release_run;
+    rel->q = q;
+    rel->id = id;
+    rel->n = 0;
+    for (int p = 0; p < r->npieces; p++) {
+        if (slots[p] >= 0) {
+            rel->slots[rel->n++] = slots[p];
+        }
+    }
+    queue_submit_work(q, &rel->work);
+}
+
+/* Give back @r's slots to every engine state still alive (@engines) and
+ * free its bookkeeping. */
+static void memregion_release(StrataContext *ctx, MemRegion *r, bool engines)
+{
+    for (unsigned q = 0; q < STRATA_MAX_QUEUES; q++) {
+        for (int id = 0; id < AIO_ENGINE__MAX; id++) {
+            if (!r->slot[q][id]) {
+                continue;
+            }
+            if (engines) {
+                memregion_release_slots(ctx, r, q, id);
+            }
+            g_free(r->slot[q][id]);
+            r->slot[q][id] = NULL;
+        }
+    }
+}
+
+void memregion_forget_queue(StrataContext *ctx, unsigned queue)
+{
+    MemRegionTable *t = ctx->memregions;
+
+    g_assert(queue > 0 && queue < STRATA_MAX_QUEUES);
+    if (!t) {
+        return;
+    }
+    for (int i = 0; i < t->n; i++) {
+        for (int id = 0; id < AIO_ENGINE__MAX; id++) {
+            g_free(t->r[i].slot[queue][id]);
+            t->r[i].slot[queue][id] = NULL;
+        }
     }
 }
 
@@ -221,16 +322,20 @@ void memregion_get_info(StrataContext *ctx, AioEngineId id, MemRegionInfo *out)
         return;
     }
     out->regions = t->n;
-    out->last_error = t->last_error[id];
+    out->last_error = __atomic_load_n(&t->last_error[id], __ATOMIC_RELAXED);
     for (int i = 0; i < t->n; i++) {
         const MemRegion *r = &t->r[i];
         out->bytes += r->len;
-        if (!r->slot[id]) {
-            continue;
-        }
-        out->pieces += r->npieces;
-        for (int p = 0; p < r->npieces; p++) {
-            out->pieces_registered += r->slot[id][p] >= 0;
+        for (unsigned q = 0; q < STRATA_MAX_QUEUES; q++) {
+            const int *slots = __atomic_load_n(&r->slot[q][id],
+                                               __ATOMIC_ACQUIRE);
+            if (!slots) {
+                continue;
+            }
+            out->pieces += r->npieces;
+            for (int p = 0; p < r->npieces; p++) {
+                out->pieces_registered += slots[p] >= 0;
+            }
         }
     }
 }
@@ -245,9 +350,8 @@ typedef struct MemRegionCall {
     bool ok;
 } MemRegionCall;
 
-static void memregion_register_fn(void *opaque)
+static void memregion_register_locked(MemRegionCall *c)
 {
-    MemRegionCall *c = opaque;
     StrataContext *ctx = c->ctx;
     MemRegionTable *t = ctx->memregions;
     uintptr_t start = (uintptr_t)c->addr;
@@ -300,7 +404,7 @@ static void memregion_register_fn(void *opaque)
         const AioEngineOps *ops;
         void *state;
         if (memregion_engine(ctx, id, &ops, &state)) {
-            memregion_offer(t, r, ops, state);
+            memregion_offer(t, r, ops, state, 0);
         }
     }
     c->ok = true;
@@ -311,6 +415,19 @@ fail:
         g_free(t->r);
         g_free(t);
     }
+}
+
+static void memregion_register_fn(void *opaque)
+{
+    MemRegionCall *c = opaque;
+    bool locked = graph_wrlock(c->ctx);
+
+    /* queues_lock: strata_queue_free() forgets its queue's slots meanwhile
+     * (and the lock keeps that queue alive for a hand-over). */
+    mutex_lock(&c->ctx->queues_lock);
+    memregion_register_locked(c);
+    mutex_unlock(&c->ctx->queues_lock);
+    graph_wrunlock(c->ctx, locked);
 }
 
 STRATA_EXPORT bool strata_context_register_memory(StrataContext *ctx,
@@ -330,9 +447,8 @@ STRATA_EXPORT bool strata_context_register_memory(StrataContext *ctx,
     return c.ok;
 }
 
-static void memregion_unregister_fn(void *opaque)
+static void memregion_unregister_locked(MemRegionCall *c)
 {
-    MemRegionCall *c = opaque;
     StrataContext *ctx = c->ctx;
     MemRegionTable *t = ctx->memregions;
     int i;
@@ -354,6 +470,17 @@ static void memregion_unregister_fn(void *opaque)
         g_free(t);
         ctx->memregions = NULL;
     }
+}
+
+static void memregion_unregister_fn(void *opaque)
+{
+    MemRegionCall *c = opaque;
+    bool locked = graph_wrlock(c->ctx);
+
+    mutex_lock(&c->ctx->queues_lock);
+    memregion_unregister_locked(c);
+    mutex_unlock(&c->ctx->queues_lock);
+    graph_wrunlock(c->ctx, locked);
 }
 
 STRATA_EXPORT void strata_context_unregister_memory(StrataContext *ctx,

@@ -38,18 +38,23 @@ typedef struct MemRegionTable MemRegionTable;    /* ctx->memregions */
 enum {
     MEMREGION_MISS = -1,            /* not wholly inside one piece */
     MEMREGION_UNREGISTERED = -2,    /* inside a piece the engine refused */
+    MEMREGION_NOT_OFFERED = -3,     /* inside a region this queue's engine
+                                       has not been offered yet */
 };
 
 /*
- * The fixed-buffer slot of engine @id that holds the whole buffer
- * [@buf, @buf + @len): >= 0 when the buffer lies inside one registered
- * piece of one region; MEMREGION_UNREGISTERED when it lies inside one
- * piece that the engine could not register (or was never offered);
- * MEMREGION_MISS otherwise (outside every region, straddling two regions
- * or a piece boundary, @len == 0).  Data path: no allocation.
+ * The fixed-buffer slot of engine @id of queue index @queue (each queue's
+ * ring has its own table) that holds the whole buffer [@buf, @buf + @len):
+ * >= 0 when the buffer lies inside one registered piece of one region;
+ * MEMREGION_UNREGISTERED when it lies inside one piece that the engine
+ * could not register; MEMREGION_NOT_OFFERED when that queue's engine has
+ * not been offered the region yet (memregion_attach_engine() in the
+ * queue's thread, then look up again); MEMREGION_MISS otherwise (outside
+ * every region, straddling two regions or a piece boundary, @len == 0).
+ * Data path, the queue's thread: no allocation.
  */
-int memregion_lookup(StrataContext *ctx, AioEngineId id, const void *buf,
-                     size_t len);
+int memregion_lookup(StrataContext *ctx, AioEngineId id, unsigned queue,
+                     const void *buf, size_t len);
 
 /* True when the embedder has registered any region in @ctx: lets the I/O
  * path skip the lookup entirely otherwise. */
@@ -59,12 +64,18 @@ static inline bool memregion_any(const StrataContext *ctx)
 }
 
 /*
- * Offer every recorded region not yet offered to engine @ops (whose
- * per-context state is @state) as fixed buffers.  Idempotent; a no-op for
- * engines without register_region.  Control path, context thread.
+ * Offer every recorded region not yet offered to engine @ops of queue
+ * index @queue (whose state is @state) as fixed buffers.  Idempotent; a
+ * no-op for engines without register_region.  In that queue's thread:
+ * the context's thread for queue 0.
  */
 void memregion_attach_engine(StrataContext *ctx, const AioEngineOps *ops,
-                             void *state);
+                             void *state, unsigned queue);
+
+/* Drop what the table records for queue index @queue, which is being
+ * freed (its engine states' teardown drops the kernel's registrations).
+ * Under ctx->queues_lock, with nothing in flight on the queue. */
+void memregion_forget_queue(StrataContext *ctx, unsigned queue);
 
 /* Free the table at context teardown, after the engine states are gone
  * (their teardown drops the kernel's registrations). */

@@ -17,6 +17,7 @@
 #include "block/aio-engine.h"
 #include "block/backend-int.h"
 #include "block/block-int.h"
+#include "block/memregion.h"
 #include "strata/strata-glib.h"
 
 /* The queue this thread chose with strata_queue_set_current(). */
@@ -113,6 +114,8 @@ void queue_destroy(StrataQueue *q)
         if (q->engine[i] && q->engine_free[i]) {
             q->engine_free[i](q->engine[i]);
         }
+        /* Hand-over work still pending (block/memregion.c) sees it gone. */
+        q->engine[i] = NULL;
     }
     /* Let pending bottom halves (completions, wake-ups) run out. */
     while (loop_run_once(q->loop, false)) {
@@ -210,6 +213,7 @@ STRATA_EXPORT void strata_queue_free(StrataQueue *q)
         tls_submit_queue = NULL;
     }
     mutex_lock(&ctx->queues_lock);
+    memregion_forget_queue(ctx, q->index);
     ctx->queues[q->index] = NULL;
     mutex_unlock(&ctx->queues_lock);
     queue_destroy(q);

@@ -284,26 +284,26 @@ static void test_lookup(void)
     register_ok(ctx, big, 2 * GiB + 8 * BLK);   /* three pieces */
 
     /* Inside a region: the engine was never offered it. */
-    g_assert_cmpint(memregion_lookup(ctx, id, big, BLK), ==,
-                    MEMREGION_UNREGISTERED);
-    g_assert_cmpint(memregion_lookup(ctx, id, big + GiB - BLK, BLK), ==,
-                    MEMREGION_UNREGISTERED);
-    g_assert_cmpint(memregion_lookup(ctx, id, big + 2 * GiB, 8 * BLK), ==,
-                    MEMREGION_UNREGISTERED);
-    g_assert_cmpint(memregion_lookup(ctx, id, small + 63 * BLK, BLK), ==,
-                    MEMREGION_UNREGISTERED);
+    g_assert_cmpint(memregion_lookup(ctx, id, 0, big, BLK), ==,
+                    MEMREGION_NOT_OFFERED);
+    g_assert_cmpint(memregion_lookup(ctx, id, 0, big + GiB - BLK, BLK), ==,
+                    MEMREGION_NOT_OFFERED);
+    g_assert_cmpint(memregion_lookup(ctx, id, 0, big + 2 * GiB, 8 * BLK), ==,
+                    MEMREGION_NOT_OFFERED);
+    g_assert_cmpint(memregion_lookup(ctx, id, 0, small + 63 * BLK, BLK), ==,
+                    MEMREGION_NOT_OFFERED);
     /* Across a piece boundary inside one region. */
-    g_assert_cmpint(memregion_lookup(ctx, id, big + GiB - BLK, 2 * BLK), ==,
+    g_assert_cmpint(memregion_lookup(ctx, id, 0, big + GiB - BLK, 2 * BLK), ==,
                     MEMREGION_MISS);
     /* Past a region's end, before the first, between two, empty. */
-    g_assert_cmpint(memregion_lookup(ctx, id, big + 2 * GiB, 8 * BLK + 1), ==,
+    g_assert_cmpint(memregion_lookup(ctx, id, 0, big + 2 * GiB, 8 * BLK + 1), ==,
                     MEMREGION_MISS);
-    g_assert_cmpint(memregion_lookup(ctx, id, big - 1, 1), ==, MEMREGION_MISS);
-    g_assert_cmpint(memregion_lookup(ctx, id, big + 4 * GiB, 1), ==,
+    g_assert_cmpint(memregion_lookup(ctx, id, 0, big - 1, 1), ==, MEMREGION_MISS);
+    g_assert_cmpint(memregion_lookup(ctx, id, 0, big + 4 * GiB, 1), ==,
                     MEMREGION_MISS);
-    g_assert_cmpint(memregion_lookup(ctx, id, small + 64 * BLK, 1), ==,
+    g_assert_cmpint(memregion_lookup(ctx, id, 0, small + 64 * BLK, 1), ==,
                     MEMREGION_MISS);
-    g_assert_cmpint(memregion_lookup(ctx, id, big, 0), ==, MEMREGION_MISS);
+    g_assert_cmpint(memregion_lookup(ctx, id, 0, big, 0), ==, MEMREGION_MISS);
 
     strata_context_free(ctx);
 }
@@ -569,6 +569,124 @@ static void test_loop_thread(void)
     ram_free(ram, RAM_SIZE);
 }
 
+/* One read or write submitted on queue @q from a thread of its own (the
+ * calling thread owns queue 0's loop, whose requests stay there). */
+typedef struct QueueIO {
+    Env *e;
+    StrataQueue *q;
+    bool write;
+    int64_t off;
+    void *buf;
+    size_t len;
+    int ret;
+} QueueIO;
+
+static gpointer queue_io_thread(gpointer opaque)
+{
+    QueueIO *io = opaque;
+
+    strata_queue_set_current(io->q);
+    io->ret = io->write
+        ? strata_backend_pwrite(io->e->be, io->off, io->buf, io->len, 0)
+        : strata_backend_pread(io->e->be, io->off, io->buf, io->len, 0);
+    strata_queue_set_current(NULL);
+    return NULL;
+}
+
+static int queue_io(Env *e, StrataQueue *q, bool write, int64_t off,
+                    void *buf, size_t len)
+{
+    QueueIO io = { e, q, write, off, buf, len, -1 };
+
+    g_thread_join(g_thread_new("queue-io", queue_io_thread, &io));
+    return io.ret;
+}
+
+/*
+ * Multi-queue: each queue's ring has its own fixed buffers.  A region
+ * registered while a second queue runs is registered with that queue's
+ * ring in its own thread; so is one registered after that queue's ring
+ * exists (found on its next lookup).  I/O submitted on the second queue
+ * takes the fixed path with the right bytes; after unregistering, the
+ * same buffers take the normal path.
+ */
+static void test_second_queue(void)
+{
+    uint8_t *ram, *ram2;
+    StrataQueue *q;
+    MemRegionInfo mi;
+    FileInfo before, info;
+    Env e;
+
+    if (!need_uring()) {
+        return;
+    }
+    ram = ram_new(RAM_SIZE);
+    ram2 = ram_new(RAM_SIZE);
+    env_init(&e, "queue2.img");
+    env_open_node(&e, "io_uring");
+    q = strata_queue_new(e.ctx, NULL);
+    g_assert_nonnull(q);
+    g_assert_true(strata_queue_start_thread(q, NULL));
+    register_ok(e.ctx, ram, RAM_SIZE);
+    if (fixed_unsupported(&e)) {
+        strata_queue_stop_thread(q);
+        strata_queue_free(q);
+        goto out;
+    }
+
+    before = env_info(&e);
+    fill_pattern(ram, 16 * BLK, 41);
+    g_assert_cmpint(queue_io(&e, q, true, 0, ram, 16 * BLK), ==, 0);
+    memset(ram + 16 * BLK, 0, 16 * BLK);
+    g_assert_cmpint(queue_io(&e, q, false, 0, ram + 16 * BLK, 16 * BLK), ==,
+                    0);
+    g_assert_cmpmem(ram + 16 * BLK, 16 * BLK, ram, 16 * BLK);
+    info = env_info(&e);
+    g_assert_cmpuint(info.fixed_writes, ==, before.fixed_writes + 1);
+    g_assert_cmpuint(info.fixed_reads, ==, before.fixed_reads + 1);
+    g_assert_cmpuint(info.fixed_fallbacks, ==, before.fixed_fallbacks);
+    /* Offered to both rings, and both took it. */
+    memregion_get_info(e.ctx, AIO_ENGINE_IO_URING, &mi);
+    g_assert_cmpint(mi.pieces, ==, 2);
+    g_assert_cmpint(mi.pieces_registered, ==, 2);
+
+    /* A region registered now: queue 1 meets it on its next lookup. */
+    register_ok(e.ctx, ram2, RAM_SIZE);
+    fill_pattern(ram2, 4 * BLK, 42);
+    g_assert_cmpint(queue_io(&e, q, true, 64 * BLK, ram2, 4 * BLK), ==, 0);
+    raw_check(&e, 64 * BLK, ram2, 4 * BLK);
+    info = env_info(&e);
+    g_assert_cmpuint(info.fixed_writes, ==, before.fixed_writes + 2);
+    memregion_get_info(e.ctx, AIO_ENGINE_IO_URING, &mi);
+    g_assert_cmpint(mi.regions, ==, 2);
+    g_assert_cmpint(mi.pieces_registered, ==, 4);
+
+    /* Unregistered: the slots go back to each ring (queue 1's through its
+     * hand-over list) and the same buffers take the normal path. */
+    strata_context_unregister_memory(e.ctx, ram);
+    strata_context_unregister_memory(e.ctx, ram2);
+    fill_pattern(ram, 4 * BLK, 43);
+    g_assert_cmpint(queue_io(&e, q, true, 128 * BLK, ram, 4 * BLK), ==, 0);
+    raw_check(&e, 128 * BLK, ram, 4 * BLK);
+    g_assert_cmpuint(env_info(&e).fixed_writes, ==, info.fixed_writes);
+    memregion_get_info(e.ctx, AIO_ENGINE_IO_URING, &mi);
+    g_assert_cmpint(mi.regions, ==, 0);
+
+    /* A queue freed with a region registered forgets its slots. */
+    register_ok(e.ctx, ram, RAM_SIZE);
+    g_assert_cmpint(queue_io(&e, q, true, 0, ram, BLK), ==, 0);
+    strata_queue_stop_thread(q);
+    strata_queue_free(q);
+    memregion_get_info(e.ctx, AIO_ENGINE_IO_URING, &mi);
+    g_assert_cmpint(mi.pieces, ==, 1);
+    strata_context_unregister_memory(e.ctx, ram);
+out:
+    env_close(&e);
+    ram_free(ram, RAM_SIZE);
+    ram_free(ram2, RAM_SIZE);
+}
+
 /* Other engines never use fixed buffers, registered memory or not. */
 static void test_threads_engine(void)
 {
@@ -814,6 +932,7 @@ int main(int argc, char **argv)
     g_test_add_func("/memregion/fixed/register-after-open",
                     test_fixed_register_after_open);
     g_test_add_func("/memregion/fixed/loop-thread", test_loop_thread);
+    g_test_add_func("/memregion/fixed/second-queue", test_second_queue);
     g_test_add_func("/memregion/normal-path/outside-straddling-vectored",
                     test_normal_path);
     g_test_add_func("/memregion/normal-path/threads-engine",
