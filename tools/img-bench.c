@@ -969,13 +969,20 @@ int img_bench(int argc, char **argv)
         case OPT_ONE_BUFFER:
             one_buffer = true;
             break;
-        case OPT_QUEUES:
-            if (!parse_int_opt(optarg, 1, "Invalid queue count specified",
-                               &nqueues) || nqueues > STRATA_MAX_QUEUES) {
-                img_error("--queues: between 1 and %d", STRATA_MAX_QUEUES);
+        case OPT_QUEUES: {
+            /* One message, naming the option and its range. */
+            g_autofree char *msg = g_strdup_printf(
+                "--queues '%s': the number of queues is between 1 and %d",
+                optarg, STRATA_MAX_QUEUES);
+            if (!parse_int_opt(optarg, 1, msg, &nqueues) ||
+                nqueues > STRATA_MAX_QUEUES) {
+                if (nqueues > STRATA_MAX_QUEUES) {
+                    img_error("%s", msg);
+                }
                 return 1;
             }
             break;
+        }
         }
     }
     if (argc - optind != 1) {

@@ -95,6 +95,12 @@ expect bench-json '"iops"' "$out"
 "$IMG" bench -c 0 "$f" 2>/dev/null && fail "count 0 accepted"
 "$IMG" bench -c 10 --vectors 5000 "$f" 2>/dev/null && fail "more vectors than bytes accepted"
 "$IMG" bench -c 10 "$dir/missing.img" 2>/dev/null && fail "missing image opened"
+# --queues out of range or not a number: one line naming the option.
+for q in 0 65 x; do
+    err=$("$IMG" bench -c 10 --queues $q "$f" 2>&1) && fail "--queues $q accepted"
+    [ "$err" = "strata-img: --queues '$q': the number of queues is between 1 and 64" ] ||
+        fail "--queues $q: unexpected message: $err"
+done
 
 # convert: two sources (the first of unaligned size, padded to a sector),
 # holes, a zero run inside data, every coroutine count and order.
