@@ -89,6 +89,14 @@ static void export_free(BlockExport *exp)
         g_autofree char *user = g_strdup_printf("export '%s'", exp->id);
         object_unuse(exp->iothread, user);
     }
+    for (int i = 0; i < exp->niothreads; i++) {
+        if (exp->iothreads[i]) {
+            g_autofree char *user = g_strdup_printf("export '%s'", exp->id);
+            object_unuse(exp->iothreads[i], user);
+        }
+    }
+    g_free(exp->iothreads);
+    g_free(exp->queues);
     g_free(exp->opaque);
     g_free(exp->node_name);
     g_free(exp->id);
@@ -131,6 +139,86 @@ static void export_backend_stopped(void *opaque, int err, bool is_write)
         io_error_fn(exp, is_write, -err, STRATA_ERROR_ACTION_STOP,
                     notify_opaque);
     }
+}
+
+StrataQueue *export_next_queue(BlockExport *exp)
+{
+    if (exp->niothreads == 0) {
+        return exp->queue;
+    }
+    return exp->queues[exp->next_queue++ % (unsigned)exp->niothreads];
+}
+
+/* Hold the iothread named @name for @exp and find its queue; errors
+ * prefixed with @what ("iothread", "iothreads.1"). */
+static bool export_use_iothread(BlockExport *exp, const char *name,
+                                const char *what, StrataObject **obj,
+                                StrataQueue **queue, StrataError **errp)
+{
+    g_autofree char *user = g_strdup_printf("export '%s'", exp->id);
+
+    *obj = object_use(name, OBJECT_IOTHREAD, user, errp);
+    if (!*obj) {
+        error_prepend(errp, "%s: ", what);
+        return false;
+    }
+    /* Its requests run on the iothread's queue of this context. */
+    *queue = iothread_get_queue(*obj, exp->ctx, errp);
+    if (!*queue) {
+        error_prepend(errp, "%s: ", what);
+        return false;
+    }
+    return true;
+}
+
+/* iothreads=: a non-empty list of distinct iothread ids, not with
+ * iothread=. */
+static bool export_read_iothreads(BlockExport *exp, OptNode *opts,
+                                  const char *iothread, StrataError **errp)
+{
+    OptNode *list = opts_get(opts, "iothreads");
+
+    if (!list) {
+        return true;
+    }
+    guint n = opts_type(list) == OPT_LIST ? opts_list_length(list) : 0;
+    if (opts_type(list) != OPT_LIST || n == 0 || n > STRATA_MAX_QUEUES) {
+        error_set_option(errp, "iothreads: expected a list of 1 to %d "
+                         "iothread ids", STRATA_MAX_QUEUES);
+        return false;
+    }
+    if (iothread) {
+        error_set_option(errp, "iothreads: cannot be used together with "
+                         "iothread");
+        return false;
+    }
+    exp->iothreads = g_new0(StrataObject *, n);
+    exp->queues = g_new0(StrataQueue *, n);
+    for (guint i = 0; i < n; i++) {
+        OptNode *el = opts_list_get(list, i);
+        g_autofree char *what = g_strdup_printf("iothreads.%u", i);
+
+        if (opts_type(el) != OPT_STRING) {
+            error_set_option(errp, "%s: expected a string (an iothread id), "
+                             "not %s", what, opts_type_name(opts_type(el)));
+            return false;
+        }
+        const char *name = opts_scalar_str(el);
+        for (guint j = 0; j < i; j++) {
+            if (!strcmp(opts_scalar_str(opts_list_get(list, j)), name)) {
+                error_set_option(errp, "%s: iothread '%s' is listed twice",
+                                 what, name);
+                return false;
+            }
+        }
+        exp->niothreads = (int)i + 1;
+        if (!export_use_iothread(exp, name, what, &exp->iothreads[i],
+                                 &exp->queues[i], errp)) {
+            return false;
+        }
+    }
+    exp->queue = exp->queues[0];
+    return true;
 }
 
 /* The common members, read (and marked consumed) into @exp. */
@@ -219,23 +307,15 @@ BlockExport *export_add(StrataContext *ctx, OptNode *opts, StrataError **errp)
         opts_mark_consumed(opts_get(opts, key));
     }
     if (!export_read_common(exp, opts, &iothread, &local) ||
+        !export_read_iothreads(exp, opts, iothread, &local) ||
         !opts_check_consumed(opts, &local) ||
         !schema_validate_members(own, schema->members, &local)) {
         goto fail;
     }
-    if (iothread) {
-        g_autofree char *user = g_strdup_printf("export '%s'", id);
-        exp->iothread = object_use(iothread, OBJECT_IOTHREAD, user, &local);
-        if (!exp->iothread) {
-            error_prepend(&local, "iothread: ");
-            goto fail;
-        }
-        /* Its requests run on the iothread's queue of this context. */
-        exp->queue = iothread_get_queue(exp->iothread, exp->ctx, &local);
-        if (!exp->queue) {
-            error_prepend(&local, "iothread: ");
-            goto fail;
-        }
+    if (iothread && !export_use_iothread(exp, iothread, "iothread",
+                                         &exp->iothread, &exp->queue,
+                                         &local)) {
+        goto fail;
     }
     if (exp->writable && node->read_only) {
         error_set(&local, STRATA_ERROR_PERMISSION, EROFS,

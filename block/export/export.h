@@ -49,6 +49,12 @@ typedef struct BlockExportDriver {
     void (*destroy)(BlockExport *exp);
 } BlockExportDriver;
 
+struct BlockExport;
+/* The queue the export's next connection (or virtqueue) runs on: with
+ * iothreads=, each listed iothread's queue in turn; else exp->queue
+ * (NULL: the context's first queue).  Context thread. */
+StrataQueue *export_next_queue(struct BlockExport *exp);
+
 struct BlockExport {
     const BlockExportDriver *drv;
     char *id;
@@ -58,7 +64,14 @@ struct BlockExport {
     StrataObject *iothread;     /* held while the export lives, or NULL */
     StrataQueue *queue;         /* the iothread's queue (its thread runs
                                    the export's requests), or NULL: the
-                                   context's first queue */
+                                   context's first queue; with iothreads,
+                                   the first one's */
+    /* iothreads= (a Strata extension): every listed iothread, held, and
+     * its queue; export_next_queue() deals them out. */
+    int niothreads;
+    StrataObject **iothreads;
+    StrataQueue **queues;
+    unsigned next_queue;
     bool writable;
     bool writethrough;
     StrataErrorAction rerror, werror;

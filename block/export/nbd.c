@@ -1160,10 +1160,12 @@ static void conn_co(void *opaque)
     e->conns = g_list_append(e->conns, c);
     export_client_add(e->exp);
     /* An export with an iothread serves its connections there: the
-     * transmission phase, requests and replies run in that thread. */
+     * transmission phase, requests and replies run in that thread; with
+     * iothreads=, each connection in the next one's. */
     Loop *origin = c->loop;
-    if (e->exp->queue) {
-        conn_move(c, e->exp->queue->loop);
+    StrataQueue *q = export_next_queue(e->exp);
+    if (q) {
+        conn_move(c, q->loop);
     }
 
     while (!c->closing) {

@@ -548,26 +548,35 @@ def queue_thread_cpu(pid):
     return ticks
 
 
-def iothread_test(exe, tmp, label, blockdevs, node, threads):
+def iothread_test(exe, tmp, label, blockdevs, node, threads, listed=False):
     """Two exports of one node on iothreads @threads (two names: each
     export on its own thread is multi-queue, which QEMU 7.2 cannot do, as a
     node lives in one AioContext; QSD gets the same thread twice): two
     connections, one per export, write alternate 512-byte sectors of the
-    same blocks at once; every sector lands."""
-    d = os.path.join(tmp, 'iot-' + label.split()[0].lower())
+    same blocks at once; every sector lands.  @listed: one export with
+    iothreads=[both] (a Strata extension) instead, both connections to it,
+    dealt out one per iothread."""
+    d = os.path.join(tmp, 'iot-' + label.split()[0].lower() +
+                     ('-listed' if listed else ''))
     os.makedirs(d)
-    srv = Server(exe, d, blockdevs,
-                 [f'type=nbd,id=x1,node-name={node},name=x1,writable=on,'
-                  f'iothread={threads[0]}',
-                  f'type=nbd,id=x2,node-name={node},name=x2,writable=on,'
-                  f'iothread={threads[1]}'],
+    if listed:
+        exports = [f'type=nbd,id=x1,node-name={node},name=x1,writable=on,'
+                   f'iothreads.0={threads[0]},iothreads.1={threads[1]}']
+        names = ('x1', 'x1')
+    else:
+        exports = [f'type=nbd,id=x1,node-name={node},name=x1,writable=on,'
+                   f'iothread={threads[0]}',
+                   f'type=nbd,id=x2,node-name={node},name=x2,writable=on,'
+                   f'iothread={threads[1]}']
+        names = ('x1', 'x2')
+    srv = Server(exe, d, blockdevs, exports,
                  objects=[f'iothread,id={t}' for t in sorted(set(threads))])
     try:
         ok = True
         detail = ''
         for rnd in range(8):
           try:
-            a, b = srv.connect('x1', False), srv.connect('x2', False)
+            a, b = srv.connect(names[0], False), srv.connect(names[1], False)
             base = (4 << 20) + rnd * 65536
             cookies = []
             for sct in range(128):
@@ -587,7 +596,7 @@ def iothread_test(exe, tmp, label, blockdevs, node, threads):
           except nbd.Error as e:
             ok = False
             detail = f'round {rnd}: {e}'
-        tap(ok, f'{label}: two exports on two iothreads, alternate sectors '
+        tap(ok, f'{label}: two connections on two iothreads, alternate sectors '
             'of the same blocks', detail)
         if exe == DAEMON:
             ticks = queue_thread_cpu(srv.proc.pid)
@@ -731,6 +740,9 @@ def main():
             dev_bds = [b for b in blockdevs if 'dev' in b]
             iothread_test(DAEMON, tmp, 'Strata iothreads, 4K-native device',
                           dev_bds, 'dev', ('io1', 'io2'))
+            iothread_test(DAEMON, tmp, 'Strata iothreads list, 4K-native '
+                          'device', dev_bds, 'dev', ('io1', 'io2'),
+                          listed=True)
             # No QSD cross-check here: QSD 7.2 cannot put two exports of
             # one node on two iothreads (a node lives in one AioContext),
             # and with both on one iothread it aborts when the first

@@ -220,6 +220,23 @@ static void test_export_errors(void)
                      "\"m0\", \"colour\": 1}", "colour: unknown option");
     expect_add_error("{\"type\": \"nbd\", \"id\": \"e1\", \"node-name\": "
                      "\"m0\", \"iothread\": \"nope\"}", "iothread: ");
+    /* iothreads (a Strata extension): a list of distinct ids, not with
+     * iothread. */
+    expect_add_error("{\"type\": \"nbd\", \"id\": \"e1\", \"node-name\": "
+                     "\"m0\", \"iothreads\": \"io0\"}",
+                     "iothreads: expected a list of 1 to 64 iothread ids");
+    expect_add_error("{\"type\": \"nbd\", \"id\": \"e1\", \"node-name\": "
+                     "\"m0\", \"iothreads\": []}",
+                     "iothreads: expected a list of 1 to 64 iothread ids");
+    expect_add_error("{\"type\": \"nbd\", \"id\": \"e1\", \"node-name\": "
+                     "\"m0\", \"iothreads\": [\"a\"], \"iothread\": \"a\"}",
+                     "iothreads: cannot be used together with iothread");
+    expect_add_error("{\"type\": \"nbd\", \"id\": \"e1\", \"node-name\": "
+                     "\"m0\", \"iothreads\": [1]}",
+                     "iothreads.0: expected a string (an iothread id), not "
+                     "integer");
+    expect_add_error("{\"type\": \"nbd\", \"id\": \"e1\", \"node-name\": "
+                     "\"m0\", \"iothreads\": [\"nope\"]}", "iothreads.0: ");
     expect_add_error("{\"type\": \"nbd\", \"id\": \"e1\", \"node-name\": "
                      "\"m0\", \"name\": \"fail\"}", "mock: create refused");
     /* Nothing stayed behind from the failures. */
