@@ -405,10 +405,33 @@ void export_client_remove(BlockExport *exp)
     export_unref(exp);
 }
 
+/* BLOCK_IO_ERROR raised in another thread (an iothread), on its way to
+ * the context's thread, where the monitor lives. */
+typedef struct ExportIoError {
+    char *id;
+    bool is_write;
+    int err;
+    StrataErrorAction action;
+} ExportIoError;
+
+static void export_io_error_deliver(void *opaque)
+{
+    ExportIoError *ev = opaque;
+    BlockExport *exp = export_find(ev->id);
+
+    /* Deleted meanwhile: nobody left to tell. */
+    if (exp && io_error_fn) {
+        io_error_fn(exp, ev->is_write, ev->err, ev->action, notify_opaque);
+    }
+    g_free(ev->id);
+    g_free(ev);
+}
+
 void export_io_error(BlockExport *exp, bool is_write, int err)
 {
     StrataErrorAction action = is_write ? exp->werror : exp->rerror;
     int64_t now = clock_ns();
+    int64_t last;
 
     if (action == STRATA_ERROR_ACTION_ENOSPC) {
         action = err == ENOSPC ? STRATA_ERROR_ACTION_STOP
@@ -417,14 +440,29 @@ void export_io_error(BlockExport *exp, bool is_write, int err)
     if (action == STRATA_ERROR_ACTION_STOP) {
         return;     /* the backend's stop callback notifies */
     }
-    if (exp->last_error_event_ns &&
-        now - exp->last_error_event_ns < EXPORT_ERROR_EVENT_INTERVAL_NS) {
+    /* Requests fail in every iothread of the export at once: one of them
+     * wins the second's event. */
+    last = __atomic_load_n(&exp->last_error_event_ns, __ATOMIC_RELAXED);
+    do {
+        if (last && now - last < EXPORT_ERROR_EVENT_INTERVAL_NS) {
+            return;
+        }
+    } while (!__atomic_compare_exchange_n(&exp->last_error_event_ns, &last,
+                                          now, false, __ATOMIC_RELAXED,
+                                          __ATOMIC_RELAXED));
+    if (!io_error_fn) {
         return;
     }
-    exp->last_error_event_ns = now;
-    if (io_error_fn) {
+    if (loop_is_owner(exp->ctx->loop)) {
         io_error_fn(exp, is_write, err, action, notify_opaque);
+        return;
     }
+    ExportIoError *ev = g_new(ExportIoError, 1);
+    *ev = (ExportIoError) {
+        .id = g_strdup(exp->id), .is_write = is_write, .err = err,
+        .action = action,
+    };
+    loop_oneshot(exp->ctx->loop, export_io_error_deliver, ev);
 }
 
 bool export_resume(const char *id, StrataError **errp)

@@ -10,10 +10,17 @@
  * ring and a bottom half publishes the batch and signals the call
  * eventfd once.
  *
- * Loops.  Every use of a queue's loop goes through vu_queue_loop(): today
- * all queues run in the export's loop (the context's, or the iothread's);
- * giving each queue its own loop (multi-queue, one StrataQueue per thread)
- * changes that one function.
+ * Loops.  The connection's messages are read in the export's loop (the
+ * context's).  Each virtqueue runs in a loop of its own choosing: the
+ * export's iothread's (iothread=), the listed iothreads' in turn
+ * (iothreads=, one virtqueue each: multi-queue), else the export's.  Its
+ * kicks, its requests' coroutines and its completions all run there, and
+ * nothing but its own loop touches its ring: a message about a virtqueue
+ * is executed with the connection's coroutine moved into that virtqueue's
+ * loop (vu_enter_queue) and back (vu_leave_queue), and so are the steps
+ * of a message that touch every virtqueue (a new memory table, the
+ * inflight region, closing).  Each virtqueue holds its own reference to
+ * the memory table it reads rings and requests from (q->mem).
  *
  * Lifetime.  A request holds a reference on the memory table its vectors
  * point into (a new SET_MEM_TABLE unmaps the old one only after its last
@@ -59,6 +66,8 @@ typedef struct VuBlkConn VuBlkConn;
 
 typedef struct VuBlkQueue {
     VuBlkConn *conn;
+    Loop *loop;                 /* where everything of this queue runs */
+    VuMemTable *mem;            /* the table its ring is mapped from */
     VirtQueue vq;
     int kick_fd, call_fd, err_fd;
     bool started;               /* has a kick fd and mapped rings */
@@ -78,7 +87,7 @@ typedef struct VuBlkExport {
     uint32_t lbs;
     unsigned num_queues;
     VuBlkConn *conn;
-    uint64_t capacity;              /* bytes, as last told */
+    uint64_t capacity;              /* bytes, as last told; atomic */
     VhostUserBlkStats stats;
 } VuBlkExport;
 
@@ -89,7 +98,7 @@ typedef enum VuConnState {
 
 struct VuBlkConn {
     VuBlkExport *e;
-    VuConnState state;
+    VuConnState state;          /* atomic: the queues' loops read it */
     int fd;
     int backend_fd;             /* SET_BACKEND_REQ_FD, or -1 */
     VuReader reader;
@@ -100,8 +109,6 @@ struct VuBlkConn {
     void *inflight_base;
     size_t inflight_size;
     uint16_t inflight_queue_size;
-    unsigned in_flight;         /* requests of every queue */
-    CoQueue drained;
     VuBlkQueue *queues;
     uint64_t announced;         /* features last logged */
 };
@@ -138,11 +145,36 @@ static void G_GNUC_PRINTF(2, 3) vu_log(VuBlkExport *e, const char *fmt, ...)
     log_fn(e->exp->id, msg);
 }
 
-/* The loop a queue's kicks, requests and completions run in.  One place
- * to change for one loop per queue. */
+/* The loop a queue's kicks, requests and completions run in. */
 static Loop *vu_queue_loop(VuBlkQueue *q)
 {
-    return q->conn->e->loop;
+    return q->loop;
+}
+
+/* Move the calling coroutine (the connection's) into @q's loop. */
+static void vu_enter_queue(VuBlkQueue *q)
+{
+    if (loop_current() != q->loop) {
+        co_yield_to_loop(q->loop);
+    }
+}
+
+/* ...and back into the export's loop, where the connection is read. */
+static void vu_leave_queue(VuBlkConn *c)
+{
+    if (loop_current() != c->e->loop) {
+        co_yield_to_loop(c->e->loop);
+    }
+}
+
+static VuConnState conn_state(VuBlkConn *c)
+{
+    return __atomic_load_n(&c->state, __ATOMIC_ACQUIRE);
+}
+
+static uint64_t export_capacity(VuBlkExport *e)
+{
+    return __atomic_load_n(&e->capacity, __ATOMIC_RELAXED);
 }
 
 static uint64_t device_features(VuBlkExport *e)
@@ -229,7 +261,7 @@ static bool sector_range_ok(VuBlkExport *e, uint64_t sector, uint64_t bytes)
         __builtin_add_overflow(off, bytes, &end)) {
         return false;
     }
-    return end <= e->capacity;
+    return end <= export_capacity(e);
 }
 
 static int req_discard_wz(VuBlkExport *e, VirtioBlkReq *r)
@@ -345,12 +377,10 @@ static void req_co(void *opaque)
     g_free(req->elem);
     vu_mem_table_unref(req->mem);
     g_free(req);
-    c->e->stats.requests++;
+    /* Every queue's loop counts here. */
+    __atomic_add_fetch(&c->e->stats.requests, 1, __ATOMIC_RELAXED);
     if (--q->in_flight == 0) {
         co_queue_restart_all(&q->drained);
-    }
-    if (--c->in_flight == 0) {
-        co_queue_restart_all(&c->drained);
     }
 }
 
@@ -359,7 +389,7 @@ static void queue_stop_broken(VuBlkQueue *q, const char *why)
     VuBlkExport *e = q->conn->e;
 
     q->broken = true;
-    e->stats.queue_errors++;
+    __atomic_add_fetch(&e->stats.queue_errors, 1, __ATOMIC_RELAXED);
     vu_log(e, "virtqueue %u stopped: %s", q->vq.index, why);
     loop_set_fd_handler(vu_queue_loop(q), q->kick_fd, NULL, NULL, NULL);
     if (q->err_fd >= 0) {
@@ -375,10 +405,10 @@ static void queue_process(VuBlkQueue *q)
     VuBlkConn *c = q->conn;
 
     while (q->started && q->enabled && !q->broken &&
-           c->state == VU_CONN_RUNNING) {
+           conn_state(c) == VU_CONN_RUNNING) {
         VqElem *elem;
         const char *why = NULL;
-        int r = vq_pop(&q->vq, c->mem, &elem, &why);
+        int r = vq_pop(&q->vq, q->mem, &elem, &why);
         if (r < 0) {
             queue_stop_broken(q, why);
             return;
@@ -400,10 +430,9 @@ static void queue_process(VuBlkQueue *q)
         VuBlkReq *req = g_new0(VuBlkReq, 1);
         req->q = q;
         req->elem = elem;
-        req->mem = c->mem;
+        req->mem = q->mem;
         vu_mem_table_ref(req->mem);
         q->in_flight++;
-        c->in_flight++;
         loop_co_spawn(vu_queue_loop(q), req_co, req);
     }
 }
@@ -437,7 +466,17 @@ static void close_fd(int *fd)
     }
 }
 
-/* Start @q once it has size, addresses, memory and a kick fd. */
+/* Point @q at table @t (its loop). */
+static void queue_set_mem(VuBlkQueue *q, VuMemTable *t)
+{
+    if (q->mem != t) {
+        vu_mem_table_ref(t);
+        vu_mem_table_unref(q->mem);
+        q->mem = t;
+    }
+}
+
+/* Start @q once it has size, addresses, memory and a kick fd (its loop). */
 static bool queue_start(VuBlkQueue *q, const char **why)
 {
     VuBlkConn *c = q->conn;
@@ -446,7 +485,8 @@ static bool queue_start(VuBlkQueue *q, const char **why)
         *why = "ring started before memory table or kick fd";
         return false;
     }
-    if (vq_map(&q->vq, c->mem, why) < 0) {
+    queue_set_mem(q, c->mem);
+    if (vq_map(&q->vq, q->mem, why) < 0) {
         return false;
     }
     q->vq.event_idx = c->features & (1ull << VIRTIO_RING_F_EVENT_IDX);
@@ -507,11 +547,17 @@ static int reply_u64(VuBlkConn *c, VhostUserMsg *msg, uint64_t v)
     return send_reply(c, msg, sizeof(uint64_t), NULL, 0);
 }
 
+/* The connection's coroutine, in the export's loop. */
 static void unmap_inflight(VuBlkConn *c)
 {
     for (unsigned i = 0; i < c->e->num_queues; i++) {
-        c->queues[i].vq.inflight = NULL;
+        VuBlkQueue *q = &c->queues[i];
+        if (q->vq.inflight) {
+            vu_enter_queue(q);
+            q->vq.inflight = NULL;
+        }
     }
+    vu_leave_queue(c);
     if (c->inflight_base) {
         munmap(c->inflight_base, c->inflight_size);
         c->inflight_base = NULL;
@@ -533,11 +579,15 @@ static int msg_set_mem_table(VuBlkConn *c, VhostUserMsg *msg,
         }
     }
     /* Requests in flight keep the old table mapped until they are done;
-     * the rings move to the new mapping now. */
+     * the rings move to the new mapping now, each in its own loop. */
     vu_mem_table_unref(c->mem);
     c->mem = t;
     for (unsigned i = 0; i < c->e->num_queues; i++) {
         VuBlkQueue *q = &c->queues[i];
+        vu_enter_queue(q);
+        if (q->mem) {
+            queue_set_mem(q, t);
+        }
         if (q->vq.addr_set && q->vq.num && !q->broken) {
             const char *w = NULL;
             if (vq_map(&q->vq, t, &w) < 0 && q->started) {
@@ -545,6 +595,7 @@ static int msg_set_mem_table(VuBlkConn *c, VhostUserMsg *msg,
             }
         }
     }
+    vu_leave_queue(c);
     return 0;
 }
 
@@ -709,8 +760,10 @@ static int msg_execute(VuBlkConn *c, VhostUserMsg *msg, bool *replied,
         return 0;
     case VHOST_USER_RESET_OWNER:
         for (unsigned i = 0; i < e->num_queues; i++) {
+            vu_enter_queue(&c->queues[i]);
             queue_stop(&c->queues[i]);
         }
+        vu_leave_queue(c);
         c->features = 0;
         return 0;
     case VHOST_USER_GET_QUEUE_NUM:
@@ -841,6 +894,26 @@ static bool msg_has_reply(uint32_t request)
     }
 }
 
+/* The virtqueue a vring message is about (an index in range), or NULL. */
+static VuBlkQueue *msg_target_queue(VuBlkConn *c, const VhostUserMsg *msg)
+{
+    switch (msg->hdr.request) {
+    case VHOST_USER_SET_VRING_NUM:
+    case VHOST_USER_SET_VRING_BASE:
+    case VHOST_USER_GET_VRING_BASE:
+    case VHOST_USER_SET_VRING_ENABLE:
+        return msg_queue(c, msg->payload.state.index);
+    case VHOST_USER_SET_VRING_ADDR:
+        return msg_queue(c, msg->payload.addr.index);
+    case VHOST_USER_SET_VRING_KICK:
+    case VHOST_USER_SET_VRING_CALL:
+    case VHOST_USER_SET_VRING_ERR:
+        return msg_queue(c, msg->payload.u64 & VHOST_USER_VRING_IDX_MASK);
+    default:
+        return NULL;
+    }
+}
+
 /* Handle one message: false ends the connection. */
 static bool conn_handle(VuBlkConn *c, VhostUserMsg *msg)
 {
@@ -850,7 +923,13 @@ static bool conn_handle(VuBlkConn *c, VhostUserMsg *msg)
     int r = vu_msg_check(msg, &why);
 
     if (r == 0) {
+        /* A message about one virtqueue runs in that virtqueue's loop. */
+        VuBlkQueue *q = msg_target_queue(c, msg);
+        if (q) {
+            vu_enter_queue(q);
+        }
         r = msg_execute(c, msg, &replied, &why);
+        vu_leave_queue(c);
     }
     if (r < 0) {
         e->stats.protocol_errors++;
@@ -891,7 +970,6 @@ static void conn_free(VuBlkConn *c)
 
     for (unsigned i = 0; i < e->num_queues; i++) {
         VuBlkQueue *q = &c->queues[i];
-        loop_bh_delete(q->flush_bh);
         close_fd(&q->kick_fd);
         close_fd(&q->call_fd);
         close_fd(&q->err_fd);
@@ -940,14 +1018,19 @@ static void conn_co(void *opaque)
     }
     /* The front end is gone (or misbehaved): stop every ring, let the
      * requests already started finish (their memory stays mapped), then
-     * free. */
-    c->state = VU_CONN_CLOSING;
+     * free.  Each queue in its own loop, where its completions run. */
+    __atomic_store_n(&c->state, VU_CONN_CLOSING, __ATOMIC_RELEASE);
     for (unsigned i = 0; i < e->num_queues; i++) {
-        queue_stop(&c->queues[i]);
+        VuBlkQueue *q = &c->queues[i];
+        vu_enter_queue(q);
+        queue_stop(q);
+        queue_co_drain(q);
+        loop_bh_delete(q->flush_bh);
+        q->flush_bh = NULL;
+        vu_mem_table_unref(q->mem);
+        q->mem = NULL;
     }
-    while (c->in_flight > 0) {
-        co_queue_wait(&c->drained, NULL);
-    }
+    vu_leave_queue(c);
     if (e->conn == c) {
         e->conn = NULL;
         e->stats.connected = false;
@@ -972,11 +1055,12 @@ static bool add_client(VuBlkExport *e, int fd)
     c->backend_fd = -1;
     c->state = VU_CONN_RUNNING;
     vu_reader_init(&c->reader);
-    co_queue_init(&c->drained);
     c->queues = g_new0(VuBlkQueue, e->num_queues);
     for (unsigned i = 0; i < e->num_queues; i++) {
         VuBlkQueue *q = &c->queues[i];
+        StrataQueue *sq = export_next_queue(e->exp);
         q->conn = c;
+        q->loop = sq ? sq->loop : e->loop;
         vq_init(&q->vq, i);
         q->kick_fd = q->call_fd = q->err_fd = -1;
         co_queue_init(&q->drained);
@@ -984,7 +1068,9 @@ static bool add_client(VuBlkExport *e, int fd)
     }
     e->conn = c;
     e->stats.connected = true;
-    e->capacity = (uint64_t)MAX(strata_backend_get_length(e->exp->be), 0);
+    __atomic_store_n(&e->capacity,
+                     (uint64_t)MAX(strata_backend_get_length(e->exp->be), 0),
+                     __ATOMIC_RELAXED);
     export_client_add(e->exp);
     loop_co_spawn(e->loop, conn_co, c);
     return true;
@@ -1016,7 +1102,16 @@ void vhost_user_blk_get_stats(BlockExport *exp, VhostUserBlkStats *out)
         return;
     }
     VuBlkExport *e = exp->opaque;
-    *out = e->stats;
+    *out = (VhostUserBlkStats) {
+        .protocol_errors = e->stats.protocol_errors,
+        /* Counted in the queues' loops. */
+        .queue_errors = __atomic_load_n(&e->stats.queue_errors,
+                                        __ATOMIC_RELAXED),
+        .requests = __atomic_load_n(&e->stats.requests, __ATOMIC_RELAXED),
+        .connected = e->stats.connected,
+        .features = e->stats.features,
+        .protocol_features = e->stats.protocol_features,
+    };
 }
 
 void vhost_user_blk_resized(BlockExport *exp)
@@ -1028,10 +1123,10 @@ void vhost_user_blk_resized(BlockExport *exp)
     VuBlkConn *c = e->conn;
     int64_t len = strata_backend_get_length(exp->be);
 
-    if (len < 0 || (uint64_t)len == e->capacity) {
+    if (len < 0 || (uint64_t)len == export_capacity(e)) {
         return;
     }
-    e->capacity = (uint64_t)len;
+    __atomic_store_n(&e->capacity, (uint64_t)len, __ATOMIC_RELAXED);
     uint64_t need = (1ull << VHOST_USER_PROTOCOL_F_BACKEND_REQ) |
                     (1ull << VHOST_USER_PROTOCOL_F_CONFIG);
     if (!c || c->backend_fd < 0 || (c->protocol_features & need) != need) {
@@ -1112,8 +1207,8 @@ static bool vu_export_create(BlockExport *exp, OptNode *opts,
         return false;
     }
     e->exp = exp;
-    /* iothread= is accepted (by the framework) but, as with the NBD
-     * export, the export runs in the exported node's context. */
+    /* The connection runs in the context's loop; its virtqueues in the
+     * iothreads' (add_client). */
     e->loop = exp->ctx->loop;
     e->lbs = (uint32_t)lbs;
     e->num_queues = (unsigned)nq;

@@ -60,6 +60,9 @@ static void setup(const char *node_json, const char *extra)
     }
 }
 
+/* iothread objects to delete at teardown (their queues of ctx go first). */
+static const char *teardown_objects[4];
+
 static void teardown(void)
 {
     export_del("vub0", true, NULL);
@@ -67,6 +70,13 @@ static void teardown(void)
         strata_context_run_once(ctx, false);
     }
     g_assert_cmpint(export_count(), ==, 0);
+    for (int i = 0; i < 4 && teardown_objects[i]; i++) {
+        StrataError *err = NULL;
+        if (!strata_object_del(teardown_objects[i], &err)) {
+            g_error("%s", error_get_message(err));
+        }
+        teardown_objects[i] = NULL;
+    }
     strata_node_unref(node);
     loop_attach_current(NULL);
     strata_context_free(ctx);
@@ -417,45 +427,96 @@ static void test_requests(void)
     teardown();
 }
 
-/* Requests on two queues at once, completing out of order (random-order
- * mem node with latency). */
-static void test_multi_queue(void)
+/* 8 writes on each of two queues at once (pattern @seed + slot), then
+ * each read back through the other queue. */
+static void two_queue_round(VuFrontend *fe, int seed)
 {
-    VuFrontend fe;
     TestReq t[2][8];
     uint16_t head;
 
-    setup("{\"driver\": \"mem\", \"node-name\": \"disk\", \"size\": 4194304, "
-          "\"latency-ns\": 200000, \"random-order\": true}",
-          "\"writable\": true, \"num-queues\": 2");
-    fe_connect(&fe, 2, 1);
     for (int q = 0; q < 2; q++) {
         for (int i = 0; i < 8; i++) {
-            req_alloc(&fe, &t[q][i], VIRTIO_BLK_T_OUT, (q * 8 + i) * 8, 4096);
-            fill_pattern(t[q][i].data, 4096, q * 8 + i);
+            req_alloc(fe, &t[q][i], VIRTIO_BLK_T_OUT, (q * 8 + i) * 8, 4096);
+            fill_pattern(t[q][i].data, 4096, seed + q * 8 + i);
             VufBuf b[3] = { { t[q][i].hdr_gpa, 16, false },
                             { t[q][i].data_gpa, 4096, false },
                             { t[q][i].status_gpa, 1, true } };
-            g_assert_cmpint(vuf_submit(&fe, q, b, 3, i & 1, &head), ==, 0);
+            g_assert_cmpint(vuf_submit(fe, q, b, 3, i & 1, &head), ==, 0);
         }
     }
     for (int q = 0; q < 2; q++) {
         for (int i = 0; i < 8; i++) {
             uint32_t id, len;
-            g_assert_cmpint(vuf_wait_used(&fe, q, &id, &len), ==, 0);
+            g_assert_cmpint(vuf_wait_used(fe, q, &id, &len), ==, 0);
         }
     }
     for (int q = 0; q < 2; q++) {
         for (int i = 0; i < 8; i++) {
             uint8_t buf[4096];
             g_assert_cmpuint(*t[q][i].status, ==, VIRTIO_BLK_S_OK);
-            g_assert_cmpint(do_req(&fe, 1 - q, VIRTIO_BLK_T_IN,
+            g_assert_cmpint(do_req(fe, 1 - q, VIRTIO_BLK_T_IN,
                                    (q * 8 + i) * 8, buf, 4096, false), ==,
                             VIRTIO_BLK_S_OK);
             g_assert_cmpmem(buf, 4096, t[q][i].data, 4096);
         }
     }
+}
+
+/* Requests on two queues at once, completing out of order (random-order
+ * mem node with latency). */
+static void test_multi_queue(void)
+{
+    VuFrontend fe;
+
+    setup("{\"driver\": \"mem\", \"node-name\": \"disk\", \"size\": 4194304, "
+          "\"latency-ns\": 200000, \"random-order\": true}",
+          "\"writable\": true, \"num-queues\": 2");
+    fe_connect(&fe, 2, 1);
+    two_queue_round(&fe, 0);
     fe_close(&fe);
+    teardown();
+}
+
+/*
+ * Multi-queue: each virtqueue in an iothread of its own (iothreads=[...]):
+ * requests on both rings, writes on one read back on the other, and each
+ * iothread's queue of the context ran requests on the node (its shard's
+ * statistics).
+ */
+static void test_multi_queue_iothreads(void)
+{
+    StrataError *err = NULL;
+    VuFrontend fe;
+
+    g_assert_true(strata_object_add_json("{\"qom-type\": \"iothread\", "
+                                         "\"id\": \"vio1\"}", &err));
+    g_assert_true(strata_object_add_json("{\"qom-type\": \"iothread\", "
+                                         "\"id\": \"vio2\"}", &err));
+    setup("{\"driver\": \"mem\", \"node-name\": \"disk\", \"size\": 4194304, "
+          "\"latency-ns\": 100000, \"random-order\": true}",
+          "\"writable\": true, \"num-queues\": 2, "
+          "\"iothreads\": [\"vio1\", \"vio2\"]");
+    fe_connect(&fe, 2, 1);
+    for (int round = 0; round < 4; round++) {
+        two_queue_round(&fe, round * 16);
+    }
+    /* Both iothreads' queues ran requests on the node; the context's own
+     * queue (the messages' loop) ran none. */
+    BlockExport *exp = vexp;
+    g_assert_cmpint(exp->niothreads, ==, 2);
+    for (int i = 0; i < 2; i++) {
+        NodeShard *sh = __atomic_load_n(&node->shard[exp->queues[i]->index],
+                                        __ATOMIC_ACQUIRE);
+        g_assert_nonnull(sh);
+        g_assert_cmpuint(SHARD_READ(sh->stats.op[REQ_WRITE].ops), ==, 32);
+        g_assert_cmpuint(SHARD_READ(sh->stats.op[REQ_READ].ops), ==, 32);
+    }
+    NodeShard *sh0 = __atomic_load_n(&node->shard[0], __ATOMIC_ACQUIRE);
+    g_assert_true(sh0 == NULL ||
+                  SHARD_READ(sh0->stats.op[REQ_WRITE].ops) == 0);
+    fe_close(&fe);
+    teardown_objects[0] = "vio1";
+    teardown_objects[1] = "vio2";
     teardown();
 }
 
@@ -1067,6 +1128,8 @@ int main(int argc, char **argv)
     g_test_add_func("/vhost-user-blk/options", test_options);
     g_test_add_func("/vhost-user-blk/requests", test_requests);
     g_test_add_func("/vhost-user-blk/multi-queue", test_multi_queue);
+    g_test_add_func("/vhost-user-blk/requests/multi-queue-iothreads",
+                    test_multi_queue_iothreads);
     g_test_add_func("/vhost-user-blk/mem-table-change-under-load",
                     test_mem_table_change);
     g_test_add_func("/vhost-user-blk/mem-table-drops-rings-under-load",

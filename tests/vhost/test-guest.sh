@@ -7,7 +7,8 @@
 # Boots the Debian cloud kernel under qemu-system-x86_64 -accel tcg with a
 # busybox initramfs (tests/vhost/guest-init.sh is its /init), guest RAM in
 # a shared memfd, and -device vhost-user-blk-pci,num-queues=2,
-# queue-size=1024 on strata-storage-daemon exporting a 4K-native loop
+# queue-size=1024 on strata-storage-daemon (each virtqueue in an iothread
+# of its own: iothreads=[io1, io2]) exporting a 4K-native loop
 # device (losetup --sector-size 4096).  Phases:
 #   basic    block sizes in sysfs; 512-byte O_DIRECT writes at odd
 #            sectors; concurrent writers on the 8 sectors of one 4K block;
@@ -142,9 +143,11 @@ start_strata() {
                   --blockdev "driver=throttle,node-name=disk,file=dev,throttle-group=tg0")
     fi
     rm -f "$sock"
-    "$daemon" --blockdev "{\"driver\": \"host_device\", \"node-name\": \"dev\", \"filename\": \"$loopdev\", \"cache\": {\"direct\": true}}" \
+    # Each virtqueue in an iothread of its own (multi-queue).
+    "$daemon" --object iothread,id=io1 --object iothread,id=io2 \
+        --blockdev "{\"driver\": \"host_device\", \"node-name\": \"dev\", \"filename\": \"$loopdev\", \"cache\": {\"direct\": true}}" \
         "${throttle[@]}" \
-        --export "type=vhost-user-blk,id=vub0,node-name=$top,addr.type=unix,addr.path=$sock,writable=on,num-queues=2" \
+        --export "type=vhost-user-blk,id=vub0,node-name=$top,addr.type=unix,addr.path=$sock,writable=on,num-queues=2,iothreads.0=io1,iothreads.1=io2" \
         2>>"$work/daemon.log" &
     daemon_pid=$!
     pids+=("$daemon_pid")
