@@ -10,7 +10,7 @@
 # build-fuzz with clang-14, the library instrumented with
 # -fsanitize=fuzzer-no-link,address,undefined.  New inputs go to
 # var/fuzz/corpus/<target>/ (the checked-in tests/fuzz/corpus/<target>/ is
-# read as seeds); crashes, leaks and timeouts (over 10 s) to
+# read as seeds); crashes, leaks and timeouts (over 60 s) to
 # var/fuzz/crashes/<target>-*, then minimised next to them (*.min); slow
 # units are listed, not minimised.  Each target ends with a line giving its
 # CPU seconds, executions per second and edges (cov).  Copy a minimised
@@ -74,7 +74,7 @@ for t in "${targets[@]}"; do
     UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
         nice -n 19 build-fuzz/tests/fuzz/fuzz-$t -max_total_time="$time" \
         $([ "$jobs" -gt 1 ] && echo "-jobs=$jobs -workers=$jobs") \
-        -timeout=10 -print_final_stats=1 \
+        -timeout=60 -print_final_stats=1 \
         -artifact_prefix="$crashes/$t-" "$work" "tests/fuzz/corpus/$t" \
         >"var/fuzz/$t.log" 2>&1 &
     pid=$!
