@@ -267,14 +267,24 @@ STRATA_EXPORT bool strata_queue_start_thread(StrataQueue *q, StrataError **errp)
     return true;
 }
 
+/* Runs in the loop thread.  A flag set from outside with loop_wake() is
+ * no work the loop looks at once it has announced its sleep: a stop that
+ * came between the thread's check and its epoll_wait was lost, and the
+ * join hung (found by fuzz-qmp: object-del of an iothread). */
+static void queue_stop_bh(void *opaque)
+{
+    StrataQueue *q = opaque;
+
+    g_atomic_int_set(&q->thread_stop, 1);
+}
+
 STRATA_EXPORT void strata_queue_stop_thread(StrataQueue *q)
 {
     if (!q->thread) {
         return;
     }
     g_assert(q->thread != g_thread_self());
-    g_atomic_int_set(&q->thread_stop, 1);
-    loop_wake(q->loop);
+    loop_oneshot(q->loop, queue_stop_bh, q);
     g_thread_join(q->thread);
     q->thread = NULL;
     loop_acquire(q->loop);

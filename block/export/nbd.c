@@ -1189,8 +1189,14 @@ static void conn_co(void *opaque)
             break;              /* cannot resynchronise: the spec allows
                                    closing */
         }
-        NbdReq *r = req_get(c, type == NBD_CMD_READ || has_payload
-                               ? MIN(len, NBD_SERVER_MAX_REQUEST)
+        /* The size the request is checked against.  A read longer than
+         * the export fails the check: its buffer need not be bigger. */
+        int64_t size = export_size(e);
+        NbdReq *r = req_get(c, has_payload
+                               ? len
+                               : type == NBD_CMD_READ
+                               ? MIN(MIN(len, NBD_SERVER_MAX_REQUEST),
+                                     (uint64_t)MAX(size, 0))
                                : type == NBD_CMD_BLOCK_STATUS
                                ? 4 + 8 * NBD_MAX_EXTENTS : 0);
         if (!r) {
@@ -1205,7 +1211,7 @@ static void conn_co(void *opaque)
             req_put(r);
             break;
         }
-        int err = check_request(c, r, export_size(e));
+        int err = check_request(c, r, size);
         if (err) {
             co_mutex_lock(&c->send_lock);
             reply_status(c, r, err);

@@ -652,7 +652,8 @@ static int msg_set_inflight(VuBlkConn *c, VhostUserMsg *msg,
     need = vq_inflight_queue_size(in->queue_size) * in->num_queues;
     if (in->mmap_size < need ||
         __builtin_add_overflow(in->mmap_offset, in->mmap_size, &map_len) ||
-        map_len > SIZE_MAX / 2 || in->mmap_offset % 4096) {
+        map_len > SIZE_MAX / 2 || in->mmap_offset % 4096 ||
+        !vu_fd_covers(msg->fds[0], map_len)) {
         *why = "inflight region too small or misplaced";
         return -EINVAL;
     }

@@ -6,6 +6,7 @@
 #include <errno.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <sys/stat.h>
 #include <glib.h>
 
 VuMemTable *vu_mem_table_new(StrataContext *ctx)
@@ -36,6 +37,16 @@ void vu_mem_table_unref(VuMemTable *t)
         munmap(r->map_base, r->map_len);
     }
     g_free(t);
+}
+
+bool vu_fd_covers(int fd, uint64_t len)
+{
+    struct stat st;
+
+    if (fstat(fd, &st) < 0) {
+        return false;
+    }
+    return !S_ISREG(st.st_mode) || (uint64_t)st.st_size >= len;
 }
 
 /* [a, a + alen) and [b, b + blen) intersect (neither wraps). */
@@ -71,6 +82,10 @@ int vu_mem_table_add(VuMemTable *t, const VhostUserMemRegion *r, int fd,
             *why = "memory regions overlap";
             return -EINVAL;
         }
+    }
+    if (!vu_fd_covers(fd, map_len)) {
+        *why = "memory region past the end of its file";
+        return -EINVAL;
     }
     void *base = mmap(NULL, map_len, PROT_READ | PROT_WRITE, MAP_SHARED,
                       fd, 0);

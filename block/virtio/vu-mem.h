@@ -57,11 +57,16 @@ void vu_mem_table_ref(VuMemTable *t);
 /* At zero: unregister every region, then unmap it. */
 void vu_mem_table_unref(VuMemTable *t);
 
+/* False when @fd is a file (a memfd, a shm or hugetlbfs file) shorter
+ * than @len: a mapping past its end raises SIGBUS at the first access,
+ * which a front end must not be able to cause. */
+bool vu_fd_covers(int fd, uint64_t len);
+
 /*
  * Map @r from @fd (borrowed: the caller closes it) and add it to @t.
- * -EINVAL with @why for an empty or wrapping region, one overlapping
- * another in guest-physical or front-end address space, or a full table;
- * -errno of mmap.  A registration refused by the context is not an error
+ * -EINVAL with @why for an empty or wrapping region, one past the end of
+ * its file (vu_fd_covers), one overlapping another in guest-physical or
+ * front-end address space, or a full table; -errno of mmap.  A registration refused by the context is not an error
  * (the region is then simply not a fixed buffer).
  */
 int vu_mem_table_add(VuMemTable *t, const VhostUserMemRegion *r, int fd,

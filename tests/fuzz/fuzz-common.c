@@ -1,6 +1,7 @@
 /*
  * Shared helpers of the fuzz harnesses (SPDX-License-Identifier: MIT).
  */
+#include <stdlib.h>
 #include <string.h>
 
 #include "strata/strata.h"
@@ -45,6 +46,46 @@ bool fuzz_opts_touch_files(const OptNode *opts)
     default:
         return false;
     }
+}
+
+bool fuzz_opts_too_costly(const OptNode *opts)
+{
+    if (opts_type(opts) == OPT_LIST) {
+        for (guint i = 0; i < opts_list_length(opts); i++) {
+            if (fuzz_opts_too_costly(opts_list_get(opts, i))) {
+                return true;
+            }
+        }
+        return false;
+    }
+    if (opts_type(opts) != OPT_OBJECT) {
+        return false;
+    }
+    const OptNode *drv = opts_peek(opts, "driver");
+    const OptNode *size = opts_peek(opts, "size");
+    const OptNode *latency = opts_peek(opts, "latency-ns");
+    if (latency && opts_type(latency) != OPT_OBJECT &&
+        opts_type(latency) != OPT_LIST) {
+        const char *v = opts_scalar_str(latency);
+        char *end;
+        long long ns = v ? strtoll(v, &end, 0) : 0;
+        if (!v || *end || ns > 10 * 1000 * 1000) {
+            return true;
+        }
+    }
+    if (drv && size && opts_type(drv) == OPT_STRING &&
+        !strcmp(opts_scalar_str(drv), "mem")) {
+        uint64_t v;
+        if (!parse_size(opts_scalar_str(size), &v) || v > (64u << 20)) {
+            return true;
+        }
+    }
+    for (guint i = 0; i < opts_object_size(opts); i++) {
+        if (fuzz_opts_too_costly(opts_object_value(opts, i))) {
+            return true;
+        }
+    }
+    return false;
 }
 
 void fuzz_run_until_idle(StrataContext *ctx)

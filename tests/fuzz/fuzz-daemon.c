@@ -4,7 +4,6 @@
  * down completely afterwards (SPDX-License-Identifier: MIT).
  */
 #include <errno.h>
-#include <poll.h>
 #include <string.h>
 #include <sys/socket.h>
 #include <unistd.h>
@@ -12,9 +11,13 @@
 #include "block/export/export.h"
 #include "block/export/nbd.h"
 #include "block/object.h"
+#include "strata/strata-glib.h"
 #include "tests/fuzz/fuzz-daemon.h"
 #include "tools/daemon/daemon.h"
 #include "tools/daemon/qmp-cmds.h"
+
+/* A GSource on the context's loop, never attached: see next_timer_ns. */
+static GSource *timer_probe;
 
 bool fuzz_daemon_setup(void)
 {
@@ -31,6 +34,7 @@ bool fuzz_daemon_setup(void)
         return false;
     }
     daemon_state.loop = daemon_state.ctx->loop;
+    timer_probe = strata_context_create_gsource(daemon_state.ctx);
     export_set_notifiers(NULL, NULL, NULL);
     nbd_export_register();
     for (unsigned i = 0; i < G_N_ELEMENTS(nodes); i++) {
@@ -60,17 +64,48 @@ void fuzz_daemon_teardown(void)
     g_list_free(owned);
     object_del_all();
     fuzz_run_until_idle(daemon_state.ctx);
+    g_source_unref(timer_probe);
+    timer_probe = NULL;
     strata_context_free(daemon_state.ctx);
     memset(&daemon_state, 0, sizeof(daemon_state));
+}
+
+/* Nanoseconds until the loop's next timer (0: one has expired), -1
+ * without timers.  Asked through the prepare callback of a GSource on the
+ * loop (strata's public GLib integration), which only reads the timer
+ * list: no hook in the library. */
+static int64_t next_timer_ns(void)
+{
+    gint timeout = -1;
+
+    if (timer_probe->source_funcs->prepare(timer_probe, &timeout)) {
+        return 0;
+    }
+    return timeout < 0 ? -1 : (int64_t)timeout * 1000000;
+}
+
+bool fuzz_wait_timers(int64_t *budget_ns)
+{
+    int64_t ns = next_timer_ns();
+
+    if (ns < 0 || ns > *budget_ns) {
+        return false;
+    }
+    int64_t t0 = clock_ns();
+    strata_context_run_once(daemon_state.ctx, true);
+    *budget_ns -= clock_ns() - t0;
+    return true;
 }
 
 void fuzz_feed_socket(int fd, const uint8_t *data, size_t size,
                       bool (*done)(void *), void *opaque)
 {
     size_t sent = 0;
-    char sink[65536];
+    bool shut = false;
+    int64_t budget = FUZZ_TIMER_BUDGET_NS;
+    static char sink[65536];
 
-    for (int idle = 0; idle < 20;) {
+    for (;;) {
         bool progress = false;
         if (sent < size) {
             ssize_t n = send(fd, data + sent, MIN(size - sent, 4096),
@@ -78,19 +113,19 @@ void fuzz_feed_socket(int fd, const uint8_t *data, size_t size,
             if (n > 0) {
                 sent += (size_t)n;
                 progress = true;
-                if (sent == size) {
-                    shutdown(fd, SHUT_WR);
-                }
             } else if (n < 0 && errno != EAGAIN) {
-                sent = size;
+                sent = size;            /* the other side is gone */
             }
-        } else if (size == 0) {
-            shutdown(fd, SHUT_WR);
         }
-        ssize_t r = recv(fd, sink, sizeof(sink), MSG_DONTWAIT);
-        if (r > 0) {
+        if (sent == size && !shut) {
+            shutdown(fd, SHUT_WR);
+            shut = progress = true;
+        }
+        ssize_t r;
+        while ((r = recv(fd, sink, sizeof(sink), MSG_DONTWAIT)) > 0) {
             progress = true;
-        } else if (r == 0 && sent >= size) {
+        }
+        if (r == 0 && shut) {
             break;                      /* the other side closed */
         }
         if (strata_context_run_once(daemon_state.ctx, false)) {
@@ -99,12 +134,10 @@ void fuzz_feed_socket(int fd, const uint8_t *data, size_t size,
         if (done && done(opaque)) {
             break;
         }
-        idle = progress ? 0 : idle + 1;
-        if (!progress) {
-            /* Requests may be in flight in a thread pool or a timer:
-             * give them a moment. */
-            struct pollfd p = { .fd = fd, .events = POLLIN };
-            poll(&p, 1, idle > 10 ? 1 : 0);
+        /* Nothing moved: only a timer (a latency, a throttle, a sleep)
+         * can bring more, and it is waited for only within the budget. */
+        if (!progress && !fuzz_wait_timers(&budget)) {
+            break;
         }
     }
 }

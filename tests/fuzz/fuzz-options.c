@@ -5,55 +5,10 @@
  * (SPDX-License-Identifier: MIT).  Invariant: no option value aborts the
  * process; every refusal is an error.
  */
-#include <stdlib.h>
 #include <string.h>
 
 #include "block/block-int.h"
 #include "tests/fuzz/fuzz.h"
-
-/* mem allocates its size: keep a fuzzer from asking for gigabytes; and
- * latency-ns (null, mem) delays every I/O by up to an hour on purpose:
- * keep it under 10 ms, or one input runs into libFuzzer's timeout (the
- * first CPU-hour found exactly that: 501 s per request). */
-static bool mem_too_big(OptNode *opts)
-{
-    if (opts_type(opts) == OPT_LIST) {
-        for (guint i = 0; i < opts_list_length(opts); i++) {
-            if (mem_too_big(opts_list_get(opts, i))) {
-                return true;
-            }
-        }
-        return false;
-    }
-    if (opts_type(opts) != OPT_OBJECT) {
-        return false;
-    }
-    OptNode *drv = opts_peek(opts, "driver");
-    OptNode *size = opts_peek(opts, "size");
-    OptNode *latency = opts_peek(opts, "latency-ns");
-    if (latency && opts_type(latency) != OPT_OBJECT &&
-        opts_type(latency) != OPT_LIST) {
-        const char *v = opts_scalar_str(latency);
-        char *end;
-        long long ns = v ? strtoll(v, &end, 0) : 0;
-        if (!v || *end || ns > 10 * 1000 * 1000) {
-            return true;
-        }
-    }
-    if (drv && size && opts_type(drv) == OPT_STRING &&
-        !strcmp(opts_scalar_str(drv), "mem")) {
-        uint64_t v;
-        if (!parse_size(opts_scalar_str(size), &v) || v > (64u << 20)) {
-            return true;
-        }
-    }
-    for (guint i = 0; i < opts_object_size(opts); i++) {
-        if (mem_too_big(opts_object_value(opts, i))) {
-            return true;
-        }
-    }
-    return false;
-}
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
@@ -71,7 +26,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
                                         : opts_parse_dotted(text, &err);
     error_free(err);
     err = NULL;
-    if (!opts || fuzz_opts_touch_files(opts) || mem_too_big(opts)) {
+    if (!opts || fuzz_opts_touch_files(opts) || fuzz_opts_too_costly(opts)) {
         return 0;
     }
     StrataContext *ctx = strata_context_new(&err);

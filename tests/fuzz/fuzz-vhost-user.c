@@ -11,8 +11,9 @@
  *   u32  request, u32 flags, u32 size (little endian, as on the wire)
  *   size bytes of payload (clipped to what is left)
  * Each message goes out on a socketpair with its fds; then every eventfd
- * sent so far is written (a kick), and the back end's loop runs.  Replies
- * are read and dropped.  The harness ends by closing the socket, which
+ * sent so far is written (a kick), and the back end's loop runs until it
+ * has nothing left to do (timers due soon are waited for, within
+ * FUZZ_TIMER_BUDGET_NS per input).  Replies are read and dropped.  The harness ends by closing the socket, which
  * must leave the export without a client.
  */
 #include <stdlib.h>
@@ -52,8 +53,12 @@ int LLVMFuzzerInitialize(int *argc, char ***argv)
     return 0;
 }
 
-static void drain_replies(int fd)
+/* Read and drop the back end's replies (closing fds they carry); true
+ * when there was one. */
+static bool drain_replies(int fd)
 {
+    bool got = false;
+
     char sink[4096];
     char cbuf[CMSG_SPACE(sizeof(int) * VHOST_USER_MAX_FDS)];
 
@@ -63,8 +68,9 @@ static void drain_replies(int fd)
                              .msg_control = cbuf,
                              .msg_controllen = sizeof(cbuf) };
         if (recvmsg(fd, &mh, MSG_DONTWAIT) <= 0) {
-            return;
+            return got;
         }
+        got = true;
         for (struct cmsghdr *c = CMSG_FIRSTHDR(&mh); c;
              c = CMSG_NXTHDR(&mh, c)) {
             int n = (int)((c->cmsg_len - CMSG_LEN(0)) / sizeof(int));
@@ -95,6 +101,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     int sp[2];
     int eventfds[FUZZ_MAX_EVENTFDS];
     int nevent = 0;
+    int64_t budget = FUZZ_TIMER_BUDGET_NS;
 
     if (size > (1u << 20) || !fuzz_daemon_setup()) {
         return 0;
@@ -163,9 +170,14 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
                 /* A full counter: no kick this time. */
             }
         }
-        for (int i = 0; i < 20; i++) {
-            strata_context_run_once(daemon_state.ctx, false);
-            drain_replies(sp[1]);
+        /* Until the back end has nothing left to do (the message, the
+         * kicks, the requests they start), then the next message. */
+        for (;;) {
+            bool progress = strata_context_run_once(daemon_state.ctx, false);
+            progress |= drain_replies(sp[1]);
+            if (!progress && !fuzz_wait_timers(&budget)) {
+                break;
+            }
         }
     }
     close(sp[1]);

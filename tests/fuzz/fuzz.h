@@ -29,6 +29,13 @@ int LLVMFuzzerInitialize(int *argc, char ***argv);
  * node reference is allowed: a child's node-name). */
 bool fuzz_opts_touch_files(const OptNode *opts);
 
+/* True when @opts (recursively) asks for what costs on purpose: a mem
+ * node over 64 MiB (mem allocates its size), or a latency-ns (null, mem)
+ * over 10 ms, which delays every I/O by up to an hour and runs an input
+ * into libFuzzer's timeout (the first CPU-hour found exactly that: 501 s
+ * per request). */
+bool fuzz_opts_too_costly(const OptNode *opts);
+
 /* Run @ctx's loop until nothing is left to do (bounded). */
 typedef struct StrataContext StrataContext;
 void fuzz_run_until_idle(StrataContext *ctx);

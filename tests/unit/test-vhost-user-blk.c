@@ -1111,6 +1111,27 @@ static void test_bad_messages(void)
     g_assert_cmpint(vuf_request(&fe, VHOST_USER_SET_MEM_TABLE, &m,
                                 8 + sizeof(VhostUserMemRegion), NULL, 0,
                                 NULL, true), ==, -EIO);
+    /* Regions and inflight areas past the end of their memfd: mapped,
+     * they raised SIGBUS at the first access (found by fuzz-vhost-user,
+     * an inflight fd of 64 KiB announced as larger, on the queue start
+     * that restores it). */
+    int shortfd = memfd_create("short", MFD_CLOEXEC);
+    g_assert_cmpint(ftruncate(shortfd, 64 << 10), ==, 0);
+    m.regions[0] = (VhostUserMemRegion){ 0, 1 << 20, 4096, 0 };
+    g_assert_cmpint(vuf_request(&fe, VHOST_USER_SET_MEM_TABLE, &m,
+                                8 + sizeof(VhostUserMemRegion), &shortfd, 1,
+                                NULL, true), ==, -EIO);
+    VhostUserInflight inf = { .mmap_size = 1 << 20, .num_queues = 1,
+                              .queue_size = QSIZE };
+    g_assert_cmpint(vuf_request(&fe, VHOST_USER_SET_INFLIGHT_FD, &inf,
+                                sizeof(inf), &shortfd, 1, NULL, true), ==,
+                    -EIO);
+    /* The same sizes inside the file are taken. */
+    m.regions[0].memory_size = 64 << 10;
+    g_assert_cmpint(vuf_request(&fe, VHOST_USER_SET_MEM_TABLE, &m,
+                                8 + sizeof(VhostUserMemRegion), &shortfd, 1,
+                                NULL, true), ==, 0);
+    close(shortfd);
     VhostUserHeader h = { VHOST_USER_GET_FEATURES, VHOST_USER_VERSION,
                           1u << 30 };
     g_assert_cmpint(vu_msg_send(fe.fd, &h, NULL, NULL, 0, 1000), ==, 0);
