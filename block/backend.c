@@ -22,6 +22,7 @@
  * from the coroutine pool.
  */
 #include <errno.h>
+#include <stdatomic.h>
 #include <string.h>
 
 #include "block/backend-int.h"
@@ -101,7 +102,19 @@ struct StrataBackend {
     CoQueue entry_queue;            /* waiting for quiesce/stop to end */
 
     BackendShard *shard[STRATA_MAX_QUEUES];  /* created on first use */
+    bool fence_asym;                /* io_lockfree_tracking() at creation */
 };
+
+/* Whether a queue other than the first has submitted here. */
+static bool backend_other_queues(StrataBackend *be)
+{
+    for (unsigned q = 1; q < STRATA_MAX_QUEUES; q++) {
+        if (__atomic_load_n(&be->shard[q], __ATOMIC_SEQ_CST)) {
+            return true;
+        }
+    }
+    return false;
+}
 
 static BackendShard *backend_shard(StrataBackend *be, unsigned index)
 {
@@ -115,11 +128,15 @@ static BackendShard *backend_shard(StrataBackend *be, unsigned index)
         }
         memset(sh, 0, sizeof(*sh));
         spin_init(&sh->lock);
+        /* Sequentially consistent, then a full fence (once per queue): a
+         * drain that did not see this shard, and so sent no membarrier,
+         * is seen by this queue's quiesce check, which follows. */
         if (!__atomic_compare_exchange_n(&be->shard[index], &expected, sh, false,
-                                         __ATOMIC_ACQ_REL, __ATOMIC_ACQUIRE)) {
+                                         __ATOMIC_SEQ_CST, __ATOMIC_ACQUIRE)) {
             free(sh);
             sh = expected;
         }
+        atomic_thread_fence(memory_order_seq_cst);
     }
     return sh;
 }
@@ -161,6 +178,11 @@ void backend_quiesce(StrataBackend *be)
 {
     __atomic_add_fetch(&be->drain_gen, 1, __ATOMIC_SEQ_CST);
     __atomic_add_fetch(&be->quiesce_counter, 1, __ATOMIC_SEQ_CST);
+    /* The slow side of the entry's fence: every other queue's thread has
+     * either made its count visible or will see the quiesce count. */
+    if (be->fence_asym && backend_other_queues(be)) {
+        io_membarrier();
+    }
     /* Mark the graph too: a filter holding a request (a blkdebug
      * breakpoint) sees it and lets go, so the drain can finish. */
     __atomic_add_fetch(&be_root(be)->quiesce_counter, 1, __ATOMIC_SEQ_CST);
@@ -220,11 +242,15 @@ static BackendShard *backend_co_enter_request(StrataBackend *be)
         __atomic_store_n(&sh->entered, sh->entered + 1, __ATOMIC_RELEASE);
     }
     /* Drains run in the thread of the first queue: its own requests need
-     * no barrier against them (program order), others a full one. */
+     * no barrier against them (program order).  Others need one between
+     * the count and the quiesce check: the asymmetric fence (a compiler
+     * barrier here, membarrier(2) in backend_quiesce) where the kernel
+     * has it, else a full barrier here on every request. */
     bool first = sh == be->shard[0];
     for (;;) {
-        if (first) {
+        if (first || be->fence_asym) {
             __atomic_store_n(&sh->in_flight, sh->in_flight + 1, __ATOMIC_RELAXED);
+            __atomic_signal_fence(__ATOMIC_SEQ_CST);
         } else {
             __atomic_fetch_add(&sh->in_flight, 1, __ATOMIC_SEQ_CST);
         }
@@ -874,6 +900,7 @@ STRATA_EXPORT StrataBackend *strata_backend_new(StrataNode *root, const char *na
     be->ctx = ctx;
     be->name = g_strdup(name ? name : "backend");
     be->write_cache = true;
+    be->fence_asym = io_lockfree_tracking();
     co_queue_init(&be->entry_queue);
     spin_init(&be->lock);
 

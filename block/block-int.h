@@ -554,6 +554,10 @@ static inline bool node_multi_queue(const StrataNode *node)
 /* Whether nodes may track without locks while one queue uses them
  * (membarrier(2) registered; never under ThreadSanitizer). */
 bool io_lockfree_tracking(void);
+/* A full barrier on every thread of the process (membarrier(2); only
+ * when io_lockfree_tracking() is true): the slow side of an asymmetric
+ * fence whose fast side is a plain store and a compiler barrier. */
+void io_membarrier(void);
 /* The statistics of every queue, summed (block/io.c). */
 void node_stats_merge(const StrataNode *node, BlockStats *out);
 static inline BlockStats node_stats_sum(const StrataNode *node)

@@ -129,13 +129,18 @@ bool io_lockfree_tracking(void)
     return ok > 0;
 }
 
+void io_membarrier(void)
+{
+    if (syscall(__NR_membarrier, MEMBARRIER_CMD_PRIVATE_EXPEDITED, 0, 0) < 0) {
+        g_error("membarrier: %s", g_strerror(errno));
+    }
+}
+
 static void node_switch_to_locked(StrataNode *node, unsigned index)
 {
     /* node->multi_queue is set: every lock-free section that starts from
      * now on sees it; the fence makes the ones already running visible. */
-    if (syscall(__NR_membarrier, MEMBARRIER_CMD_PRIVATE_EXPEDITED, 0, 0) < 0) {
-        g_error("membarrier: %s", g_strerror(errno));
-    }
+    io_membarrier();
     for (unsigned q = 0; q < STRATA_MAX_QUEUES; q++) {
         NodeShard *sh = __atomic_load_n(&node->shard[q], __ATOMIC_ACQUIRE);
         if (q == index || !sh) {
