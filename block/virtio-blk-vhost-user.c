@@ -35,8 +35,10 @@
  * seg_max (max_iov = seg_max - max_transfer / size_max).
  *
  * A back end that disappears (socket closed, process killed): the socket
- * handler notices at once; every request in flight completes with EIO,
- * later ones fail with ENOTCONN, and "info" says what happened.  The
+ * handler notices at once; every request in flight completes with
+ * ECONNRESET ("Connection reset by peer"), later ones fail with ENOTCONN
+ * ("Transport endpoint is not connected"), and "info" says what
+ * happened.  The
  * driver never touches a request's buffers after its coroutine returned:
  * a request whose back end died is completed only when the back end can
  * no longer write its memory.
@@ -108,6 +110,7 @@ typedef struct VbvuQueue {
     uint16_t kicked_idx;        /* avail index at the last kick */
     bool kick_pending;
     unsigned in_flight;
+    uint64_t reqs;
 } VbvuQueue;
 
 struct VbvuState {
@@ -328,7 +331,7 @@ static void vbvu_backend_lost(VbvuState *s, const char *why)
             if (slot->busy && slot->co) {
                 Coroutine *co = slot->co;
                 slot->co = NULL;
-                slot->ret = -EIO;
+                slot->ret = -ECONNRESET;
                 co_enter(co);
             }
         }
@@ -507,6 +510,7 @@ static int vbvu_co_request(VbvuState *s, uint32_t type, int64_t offset,
                                   .len = (uint32_t)(sizeof(VringDesc) * n),
                                   .flags = VRING_DESC_F_INDIRECT };
     s->reqs++;
+    q->reqs++;
     slot->co = co_self();
     vbvu_publish(q, head);
     while (slot->co) {
@@ -771,11 +775,12 @@ static bool vbvu_negotiate(VbvuState *s, StrataError **errp)
 static bool vbvu_setup_memory(VbvuState *s, StrataError **errp)
 {
     uint64_t table_bytes = sizeof(VringDesc) * (s->seg_max + 2);
-    uint64_t per_queue = vring_desc_size(s->queue_size) +
-                         vring_avail_size(s->queue_size) +
-                         vring_used_size(s->queue_size) + 64 +
+    /* Every allocation rounded up to 64 bytes covers the alignments. */
+    uint64_t per_queue = ROUND_UP(vring_desc_size(s->queue_size), 64) +
+                         ROUND_UP(vring_avail_size(s->queue_size), 64) +
+                         ROUND_UP(vring_used_size(s->queue_size), 64) +
                          (uint64_t)s->queue_size *
-                         (VBVU_SLOT_HDR + table_bytes + 16);
+                         (VBVU_SLOT_HDR + ROUND_UP(table_bytes, 64));
     uint64_t size = ROUND_UP(per_queue * s->num_queues + VBVU_POOL_BYTES +
                              VBVU_PAGE, (uint64_t)VBVU_PAGE);
     int r = vuf_alloc_memory(&s->fe, size, 1, VBVU_GPA_BASE);
@@ -983,6 +988,10 @@ static void vbvu_dump_info(StrataNode *node, GString *out)
                            PRIu64 " kicks, %" PRIu64 " calls\n", s->reqs,
                            s->zero_copy, s->bounced, s->bounced_bytes, s->nzc,
                            s->nzc == 1 ? "" : "s", s->kicks, s->calls);
+    for (unsigned i = 0; s->num_queues > 1 && i < s->num_queues; i++) {
+        g_string_append_printf(out, "virtio-blk-vhost-user: queue %u: %" PRIu64
+                               " requests\n", i, s->queue[i].reqs);
+    }
 }
 
 const BlockDriver bdrv_virtio_blk_vhost_user = {
