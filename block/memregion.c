@@ -120,6 +120,26 @@ int memregion_lookup(StrataContext *ctx, AioEngineId id, const void *buf,
     return r->slot[id][piece];
 }
 
+bool memregion_find_range(StrataContext *ctx, const void *buf, size_t len,
+                          uintptr_t *start, size_t *rlen)
+{
+    const MemRegionTable *t = ctx->memregions;
+    uintptr_t addr = (uintptr_t)buf;
+    int i;
+
+    if (!t || len == 0 || (i = memregion_find(t, addr)) < 0) {
+        return false;
+    }
+    const MemRegion *r = &t->r[i];
+    size_t off = addr - r->start;
+    if (off >= r->len || len > r->len - off) {
+        return false;
+    }
+    *start = r->start;
+    *rlen = r->len;
+    return true;
+}
+
 /* Offer every piece of @r to engine @ops; the region must not have been
  * offered to it before. */
 static void memregion_offer(MemRegionTable *t, MemRegion *r,

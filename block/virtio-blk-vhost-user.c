@@ -43,10 +43,16 @@
  * a request whose back end died is completed only when the back end can
  * no longer write its memory.
  */
+#include <dirent.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/sysmacros.h>
 #include <sys/un.h>
 #include <unistd.h>
 
@@ -84,6 +90,8 @@ typedef struct VbvuState VbvuState;
  * memory table on first use (vbvu_co_zerocopy_add).
  */
 #define VBVU_ZC_MAX (VHOST_USER_MEM_REGIONS - 1)
+#define VBVU_ZC_REFUSED_MAX 16
+#define VBVU_ZC_GPA_ALIGN ((uint64_t)1 << 30)
 typedef struct VbvuZcRegion {
     uintptr_t start;
     uint64_t len;
@@ -144,6 +152,11 @@ struct VbvuState {
 
     VbvuZcRegion zc[VBVU_ZC_MAX];   /* embedder memory the back end maps */
     int nzc;
+    uintptr_t zc_refused[VBVU_ZC_REFUSED_MAX];  /* regions not shareable */
+    int nzc_refused;
+    uint64_t zc_next_gpa;
+    bool zc_busy;               /* a region is being added */
+    CoQueue drain_waiters;      /* an addition waiting for in_flight 0 */
 
     uint64_t reqs, bounced, bounced_bytes, zero_copy, kicks, calls;
 };
@@ -354,7 +367,19 @@ static void vbvu_on_socket(void *opaque)
                       : "unexpected message from the back end");
 }
 
-/* ---- zero-copy ---------------------------------------------------------- */
+/* ---- zero-copy ----------------------------------------------------------
+ *
+ * A request whose every element lies in a region the embedder registered
+ * (strata_context_register_memory) that is a shared mapping of a file
+ * this process holds open (a memfd, as VMMs allocate guest RAM) goes to
+ * the back end as it is: the first request that touches such a region
+ * adds the whole region to the memory table (SET_MEM_TABLE, once per
+ * region, with no request in flight), later ones only look it up.  Any
+ * other memory is copied through the bounce pool, whatever the size: the
+ * back end cannot see it, and mapping it per request would cost a message
+ * round trip and an mmap in the back end each time, far more than a copy
+ * of the largest request (max_transfer).
+ */
 
 /* The shared region that holds all of [@p, @p + @len), or NULL. */
 static const VbvuZcRegion *vbvu_zc_find(const VbvuState *s, const void *p,
@@ -372,21 +397,141 @@ static const VbvuZcRegion *vbvu_zc_find(const VbvuState *s, const void *p,
     return NULL;
 }
 
-static bool vbvu_co_zc_add(VbvuState *s, const void *p, size_t len)
+/*
+ * An fd of the file behind the shared mapping that holds [@start, @start +
+ * @len) (the caller closes it) and the offset of @start in that file; -1
+ * when the memory is not one shared file mapping or no fd of this process
+ * refers to its file.  Reads /proc: once per region.
+ */
+static int vbvu_mapping_fd(uintptr_t start, size_t len, uint64_t *offset)
 {
-    return false;
+    FILE *f = fopen("/proc/self/maps", "re");
+    char line[512];
+    unsigned long lo, hi, off, ino = 0;
+    unsigned maj, min;
+    char perms[8];
+    bool found = false;
+    int fd = -1;
+
+    if (!f) {
+        return -1;
+    }
+    while (fgets(line, sizeof(line), f)) {
+        if (sscanf(line, "%lx-%lx %7s %lx %x:%x %lu", &lo, &hi, perms, &off,
+                   &maj, &min, &ino) == 7 && start >= lo && start < hi) {
+            found = len <= hi - start && perms[3] == 's' && ino != 0;
+            break;
+        }
+        /* A line longer than the buffer: skip the rest of it. */
+        while (!strchr(line, '\n') && fgets(line, sizeof(line), f)) {
+        }
+    }
+    fclose(f);
+    if (!found) {
+        return -1;
+    }
+    *offset = off + (start - lo);
+    DIR *d = opendir("/proc/self/fd");
+    struct dirent *de;
+    while (d && fd < 0 && (de = readdir(d))) {
+        struct stat st;
+        int cand = atoi(de->d_name);
+        if (de->d_name[0] != '.' && cand != dirfd(d) &&
+            fstat(cand, &st) == 0 && S_ISREG(st.st_mode) &&
+            st.st_ino == ino && st.st_dev == makedev(maj, min)) {
+            fd = fcntl(cand, F_DUPFD_CLOEXEC, 0);
+        }
+    }
+    if (d) {
+        closedir(d);
+    }
+    return fd;
 }
 
-/* Can @qiov go to the back end as it is: every element in shared memory?
- * An element inside an embedder region not shared yet shares it first. */
+static unsigned vbvu_in_flight(const VbvuState *s)
+{
+    unsigned n = 0;
+    for (unsigned i = 0; i < s->num_queues; i++) {
+        n += s->queue[i].in_flight;
+    }
+    return n;
+}
+
+/*
+ * Share the embedder region [@start, @start + @len) with the back end.
+ * New requests wait (vbvu_co_slot_get) and those in flight complete
+ * first: a back end may unmap its old table at SET_MEM_TABLE.  The
+ * exchange blocks the loop for one round trip.
+ */
+static bool vbvu_co_zc_add(VbvuState *s, uintptr_t start, size_t len)
+{
+    uint64_t off;
+    int fd, r;
+
+    for (int i = 0; i < s->nzc_refused; i++) {
+        if (s->zc_refused[i] == start) {
+            return false;
+        }
+    }
+    if (s->nzc >= VBVU_ZC_MAX || s->zc_busy) {
+        return false;
+    }
+    fd = vbvu_mapping_fd(start, len, &off);
+    if (fd < 0) {
+        if (s->nzc_refused < VBVU_ZC_REFUSED_MAX) {
+            s->zc_refused[s->nzc_refused++] = start;
+        }
+        return false;
+    }
+    s->zc_busy = true;
+    while (vbvu_in_flight(s) > 0) {
+        co_queue_wait(&s->drain_waiters, NULL);
+    }
+    uint64_t gpa = s->zc_next_gpa;
+    s->zc_next_gpa = ROUND_UP(gpa + len, VBVU_ZC_GPA_ALIGN);
+    r = s->connected ? vuf_add_region(&s->fe, fd, (void *)start, len, off, gpa)
+                     : -ENOTCONN;
+    if (r == 0) {
+        loop_set_fd_handler(s->loop, s->fe.fd, NULL, NULL, NULL);
+        r = vuf_set_mem_table(&s->fe);
+        if (r == 0) {
+            loop_set_fd_handler(s->loop, s->fe.fd, vbvu_on_socket, NULL, s);
+            s->zc[s->nzc++] = (VbvuZcRegion){ start, len, gpa };
+        } else {
+            vbvu_backend_lost(s, "SET_MEM_TABLE failed");
+        }
+    } else {
+        close(fd);
+    }
+    s->zc_busy = false;
+    co_queue_restart_all(&s->slot_waiters);
+    return r == 0;
+}
+
+/* Can @qiov go to the back end as it is: every element in a registered
+ * region that is shared with it (sharing it first if need be)?  The
+ * context's table is asked each time, so that a region the embedder has
+ * unregistered is never used again. */
 static bool vbvu_co_zc_covers(VbvuState *s, const IOVector *qiov)
 {
-    if (!memregion_any(s->node->ctx) && !s->nzc) {
+    if (!memregion_any(s->node->ctx)) {
         return false;
     }
     for (int i = 0; i < qiov->niov; i++) {
-        if (!vbvu_zc_find(s, qiov->iov[i].iov_base, qiov->iov[i].iov_len) &&
-            !vbvu_co_zc_add(s, qiov->iov[i].iov_base, qiov->iov[i].iov_len)) {
+        const void *p = qiov->iov[i].iov_base;
+        size_t len = qiov->iov[i].iov_len;
+        uintptr_t start;
+        size_t rlen;
+        const VbvuZcRegion *z;
+
+        if (!memregion_find_range(s->node->ctx, p, len, &start, &rlen)) {
+            return false;
+        }
+        z = vbvu_zc_find(s, p, len);
+        if (z && z->start == start && z->len == rlen) {
+            continue;
+        }
+        if (z || !vbvu_co_zc_add(s, start, rlen)) {
             return false;
         }
     }
@@ -400,6 +545,10 @@ static VbvuSlot *vbvu_co_slot_get(VbvuState *s, VbvuQueue **qp)
     for (;;) {
         if (!s->connected) {
             return NULL;
+        }
+        if (s->zc_busy) {
+            co_queue_wait(&s->slot_waiters, NULL);
+            continue;
         }
         for (unsigned i = 0; i < s->num_queues; i++) {
             VbvuQueue *q = &s->queue[(s->next_queue + i) % s->num_queues];
@@ -421,6 +570,9 @@ static void vbvu_slot_put(VbvuState *s, VbvuQueue *q, VbvuSlot *slot)
     slot->busy = false;
     q->free[q->nfree++] = (uint16_t)(slot - q->slots);
     q->in_flight--;
+    if (s->zc_busy && vbvu_in_flight(s) == 0) {
+        co_queue_restart_all(&s->drain_waiters);
+    }
     co_queue_next(&s->slot_waiters);
 }
 
@@ -448,8 +600,10 @@ static int vbvu_co_request(VbvuState *s, uint32_t type, int64_t offset,
                            uint32_t seg_flags)
 {
     VbvuQueue *q;
-    VbvuSlot *slot = vbvu_co_slot_get(s, &q);
     bool in = type == VIRTIO_BLK_T_IN;
+    /* Before taking a slot: sharing a region waits for an idle queue. */
+    bool direct = qiov && vbvu_co_zc_covers(s, qiov);
+    VbvuSlot *slot = vbvu_co_slot_get(s, &q);
     int64_t bounce_first = -1;
     int n = 0;
     int ret;
@@ -468,7 +622,7 @@ static int vbvu_co_request(VbvuState *s, uint32_t type, int64_t offset,
     t[n++] = (VringDesc){ .addr = slot->area_gpa, .len = 16 };
 
     if (qiov) {
-        if (vbvu_co_zc_covers(s, qiov)) {
+        if (direct) {
             s->zero_copy++;
             for (int i = 0; i < qiov->niov; i++) {
                 const VbvuZcRegion *z = vbvu_zc_find(s, qiov->iov[i].iov_base,
@@ -797,6 +951,7 @@ static bool vbvu_setup_memory(VbvuState *s, StrataError **errp)
     s->pool_gpa = s->fe.regions[0].gpa;
     s->fe.alloc_off = VBVU_POOL_BYTES;
     s->pool_pages = (unsigned)(VBVU_POOL_BYTES / VBVU_PAGE);
+    s->zc_next_gpa = ROUND_UP(VBVU_GPA_BASE + size, VBVU_ZC_GPA_ALIGN);
     s->pool_map = g_new0(uint64_t, DIV_ROUND_UP(s->pool_pages, 64));
     for (unsigned i = 0; i < s->num_queues; i++) {
         VbvuQueue *q = &s->queue[i];
@@ -884,6 +1039,7 @@ static bool vbvu_open(StrataNode *node, OptNode *opts, StrataError **errp)
     s->loop = node->ctx->loop;
     co_queue_init(&s->slot_waiters);
     co_queue_init(&s->pool_waiters);
+    co_queue_init(&s->drain_waiters);
     vuf_init(&s->fe, -1, NULL, NULL);
     if (!vbvu_parse_options(s, opts, errp)) {
         goto fail;
