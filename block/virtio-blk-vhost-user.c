@@ -74,6 +74,10 @@
 #define VBVU_PAGE               4096u
 #define VBVU_POOL_BYTES         ((uint64_t)16 << 20)
 #define VBVU_SLOT_HDR           64u
+/* In a slot's area: the segment of DISCARD / WRITE_ZEROES after the
+ * 16-byte header, then the status byte. */
+#define VBVU_SEG_OFF            16u
+#define VBVU_STATUS_OFF         32u
 /* Without SIZE_MAX, one descriptor carries at most this much. */
 #define VBVU_DESC_MAX           ((uint64_t)1 << 30)
 /* The guest-physical base of the pool region (zero-copy regions go
@@ -87,7 +91,7 @@ typedef struct VbvuState VbvuState;
 /*
  * Memory the back end shares besides the pool region: embedder regions
  * (strata_context_register_memory) backed by a memfd, added to the
- * memory table on first use (vbvu_co_zerocopy_add).
+ * memory table on first use (vbvu_co_zc_add).
  */
 #define VBVU_ZC_MAX (VHOST_USER_MEM_REGIONS - 1)
 #define VBVU_ZC_REFUSED_MAX 16
@@ -287,7 +291,7 @@ static void vbvu_process_used(VbvuQueue *q)
                 continue;
             }
             VbvuSlot *slot = &q->slots[id];
-            uint8_t status = slot->area[32];
+            uint8_t status = slot->area[VBVU_STATUS_OFF];
             slot->ret = status == VIRTIO_BLK_S_OK ? 0
                         : status == VIRTIO_BLK_S_UNSUPP ? -ENOTSUP : -EIO;
             Coroutine *co = slot->co;
@@ -618,7 +622,7 @@ static int vbvu_co_request(VbvuState *s, uint32_t type, int64_t offset,
     memcpy(hdr, &type_le, 4);
     memset(hdr + 4, 0, 4);
     memcpy(hdr + 8, &sector, 8);
-    hdr[32] = 0xff;
+    hdr[VBVU_STATUS_OFF] = 0xff;
     t[n++] = (VringDesc){ .addr = slot->area_gpa, .len = 16 };
 
     if (qiov) {
@@ -649,10 +653,11 @@ static int vbvu_co_request(VbvuState *s, uint32_t type, int64_t offset,
             .num_sectors = (uint32_t)(bytes / VIRTIO_BLK_SECTOR_SIZE),
             .flags = seg_flags,
         };
-        memcpy(hdr + 16, &seg, sizeof(seg));
-        t[n++] = (VringDesc){ .addr = slot->area_gpa + 16, .len = 16 };
+        memcpy(hdr + VBVU_SEG_OFF, &seg, sizeof(seg));
+        t[n++] = (VringDesc){ .addr = slot->area_gpa + VBVU_SEG_OFF,
+                             .len = sizeof(seg) };
     }
-    t[n++] = (VringDesc){ .addr = slot->area_gpa + 32, .len = 1,
+    t[n++] = (VringDesc){ .addr = slot->area_gpa + VBVU_STATUS_OFF, .len = 1,
                           .flags = VRING_DESC_F_WRITE };
     for (int i = 0; i + 1 < n; i++) {
         t[i].flags |= VRING_DESC_F_NEXT;
