@@ -21,7 +21,8 @@
 #                client fails them (ECONNRESET/ENOTCONN) and exits, it
 #                does not hang or crash
 # and the open errors: no socket, more queues than the back end has, a
-# read-only device opened read-write.  Skips (TAP) without
+# read-only device opened (or reopened) read-write; and a reopen to
+# read-only and back.  Skips (TAP) without
 # qemu-storage-daemon / qemu-io for the parts that need them.
 set -uo pipefail
 
@@ -214,11 +215,24 @@ start strata "$img" "$sock" off
 out=$("$sio" -c 'read 0 512' "$(node "$sock")" 2>&1)
 out2=$("$sio" -r -c 'read 0 1' "$(node "$sock")" 2>&1)
 rc2=$?
+out3=$("$sio" -r -c 'reopen -w' "$(node "$sock")" 2>&1)
 stop
-if grep -q "vhost-user-blk device is read-only" <<<"$out" && [ $rc2 = 0 ]; then
-    ok "read-only device: read-write open refused, read-only open works"
+if grep -q "vhost-user-blk device is read-only" <<<"$out" && [ $rc2 = 0 ] &&
+   grep -q "Cannot reopen node .*'$sock': the vhost-user-blk device is read-only" <<<"$out3"; then
+    ok "read-only device: read-write open and reopen refused, read-only open works"
 else
-    notok "read-only device" "$out" "$out2"
+    notok "read-only device" "$out" "$out2" "$out3"
+fi
+start strata "$img" "$sock"
+out=$("$sio" -c 'write -P 7 0 4k' -c 'reopen -r' -c 'write -P 8 0 4k' \
+      -c 'reopen -w' -c 'read -P 7 0 4k' -c 'write -P 9 0 4k' -c 'read -P 9 0 4k' \
+      "$(node "$sock")" 2>&1)
+stop
+if [ "$(grep -c "^wrote 4096/4096" <<<"$out")" = 2 ] &&
+   grep -q "Block node is read-only" <<<"$out" && ! grep -q "verification failed" <<<"$out"; then
+    ok "reopen read-only and back: writes refused, then accepted"
+else
+    notok "reopen" "$out"
 fi
 
 echo "1..$n"
