@@ -32,7 +32,7 @@
  * size_max: the request path knows no per-element limit, so the driver
  * splits any buffer longer than the back end's size_max into several
  * descriptors, and bounds max_iov so that the split chain still fits
- * seg_max (max_iov = seg_max - max_transfer / size_max).
+ * seg_max (max_iov = seg_max - max_transfer / size_max - 1).
  *
  * A back end that disappears (socket closed, process killed): the socket
  * handler notices at once; every request in flight completes with
@@ -353,6 +353,9 @@ static void vbvu_backend_lost(VbvuState *s, const char *why)
             }
         }
     }
+    /* Requests waiting for a slot fail now (vbvu_co_slot_get), however
+     * many there are. */
+    co_queue_restart_all(&s->slot_waiters);
 }
 
 /* The socket is readable outside a control exchange: the back end sends

@@ -17,9 +17,10 @@
 #                driver and in the file
 #   two-queues   concurrent requests with num-queues=2 use both queues and
 #                land where they should
-#   killed       the back end is SIGKILLed under 32 writes in flight: the
-#                client fails them (ECONNRESET/ENOTCONN) and exits, it
-#                does not hang or crash
+#   killed       the back end is SIGKILLed under 64 writes, 16 in flight
+#                (queue-size 16) and 48 waiting for a slot: the client
+#                fails them all (ECONNRESET/ENOTCONN) and exits, it does
+#                not hang or crash
 # and the open errors: no socket, more queues than the back end has, a
 # read-only device opened (or reopened) read-write; and a reopen to
 # read-only and back.  Skips (TAP) without
@@ -178,8 +179,9 @@ for kind in strata qsd; do
 
     # killed
     start "$kind" "$img" "$sock"
-    timeout 30 "$simg" bench -w -c 100000000 -d 32 --image-opts \
-        "driver=raw,file.driver=virtio-blk-vhost-user,file.path=$sock" \
+    # 64 requests on 16 slots: 16 in flight, 48 waiting for a slot.
+    timeout 30 "$simg" bench -w -c 100000000 -d 64 --image-opts \
+        "driver=raw,file.driver=virtio-blk-vhost-user,file.path=$sock,file.queue-size=16" \
         >"$work/bench.out" 2>&1 &
     bpid=$!
     pids+=("$bpid")
