@@ -22,6 +22,7 @@ static const BlockDriver *const drivers[] = {
 #endif
     &bdrv_snapshot_overlay,
     &bdrv_throttle,
+    &bdrv_virtio_blk_vhost_user,
     NULL,
 };
 

@@ -12,6 +12,7 @@ extern const BlockDriver bdrv_host_cdrom;
 extern const BlockDriver bdrv_host_device;
 extern const BlockDriver bdrv_mem;
 extern const BlockDriver bdrv_nbd;
+extern const BlockDriver bdrv_virtio_blk_vhost_user;
 extern const BlockDriver bdrv_rbd;
 extern const BlockDriver bdrv_null;
 extern const BlockDriver bdrv_null_aio;

@@ -104,26 +104,34 @@ static int memregion_find(const MemRegionTable *t, uintptr_t addr)
     return lo - 1;
 }
 
+/* The region that holds all of [@buf, @buf + @len), and the offset of
+ * @buf in it; NULL if none. */
+static const MemRegion *memregion_containing(const MemRegionTable *t,
+                                             const void *buf, size_t len,
+                                             size_t *off)
+{
+    uintptr_t addr = (uintptr_t)buf;
+    int i;
+
+    if (!t || len == 0 || (i = memregion_find(t, addr)) < 0) {
+        return NULL;
+    }
+    const MemRegion *r = &t->r[i];
+    *off = addr - r->start;
+    if (*off >= r->len || len > r->len - *off) {
+        return NULL;
+    }
+    return r;
+}
+
 int memregion_lookup(StrataContext *ctx, AioEngineId id, unsigned queue,
                      const void *buf, size_t len)
 {
-    const MemRegionTable *t = ctx->memregions;
-    uintptr_t addr = (uintptr_t)buf;
-    const MemRegion *r;
     size_t off, piece;
-    int i;
 
     g_assert((unsigned)id < AIO_ENGINE__MAX && queue < STRATA_MAX_QUEUES);
-    if (!t || len == 0) {
-        return MEMREGION_MISS;
-    }
-    i = memregion_find(t, addr);
-    if (i < 0) {
-        return MEMREGION_MISS;
-    }
-    r = &t->r[i];
-    off = addr - r->start;
-    if (off >= r->len || len > r->len - off) {
+    const MemRegion *r = memregion_containing(ctx->memregions, buf, len, &off);
+    if (!r) {
         return MEMREGION_MISS;
     }
     piece = off / MEMREGION_PIECE_MAX;
@@ -135,6 +143,20 @@ int memregion_lookup(StrataContext *ctx, AioEngineId id, unsigned queue,
         return MEMREGION_NOT_OFFERED;
     }
     return slots[piece] < 0 ? MEMREGION_UNREGISTERED : slots[piece];
+}
+
+bool memregion_find_range(StrataContext *ctx, const void *buf, size_t len,
+                          uintptr_t *start, size_t *rlen)
+{
+    size_t off;
+    const MemRegion *r = memregion_containing(ctx->memregions, buf, len, &off);
+
+    if (!r) {
+        return false;
+    }
+    *start = r->start;
+    *rlen = r->len;
+    return true;
 }
 
 /* Offer every piece of @r to engine @ops of queue @queue (in its

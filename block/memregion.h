@@ -56,6 +56,14 @@ enum {
 int memregion_lookup(StrataContext *ctx, AioEngineId id, unsigned queue,
                      const void *buf, size_t len);
 
+/*
+ * The embedder's region that holds all of [@buf, @buf + @len): true with
+ * its start and length (a protocol driver that shares the whole region
+ * with a back end, virtio-blk-vhost-user).  Data path: no allocation.
+ */
+bool memregion_find_range(StrataContext *ctx, const void *buf, size_t len,
+                          uintptr_t *start, size_t *rlen);
+
 /* True when the embedder has registered any region in @ctx: lets the I/O
  * path skip the lookup entirely otherwise. */
 static inline bool memregion_any(const StrataContext *ctx)

@@ -2,9 +2,9 @@
 # The whole test suite: unit tests (plain build), the same unit tests under
 # AddressSanitizer + UndefinedBehaviorSanitizer, the unit tests that start
 # threads (meson suite "threads") under ThreadSanitizer, the iotests
-# `auto` group once per AIO engine, the `align` group once, and the
-# `proto` and `nbd` groups once over NBD.  Ends with "N passed, N
-# failed[, N skipped]", counting individual test cases, and exits
+# `auto` group once per AIO engine, the `align` group once, the `proto`
+# and `nbd` groups once over NBD and `proto` once over vhost-user-blk.
+# Ends with "N passed, N failed[, N skipped]", counting individual test cases, and exits
 # non-zero if anything failed.
 #
 # Environment: WERROR=1 builds with --werror (CI sets it); SKIP_ASAN=1 and
@@ -100,6 +100,10 @@ if [ -x tests/iotests/check ]; then
     # driver's tests against qemu-nbd and nbdkit, and the protocol-agnostic
     # tests over raw -> nbd -> nbdkit memory.
     run_iotests "groups proto and nbd, over NBD" iotests-nbd -nbd -g proto,nbd
+    # Once as well: the protocol-agnostic tests over raw ->
+    # virtio-blk-vhost-user -> strata-storage-daemon's vhost-user-blk
+    # export -> a 4K-native loop device (needs root; skips say so).
+    run_iotests "group proto, over vhost-user-blk" iotests-vhost -vhost -g proto
 fi
 
 # What failed, again at the end, where a truncated log still shows it.

@@ -60,7 +60,9 @@ void vuf_cleanup(VuFrontend *fe)
     fe->queues = NULL;
     fe->nqueues = 0;
     for (int i = 0; i < fe->nregions; i++) {
-        munmap(fe->regions[i].host, fe->regions[i].size);
+        if (!fe->regions[i].borrowed) {
+            munmap(fe->regions[i].host, fe->regions[i].size);
+        }
         close(fe->regions[i].fd);
     }
     fe->nregions = 0;
@@ -101,6 +103,19 @@ int vuf_alloc_memory(VuFrontend *fe, uint64_t size, int nregions,
     return 0;
 }
 
+int vuf_add_region(VuFrontend *fe, int take_fd, void *host, uint64_t size,
+                   uint64_t mmap_offset, uint64_t gpa)
+{
+    if (fe->nregions >= VHOST_USER_MEM_REGIONS) {
+        return -ENOSPC;
+    }
+    fe->regions[fe->nregions++] = (VufRegion){
+        .fd = take_fd, .host = host, .gpa = gpa, .size = size,
+        .mmap_offset = mmap_offset, .borrowed = true,
+    };
+    return 0;
+}
+
 void *vuf_gpa_ptr(VuFrontend *fe, uint64_t gpa, uint64_t len)
 {
     for (int i = 0; i < fe->nregions; i++) {
@@ -121,6 +136,9 @@ void *vuf_alloc(VuFrontend *fe, uint64_t size, uint64_t align, uint64_t *gpa)
     for (int i = 0; i < fe->nregions; i++) {
         VufRegion *r = &fe->regions[i];
         uint64_t end = base + r->size;
+        if (r->borrowed) {
+            continue;
+        }
         if (fe->alloc_off < end) {
             uint64_t off = MAX(fe->alloc_off, base);
             off = (off + align - 1) & ~(align - 1);
@@ -266,7 +284,7 @@ int vuf_set_mem_table(VuFrontend *fe)
             .guest_phys_addr = fe->regions[i].gpa,
             .memory_size = fe->regions[i].size,
             .userspace_addr = (uintptr_t)fe->regions[i].host,
-            .mmap_offset = 0,
+            .mmap_offset = fe->regions[i].mmap_offset,
         };
         fds[i] = fe->regions[i].fd;
     }

@@ -32,6 +32,9 @@ typedef struct VufRegion {
     uint8_t *host;              /* mapped here (also the "uva") */
     uint64_t gpa;
     uint64_t size;
+    uint64_t mmap_offset;       /* of @host in @fd */
+    bool borrowed;              /* someone else's mapping (vuf_add_region):
+                                   never allocated from nor unmapped */
 } VufRegion;
 
 typedef struct VufQueue {
@@ -78,6 +81,11 @@ void vuf_reconnect(VuFrontend *fe, int fd);
  * @gpa_base. */
 int vuf_alloc_memory(VuFrontend *fe, uint64_t size, int nregions,
                      uint64_t gpa_base);
+/* Add memory mapped elsewhere (@host, @size bytes at @mmap_offset of
+ * @take_fd, which the front end closes at cleanup) at @gpa, for a later
+ * vuf_set_mem_table().  -ENOSPC when the table is full. */
+int vuf_add_region(VuFrontend *fe, int take_fd, void *host, uint64_t size,
+                   uint64_t mmap_offset, uint64_t gpa);
 /* Bump allocation inside guest memory (@align a power of two): the
  * host pointer, *gpa its guest address; NULL when full. */
 void *vuf_alloc(VuFrontend *fe, uint64_t size, uint64_t align, uint64_t *gpa);

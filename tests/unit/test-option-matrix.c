@@ -127,6 +127,12 @@ typedef struct Case {
     "{\"driver\": \"nbd\", \"server\": {\"type\": \"unix\", " \
     "\"path\": \"@NBD@\"}" extra "}"
 
+/* virtio-blk-vhost-user over qemu-storage-daemon's vhost-user-blk export
+ * (2 queues) of a fresh DEV_SIZE file with discard=unmap: discards read
+ * back zeroes. */
+#define VHOST_NODE(extra) \
+    "{\"driver\": \"virtio-blk-vhost-user\", \"path\": \"@VHOST@\"" extra "}"
+
 /* rbd over a fresh image of DEV_SIZE on the cluster of
  * tests/ceph/cluster.sh (made for the case: in namespace matrix-ns when
  * the case sets a namespace, with an empty snapshot s0 when it opens one;
@@ -153,6 +159,8 @@ static void check_overlay_block_size(Env *e, const uint8_t *model);
 static void check_align_shaped(Env *e, const uint8_t *model);
 static void check_nbd_multi_conn(Env *e, const uint8_t *model);
 static void check_nbd_reconnect(Env *e, const uint8_t *model);
+static void check_vhost_queues(Env *e, const uint8_t *model);
+static void check_vhost_queue_size(Env *e, const uint8_t *model);
 static void check_rbd_cache_off(Env *e, const uint8_t *model);
 
 /*
@@ -250,6 +258,16 @@ static const Case cases[] = {
       check_overlay_block_size },
 
     COMMON_CASES("nbd", NBD_NODE, 0, X_DISCARD_ZERO),
+
+    COMMON_CASES("virtio-blk-vhost-user", VHOST_NODE, 0, X_DISCARD_ZERO),
+    { "virtio-blk-vhost-user/path", VHOST_NODE(""), 0, NULL },
+    { "virtio-blk-vhost-user/cache", VHOST_NODE(", \"cache\": {\"direct\": "
+                                                "true, \"no-flush\": true}"),
+      0, NULL },
+    { "virtio-blk-vhost-user/num-queues", VHOST_NODE(", \"num-queues\": 2"), 0,
+      check_vhost_queues },
+    { "virtio-blk-vhost-user/queue-size", VHOST_NODE(", \"queue-size\": 16"),
+      0, check_vhost_queue_size },
     { "nbd/cache", NBD_NODE(", \"cache\": {\"direct\": true, "
                             "\"no-flush\": true}"), 0, NULL },
     { "nbd/inet",
@@ -419,7 +437,8 @@ static char *expand(const Case *c, const Param *p, const char *img,
                     const char *dev, const char *cfg, const NbdTestServer *nbd)
 {
     g_autofree char *port = nbd ? g_strdup_printf("%d", nbd->port) : NULL;
-    g_autofree char *n1 = replace(c->json, "@NBD@", nbd ? nbd->sock : "");
+    g_autofree char *n0 = replace(c->json, "@NBD@", nbd ? nbd->sock : "");
+    g_autofree char *n1 = replace(n0, "@VHOST@", nbd ? nbd->sock : "");
     g_autofree char *n2 = replace(n1, "@NBDPORT@", port ? port : "");
     g_autofree char *i = replace(n2, "@IMG@", img ? img : "");
     g_autofree char *a = replace(i, "@DEV@", dev ? dev : "");
@@ -839,6 +858,31 @@ static void check_overlay_block_size(Env *e, const uint8_t *model)
 }
 
 /* multi-conn=4 on nbdkit memory, which allows it: four connections. */
+/* The sequence's requests went over both virtqueues. */
+static void check_vhost_queues(Env *e, const uint8_t *model)
+{
+    g_autoptr(GString) info = g_string_new(NULL);
+    unsigned long n0 = 0, n1 = 0;
+
+    e->root->drv->dump_info(e->root, info);
+    const char *q0 = strstr(info->str, "queue 0: ");
+    const char *q1 = strstr(info->str, "queue 1: ");
+    g_assert_nonnull(q0);
+    g_assert_nonnull(q1);
+    n0 = strtoul(q0 + strlen("queue 0: "), NULL, 10);
+    n1 = strtoul(q1 + strlen("queue 1: "), NULL, 10);
+    g_assert_cmpuint(n0, >, 0);
+    g_assert_cmpuint(n1, >, 0);
+}
+
+static void check_vhost_queue_size(Env *e, const uint8_t *model)
+{
+    g_autoptr(GString) info = g_string_new(NULL);
+
+    e->root->drv->dump_info(e->root, info);
+    g_assert_nonnull(strstr(info->str, "1 queue of 16,"));
+}
+
 static void check_nbd_multi_conn(Env *e, const uint8_t *model)
 {
     g_autoptr(GString) info = g_string_new(NULL);
@@ -933,6 +977,17 @@ static void test_case(gconstpointer opaque)
                 : nbd_test_server_start_tcp((const char *const[]){
                       "nbdkit", "-f", "memory", "2M", NULL },
                       0);
+        if (!e.nbd) {
+            return;             /* skipped, saying why */
+        }
+    }
+    if (strstr(c->json, "@VHOST@")) {
+        const char *const argv[] = {
+            "qemu-storage-daemon", "--blockdev",
+            "driver=file,node-name=disk,filename=@DISK@,discard=unmap",
+            "--export", "type=vhost-user-blk,id=vub0,node-name=disk,"
+            "addr.type=unix,addr.path=@SOCK@,writable=on,num-queues=2", NULL };
+        e.nbd = nbd_test_server_start(argv, DEV_SIZE);
         if (!e.nbd) {
             return;             /* skipped, saying why */
         }

@@ -52,6 +52,7 @@ static const char *dev_path;    /* the loop device, once a sweep needs it */
 static char *rules_path;        /* a blkdebug rules file with garbage */
 static int img_fd;
 static NbdTestServer *nbd_server;
+static NbdTestServer *vhost_server;
 
 /* A valid node of each driver, as dotted keys, that the sweep changes one
  * option of.  A driver missing here fails its sweep.  @DEV@ is a loop
@@ -85,6 +86,9 @@ static const struct {
      * the first sweep that needs it creates the image "sweep" (skipped
      * without a cluster; tests/ceph/test-rbd.sh runs these). */
     { "rbd", "driver=rbd,pool=@RBDPOOL@,image=sweep" },
+    /* @VHOST@: the socket of a qemu-storage-daemon vhost-user-blk export
+     * (2 queues) of a DEV_SIZE file, one per process. */
+    { "virtio-blk-vhost-user", "driver=virtio-blk-vhost-user,path=@VHOST@" },
 };
 
 typedef struct Sweep {
@@ -206,7 +210,10 @@ static char *subst(const char *text)
     g_autofree char *s4 = g_strjoinv(dev_path ? dev_path : "", d);
     g_auto(GStrv) e = g_strsplit(s4, "@NBD@", -1);
     g_autofree char *s5 = g_strjoinv(nbd_server ? nbd_server->sock : "", e);
-    g_auto(GStrv) f = g_strsplit(s5, "@RBDPOOL@", -1);
+    g_auto(GStrv) v = g_strsplit(s5, "@VHOST@", -1);
+    g_autofree char *s6 = g_strjoinv(vhost_server ? vhost_server->sock : "",
+                                     v);
+    g_auto(GStrv) f = g_strsplit(s6, "@RBDPOOL@", -1);
     const char *pool = getenv("STRATA_CEPH_POOL");
     return g_strjoinv(pool ? pool : "", f);
 }
@@ -437,6 +444,16 @@ static const char *base_of(const SchemaDriver *drv)
             !(nbd_server = nbd_test_server_start(
                   (const char *const[]){ "nbdkit", "-f", "-U", "@SOCK@",
                                          "memory", "2M", NULL }, 0))) {
+            return NULL;
+        }
+        if (strstr(bases[i].keys, "@VHOST@") && !vhost_server &&
+            !(vhost_server = nbd_test_server_start(
+                  (const char *const[]){
+                      "qemu-storage-daemon", "--blockdev",
+                      "driver=file,node-name=disk,filename=@DISK@",
+                      "--export", "type=vhost-user-blk,id=vub0,"
+                      "node-name=disk,addr.type=unix,addr.path=@SOCK@,"
+                      "writable=on,num-queues=2", NULL }, DEV_SIZE))) {
             return NULL;
         }
         if (strstr(bases[i].keys, "@RBDPOOL@")) {
@@ -746,5 +763,6 @@ int main(int argc, char **argv)
     }
     int ret = g_test_run();
     nbd_test_server_free(nbd_server);
+    nbd_test_server_free(vhost_server);
     return ret;
 }

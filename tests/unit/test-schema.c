@@ -85,7 +85,7 @@ static void test_driver_names(void)
 {
     g_autofree char *names = schema_driver_names();
 
-    g_assert_cmpstr(names, ==, "file, host_device, host_cdrom, raw, nbd, rbd, null, null-aio, mem, blkdebug, align, throttle, snapshot-overlay");
+    g_assert_cmpstr(names, ==, "file, host_device, host_cdrom, raw, nbd, rbd, null, null-aio, mem, blkdebug, align, throttle, snapshot-overlay, virtio-blk-vhost-user");
     for (const SchemaDriver *drv = schema_drivers(); drv->name; drv++) {
         g_assert_true(schema_find_driver(drv->name) == drv);
         g_assert_nonnull(drv->members);

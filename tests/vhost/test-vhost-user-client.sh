@@ -1,0 +1,240 @@
+#!/usr/bin/env bash
+# The virtio-blk-vhost-user driver against two back ends (TAP).
+# SPDX-License-Identifier: MIT
+#
+# Usage: test-vhost-user-client.sh STRATA_DAEMON STRATA_IO STRATA_IMG
+#
+# For each back end, strata-storage-daemon's vhost-user-blk export and
+# qemu-storage-daemon 7.2's, over a raw file with discard=unmap and 2
+# queues:
+#   round-trip   writes at unaligned offsets and lengths, vectored and
+#                larger than one virtio-blk request (split at max_transfer
+#                and at size_max), read back through the driver; the
+#                back end's file then equals a file qemu-io wrote with the
+#                same commands
+#   flush        a flush after a write reaches the back end as a request
+#   zeroes       discard and write-zeroes read back as zeroes, through the
+#                driver and in the file
+#   two-queues   concurrent requests with num-queues=2 use both queues and
+#                land where they should
+#   killed       the back end is SIGKILLed under 64 writes, 16 in flight
+#                (queue-size 16) and 48 waiting for a slot: the client
+#                fails them all (ECONNRESET/ENOTCONN) and exits, it does
+#                not hang or crash
+# and the open errors: no socket, more queues than the back end has, a
+# read-only device opened (or reopened) read-write; and a reopen to
+# read-only and back.  Skips (TAP) without
+# qemu-storage-daemon / qemu-io for the parts that need them.
+set -uo pipefail
+
+daemon=${1:?usage: test-vhost-user-client.sh STRATA_DAEMON STRATA_IO STRATA_IMG}
+sio=${2:?}
+simg=${3:?}
+qsd=$(command -v qemu-storage-daemon || true)
+qio=$(command -v qemu-io || true)
+
+work=$(mktemp -d /tmp/strata-vhost-client-XXXXXX)
+pids=()
+cleanup() {
+    for p in "${pids[@]}"; do
+        kill -9 "$p" 2>/dev/null
+        wait "$p" 2>/dev/null
+    done
+    rm -rf "$work"
+}
+trap cleanup EXIT
+trap 'exit 143' TERM
+trap 'exit 130' INT
+
+n=0
+ok() { n=$((n + 1)); echo "ok $n - $*"; }
+notok() { n=$((n + 1)); echo "not ok $n - $1"; shift; for l in "$@"; do echo "# $l"; done; }
+skip() { n=$((n + 1)); echo "ok $n - $1 # SKIP $2"; }
+
+# start KIND IMG SOCK [EXPORT-OPTS]: a back end of KIND (strata, qsd) on
+# IMG; sets dpid.
+start() {
+    local kind=$1 img=$2 sock=$3 writable=${4:-on} i
+    local bd="driver=file,node-name=disk,filename=$img,discard=unmap"
+    local ex="type=vhost-user-blk,id=vub0,node-name=disk,addr.type=unix,addr.path=$sock,writable=$writable,num-queues=2"
+    rm -f "$sock"
+    if [ "$kind" = strata ]; then
+        "$daemon" --blockdev "$bd" --export "$ex" 2>>"$work/$kind.log" &
+    else
+        "$qsd" --blockdev "$bd" --export "$ex" 2>>"$work/$kind.log" &
+    fi
+    dpid=$!
+    pids+=("$dpid")
+    for ((i = 0; i < 500; i++)); do
+        [ -S "$sock" ] && return 0
+        kill -0 "$dpid" 2>/dev/null || break
+        sleep 0.01
+    done
+    echo "# $kind back end did not start:"; sed 's/^/# /' "$work/$kind.log"
+    return 1
+}
+
+stop() {
+    kill "$dpid" 2>/dev/null
+    wait "$dpid" 2>/dev/null
+}
+
+node() {    # SOCK [MEMBERS]: json: filename of raw over the driver
+    printf 'json:{"driver":"raw","file":{"driver":"virtio-blk-vhost-user","node-name":"vu","path":"%s"%s}}' "$1" "${2:-}"
+}
+
+# The round-trip commands: unaligned heads and tails, a vector of odd
+# elements, and 3 MiB (three virtio-blk requests, each split at size_max).
+rt_cmds=(-c 'write -P 0x11 0 64k' -c 'write -P 0x22 1 511'
+         -c 'write -P 0x33 4095 8195' -c 'writev -P 0x44 100001 1 511 4096 3000'
+         -c 'write -P 0x55 1000003 3000000' -c 'write -P 0x66 6291455 2')
+rt_reads=(-c 'read -P 0x11 0 1' -c 'read -P 0x22 1 511' -c 'read -P 0x11 512 3583'
+          -c 'read -P 0x33 4095 8195' -c 'read -P 0x44 100001 7608'
+          -c 'read -P 0x55 1000003 3000000' -c 'read -P 0 4000003 2291452'
+          -c 'read -P 0x66 6291455 2' -c 'read -P 0 6291457 1048575')
+
+for kind in strata qsd; do
+    if [ "$kind" = qsd ] && [ -z "$qsd" ]; then
+        for t in round-trip flush zeroes two-queues killed; do
+            skip "qsd: $t" "qemu-storage-daemon not installed"
+        done
+        continue
+    fi
+    img=$work/$kind.img sock=$work/$kind.sock
+    truncate -s 8M "$img"
+
+    # round-trip
+    if start "$kind" "$img" "$sock"; then
+        out=$("$sio" "${rt_cmds[@]}" "${rt_reads[@]}" "$(node "$sock")" 2>&1)
+        rc=$?
+        stop
+        ref=$work/ref.img
+        rm -f "$ref"; truncate -s 8M "$ref"
+        if [ -n "$qio" ]; then
+            "$qio" -f raw "${rt_cmds[@]}" "$ref" >/dev/null 2>&1
+            same=$(cmp "$img" "$ref" 2>&1)
+        else
+            same="(qemu-io not installed: file not compared)"
+            same=
+        fi
+        if [ $rc = 0 ] && ! grep -q "verification failed" <<<"$out" &&
+           [ -z "$same" ]; then
+            ok "$kind: round-trip at unaligned offsets, vectored, split"
+        else
+            notok "$kind: round-trip" "rc=$rc" "$same" "$(grep -i fail <<<"$out")"
+        fi
+    else
+        notok "$kind: round-trip" "back end did not start"
+    fi
+
+    # flush: one request reaches the back end
+    start "$kind" "$img" "$sock"
+    out=$("$sio" -c 'write 0 512' -c flush -c info "$(node "$sock")" 2>&1)
+    reqs=$(sed -n 's/.*virtio-blk-vhost-user: \([0-9]*\) requests.*/\1/p' <<<"$out")
+    if [ "${reqs:-0}" -ge 2 ] &&
+       grep -q "flush: 1 ops" <<<"$(sed -n '/node vu/,$p' <<<"$out")" &&
+       grep -q " flush" <<<"$(grep 'virtio-blk-vhost-user: .*features' <<<"$out")"; then
+        ok "$kind: flush goes to the back end"
+    else
+        notok "$kind: flush" "$(grep virtio-blk-vhost-user <<<"$out")"
+    fi
+
+    # zeroes
+    out=$("$sio" -c 'write -P 0x77 0 2M' -c 'discard 64k 128k' \
+          -c 'write -z 1000448 200704' -c 'write -z -u 1572864 65536' \
+          -c 'read -P 0x77 0 64k' -c 'read -P 0 64k 128k' -c 'read -P 0x77 192k 803840' \
+          -c 'read -P 0 1000448 200704' -c 'read -P 0x77 1201152 371712' \
+          -c 'read -P 0 1572864 65536' -c 'read -P 0x77 1638400 458752' \
+          "$(node "$sock")" 2>&1)
+    rc=$?
+    stop
+    fz=$(cmp -n 131072 -i 65536:0 "$img" /dev/zero 2>&1; cmp -n 200704 -i 1000448:0 "$img" /dev/zero 2>&1)
+    if [ $rc = 0 ] && ! grep -q "verification failed" <<<"$out" && [ -z "$fz" ]; then
+        ok "$kind: discard and write-zeroes read back zeroes"
+    else
+        notok "$kind: zeroes" "rc=$rc" "$fz" "$(grep -i fail <<<"$out")"
+    fi
+
+    # two-queues
+    start "$kind" "$img" "$sock"
+    cmds=()
+    for i in $(seq 0 63); do
+        cmds+=(-c "aio_write -P $((i + 1)) $((i * 65536 + 1)) 65535")
+    done
+    cmds+=(-c aio_flush)
+    for i in $(seq 0 63); do
+        cmds+=(-c "read -P $((i + 1)) $((i * 65536 + 1)) 65535")
+    done
+    out=$("$sio" "${cmds[@]}" -c info "$(node "$sock" ',"num-queues":2')" 2>&1)
+    rc=$?
+    stop
+    q0=$(sed -n 's/.*queue 0: \([0-9]*\) requests/\1/p' <<<"$out")
+    q1=$(sed -n 's/.*queue 1: \([0-9]*\) requests/\1/p' <<<"$out")
+    if [ $rc = 0 ] && ! grep -q "verification failed" <<<"$out" &&
+       [ "${q0:-0}" -gt 0 ] && [ "${q1:-0}" -gt 0 ]; then
+        ok "$kind: two queues ($q0 and $q1 requests), data in place"
+    else
+        notok "$kind: two-queues" "rc=$rc q0=$q0 q1=$q1" "$(grep -i fail <<<"$out" | head -3)"
+    fi
+
+    # killed
+    start "$kind" "$img" "$sock"
+    # 64 requests on 16 slots: 16 in flight, 48 waiting for a slot.
+    timeout 30 "$simg" bench -w -c 100000000 -d 64 --image-opts \
+        "driver=raw,file.driver=virtio-blk-vhost-user,file.path=$sock,file.queue-size=16" \
+        >"$work/bench.out" 2>&1 &
+    bpid=$!
+    pids+=("$bpid")
+    sleep 0.5
+    kill -9 "$dpid"
+    wait "$dpid" 2>/dev/null
+    wait "$bpid"
+    rc=$?
+    if [ $rc = 1 ] && grep -Eq "Connection reset by peer|Transport endpoint is not connected" "$work/bench.out"; then
+        ok "$kind: back end killed under load: $(grep -Eo 'Failed request: .*' "$work/bench.out")"
+    else
+        notok "$kind: killed" "rc=$rc (124: hung)" "$(tail -2 "$work/bench.out")"
+    fi
+done
+
+# Open errors name the problem.
+out=$("$sio" -c 'read 0 512' "$(node "$work/none.sock")" 2>&1)
+if grep -q "Failed to connect to vhost-user back end '$work/none.sock': No such file or directory" <<<"$out"; then
+    ok "no back end: the open says which socket"
+else
+    notok "no back end" "$out"
+fi
+img=$work/strata.img sock=$work/strata.sock
+start strata "$img" "$sock"
+out=$("$sio" -c 'read 0 512' "$(node "$sock" ',"num-queues":4')" 2>&1)
+if grep -q "num-queues: the back end '$sock' has 2 queues, 4 requested" <<<"$out"; then
+    ok "num-queues above the back end's: refused, naming both"
+else
+    notok "num-queues too many" "$out"
+fi
+stop
+start strata "$img" "$sock" off
+out=$("$sio" -c 'read 0 512' "$(node "$sock")" 2>&1)
+out2=$("$sio" -r -c 'read 0 1' "$(node "$sock")" 2>&1)
+rc2=$?
+out3=$("$sio" -r -c 'reopen -w' "$(node "$sock")" 2>&1)
+stop
+if grep -q "vhost-user-blk device is read-only" <<<"$out" && [ $rc2 = 0 ] &&
+   grep -q "Cannot reopen node .*'$sock': the vhost-user-blk device is read-only" <<<"$out3"; then
+    ok "read-only device: read-write open and reopen refused, read-only open works"
+else
+    notok "read-only device" "$out" "$out2" "$out3"
+fi
+start strata "$img" "$sock"
+out=$("$sio" -c 'write -P 7 0 4k' -c 'reopen -r' -c 'write -P 8 0 4k' \
+      -c 'reopen -w' -c 'read -P 7 0 4k' -c 'write -P 9 0 4k' -c 'read -P 9 0 4k' \
+      "$(node "$sock")" 2>&1)
+stop
+if [ "$(grep -c "^wrote 4096/4096" <<<"$out")" = 2 ] &&
+   grep -q "Block node is read-only" <<<"$out" && ! grep -q "verification failed" <<<"$out"; then
+    ok "reopen read-only and back: writes refused, then accepted"
+else
+    notok "reopen" "$out"
+fi
+
+echo "1..$n"
