@@ -76,6 +76,9 @@ typedef struct VuBlkQueue {
     unsigned in_flight;
     CoQueue drained;
     LoopBH *flush_bh;
+    /* Finished requests kept for the next ones, with their elements
+     * (this queue's loop): no allocation per request once warm. */
+    struct VuBlkReq *free_reqs;
 } VuBlkQueue;
 
 typedef struct VuBlkExport {
@@ -116,8 +119,9 @@ struct VuBlkConn {
 typedef struct VuBlkReq {
     VuBlkQueue *q;
     VuMemTable *mem;
-    VqElem *elem;
+    VqElem *elem;                   /* kept across reuses */
     VirtioBlkReq blk;
+    struct VuBlkReq *next_free;
 } VuBlkReq;
 
 static VhostUserBlkLogFunc *log_fn;
@@ -356,6 +360,37 @@ static int req_execute(VuBlkExport *e, VirtioBlkReq *r)
     }
 }
 
+/* A request for @q: a kept one, else a new one (its loop). */
+static VuBlkReq *req_get(VuBlkQueue *q)
+{
+    VuBlkReq *req = q->free_reqs;
+
+    if (req) {
+        q->free_reqs = req->next_free;
+    } else {
+        req = g_new0(VuBlkReq, 1);
+        req->q = q;
+    }
+    return req;
+}
+
+static void req_put(VuBlkQueue *q, VuBlkReq *req)
+{
+    req->next_free = q->free_reqs;
+    q->free_reqs = req;
+}
+
+/* Free @q's kept requests (its loop, or once its requests are over). */
+static void queue_free_reqs(VuBlkQueue *q)
+{
+    while (q->free_reqs) {
+        VuBlkReq *req = q->free_reqs;
+        q->free_reqs = req->next_free;
+        g_free(req->elem);
+        g_free(req);
+    }
+}
+
 static void req_co(void *opaque)
 {
     VuBlkReq *req = opaque;
@@ -372,11 +407,18 @@ static void req_co(void *opaque)
     /* The status and data are written: publishing the element is the
      * last access to this request's guest memory. */
     vq_push(&q->vq, req->elem->head, req->blk.in_len);
-    loop_bh_schedule(q->flush_bh);
+    if (q->vq.event_idx) {
+        /* Publish now: the driver takes this completion (and resubmits)
+         * while later requests still run, instead of both sides taking
+         * turns to sleep; its used_event asks for an interrupt only
+         * when it is about to sleep, so this costs no extra wake-ups. */
+        queue_flush_bh(q);
+    } else {
+        loop_bh_schedule(q->flush_bh);
+    }
     virtio_blk_req_cleanup(&req->blk);
-    g_free(req->elem);
     vu_mem_table_unref(req->mem);
-    g_free(req);
+    req_put(q, req);
     /* Every queue's loop counts here. */
     __atomic_add_fetch(&c->e->stats.requests, 1, __ATOMIC_RELAXED);
     if (--q->in_flight == 0) {
@@ -406,30 +448,28 @@ static void queue_process(VuBlkQueue *q)
 
     while (q->started && q->enabled && !q->broken &&
            conn_state(c) == VU_CONN_RUNNING) {
-        VqElem *elem;
+        VuBlkReq *req = req_get(q);
         const char *why = NULL;
-        int r = vq_pop(&q->vq, q->mem, &elem, &why);
-        if (r < 0) {
-            queue_stop_broken(q, why);
-            return;
-        }
-        if (r == 0) {
+        int r = vq_pop(&q->vq, q->mem, &req->elem, &why);
+        if (r <= 0) {
+            req_put(q, req);
+            if (r < 0) {
+                queue_stop_broken(q, why);
+            }
             return;
         }
         /* A request without a writable status byte cannot be answered,
          * not even with an error: the ring is unusable. */
+        VqElem *elem = req->elem;
         bool has_status = false;
         for (int i = elem->out_num; i < elem->out_num + elem->in_num; i++) {
             has_status |= elem->iov[i].iov_len > 0;
         }
         if (!has_status) {
-            g_free(elem);
+            req_put(q, req);
             queue_stop_broken(q, "request without a writable status byte");
             return;
         }
-        VuBlkReq *req = g_new0(VuBlkReq, 1);
-        req->q = q;
-        req->elem = elem;
         req->mem = q->mem;
         vu_mem_table_ref(req->mem);
         q->in_flight++;
@@ -975,6 +1015,8 @@ static void conn_free(VuBlkConn *c)
         close_fd(&q->call_fd);
         close_fd(&q->err_fd);
         vq_reset(&q->vq);
+        /* Drained: no request of this queue runs any more. */
+        queue_free_reqs(q);
     }
     unmap_inflight(c);
     vu_mem_table_unref(c->mem);

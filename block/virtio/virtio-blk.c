@@ -75,7 +75,9 @@ int virtio_blk_parse(VqElem *elem, VirtioBlkReq *req)
     } hdr;
 
     memset(req, 0, sizeof(*req));
-    iov_init(&req->data, elem->out_num + elem->in_num + 1);
+    /* A slice of the readable or the writable elements: never more
+     * than the chain has, so the element's spare half holds it. */
+    iov_init_storage(&req->data, vq_elem_spare(elem), elem->cap);
     req->status = find_status(elem);
     if (!req->status) {
         return -EIO;

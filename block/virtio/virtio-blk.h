@@ -117,8 +117,9 @@ typedef struct VirtioBlkReq {
 } VirtioBlkReq;
 
 /*
- * Parse @elem into @req (whose data vector borrows @elem's iovecs, so
- * @elem outlives it): returns VIRTIO_BLK_S_OK when the request is well
+ * Parse @elem into @req (whose data vector borrows @elem's iovecs and
+ * lives in its spare storage, so @elem outlives it; allocates nothing):
+ * returns VIRTIO_BLK_S_OK when the request is well
  * formed, VIRTIO_BLK_S_IOERR for a header shorter than 16 bytes, buffers
  * in the wrong direction or data in the wrong place, and
  * VIRTIO_BLK_S_UNSUPP for an unknown type; in these three cases

@@ -289,18 +289,19 @@ static int vq_read_chain(VirtQueue *vq, const VuMemTable *mem, uint16_t head,
     if (r < 0) {
         return r;
     }
-    int cap = w.niov;
-    VqElem *elem = g_malloc0(sizeof(VqElem) + sizeof(struct iovec) *
-                             MAX(cap, 1));
-    elem->head = head;
-    w = (ChainWalk){ .mem = mem, .elem = elem, .cap = cap };
-    r = walk_chain(vq, &w, head, why);
-    if (r < 0) {
+    int cap = MAX(w.niov, 1);
+    VqElem *elem = *out;
+    if (!elem || elem->cap < cap) {
         g_free(elem);
-        return r;
+        elem = g_malloc(sizeof(VqElem) + 2 * sizeof(struct iovec) * cap);
+        elem->cap = cap;
+        *out = elem;
     }
-    *out = elem;
-    return 0;
+    elem->head = head;
+    elem->out_num = elem->in_num = 0;
+    elem->bad_order = false;
+    w = (ChainWalk){ .mem = mem, .elem = elem, .cap = w.niov };
+    return walk_chain(vq, &w, head, why);
 }
 
 static void inflight_fetched(VirtQueue *vq, uint16_t head)
@@ -317,7 +318,6 @@ int vq_pop(VirtQueue *vq, const VuMemTable *mem, VqElem **out,
 {
     uint16_t head;
 
-    *out = NULL;
     if (!vq->desc) {
         return 0;
     }

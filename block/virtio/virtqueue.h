@@ -116,14 +116,25 @@ typedef struct VuInflightQueue {
  * implementation lays the queues out back to back). */
 uint64_t vq_inflight_queue_size(unsigned num);
 
-/* One request: the chain's buffers, device-readable first. */
+/* One request: the chain's buffers, device-readable first.  The
+ * allocation holds 2 * cap elements: iov[0, cap) for the chain and
+ * iov[cap, 2 * cap) spare, for a caller's vector built from the chain's
+ * elements (virtio_blk_parse), so that a reused element allocates
+ * nothing. */
 typedef struct VqElem {
     uint16_t head;
     int out_num;            /* iov[0, out_num): device-readable */
     int in_num;             /* iov[out_num, out_num + in_num): writable */
+    int cap;                /* chain elements this allocation holds */
     bool bad_order;         /* a readable buffer followed a writable one */
     struct iovec iov[];
 } VqElem;
+
+/* The spare half of @elem's storage: elem->cap elements. */
+static inline struct iovec *vq_elem_spare(VqElem *elem)
+{
+    return elem->iov + elem->cap;
+}
 
 typedef struct VirtQueue {
     unsigned index;
@@ -173,9 +184,12 @@ int vq_map(VirtQueue *vq, const VuMemTable *mem, const char **why);
 unsigned vq_inflight_restore(VirtQueue *vq);
 
 /*
- * Fetch the next request: 1 with *@out (g_free it) when one was
- * available, 0 when the ring is empty (with EVENT_IDX the avail_event
- * field then asks for a kick), -EIO with @why when the ring is corrupt.
+ * Fetch the next request: 1 with *@out when one was available, 0 when
+ * the ring is empty (with EVENT_IDX the avail_event field then asks for
+ * a kick), -EIO with @why when the ring is corrupt.  *@out is NULL or an
+ * element of an earlier call, reused when it holds the chain (else freed
+ * and replaced): a caller that keeps its elements allocates only while
+ * chains grow.  The caller g_free()s the element in the end.
  */
 int vq_pop(VirtQueue *vq, const VuMemTable *mem, VqElem **out,
            const char **why);

@@ -91,8 +91,10 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     }
 
     g_autofree uint8_t *scratch = g_malloc(FUZZ_MEM);
+    /* One element for the whole input: vq_pop() reuses it, growing it
+     * when a chain needs more room. */
+    g_autofree VqElem *elem = NULL;
     for (unsigned i = 0; i < 4 * vq.num; i++) {
-        VqElem *elem;
         if (vq_pop(&vq, mem, &elem, &why) <= 0) {
             break;
         }
@@ -113,7 +115,6 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         }
         vq_push(&vq, elem->head, req.in_len);
         virtio_blk_req_cleanup(&req);
-        g_free(elem);
         if (i % 3 == 2) {
             vq_flush(&vq);
         }
