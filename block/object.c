@@ -364,11 +364,21 @@ const uint8_t *secret_get_data(StrataObject *obj, size_t *len)
 /* ---- iothread ----------------------------------------------------------- */
 
 /*
- * The polling properties are QEMU's adaptive busy-polling knobs.  Strata's
- * loop blocks in the kernel and never busy-polls, so they are validated and
- * kept (for introspection and so that QEMU command lines carry over) but
- * change nothing.
+ * The polling properties are QEMU's adaptive busy-polling knobs, with its
+ * defaults: before the thread's loop sleeps it polls its pollers (the
+ * vhost-user-blk export's virtqueues) for up to poll-max-ns, adaptively
+ * (util/loop.h).
  */
+#define IOTHREAD_POLL_MAX_NS_DEFAULT 32768
+
+static void iothread_set_loop_params(const StrataObject *obj, Loop *loop)
+{
+    loop_set_aio_max_batch(loop, MIN(obj->iothread.aio_max_batch,
+                                     (int64_t)UINT_MAX));
+    loop_set_poll_params(loop, obj->iothread.poll_max_ns,
+                         obj->iothread.poll_grow, obj->iothread.poll_shrink);
+}
+
 static bool iothread_create(StrataObject *obj, OptNode *opts,
                             StrataError **errp)
 {
@@ -384,6 +394,7 @@ static bool iothread_create(StrataObject *obj, OptNode *opts,
             return false;
         }
     }
+    bool poll_max_given = opts_has(opts, "poll-max-ns");
     if (!get_nonneg(opts, "poll-max-ns", &obj->iothread.poll_max_ns, errp) ||
         !get_nonneg(opts, "poll-grow", &obj->iothread.poll_grow, errp) ||
         !get_nonneg(opts, "poll-shrink", &obj->iothread.poll_shrink, errp) ||
@@ -394,13 +405,16 @@ static bool iothread_create(StrataObject *obj, OptNode *opts,
         return false;
     }
 
+    if (!poll_max_given) {
+        obj->iothread.poll_max_ns = IOTHREAD_POLL_MAX_NS_DEFAULT;
+    }
+
     StrataContext *ctx = strata_context_new(errp);
     if (!ctx) {
         return false;
     }
     /* A batch larger than any queue is the same as no limit. */
-    strata_context_set_aio_max_batch(ctx,
-        MIN(obj->iothread.aio_max_batch, (int64_t)UINT_MAX));
+    iothread_set_loop_params(obj, ctx->loop);
     if (!strata_context_start_thread(ctx, errp)) {
         strata_context_free(ctx);
         return false;
@@ -442,8 +456,7 @@ StrataQueue *iothread_get_queue(StrataObject *obj, StrataContext *ctx,
     if (!q) {
         q = strata_queue_new(ctx, errp);
         if (q) {
-            loop_set_aio_max_batch(q->loop,
-                MIN(obj->iothread.aio_max_batch, (int64_t)UINT_MAX));
+            iothread_set_loop_params(obj, q->loop);
             if (!strata_queue_start_thread(q, errp)) {
                 strata_queue_free(q);
                 q = NULL;

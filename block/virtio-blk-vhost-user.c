@@ -47,6 +47,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <inttypes.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -244,7 +245,7 @@ static void vbvu_kick(void *opaque)
     q->kick_pending = false;
     /* The avail index must be visible before the back end's event field
      * or flags are read (a full barrier: store then load). */
-    __atomic_thread_fence(__ATOMIC_SEQ_CST);
+    atomic_thread_fence(memory_order_seq_cst);
     if (vq->event_idx) {
         uint16_t ev = __atomic_load_n((uint16_t *)&vq->used->ring[vq->num],
                                       __ATOMIC_RELAXED);
@@ -305,7 +306,7 @@ static void vbvu_process_used(VbvuQueue *q)
          * have been published before the back end saw the new event. */
         __atomic_store_n(&vq->avail->ring[vq->num], vq->used_seen,
                          __ATOMIC_RELAXED);
-        __atomic_thread_fence(__ATOMIC_SEQ_CST);
+        atomic_thread_fence(memory_order_seq_cst);
         if (vq->used_seen ==
             __atomic_load_n(&vq->used->idx, __ATOMIC_ACQUIRE)) {
             return;

@@ -69,6 +69,17 @@ struct LoopBH {
     LoopBH *next;             /* pending stack link, valid with BH_PENDING */
 };
 
+struct LoopPoller {
+    bool (*poll)(void *opaque);
+    LoopCallback *begin, *end;
+    void *opaque;
+    bool dead;                      /* removed during a polling phase */
+    LoopPoller *next;
+};
+
+/* The first poll time once polling starts to pay (QEMU's too). */
+#define LOOP_POLL_START_NS 4000
+
 typedef struct DeferEntry {
     LoopCallback *fn;
     void *opaque;
@@ -108,6 +119,12 @@ struct Loop {
 
     ThreadPool *pool;
     unsigned aio_max_batch;         /* 0: one batch per iteration */
+
+    LoopPoller *pollers;            /* loop thread only */
+    bool busy_polling;              /* in loop_busy_poll() */
+    bool poll_started;              /* begin called, end not yet */
+    int64_t poll_max_ns, poll_grow, poll_shrink;
+    int64_t poll_ns;                /* current poll time, adaptive */
     void *user;                     /* loop_set_user() */
 };
 
@@ -313,6 +330,7 @@ void loop_free(Loop *loop)
     assert(g_hash_table_size(loop->fd_handlers) == 0 &&
            "loop_free with fd handlers");
     assert(loop->defer_depth == 0);
+    assert(loop->pollers == NULL && "loop_free with pollers");
 
     while (loop->zombies) {
         FdHandler *h = loop->zombies;
@@ -756,6 +774,131 @@ static int loop_epoll_wait(Loop *loop, struct epoll_event *events,
     return epoll_wait(loop->epfd, events, LOOP_MAX_EVENTS, timeout_ms);
 }
 
+/* ---- busy polling -------------------------------------------------------- */
+
+LoopPoller *loop_add_poller(Loop *loop, bool (*poll)(void *opaque),
+                            LoopCallback *begin, LoopCallback *end,
+                            void *opaque)
+{
+    LoopPoller *p = g_new0(LoopPoller, 1);
+
+    assert(loop_is_owner(loop));
+    *p = (LoopPoller) {
+        .poll = poll, .begin = begin, .end = end, .opaque = opaque,
+        .next = loop->pollers,
+    };
+    loop->pollers = p;
+    return p;
+}
+
+void loop_remove_poller(Loop *loop, LoopPoller *p)
+{
+    assert(loop_is_owner(loop));
+    if (loop->busy_polling) {
+        /* A poller's callback removes one (a broken virtqueue): unlinked
+         * when the phase ends. */
+        p->dead = true;
+        return;
+    }
+    for (LoopPoller **pp = &loop->pollers; *pp; pp = &(*pp)->next) {
+        if (*pp == p) {
+            *pp = p->next;
+            g_free(p);
+            return;
+        }
+    }
+    g_assert_not_reached();
+}
+
+static void loop_reap_pollers(Loop *loop)
+{
+    for (LoopPoller **pp = &loop->pollers; *pp;) {
+        LoopPoller *p = *pp;
+        if (p->dead) {
+            *pp = p->next;
+            g_free(p);
+        } else {
+            pp = &p->next;
+        }
+    }
+}
+
+void loop_set_poll_params(Loop *loop, int64_t max_ns, int64_t grow,
+                          int64_t shrink)
+{
+    loop->poll_max_ns = MAX(max_ns, 0);
+    loop->poll_grow = MAX(grow, 0);
+    loop->poll_shrink = MAX(shrink, 0);
+    loop->poll_ns = MIN(loop->poll_ns, loop->poll_max_ns);
+}
+
+int64_t loop_get_poll_ns(const Loop *loop)
+{
+    return loop->poll_ns;
+}
+
+/* Adapt the poll time to a sleep of @slept_ns that followed a fruitless
+ * poll (QEMU's rule): a sleep longer than the most polling can cover says
+ * polling is wasted here, a shorter one that more would have caught it. */
+static void loop_poll_adapt(Loop *loop, int64_t slept_ns)
+{
+    if (slept_ns > loop->poll_max_ns) {
+        loop->poll_ns = loop->poll_shrink ? loop->poll_ns / loop->poll_shrink
+                                          : 0;
+    } else if (slept_ns > loop->poll_ns) {
+        int64_t grown = loop->poll_ns
+                        ? loop->poll_ns * (loop->poll_grow ? loop->poll_grow : 2)
+                        : LOOP_POLL_START_NS;
+        loop->poll_ns = MIN(grown, loop->poll_max_ns);
+    }
+}
+
+/* Call every poller's begin or end callback. */
+static void loop_poll_bracket(Loop *loop, bool begin)
+{
+    loop->busy_polling = true;
+    for (LoopPoller *p = loop->pollers; p; p = p->next) {
+        LoopCallback *cb = begin ? p->begin : p->end;
+        if (!p->dead && cb) {
+            cb(p->opaque);
+        }
+    }
+    loop->busy_polling = false;
+    loop_reap_pollers(loop);
+    loop->poll_started = begin;
+}
+
+/* Busy-poll for up to the poll time (less if a timer is due sooner).
+ * Returns true if a poller found work or other work became pending.  The
+ * phase stays open (notifications suppressed) while polling pays: it is
+ * closed, with the end callbacks, only before the loop sleeps. */
+static bool loop_busy_poll(Loop *loop, int64_t timer_ns)
+{
+    int64_t budget = loop->poll_ns;
+    bool ran = false;
+
+    if (timer_ns >= 0 && timer_ns < budget) {
+        budget = timer_ns;
+    }
+    loop_defer_begin(loop);
+    if (!loop->poll_started) {
+        loop_poll_bracket(loop, true);
+    }
+    int64_t deadline = clock_ns() + budget;
+    loop->busy_polling = true;
+    do {
+        for (LoopPoller *p = loop->pollers; p; p = p->next) {
+            if (!p->dead) {
+                ran |= p->poll(p->opaque);
+            }
+        }
+    } while (!ran && !loop_work_pending(loop) && clock_ns() < deadline);
+    loop->busy_polling = false;
+    loop_reap_pollers(loop);
+    loop_defer_end(loop);
+    return ran || loop_work_pending(loop);
+}
+
 /* Poll the fds (blocking only when allowed and nothing is pending) and run
  * their handlers.  Returns true if a caller-visible callback ran. */
 static bool loop_poll(Loop *loop, bool blocking)
@@ -765,16 +908,38 @@ static bool loop_poll(Loop *loop, bool blocking)
     bool ran = false;
     int n;
 
+    if (blocking && !loop->busy_polling && !loop_work_pending(loop)) {
+        /* Other threads see notify_me == 0 and kick no eventfd: the
+         * polling loop looks at their work. */
+        if (loop->poll_ns > 0 && loop->pollers &&
+            loop_busy_poll(loop, loop_timer_timeout_ns(loop))) {
+            ran = true;
+            blocking = false;
+        } else if (loop->poll_started) {
+            /* About to sleep: the pollers ask for notifications again
+             * (and look once more; what they find is pending work). */
+            loop_defer_begin(loop);
+            loop_poll_bracket(loop, false);
+            loop_defer_end(loop);
+        }
+    }
     if (blocking) {
         atomic_fetch_add(&loop->notify_me, 1);
         atomic_thread_fence(memory_order_seq_cst);
         timeout_ns = loop_work_pending(loop) ? 0 : loop_timer_timeout_ns(loop);
     }
+    int64_t sleep_start = blocking && loop->poll_max_ns > 0 && loop->pollers
+                          ? clock_ns() : 0;
     do {
         n = loop_epoll_wait(loop, events, timeout_ns);
     } while (n < 0 && errno == EINTR && timeout_ns == 0);
     if (blocking) {
         atomic_fetch_sub(&loop->notify_me, 1);
+    }
+    if (sleep_start && timeout_ns != 0) {
+        /* Polling did not find the work that ended this sleep (or there
+         * was no polling yet): learn from how long it took. */
+        loop_poll_adapt(loop, clock_ns() - sleep_start);
     }
     if (n < 0) {
         /* EINTR from a signal during a blocking wait: a short iteration. */

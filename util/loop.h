@@ -108,6 +108,34 @@ void loop_wake(Loop *loop);
 void loop_set_fd_handler(Loop *loop, int fd, LoopCallback *on_read,
                          LoopCallback *on_write, void *opaque);
 
+/* ---- busy polling --------------------------------------------------- */
+
+/*
+ * Before a blocking iteration sleeps, a loop with poll time and pollers
+ * calls every poller's @poll in turn for up to the poll time (adaptive,
+ * at most loop_set_poll_params' @max_ns): @poll does the work it finds
+ * (a virtqueue's new requests) and returns true if there was some, which
+ * ends the polling.  @begin and @end (either may be NULL) bracket one
+ * polling phase: a device suppresses its notifications in @begin, and
+ * in @end re-arms them and looks once more.  Loop thread only.
+ */
+typedef struct LoopPoller LoopPoller;
+LoopPoller *loop_add_poller(Loop *loop, bool (*poll)(void *opaque),
+                            LoopCallback *begin, LoopCallback *end,
+                            void *opaque);
+void loop_remove_poller(Loop *loop, LoopPoller *p);
+
+/*
+ * QEMU's iothread properties: poll for at most @max_ns (0: never); the
+ * poll time starts at 0 and after a sleep shorter than @max_ns grows
+ * (times @grow, 0: 2; from 4 µs), after a longer one shrinks (divided by
+ * @shrink, 0: back to 0).  Before the loop runs, or from its thread.
+ */
+void loop_set_poll_params(Loop *loop, int64_t max_ns, int64_t grow,
+                          int64_t shrink);
+/* The current poll time (adaptive; introspection and tests). */
+int64_t loop_get_poll_ns(const Loop *loop);
+
 /* ---- bottom halves -------------------------------------------------- */
 
 /* A bottom half is a deferred callback.  Scheduling is idempotent until it

@@ -76,6 +76,7 @@ typedef struct VuBlkQueue {
     unsigned in_flight;
     CoQueue drained;
     LoopBH *flush_bh;
+    LoopPoller *poller;         /* while started, in an iothread that polls */
     /* Finished requests kept for the next ones, with their elements
      * (this queue's loop): no allocation per request once warm. */
     struct VuBlkReq *free_reqs;
@@ -426,6 +427,51 @@ static void req_co(void *opaque)
     }
 }
 
+/* ---- polling (iothreads with poll-max-ns) ---- */
+
+static void queue_process(VuBlkQueue *q);
+
+static bool queue_poll(void *opaque)
+{
+    VuBlkQueue *q = opaque;
+
+    if (!vq_avail_pending(&q->vq)) {
+        return false;
+    }
+    queue_process(q);
+    return true;
+}
+
+/* While the loop polls, an empty ring asks the driver for no kick. */
+static void queue_poll_begin(void *opaque)
+{
+    VuBlkQueue *q = opaque;
+
+    q->vq.polling = true;
+}
+
+/* Polling ends: fetch what came, which asks for a kick again once the
+ * ring is empty (and looks once more after asking). */
+static void queue_poll_end(void *opaque)
+{
+    VuBlkQueue *q = opaque;
+
+    q->vq.polling = false;
+    queue_process(q);
+}
+
+static void queue_polling(VuBlkQueue *q, bool on)
+{
+    if (on && !q->poller) {
+        q->poller = loop_add_poller(vu_queue_loop(q), queue_poll,
+                                    queue_poll_begin, queue_poll_end, q);
+    } else if (!on && q->poller) {
+        loop_remove_poller(vu_queue_loop(q), q->poller);
+        q->poller = NULL;
+        q->vq.polling = false;
+    }
+}
+
 static void queue_stop_broken(VuBlkQueue *q, const char *why)
 {
     VuBlkExport *e = q->conn->e;
@@ -434,6 +480,7 @@ static void queue_stop_broken(VuBlkQueue *q, const char *why)
     __atomic_add_fetch(&e->stats.queue_errors, 1, __ATOMIC_RELAXED);
     vu_log(e, "virtqueue %u stopped: %s", q->vq.index, why);
     loop_set_fd_handler(vu_queue_loop(q), q->kick_fd, NULL, NULL, NULL);
+    queue_polling(q, false);
     if (q->err_fd >= 0) {
         uint64_t one = 1;
         if (write(q->err_fd, &one, sizeof(one)) < 0) {
@@ -495,6 +542,7 @@ static void queue_stop(VuBlkQueue *q)
     if (q->kick_fd >= 0) {
         loop_set_fd_handler(vu_queue_loop(q), q->kick_fd, NULL, NULL, NULL);
     }
+    queue_polling(q, false);
     q->started = false;
 }
 
@@ -558,6 +606,7 @@ static bool queue_start(VuBlkQueue *q, const char **why)
         q->enabled = true;
     }
     loop_set_fd_handler(vu_queue_loop(q), q->kick_fd, queue_kick, NULL, q);
+    queue_polling(q, true);
     queue_process(q);
     return true;
 }
@@ -851,6 +900,7 @@ static int msg_execute(VuBlkConn *c, VhostUserMsg *msg, bool *replied,
             return -EBUSY;
         }
         q->vq.last_avail_idx = (uint16_t)p->state.num;
+        q->vq.avail_ahead = 0;
         q->broken = false;
         return 0;
     case VHOST_USER_GET_VRING_BASE:

@@ -140,6 +140,7 @@ unsigned vq_inflight_restore(VirtQueue *vq)
                       sizeof(uint16_t), cmp_counter, q);
     vq->inflight_counter = max_counter + 1;
     vq->last_avail_idx = (uint16_t)(used + vq->resubmit_num);
+    vq->avail_ahead = 0;
     return vq->resubmit_num;
 }
 
@@ -150,6 +151,8 @@ typedef struct ChainWalk {
     VqElem *elem;           /* NULL in the counting pass */
     int niov, cap;
     bool seen_write;
+    bool one_pass;          /* filling without counting first */
+    bool overflow;          /* ...and the element was too small */
 } ChainWalk;
 
 /* One buffer of the chain. */
@@ -180,8 +183,13 @@ static int walk_buffer(ChainWalk *w, const VringDesc *d, const char **why)
      * the device refuses the request. */
     int n = w->niov;
     int r = vu_gpa_to_iov(w->mem, d->addr, d->len, w->elem->iov, &n, w->cap);
+    if (r == -E2BIG && w->one_pass) {
+        w->overflow = true;     /* count, grow, fill again */
+        return r;
+    }
     if (r < 0) {
-        *why = "descriptor buffer changed under the walk";
+        *why = w->one_pass ? "descriptor buffer outside guest memory"
+                           : "descriptor buffer changed under the walk";
         return -EIO;
     }
     if (write || w->seen_write) {
@@ -278,28 +286,48 @@ static int walk_chain(VirtQueue *vq, ChainWalk *w, uint16_t head,
     }
 }
 
-/* Two passes: count (validating every buffer) and fill.  A guest that
- * changes the chain between them gets a consistent error, not an overrun:
- * the fill pass is bounded by what the count pass found. */
+static void elem_reset(VqElem *elem, uint16_t head)
+{
+    elem->head = head;
+    elem->out_num = elem->in_num = 0;
+    elem->bad_order = false;
+}
+
+/* An element that held the last chain is filled in one pass (the walk
+ * validates every buffer as it goes, bounded by the element's room).
+ * Otherwise, or when the chain turns out longer, two passes: count
+ * (validating every buffer) and fill.  A guest that changes the chain
+ * between them gets a consistent error, not an overrun: the fill pass is
+ * bounded by what the count pass found. */
 static int vq_read_chain(VirtQueue *vq, const VuMemTable *mem, uint16_t head,
                          VqElem **out, const char **why)
 {
-    ChainWalk w = { .mem = mem };
-    int r = walk_chain(vq, &w, head, why);
+    VqElem *elem = *out;
+    ChainWalk w;
+    int r;
+
+    if (elem) {
+        elem_reset(elem, head);
+        w = (ChainWalk){ .mem = mem, .elem = elem, .cap = elem->cap,
+                         .one_pass = true };
+        r = walk_chain(vq, &w, head, why);
+        if (!w.overflow) {
+            return r;
+        }
+    }
+    w = (ChainWalk){ .mem = mem };
+    r = walk_chain(vq, &w, head, why);
     if (r < 0) {
         return r;
     }
     int cap = MAX(w.niov, 1);
-    VqElem *elem = *out;
     if (!elem || elem->cap < cap) {
         g_free(elem);
         elem = g_malloc(sizeof(VqElem) + 2 * sizeof(struct iovec) * cap);
         elem->cap = cap;
         *out = elem;
     }
-    elem->head = head;
-    elem->out_num = elem->in_num = 0;
-    elem->bad_order = false;
+    elem_reset(elem, head);
     w = (ChainWalk){ .mem = mem, .elem = elem, .cap = w.niov };
     return walk_chain(vq, &w, head, why);
 }
@@ -326,21 +354,29 @@ int vq_pop(VirtQueue *vq, const VuMemTable *mem, VqElem **out,
         int r = vq_read_chain(vq, mem, head, out, why);
         return r < 0 ? r : 1;
     }
-    uint16_t avail_idx = __atomic_load_n(&vq->avail->idx, __ATOMIC_ACQUIRE);
-    if (avail_idx == vq->last_avail_idx && vq->event_idx) {
-        /* Ask for a kick at the next entry, then look again: an entry
-         * made available before the store is seen here. */
-        uint16_t *avail_event = (uint16_t *)&vq->used->ring[vq->num];
-        __atomic_store_n(avail_event, vq->last_avail_idx, __ATOMIC_RELAXED);
-        atomic_thread_fence(memory_order_seq_cst);
-        avail_idx = __atomic_load_n(&vq->avail->idx, __ATOMIC_ACQUIRE);
-    }
-    if (avail_idx == vq->last_avail_idx) {
-        return 0;
-    }
-    if ((uint16_t)(avail_idx - vq->last_avail_idx) > vq->num) {
-        *why = "avail index ran ahead by more than the queue size";
-        return -EIO;
+    if (vq->avail_ahead == 0) {
+        /* Read the index once per batch: the driver writes its cache
+         * line with every request. */
+        uint16_t avail_idx = __atomic_load_n(&vq->avail->idx,
+                                             __ATOMIC_ACQUIRE);
+        if (avail_idx == vq->last_avail_idx && vq->event_idx &&
+            !vq->polling) {
+            /* Ask for a kick at the next entry, then look again: an
+             * entry made available before the store is seen here. */
+            uint16_t *avail_event = (uint16_t *)&vq->used->ring[vq->num];
+            __atomic_store_n(avail_event, vq->last_avail_idx,
+                             __ATOMIC_RELAXED);
+            atomic_thread_fence(memory_order_seq_cst);
+            avail_idx = __atomic_load_n(&vq->avail->idx, __ATOMIC_ACQUIRE);
+        }
+        if (avail_idx == vq->last_avail_idx) {
+            return 0;
+        }
+        if ((uint16_t)(avail_idx - vq->last_avail_idx) > vq->num) {
+            *why = "avail index ran ahead by more than the queue size";
+            return -EIO;
+        }
+        vq->avail_ahead = (uint16_t)(avail_idx - vq->last_avail_idx);
     }
     head = __atomic_load_n(&vq->avail->ring[vq->last_avail_idx % vq->num],
                            __ATOMIC_RELAXED);
@@ -353,6 +389,7 @@ int vq_pop(VirtQueue *vq, const VuMemTable *mem, VqElem **out,
         return r;
     }
     vq->last_avail_idx++;
+    vq->avail_ahead--;
     inflight_fetched(vq, head);
     return 1;
 }

@@ -140,6 +140,8 @@ typedef struct VirtQueue {
     unsigned index;
     unsigned num;               /* queue size, 0 until SET_VRING_NUM */
     bool event_idx;             /* EVENT_IDX negotiated */
+    bool polling;               /* the device polls: an empty ring asks
+                                   for no kick (vq_pop) */
     bool indirect;              /* INDIRECT_DESC negotiated */
 
     /* Front-end virtual addresses from SET_VRING_ADDR. */
@@ -152,6 +154,10 @@ typedef struct VirtQueue {
     VringUsed *used;
 
     uint16_t last_avail_idx;    /* next avail entry to fetch */
+    uint16_t avail_ahead;       /* entries past it seen in avail->idx (its
+                                   last read): fetched without reading the
+                                   index again; 0 where last_avail_idx is
+                                   set from outside */
     uint16_t used_idx;          /* entries written (published at flush) */
     uint16_t published_idx;     /* used->idx as last published */
     uint16_t signalled_idx;     /* used index at the last interrupt */
@@ -193,6 +199,16 @@ unsigned vq_inflight_restore(VirtQueue *vq);
  */
 int vq_pop(VirtQueue *vq, const VuMemTable *mem, VqElem **out,
            const char **why);
+
+/* Whether the driver made a request available that vq_pop() has not
+ * fetched yet (a cheap look, for polling). */
+static inline bool vq_avail_pending(const VirtQueue *vq)
+{
+    return vq->avail &&
+           (vq->avail_ahead || vq->resubmit_pos < vq->resubmit_num ||
+            __atomic_load_n(&vq->avail->idx, __ATOMIC_RELAXED) !=
+            vq->last_avail_idx);
+}
 
 /* Write the used element of @head with @len bytes written (not yet
  * visible to the driver); nothing when the rings are unmapped. */

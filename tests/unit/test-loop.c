@@ -1164,6 +1164,145 @@ static void test_gsource_drives_loop(void)
     loop_free(s.loop);
 }
 
+/* ---- busy polling -------------------------------------------------------- */
+
+typedef struct PollState {
+    Loop *loop;
+    LoopPoller *poller;
+    int polls, begins, ends;
+    int work_at;            /* poll() finds work on this call (0: never) */
+    bool remove_in_poll;
+} PollState;
+
+static bool poll_cb(void *opaque)
+{
+    PollState *s = opaque;
+
+    s->polls++;
+    g_assert_cmpint(s->begins, ==, s->ends + 1);    /* inside a phase */
+    if (s->remove_in_poll) {
+        loop_remove_poller(s->loop, s->poller);
+        s->poller = NULL;
+        return true;
+    }
+    return s->work_at && s->polls == s->work_at;
+}
+
+static void poll_begin(void *opaque)
+{
+    ((PollState *)opaque)->begins++;
+}
+
+static void poll_end(void *opaque)
+{
+    ((PollState *)opaque)->ends++;
+}
+
+static void timer_noop(void *opaque)
+{
+    (*(int *)opaque)++;
+}
+
+/* One blocking iteration that sleeps until a timer @ns from now. */
+static void sleep_once(Loop *loop, int64_t ns)
+{
+    LoopTimer t;
+    int fired = 0;
+
+    loop_timer_init(&t, loop, timer_noop, &fired);
+    loop_timer_mod(&t, clock_ns() + ns);
+    while (!fired) {
+        loop_run_once(loop, true);
+    }
+    loop_timer_del(&t);
+}
+
+static void test_poll_adapts(void)
+{
+    Loop *loop = test_loop_new();
+    PollState s = { .loop = loop };
+
+    s.poller = loop_add_poller(loop, poll_cb, poll_begin, poll_end, &s);
+    /* No poll time: never polls. */
+    sleep_once(loop, 100000);
+    g_assert_cmpint(s.polls, ==, 0);
+    g_assert_cmpint(loop_get_poll_ns(loop), ==, 0);
+
+    /* A sleep shorter than the maximum: the poll time starts at 4 us,
+     * then doubles (poll-grow 0). */
+    loop_set_poll_params(loop, 1000000000, 0, 0);
+    sleep_once(loop, 100000);
+    g_assert_cmpint(loop_get_poll_ns(loop), ==, 4000);
+    sleep_once(loop, 100000);
+    g_assert_cmpint(loop_get_poll_ns(loop), ==, 8000);
+    /* It polled (nothing found) before sleeping: one phase, closed. */
+    g_assert_cmpint(s.polls, >=, 1);
+    g_assert_cmpint(s.begins, ==, 1);
+    g_assert_cmpint(s.ends, ==, 1);
+
+    /* poll-grow 3 */
+    loop_set_poll_params(loop, 1000000000, 3, 0);
+    sleep_once(loop, 100000);
+    g_assert_cmpint(loop_get_poll_ns(loop), ==, 24000);
+
+    /* A sleep longer than the maximum: polling does not pay, back to 0
+     * (poll-shrink 0); with poll-shrink 2 it halves. */
+    loop_set_poll_params(loop, 1000000, 0, 2);
+    g_assert_cmpint(loop_get_poll_ns(loop), ==, 24000);
+    sleep_once(loop, 5000000);
+    g_assert_cmpint(loop_get_poll_ns(loop), ==, 12000);
+    loop_set_poll_params(loop, 1000000, 0, 0);
+    sleep_once(loop, 5000000);
+    g_assert_cmpint(loop_get_poll_ns(loop), ==, 0);
+    /* The maximum caps the poll time. */
+    loop_set_poll_params(loop, 5000, 0, 0);
+    sleep_once(loop, 1000);
+    sleep_once(loop, 1000);
+    g_assert_cmpint(loop_get_poll_ns(loop), <=, 5000);
+
+    loop_remove_poller(loop, s.poller);
+    loop_free(loop);
+}
+
+static void test_poll_finds_work(void)
+{
+    Loop *loop = test_loop_new();
+    PollState s = { .loop = loop };
+
+    s.poller = loop_add_poller(loop, poll_cb, poll_begin, poll_end, &s);
+    loop_set_poll_params(loop, 1000000000, 0, 0);
+    sleep_once(loop, 100000);               /* poll time 4 us */
+    g_assert_cmpint(loop_get_poll_ns(loop), ==, 4000);
+    int polls = s.polls, begins = s.begins, ends = s.ends;
+
+    /* Work on the third look (as if the driver queued a request while
+     * the loop spun): the iteration returns with progress, without
+     * sleeping (no timer, no fd: a sleep would never end), and the phase
+     * stays open, notifications still off. */
+    s.work_at = polls + 3;
+    g_assert_true(loop_run_once(loop, true));
+    g_assert_cmpint(s.polls, ==, polls + 3);
+    g_assert_cmpint(s.begins, ==, begins + 1);
+    g_assert_cmpint(s.ends, ==, ends);
+    /* It stays open across iterations that find work... */
+    s.work_at = s.polls + 1;
+    g_assert_true(loop_run_once(loop, true));
+    g_assert_cmpint(s.begins, ==, begins + 1);
+    g_assert_cmpint(s.ends, ==, ends);
+    /* ...and closes before the loop sleeps. */
+    s.work_at = 0;
+    sleep_once(loop, 100000);
+    g_assert_cmpint(s.ends, ==, ends + 1);
+
+    /* A poller removed by its own poll callback is unlinked after the
+     * phase (loop_free asserts none is left). */
+    s.remove_in_poll = true;
+    g_assert_true(loop_run_once(loop, true));
+    g_assert_null(s.poller);
+    sleep_once(loop, 10000);
+    loop_free(loop);
+}
+
 int main(int argc, char **argv)
 {
     g_test_init(&argc, &argv, NULL);
@@ -1206,6 +1345,9 @@ int main(int argc, char **argv)
                     test_co_mutex_exclusion);
     g_test_add_func("/co-sync/sleep/at-least-requested",
                     test_co_sleep_lower_bound);
+    g_test_add_func("/loop/poll/adapts-to-sleeps", test_poll_adapts);
+    g_test_add_func("/loop/poll/finds-work-without-sleeping",
+                    test_poll_finds_work);
     g_test_add_func("/loop/gsource/glib-main-loop-drives",
                     test_gsource_drives_loop);
     return g_test_run();
