@@ -462,6 +462,7 @@ struct StrataQueue {
     unsigned index;                 /* 0: the context's first queue */
     Loop *loop;
     GThread *thread;                /* the loop thread, while it runs */
+    int tid;                        /* its kernel thread id (atomic), or 0 */
     int thread_stop;                /* atomic */
     void *engine[AIO_ENGINE__MAX];  /* AIO engine state of this loop */
     void (*engine_free[AIO_ENGINE__MAX])(void *);

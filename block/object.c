@@ -468,6 +468,24 @@ StrataQueue *iothread_get_queue(StrataObject *obj, StrataContext *ctx,
     return q;
 }
 
+void iothread_get_info(StrataObject *obj, IothreadInfo *info)
+{
+    g_assert(obj->kind == OBJECT_IOTHREAD);
+    mutex_lock(&objects_lock);
+    /* The queue of the daemon's context, once an export asked for it;
+     * else the thread of the iothread's own context. */
+    StrataQueue *q = obj->iothread.queue ? obj->iothread.queue
+                                         : obj->iothread.ctx->queues[0];
+    *info = (IothreadInfo) {
+        .thread_id = g_atomic_int_get(&q->tid),
+        .poll_max_ns = obj->iothread.poll_max_ns,
+        .poll_grow = obj->iothread.poll_grow,
+        .poll_shrink = obj->iothread.poll_shrink,
+        .aio_max_batch = obj->iothread.aio_max_batch,
+    };
+    mutex_unlock(&objects_lock);
+}
+
 StrataContext *iothread_get_context(StrataObject *obj)
 {
     g_assert(obj->kind == OBJECT_IOTHREAD);

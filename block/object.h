@@ -115,6 +115,13 @@ void object_foreach(void (*fn)(StrataObject *obj, void *opaque),
  * always present. */
 const uint8_t *secret_get_data(StrataObject *obj, size_t *len);
 
+/* What query-iothreads reports of an I/O thread. */
+typedef struct IothreadInfo {
+    int thread_id;          /* the thread that serves its exports */
+    int64_t poll_max_ns, poll_grow, poll_shrink, aio_max_batch;
+} IothreadInfo;
+void iothread_get_info(StrataObject *obj, IothreadInfo *info);
+
 /* An I/O thread's context (its loop runs in the thread). */
 StrataContext *iothread_get_context(StrataObject *obj);
 /* The I/O thread as a queue of @ctx (multi-queue): made and started on

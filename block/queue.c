@@ -13,6 +13,7 @@
  * path finds the current queue with one thread-local load.
  */
 #include <errno.h>
+#include <unistd.h>
 
 #include "block/aio-engine.h"
 #include "block/backend-int.h"
@@ -239,10 +240,12 @@ static gpointer queue_thread(gpointer opaque)
 
     loop_acquire(q->loop);
     loop_attach_current(q->loop);
+    g_atomic_int_set(&q->tid, (int)gettid());
     while (!g_atomic_int_get(&q->thread_stop)) {
         loop_run_once(q->loop, true);
     }
     loop_attach_current(NULL);
+    g_atomic_int_set(&q->tid, 0);
     loop_release(q->loop);
     return NULL;
 }
@@ -263,6 +266,10 @@ STRATA_EXPORT bool strata_queue_start_thread(StrataQueue *q, StrataError **errp)
     }
     if (loop_current() == q->loop) {
         loop_attach_current(NULL);
+    }
+    /* Its thread id is known once this returns (query-iothreads). */
+    while (!g_atomic_int_get(&q->tid)) {
+        g_usleep(20);
     }
     return true;
 }

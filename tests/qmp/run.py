@@ -70,6 +70,13 @@ def normalize(msg):
         msg['return'] = re.sub(r'; [0-9:.]+ sec \([^)]*\)', '; TIMING', ret)
     if isinstance(ret, dict) and 'qemu' in ret and 'package' in ret:
         msg['return'] = {'qemu': 'VERSION', 'package': 'PACKAGE'}
+    if isinstance(ret, list):
+        # query-iothreads: a real thread id, checked here and hidden
+        for item in ret:
+            if isinstance(item, dict) and 'thread-id' in item:
+                tid = item['thread-id']
+                item['thread-id'] = ('TID' if isinstance(tid, int) and tid > 0
+                                     else 'BAD-TID %r' % (tid,))
     return msg
 
 

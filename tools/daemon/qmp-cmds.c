@@ -610,6 +610,35 @@ static JsonNode *qmp_query_block_exports(OptNode *args, StrataError **errp)
     return jb_finish(b);
 }
 
+static void build_iothread(StrataObject *obj, void *opaque)
+{
+    JsonBuilder *b = opaque;
+    IothreadInfo info;
+
+    if (object_get_kind(obj) != OBJECT_IOTHREAD) {
+        return;
+    }
+    iothread_get_info(obj, &info);
+    json_builder_begin_object(b);
+    jb_str(b, "id", object_get_id(obj));
+    jb_int(b, "thread-id", info.thread_id);
+    jb_int(b, "poll-max-ns", info.poll_max_ns);
+    jb_int(b, "poll-grow", info.poll_grow);
+    jb_int(b, "poll-shrink", info.poll_shrink);
+    jb_int(b, "aio-max-batch", info.aio_max_batch);
+    json_builder_end_object(b);
+}
+
+static JsonNode *qmp_query_iothreads(OptNode *args, StrataError **errp)
+{
+    JsonBuilder *b = json_builder_new();
+
+    json_builder_begin_array(b);
+    object_foreach(build_iothread, b);
+    json_builder_end_array(b);
+    return jb_finish(b);
+}
+
 static JsonNode *qmp_x_block_export_resume(OptNode *args, StrataError **errp)
 {
     return export_resume(opts_scalar_str(opts_peek(args, "id")), errp)
@@ -869,6 +898,7 @@ static const QmpCommandImpl qmp_impls[] = {
     { "block-export-add", qmp_block_export_add },
     { "block-export-del", qmp_block_export_del },
     { "query-block-exports", qmp_query_block_exports },
+    { "query-iothreads", qmp_query_iothreads },
     { "x-block-export-resume", qmp_x_block_export_resume },
     { "nbd-server-start", qmp_nbd_server_start },
     { "nbd-server-stop", qmp_nbd_server_stop },
