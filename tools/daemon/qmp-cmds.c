@@ -600,14 +600,19 @@ static void build_export(BlockExport *exp, void *opaque)
     json_builder_end_object(b);
 }
 
+/* A JSON array of the objects @foreach visits, each built by @build
+ * (which gets the JsonBuilder as its opaque). */
+#define JB_ARRAY_OF(foreach, build) ({                  \
+        JsonBuilder *b_ = json_builder_new();           \
+        json_builder_begin_array(b_);                   \
+        foreach(build, b_);                             \
+        json_builder_end_array(b_);                     \
+        jb_finish(b_);                                  \
+    })
+
 static JsonNode *qmp_query_block_exports(OptNode *args, StrataError **errp)
 {
-    JsonBuilder *b = json_builder_new();
-
-    json_builder_begin_array(b);
-    export_foreach(build_export, b);
-    json_builder_end_array(b);
-    return jb_finish(b);
+    return JB_ARRAY_OF(export_foreach, build_export);
 }
 
 static void build_iothread(StrataObject *obj, void *opaque)
@@ -631,12 +636,7 @@ static void build_iothread(StrataObject *obj, void *opaque)
 
 static JsonNode *qmp_query_iothreads(OptNode *args, StrataError **errp)
 {
-    JsonBuilder *b = json_builder_new();
-
-    json_builder_begin_array(b);
-    object_foreach(build_iothread, b);
-    json_builder_end_array(b);
-    return jb_finish(b);
+    return JB_ARRAY_OF(object_foreach, build_iothread);
 }
 
 static JsonNode *qmp_x_block_export_resume(OptNode *args, StrataError **errp)
