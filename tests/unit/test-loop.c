@@ -1273,6 +1273,11 @@ static void test_poll_finds_work(void)
     loop_set_poll_params(loop, 1000000000, 0, 0);
     sleep_once(loop, 100000);               /* poll time 4 us */
     g_assert_cmpint(loop_get_poll_ns(loop), ==, 4000);
+    /* Grow the poll time to the 1 s cap in one step: the looks below must
+     * all fit in it, and under TSan three looks take longer than 4 us. */
+    loop_set_poll_params(loop, 1000000000, 1000000, 0);
+    sleep_once(loop, 100000);
+    g_assert_cmpint(loop_get_poll_ns(loop), ==, 1000000000);
     int polls = s.polls, begins = s.begins, ends = s.ends;
 
     /* Work on the third look (as if the driver queued a request while
