@@ -370,6 +370,7 @@ typedef struct MemRegionCall {
     size_t len;
     StrataError **errp;
     bool ok;
+    void (*locked_fn)(struct MemRegionCall *c);   /* run under the locks */
 } MemRegionCall;
 
 static void memregion_register_locked(MemRegionCall *c)
@@ -439,15 +440,16 @@ fail:
     }
 }
 
-static void memregion_register_fn(void *opaque)
+/* Run c->locked_fn in the context thread under the graph write lock and
+ * queues_lock: strata_queue_free() forgets its queue's slots meanwhile (and
+ * the lock keeps that queue alive for a hand-over). */
+static void memregion_call_fn(void *opaque)
 {
     MemRegionCall *c = opaque;
     bool locked = graph_wrlock(c->ctx);
 
-    /* queues_lock: strata_queue_free() forgets its queue's slots meanwhile
-     * (and the lock keeps that queue alive for a hand-over). */
     mutex_lock(&c->ctx->queues_lock);
-    memregion_register_locked(c);
+    c->locked_fn(c);
     mutex_unlock(&c->ctx->queues_lock);
     graph_wrunlock(c->ctx, locked);
 }
@@ -456,7 +458,8 @@ STRATA_EXPORT bool strata_context_register_memory(StrataContext *ctx,
                                                   void *addr, size_t len,
                                                   StrataError **errp)
 {
-    MemRegionCall c = { .ctx = ctx, .addr = addr, .len = len, .errp = errp };
+    MemRegionCall c = { .ctx = ctx, .addr = addr, .len = len, .errp = errp,
+                        .locked_fn = memregion_register_locked };
 
     if (!addr || len == 0 || (uintptr_t)addr > UINTPTR_MAX - len) {
         error_set_option(errp, "Cannot register memory at %p (%zu bytes): "
@@ -465,7 +468,7 @@ STRATA_EXPORT bool strata_context_register_memory(StrataContext *ctx,
                                                             : "wraps around");
         return false;
     }
-    strata_context_call(ctx, memregion_register_fn, &c);
+    strata_context_call(ctx, memregion_call_fn, &c);
     return c.ok;
 }
 
@@ -494,21 +497,11 @@ static void memregion_unregister_locked(MemRegionCall *c)
     }
 }
 
-static void memregion_unregister_fn(void *opaque)
-{
-    MemRegionCall *c = opaque;
-    bool locked = graph_wrlock(c->ctx);
-
-    mutex_lock(&c->ctx->queues_lock);
-    memregion_unregister_locked(c);
-    mutex_unlock(&c->ctx->queues_lock);
-    graph_wrunlock(c->ctx, locked);
-}
-
 STRATA_EXPORT void strata_context_unregister_memory(StrataContext *ctx,
                                                     void *addr)
 {
-    MemRegionCall c = { .ctx = ctx, .addr = addr };
+    MemRegionCall c = { .ctx = ctx, .addr = addr,
+                        .locked_fn = memregion_unregister_locked };
 
-    strata_context_call(ctx, memregion_unregister_fn, &c);
+    strata_context_call(ctx, memregion_call_fn, &c);
 }
