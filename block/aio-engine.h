@@ -150,5 +150,8 @@ unsigned aio_engine_queue_depth(AioEngineId id, unsigned dflt);
 /* Test hook: io_setup calls the native engine made in this process (its
  * availability probe's context is reused by the first state). */
 unsigned aio_linux_test_setup_calls(void);
+/* Test hook: whether the native engine's @state is its loop's waiter
+ * (block/aio-linux.c, "Waiting"). */
+bool aio_linux_test_self_wait(void *state);
 
 #endif

@@ -40,6 +40,21 @@
  * handler opens a defer section, so requests that the re-entered coroutines
  * submit leave in one io_submit when it returns.
  *
+ * Waiting.  Where the engine state can be its loop's waiter
+ * (util/loop.h: loop_claim_waiter; one per loop, not under a GLib main
+ * context, not with the io_getevents fallback), its iocbs carry no
+ * eventfd: the loop sleeps in io_getevents(min_nr 1) instead of
+ * epoll_wait, and an IOCB_CMD_POLL on the loop's epoll fd, kept armed in
+ * the same io_context, ends that sleep when any fd of the loop turns
+ * readable.  A completion that arrives while the loop sleeps then costs
+ * one system call (io_getevents returns it) instead of three (epoll_wait,
+ * the eventfd's read, and the eventfd's signalling in the kernel on every
+ * completion); what io_getevents took waits in @evbuf for the loop's
+ * check, which runs it the way the eventfd handler does.  Detached (a
+ * GLib source is created for the loop), the state goes back to the
+ * eventfd; requests already in flight without it are swept by a timer.
+ * STRATA_AIO_NATIVE_EVENTFD=1 keeps the eventfd always (tests, A/B runs).
+ *
  * The kernel context holds at most depth requests; more wait in FIFO order
  * rather than fail, and -EAGAIN from io_submit (the kernel ran short) leaves
  * the rest queued for the next completion, or a short timer when nothing is
@@ -51,12 +66,18 @@
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
+#include <poll.h>
 #include <sys/eventfd.h>
 #include "block/aio-engine.h"
 
 #define LAIO_DEFAULT_DEPTH 128
 #define LAIO_EVENTS_PER_CALL 64
 #define LAIO_RETRY_NS (1000 * 1000)
+/* After a detach: how often requests in flight without the eventfd are
+ * looked for. */
+#define LAIO_SWEEP_NS (1000 * 1000)
+/* The bit io_set_eventfd() sets (linux/aio_abi.h; libaio spells it out). */
+#define LAIO_FLAG_RESFD (1u << 0)
 
 /*
  * The header of the completion ring that io_setup maps at the io_context_t
@@ -105,6 +126,16 @@ typedef struct LaioState {
     LaioRing *ring;             /* NULL: reap with io_getevents */
     unsigned ring_nr;           /* ring->nr, read once */
     AioEngineStats stats;
+
+    /* Waiting in io_getevents (see "Waiting" above) */
+    LoopWaiter waiter;
+    bool self_wait;             /* the loop's waiter: iocbs without eventfd */
+    bool poll_armed;            /* poll_iocb is in the kernel */
+    struct iocb poll_iocb;      /* IOCB_CMD_POLL on the loop's epoll fd */
+    struct io_event evbuf[LAIO_EVENTS_PER_CALL];  /* taken by the wait */
+    unsigned evbuf_head, evbuf_len;
+    unsigned quiet;             /* after a detach: in flight without eventfd */
+    LoopTimer sweep_timer;
 } LaioState;
 
 /*
@@ -148,6 +179,11 @@ static void laio_release(unsigned depth, io_context_t io_ctx)
 unsigned aio_linux_test_setup_calls(void)
 {
     return g_atomic_int_get(&laio_setups);
+}
+
+bool aio_linux_test_self_wait(void *state)
+{
+    return ((LaioState *)state)->self_wait;
 }
 
 static int laio_probe(void)
@@ -248,6 +284,13 @@ static LaioRing *laio_ring_get(io_context_t io_ctx)
  */
 static int laio_pop_events(LaioState *s, struct io_event *out, int max)
 {
+    if (s->evbuf_head < s->evbuf_len) {
+        /* Taken by the wait before anything now in the ring. */
+        int n = MIN((int)(s->evbuf_len - s->evbuf_head), max);
+        memcpy(out, &s->evbuf[s->evbuf_head], n * sizeof(*out));
+        s->evbuf_head += n;
+        return n;
+    }
     if (s->ring) {
         LaioRing *ring = s->ring;
         unsigned head = ring->head;
@@ -278,13 +321,22 @@ static int laio_pop_events(LaioState *s, struct io_event *out, int max)
 }
 
 /* Record the result of @ev in its request; the caller wakes or enters the
- * request's coroutine. */
+ * request's coroutine.  NULL for the poll on the loop's epoll fd, which
+ * only needs arming again. */
 static LaioReq *laio_complete(LaioState *s, const struct io_event *ev)
 {
+    if (G_UNLIKELY(ev->obj == &s->poll_iocb)) {
+        s->poll_armed = false;
+        return NULL;
+    }
+
     LaioReq *req = laio_req_of(ev->obj);
     /* res is an unsigned long holding bytes or -errno. */
     long res = (long)ev->res;
 
+    if (G_UNLIKELY(s->quiet) && !(req->iocb.u.c.flags & LAIO_FLAG_RESFD)) {
+        s->quiet--;
+    }
     g_assert(s->inflight > 0);
     s->inflight--;
     s->stats.completions++;
@@ -308,7 +360,10 @@ static void laio_reap_after_submit(LaioState *s)
         int n = laio_pop_events(s, events, LAIO_EVENTS_PER_CALL);
 
         for (int i = 0; i < n; i++) {
-            laio_wake_done(s, laio_complete(s, &events[i]));
+            LaioReq *req = laio_complete(s, &events[i]);
+            if (req) {
+                laio_wake_done(s, req);
+            }
         }
         found |= n > 0;
         if (n < LAIO_EVENTS_PER_CALL) {
@@ -320,9 +375,10 @@ static void laio_reap_after_submit(LaioState *s)
     }
 }
 
-static void laio_flush(void *opaque)
+/* Move waiting requests into the room there is and submit what is
+ * pending; true if anything went to the kernel. */
+static bool laio_submit_pending(LaioState *s)
 {
-    LaioState *s = opaque;
     bool submitted = false;
 
     while (s->wait_head && s->inflight + s->npending < s->depth) {
@@ -371,9 +427,22 @@ static void laio_flush(void *opaque)
                 s->npending * sizeof(s->pending[0]));
         laio_fail(s, req, (int)aio_engine_apply_short(AIO_ENGINE_NATIVE, ret));
     }
+    return submitted;
+}
 
-    if (submitted && s->ring) {
+static void laio_flush(void *opaque)
+{
+    LaioState *s = opaque;
+
+    while (laio_submit_pending(s) && s->ring) {
+        unsigned before = s->inflight;
+
         laio_reap_after_submit(s);
+        /* Completions reaped here made room that no later event announces
+         * (a waiter's requests carry no eventfd): fill it now. */
+        if (s->inflight == before || (!s->wait_head && !s->npending)) {
+            break;
+        }
     }
 }
 
@@ -385,17 +454,10 @@ static void laio_retry_cb(void *opaque)
     laio_flush(s);
 }
 
-static void laio_on_readable(void *opaque)
+/* Enter the coroutines of everything completed; true if there was any. */
+static bool laio_run_completions(LaioState *s)
 {
-    LaioState *s = opaque;
-    uint64_t count;
     bool found = false;
-
-    /* Reset the counter first: a completion that lands while we reap
-     * makes the fd readable again, so none is missed. */
-    if (read(s->efd, &count, sizeof(count)) < 0) {
-        /* EAGAIN: a spurious wake-up; the events are looked at anyway. */
-    }
 
     loop_defer_begin(s->loop);
     for (;;) {
@@ -405,11 +467,14 @@ static void laio_on_readable(void *opaque)
         if (n == 0) {
             break;
         }
-        found = true;
         /* All n are copied out of the ring before the first coroutine
          * runs (it may submit, and with aio-max-batch flush and reap). */
         for (int i = 0; i < n; i++) {
-            co_enter(laio_complete(s, &events[i])->co);
+            LaioReq *req = laio_complete(s, &events[i]);
+            if (req) {
+                found = true;
+                co_enter(req->co);
+            }
         }
         if (n < LAIO_EVENTS_PER_CALL) {
             break;
@@ -422,6 +487,189 @@ static void laio_on_readable(void *opaque)
         loop_defer_call(s->loop, laio_flush, s);
     }
     loop_defer_end(s->loop);
+    return found;
+}
+
+static void laio_on_readable(void *opaque)
+{
+    LaioState *s = opaque;
+    uint64_t count;
+
+    /* Reset the counter first: a completion that lands while we reap
+     * makes the fd readable again, so none is missed. */
+    if (read(s->efd, &count, sizeof(count)) < 0) {
+        /* EAGAIN: a spurious wake-up; the events are looked at anyway. */
+    }
+    laio_run_completions(s);
+}
+
+/* ---- the loop's waiter --------------------------------------------------- */
+
+/* Whether the poll on the epoll fd has completed, among the events the
+ * ring holds now (looked at, not taken). */
+static bool laio_ring_has_poll(LaioState *s)
+{
+    LaioRing *ring = s->ring;
+    unsigned head = ring->head;
+    unsigned tail = __atomic_load_n(&ring->tail, __ATOMIC_ACQUIRE);
+
+    for (; head != tail; head = head + 1 == s->ring_nr ? 0 : head + 1) {
+        if (ring->events[head].obj == &s->poll_iocb) {
+            return true;
+        }
+    }
+    return false;
+}
+
+static int laio_arm_poll(LaioState *s, int epfd)
+{
+    struct iocb *p = &s->poll_iocb;
+    int ret;
+
+    io_prep_poll(p, epfd, POLLIN);
+    do {
+        ret = io_submit(s->io_ctx, 1, &p);
+    } while (ret == -EINTR);
+    if (ret == 1) {
+        s->poll_armed = true;
+        return 0;
+    }
+    return ret < 0 ? ret : -EAGAIN;
+}
+
+static int laio_wait(void *opaque, int epfd, int64_t timeout_ns)
+{
+    LaioState *s = opaque;
+
+    if (!s->poll_armed) {
+        /* Checked for readiness when armed: if the epoll set already has
+         * events, the poll completes at once, into the ring. */
+        int ret = laio_arm_poll(s, epfd);
+        if (ret < 0) {
+            /* Out of event slots: requests are in flight, and their
+             * completions end the sleep; the epoll set is looked at then. */
+            g_assert(ret == -EAGAIN && s->inflight > 0);
+        }
+    }
+    if (s->evbuf_head < s->evbuf_len ||
+        s->ring->head != __atomic_load_n(&s->ring->tail, __ATOMIC_ACQUIRE)) {
+        /* Arrived since the loop's last look: no sleep. */
+        return laio_ring_has_poll(s) || !s->poll_armed;
+    }
+
+    struct timespec ts, *tsp = NULL;
+    if (timeout_ns >= 0) {
+        ts.tv_sec = timeout_ns / 1000000000;
+        ts.tv_nsec = timeout_ns % 1000000000;
+        tsp = &ts;
+    }
+    int n = io_getevents(s->io_ctx, 1, LAIO_EVENTS_PER_CALL, s->evbuf, tsp);
+    if (n < 0) {
+        return n == -EINTR ? -EINTR : 1;
+    }
+    s->evbuf_head = 0;
+    s->evbuf_len = n;
+    for (int i = 0; i < n; i++) {
+        if (s->evbuf[i].obj == &s->poll_iocb) {
+            return 1;
+        }
+    }
+    return 0;
+}
+
+static bool laio_check(void *opaque)
+{
+    LaioState *s = opaque;
+
+    if (s->evbuf_head == s->evbuf_len &&
+        s->ring->head == __atomic_load_n(&s->ring->tail, __ATOMIC_RELAXED)) {
+        return false;
+    }
+    return laio_run_completions(s);
+}
+
+/* Requests that went out without the eventfd before a detach. */
+static void laio_sweep_cb(void *opaque)
+{
+    LaioState *s = opaque;
+
+    laio_run_completions(s);
+    if (s->quiet) {
+        loop_timer_mod(&s->sweep_timer, clock_ns() + LAIO_SWEEP_NS);
+    }
+}
+
+/* Stop the poll on the epoll fd and take its event, so that the context
+ * is idle again (it may become the process's spare). */
+static void laio_disarm_poll(LaioState *s)
+{
+    struct io_event ev;
+
+    if (!s->poll_armed) {
+        return;
+    }
+    for (unsigned i = s->evbuf_head; i < s->evbuf_len; i++) {
+        if (s->evbuf[i].obj == &s->poll_iocb) {
+            /* Taken by the last wait: done already.  Its entry stays for
+             * laio_complete, which ignores it. */
+            s->poll_armed = false;
+            return;
+        }
+    }
+    /* The event is delivered through the ring either way (-EINPROGRESS). */
+    io_cancel(s->io_ctx, &s->poll_iocb, &ev);
+    while (s->poll_armed) {
+        struct io_event events[LAIO_EVENTS_PER_CALL];
+        struct timespec ts = { 1, 0 };
+        int n = io_getevents(s->io_ctx, 1, LAIO_EVENTS_PER_CALL, events, &ts);
+
+        if (n == -EINTR) {
+            continue;
+        }
+        if (n <= 0) {
+            g_error("native AIO: the poll on the loop's epoll fd did not "
+                    "finish after its cancel: %s", n ? g_strerror(-n) : "timed out");
+        }
+        for (int i = 0; i < n; i++) {
+            if (events[i].obj == &s->poll_iocb) {
+                s->poll_armed = false;
+            } else if (s->evbuf_len < LAIO_EVENTS_PER_CALL) {
+                /* Keep a request's completion for the loop (only a
+                 * detach with requests in flight gets here). */
+                s->evbuf[s->evbuf_len++] = events[i];
+            } else {
+                g_error("native AIO: no room for a completion while "
+                        "disarming");
+            }
+        }
+    }
+}
+
+static void laio_detach(void *opaque)
+{
+    LaioState *s = opaque;
+
+    s->self_wait = false;
+    laio_disarm_poll(s);
+    /* Queued requests take the eventfd now; those in flight are swept. */
+    for (unsigned i = 0; i < s->npending; i++) {
+        io_set_eventfd(s->pending[i], s->efd);
+    }
+    for (LaioReq *r = s->wait_head; r; r = r->next) {
+        io_set_eventfd(&r->iocb, s->efd);
+    }
+    s->quiet = s->inflight;
+    loop_set_fd_handler(s->loop, s->efd, laio_on_readable, NULL, s);
+    if (s->quiet || s->evbuf_head < s->evbuf_len) {
+        loop_timer_mod(&s->sweep_timer, clock_ns());
+    }
+}
+
+/* Whether STRATA_AIO_NATIVE_EVENTFD asks for the eventfd always. */
+static bool laio_eventfd_forced(void)
+{
+    const char *env = getenv("STRATA_AIO_NATIVE_EVENTFD");
+    return env && *env && strcmp(env, "0") != 0;
 }
 
 static void *laio_ctx_init(Loop *loop, StrataError **errp)
@@ -448,7 +696,16 @@ static void *laio_ctx_init(Loop *loop, StrataError **errp)
     s->pending = g_new(struct iocb *, s->depth);
     s->wait_tail = &s->wait_head;
     loop_timer_init(&s->retry_timer, s->loop, laio_retry_cb, s);
-    loop_set_fd_handler(s->loop, s->efd, laio_on_readable, NULL, s);
+    loop_timer_init(&s->sweep_timer, s->loop, laio_sweep_cb, s);
+    s->waiter = (LoopWaiter) {
+        .wait = laio_wait, .check = laio_check, .detach = laio_detach,
+        .opaque = s,
+    };
+    s->self_wait = s->ring && !laio_eventfd_forced() &&
+                   loop_claim_waiter(s->loop, &s->waiter);
+    if (!s->self_wait) {
+        loop_set_fd_handler(s->loop, s->efd, laio_on_readable, NULL, s);
+    }
     return s;
 }
 
@@ -459,6 +716,11 @@ static void laio_ctx_cleanup(void *opaque)
     /* The context closes (and so drains) every node first. */
     g_assert(s->inflight == 0 && s->npending == 0 && !s->wait_head);
     loop_timer_del(&s->retry_timer);
+    loop_timer_del(&s->sweep_timer);
+    if (s->self_wait) {
+        loop_release_waiter(s->loop, &s->waiter);
+    }
+    laio_disarm_poll(s);
     loop_set_fd_handler(s->loop, s->efd, NULL, NULL, NULL);
     close(s->efd);
     laio_release(s->depth, s->io_ctx);
@@ -476,7 +738,9 @@ static int laio_co_submit(LaioState *s, LaioReq *req)
 {
     req->co = co_self();
     g_assert(req->co);
-    io_set_eventfd(&req->iocb, s->efd);
+    if (!s->self_wait) {
+        io_set_eventfd(&req->iocb, s->efd);
+    }
     s->stats.submits++;
 
     /* FIFO: nobody overtakes a request that waits for room. */

@@ -5,8 +5,10 @@
  *
  *   bottom halves -> coroutine wake-ups -> expired timers      (section 1)
  *   flush deferred submissions
- *   epoll_wait (timeout 0, or until the next timer when blocking)
- *   fd handlers -> expired timers -> bottom halves -> wake-ups (section 2)
+ *   epoll_wait (timeout 0, or until the next timer when blocking; or, to
+ *     block, the wait of the loop's waiter: loop_claim_waiter)
+ *   fd handlers -> the waiter's check -> expired timers -> bottom halves
+ *     -> wake-ups                                              (section 2)
  *
  * Deferred submissions are flushed before the loop may block: an engine
  * that queued a request and then waited for its completion with unsubmitted
@@ -126,6 +128,9 @@ struct Loop {
     int64_t poll_max_ns, poll_grow, poll_shrink;
     int64_t poll_ns;                /* current poll time, adaptive */
     void *user;                     /* loop_set_user() */
+
+    const LoopWaiter *waiter;       /* loop_claim_waiter(), loop thread */
+    bool gsource;                   /* a GLib context polls epfd */
 };
 
 static __thread Loop *tls_running_loop;
@@ -774,6 +779,52 @@ static int loop_epoll_wait(Loop *loop, struct epoll_event *events,
     return epoll_wait(loop->epfd, events, LOOP_MAX_EVENTS, timeout_ms);
 }
 
+/* ---- a source that waits for the loop ----------------------------------- */
+
+bool loop_claim_waiter(Loop *loop, const LoopWaiter *w)
+{
+    if (!loop_is_owner(loop) || loop->waiter || loop->gsource) {
+        return false;
+    }
+    loop->waiter = w;
+    return true;
+}
+
+void loop_release_waiter(Loop *loop, const LoopWaiter *w)
+{
+    if (loop->waiter == w) {
+        loop->waiter = NULL;
+    }
+}
+
+/* Run what the waiter's source has found (see loop_claim_waiter). */
+static bool loop_check_waiter(Loop *loop)
+{
+    const LoopWaiter *w = loop->waiter;
+
+    return w && w->check(w->opaque);
+}
+
+/* Sleep for up to @timeout_ns (not 0) in the waiter, and take what the
+ * epoll set has if it says there may be something. */
+static int loop_waiter_wait(Loop *loop, struct epoll_event *events,
+                            int64_t timeout_ns)
+{
+    int r = loop->waiter->wait(loop->waiter->opaque, loop->epfd, timeout_ns);
+
+    if (r < 0) {
+        errno = -r;
+        return -1;
+    }
+    if (r == 0) {
+        return 0;
+    }
+    do {
+        r = loop_epoll_wait(loop, events, 0);
+    } while (r < 0 && errno == EINTR);
+    return r;
+}
+
 /* ---- busy polling -------------------------------------------------------- */
 
 LoopPoller *loop_add_poller(Loop *loop, bool (*poll)(void *opaque),
@@ -892,6 +943,8 @@ static bool loop_busy_poll(Loop *loop, int64_t timer_ns)
                 ran |= p->poll(p->opaque);
             }
         }
+        /* Completions of the waiter's source signal no fd. */
+        ran |= loop_check_waiter(loop);
     } while (!ran && !loop_work_pending(loop) && clock_ns() < deadline);
     loop->busy_polling = false;
     loop_reap_pollers(loop);
@@ -930,9 +983,13 @@ static bool loop_poll(Loop *loop, bool blocking)
     }
     int64_t sleep_start = blocking && loop->poll_max_ns > 0 && loop->pollers
                           ? clock_ns() : 0;
-    do {
-        n = loop_epoll_wait(loop, events, timeout_ns);
-    } while (n < 0 && errno == EINTR && timeout_ns == 0);
+    if (loop->waiter && timeout_ns != 0) {
+        n = loop_waiter_wait(loop, events, timeout_ns);
+    } else {
+        do {
+            n = loop_epoll_wait(loop, events, timeout_ns);
+        } while (n < 0 && errno == EINTR && timeout_ns == 0);
+    }
     if (blocking) {
         atomic_fetch_sub(&loop->notify_me, 1);
     }
@@ -972,6 +1029,7 @@ static bool loop_poll(Loop *loop, bool blocking)
             h->on_write(h->opaque);
         }
     }
+    ran |= loop_check_waiter(loop);
     loop_defer_end(loop);
     return ran;
 }
@@ -1117,6 +1175,13 @@ GSource *loop_create_gsource(Loop *loop)
     LoopSource *ls = (LoopSource *)source;
 
     ls->loop = loop;
+    /* GLib polls the epoll set: a waiter's source must signal an fd. */
+    loop->gsource = true;
+    if (loop->waiter) {
+        const LoopWaiter *w = loop->waiter;
+        loop->waiter = NULL;
+        w->detach(w->opaque);
+    }
     ls->fd_tag = g_source_add_unix_fd(source, loop->epfd, G_IO_IN);
     g_source_set_name(source, "strata-loop");
     /* The GMainContext may sleep in poll() at any time between our

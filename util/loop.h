@@ -125,6 +125,38 @@ LoopPoller *loop_add_poller(Loop *loop, bool (*poll)(void *opaque),
                             void *opaque);
 void loop_remove_poller(Loop *loop, LoopPoller *p);
 
+/* ---- a source that waits for the loop ------------------------------- */
+
+/*
+ * One source per loop may do the loop's blocking waits itself: an AIO
+ * engine whose completions reach it for fewer system calls through its own
+ * wait (io_getevents) than through an eventfd in the epoll set.  Its work
+ * then signals no fd, so the loop calls @check on every iteration that
+ * polls its fds (and while busy polling) to run what has arrived, and
+ * calls @wait where it would sleep in epoll_wait: @wait blocks until the
+ * source's own work arrives, the loop's epoll set @epfd turns readable,
+ * or @timeout_ns passes (-1: no limit), and returns 1 if the epoll set may
+ * have events, 0 if not, or -EINTR.  @check returns true if it ran a
+ * callback.  @detach turns the source back to fd wake-ups, because a GLib
+ * main context is to poll the epoll set (loop_create_gsource); the loop
+ * calls nothing of the waiter after it.  Everything runs in the loop's
+ * thread.
+ */
+typedef struct LoopWaiter {
+    int (*wait)(void *opaque, int epfd, int64_t timeout_ns);
+    bool (*check)(void *opaque);
+    void (*detach)(void *opaque);
+    void *opaque;
+} LoopWaiter;
+
+/* Make @w (stored, not copied) the loop's waiter, from the loop's owner
+ * thread.  False if the caller does not own the loop, the loop has a
+ * waiter or a GLib source: the source then keeps using an fd. */
+bool loop_claim_waiter(Loop *loop, const LoopWaiter *w);
+
+/* Give the role back (nothing if @w does not hold it).  Loop thread. */
+void loop_release_waiter(Loop *loop, const LoopWaiter *w);
+
 /*
  * QEMU's iothread properties: poll for at most @max_ns (0: never); the
  * poll time starts at 0 and after a sleep shorter than @max_ns grows
@@ -214,7 +246,9 @@ ThreadPool *loop_get_thread_pool(Loop *loop);
 /*
  * A GSource that drives @loop from a GMainContext: attach it and the
  * GMainLoop runs Strata's loop iterations.  The source holds no reference
- * that outlives the loop; destroy it before loop_free().
+ * that outlives the loop; destroy it before loop_free().  From the loop's
+ * thread, or before the loop runs: a waiter (loop_claim_waiter) is
+ * detached, and none is accepted after.
  */
 GSource *loop_create_gsource(Loop *loop);
 

@@ -1166,6 +1166,150 @@ static void test_native_probe_reused(void)
 #endif
 }
 
+/* ---- native: the loop's waiter ------------------------------------------ */
+
+#if CONFIG_LIBAIO
+typedef struct WakeFlag {
+    Loop *loop;
+    int fired;                  /* atomic */
+} WakeFlag;
+
+static void wake_flag_cb(void *opaque)
+{
+    g_atomic_int_set(&((WakeFlag *)opaque)->fired, 1);
+}
+
+/* Another thread: after a moment, a one-shot callback on the loop. */
+static gpointer remote_oneshot_thread(gpointer opaque)
+{
+    WakeFlag *w = opaque;
+
+    g_usleep(50 * 1000);
+    loop_oneshot(w->loop, wake_flag_cb, w);
+    return NULL;
+}
+
+static void run_until_fired(Loop *loop, WakeFlag *w)
+{
+    int64_t deadline = g_get_monotonic_time() + 10 * G_USEC_PER_SEC;
+
+    while (!g_atomic_int_get(&w->fired)) {
+        g_assert_cmpint(g_get_monotonic_time(), <, deadline);
+        loop_run_once(loop, true);
+    }
+}
+#endif
+
+/*
+ * Where the native engine is its loop's waiter, the loop sleeps in
+ * io_getevents, and everything that used to end an epoll_wait still ends
+ * that sleep: a callback scheduled by another thread, a timer, and
+ * completions (the requests around them).
+ */
+static void test_native_waiter_wakes(void)
+{
+#if CONFIG_LIBAIO
+    Env e;
+    if (!env_init(&e, AIO_ENGINE_NATIVE, 0)) {
+        return;
+    }
+    Loop *loop = e.ctx->loop;
+    g_assert_true(aio_linux_test_self_wait(e.state));
+
+    uint8_t *wbuf = blk_alloc(BLK), *rbuf = blk_alloc(BLK);
+    fill_pattern(wbuf, BLK, 7);
+    g_assert_cmpint(env_rw(&e, true, e.fd, 0, wbuf, BLK, 0), ==, BLK);
+
+    /* Nothing in flight: only the poll on the epoll fd can end the sleep. */
+    WakeFlag remote = { .loop = loop };
+    GThread *t = g_thread_new("remote", remote_oneshot_thread, &remote);
+    run_until_fired(loop, &remote);
+    g_thread_join(t);
+
+    WakeFlag timer = { .loop = loop };
+    LoopTimer lt;
+    loop_timer_init(&lt, loop, wake_flag_cb, &timer);
+    loop_timer_mod(&lt, clock_ns() + 20 * 1000 * 1000);
+    run_until_fired(loop, &timer);
+
+    g_assert_cmpint(env_rw(&e, false, e.fd, 0, rbuf, BLK, 0), ==, BLK);
+    g_assert_cmpmem(rbuf, BLK, wbuf, BLK);
+    g_aligned_free(wbuf);
+    g_aligned_free(rbuf);
+    env_cleanup(&e);
+#else
+    g_test_skip("libaio not compiled in");
+#endif
+}
+
+/*
+ * A GLib source for the loop takes the waiter role away (GLib polls the
+ * epoll set itself): requests submitted before, possibly still in flight
+ * without the eventfd, and requests submitted after, all complete.
+ */
+static void test_native_waiter_detach(void)
+{
+#if CONFIG_LIBAIO
+    Env e;
+    if (!env_init(&e, AIO_ENGINE_NATIVE, 0)) {
+        return;
+    }
+    g_assert_true(aio_linux_test_self_wait(e.state));
+    uint8_t *wbufs = blk_alloc(NCONC * BLK);
+    uint8_t *rbufs = blk_alloc(NCONC * BLK);
+    Io *ios = g_new0(Io, NCONC);
+    for (int i = 0; i < NCONC; i++) {
+        fill_pattern(wbufs + (size_t)i * BLK, BLK, 300 + i);
+        ios[i] = (Io) {
+            .e = &e, .write = true, .fd = e.fd, .offset = (int64_t)i * BLK,
+            .iov = { { wbufs + (size_t)i * BLK, BLK } }, .niov = 1,
+        };
+        env_spawn(&e, io_co, &ios[i]);
+    }
+    /* One iteration that does not sleep: the writes go out. */
+    loop_run_once(e.ctx->loop, false);
+    g_test_message("%d of %d writes in flight at the detach", e.pending,
+                   NCONC);
+
+    GSource *src = loop_create_gsource(e.ctx->loop);
+    g_assert_false(aio_linux_test_self_wait(e.state));
+    env_wait(&e);
+    for (int i = 0; i < NCONC; i++) {
+        g_assert_cmpint(ios[i].ret, ==, BLK);
+    }
+    run_concurrent(&e, ios, rbufs, false);
+    g_assert_cmpmem(rbufs, NCONC * BLK, wbufs, NCONC * BLK);
+    g_source_unref(src);
+
+    g_free(ios);
+    g_aligned_free(wbufs);
+    g_aligned_free(rbufs);
+    env_cleanup(&e);
+#else
+    g_test_skip("libaio not compiled in");
+#endif
+}
+
+/* STRATA_AIO_NATIVE_EVENTFD=1: the eventfd in the epoll set, as on a loop
+ * that has another waiter or a GLib source. */
+static void test_native_eventfd_mode(void)
+{
+#if CONFIG_LIBAIO
+    Env e;
+    setenv("STRATA_AIO_NATIVE_EVENTFD", "1", 1);
+    if (env_init(&e, AIO_ENGINE_NATIVE, 0)) {
+        g_assert_false(aio_linux_test_self_wait(e.state));
+        env_cleanup(&e);
+    }
+    test_concurrent(GINT_TO_POINTER(AIO_ENGINE_NATIVE));
+    test_chain(GINT_TO_POINTER(AIO_ENGINE_NATIVE));
+    test_mixed_reaping(GINT_TO_POINTER(AIO_ENGINE_NATIVE));
+    unsetenv("STRATA_AIO_NATIVE_EVENTFD");
+#else
+    g_test_skip("libaio not compiled in");
+#endif
+}
+
 static void add_engine_test(const char *name, GTestDataFunc fn)
 {
     for (AioEngineId id = 0; id < AIO_ENGINE__MAX; id++) {
@@ -1199,6 +1343,10 @@ int main(int argc, char **argv)
                     test_native_no_user_ring);
     g_test_add_func("/aio/native/probe-context-reused",
                     test_native_probe_reused);
+    g_test_add_func("/aio/native/waiter/wakes", test_native_waiter_wakes);
+    g_test_add_func("/aio/native/waiter/detach-in-flight",
+                    test_native_waiter_detach);
+    g_test_add_func("/aio/native/eventfd-mode", test_native_eventfd_mode);
     g_test_add_func("/aio/io_uring/single-issuer/loop-moves-thread",
                     test_uring_loop_moves);
     g_test_add_func("/aio/io_uring/single-issuer/thread-state",

@@ -5,7 +5,9 @@
  * Timing assertions are lower bounds only ("not before"), never upper.
  */
 #include <errno.h>
+#include <poll.h>
 #include <unistd.h>
+#include <sys/eventfd.h>
 #include <glib.h>
 #include "util/loop.h"
 
@@ -1120,6 +1122,158 @@ static gboolean gsource_watchdog(gpointer opaque)
     return G_SOURCE_REMOVE;
 }
 
+/* ---- the loop's waiter ---------------------------------------------------- */
+
+typedef struct FakeWaiter {
+    LoopWaiter w;
+    int eventfd;                /* "completions": readable when written */
+    int waits, checks, detaches;
+    int64_t last_timeout;
+    bool found;                 /* a completion the wait took, unchecked */
+} FakeWaiter;
+
+static int fake_wait(void *opaque, int epfd, int64_t timeout_ns)
+{
+    FakeWaiter *f = opaque;
+    struct pollfd p[2] = {
+        { .fd = f->eventfd, .events = POLLIN },
+        { .fd = epfd, .events = POLLIN },
+    };
+    int ms = timeout_ns < 0 ? -1 : (int)((timeout_ns + 999999) / 1000000);
+
+    f->waits++;
+    f->last_timeout = timeout_ns;
+    if (poll(p, 2, ms) < 0) {
+        return -errno;
+    }
+    if (p[0].revents & POLLIN) {
+        uint64_t v;
+        g_assert_cmpint(read(f->eventfd, &v, sizeof(v)), ==, sizeof(v));
+        f->found = true;
+    }
+    return (p[1].revents & POLLIN) ? 1 : 0;
+}
+
+static bool fake_check(void *opaque)
+{
+    FakeWaiter *f = opaque;
+    bool found = f->found;
+
+    f->checks++;
+    f->found = false;
+    return found;
+}
+
+static void fake_detach(void *opaque)
+{
+    ((FakeWaiter *)opaque)->detaches++;
+}
+
+typedef struct ClaimArg {
+    Loop *loop;
+    const LoopWaiter *w;
+    bool claimed;
+} ClaimArg;
+
+static gpointer claim_thread(gpointer opaque)
+{
+    ClaimArg *a = opaque;
+    a->claimed = loop_claim_waiter(a->loop, a->w);
+    return NULL;
+}
+
+/*
+ * A waiter sleeps for the loop: its check runs on each iteration that
+ * polls, its wait replaces the blocking epoll_wait (with the timer's
+ * timeout), the epoll set's fds still run their handlers, and a GLib
+ * source takes the role back.  One waiter per loop, claimed by its owner.
+ */
+static void waiter_timer_cb(void *opaque)
+{
+    *(int *)opaque = 1;
+}
+
+typedef struct PipeRead {
+    int fd;
+    bool done;
+} PipeRead;
+
+static void waiter_pipe_cb(void *opaque)
+{
+    PipeRead *pr = opaque;
+    char c;
+
+    g_assert_cmpint(read(pr->fd, &c, 1), ==, 1);
+    pr->done = true;
+}
+
+static void test_waiter(void)
+{
+    Loop *loop = test_loop_new();
+    FakeWaiter f = { .eventfd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK) };
+    FakeWaiter g = { 0 };
+    f.w = (LoopWaiter) { fake_wait, fake_check, fake_detach, &f };
+    g.w = (LoopWaiter) { fake_wait, fake_check, fake_detach, &g };
+
+    ClaimArg a = { .loop = loop, .w = &f.w };
+    GThread *t = g_thread_new("claim", claim_thread, &a);
+    g_thread_join(t);
+    g_assert_false(a.claimed);               /* not the loop's owner */
+    g_assert_true(loop_claim_waiter(loop, &f.w));
+    g_assert_false(loop_claim_waiter(loop, &g.w));   /* one per loop */
+
+    /* A "completion" ends the sleep without the epoll set. */
+    uint64_t one = 1;
+    g_assert_cmpint(write(f.eventfd, &one, sizeof(one)), ==, sizeof(one));
+    g_assert_true(loop_run_once(loop, true));
+    g_assert_cmpint(f.waits, ==, 1);
+    g_assert_cmpint(f.last_timeout, ==, -1);
+    g_assert_cmpint(f.checks, >=, 1);
+
+    /* A timer's deadline is the wait's timeout. */
+    LoopTimer timer;
+    int fired = 0;
+    loop_timer_init(&timer, loop, waiter_timer_cb, &fired);
+    loop_timer_mod(&timer, clock_ns() + 10 * 1000 * 1000);
+    while (!fired) {
+        loop_run_once(loop, true);
+    }
+    g_assert_cmpint(f.last_timeout, >, 0);
+    g_assert_cmpint(f.last_timeout, <=, 10 * 1000 * 1000);
+
+    /* An fd of the loop ends the wait through the epoll set, and its
+     * handler runs. */
+    int pfd[2], checks = f.checks;
+    PipeRead pr = { 0 };
+    g_assert_cmpint(pipe(pfd), ==, 0);
+    pr.fd = pfd[0];
+    loop_set_fd_handler(loop, pfd[0], waiter_pipe_cb, NULL, &pr);
+    g_assert_cmpint(write(pfd[1], "x", 1), ==, 1);
+    while (!pr.done) {
+        loop_run_once(loop, true);
+    }
+    g_assert_cmpint(f.checks, >, checks);
+    loop_set_fd_handler(loop, pfd[0], NULL, NULL, NULL);
+    close(pfd[0]);
+    close(pfd[1]);
+
+    /* A GLib source detaches the waiter; none is accepted after. */
+    GSource *src = loop_create_gsource(loop);
+    g_assert_cmpint(f.detaches, ==, 1);
+    g_assert_false(loop_claim_waiter(loop, &g.w));
+    int waits = f.waits;
+    loop_timer_mod(&timer, clock_ns() + 1000 * 1000);
+    fired = 0;
+    while (!fired) {
+        loop_run_once(loop, true);
+    }
+    g_assert_cmpint(f.waits, ==, waits);
+    g_source_unref(src);
+
+    close(f.eventfd);
+    loop_free(loop);
+}
+
 static void test_gsource_drives_loop(void)
 {
     GSourceState s = { .loop = test_loop_new(), .fired_at = -1 };
@@ -1351,6 +1505,7 @@ int main(int argc, char **argv)
     g_test_add_func("/co-sync/sleep/at-least-requested",
                     test_co_sleep_lower_bound);
     g_test_add_func("/loop/poll/adapts-to-sleeps", test_poll_adapts);
+    g_test_add_func("/loop/waiter/sleeps-checks-detaches", test_waiter);
     g_test_add_func("/loop/poll/finds-work-without-sleeping",
                     test_poll_finds_work);
     g_test_add_func("/loop/gsource/glib-main-loop-drives",
