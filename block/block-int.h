@@ -191,10 +191,18 @@ struct BlockReq {
                                        NULL for the node's serialising tree */
     CoQueue waiters;                /* requests waiting for this one, under
                                        the lock of the tree it is in */
-    /* interval tree links (block/reqtree.c) */
-    BlockReq *rb_left, *rb_right, *rb_parent;
-    bool rb_red;
-    int64_t rb_max_hi;              /* max hi in this subtree */
+    union {
+        /* interval tree links (block/reqtree.c): serialising requests */
+        struct {
+            BlockReq *rb_left, *rb_right, *rb_parent;
+            bool rb_red;
+            int64_t rb_max_hi;      /* max hi in this subtree */
+        };
+        /* list links (block/io.c): a shard's plain requests */
+        struct {
+            BlockReq *list_prev, *list_next;
+        };
+    };
     void *pad_state;                /* block/pad.c, e.g. coalescing */
 };
 
@@ -288,15 +296,17 @@ struct StrataNode {
 };
 
 /* One queue's part of a node's request state; only that queue's thread
- * writes it, except @tracked_root, which serialising requests of other
+ * writes it, except @tracked_head, which serialising requests of other
  * queues scan under @lock. */
 struct NodeShard {
-    SpinLock lock;                  /* tracked_root and its waiters */
+    SpinLock lock;                  /* tracked_head and its waiters */
     int busy;                       /* lock-free section running (block/io.c,
                                        "Locking mode") */
     int in_flight;                  /* inside this node's entry points
                                        (SHARD_ADD; drains sum the shards) */
-    BlockReq *tracked_root;         /* this queue's non-serialising requests */
+    BlockReq *tracked_head;         /* this queue's non-serialising requests:
+                                       a list (block/io.c, "Order across
+                                       queues") */
     uint64_t write_gen;             /* writes completed on this queue */
     BlockStats stats;
 } __attribute__((aligned(64)));

@@ -187,7 +187,7 @@ void node_shards_free(StrataNode *node)
 {
     for (unsigned q = 0; q < STRATA_MAX_QUEUES; q++) {
         if (node->shard[q]) {
-            g_assert(node->shard[q]->in_flight == 0 && !node->shard[q]->tracked_root);
+            g_assert(node->shard[q]->in_flight == 0 && !node->shard[q]->tracked_head);
             free(node->shard[q]);
             node->shard[q] = NULL;
         }
@@ -260,9 +260,52 @@ static inline void node_leave(StrataNode *node, NodeShard *sh)
 }
 
 /*
+ * A shard's plain requests: an intrusive doubly linked list, newest first.
+ * Insertion and removal, which every plain request pays, are O(1); only a
+ * serialising request (rare: read-modify-write, truncate) walks the whole
+ * list for overlaps.  The interval tree these lived in cost a depth-32
+ * O_DIRECT read on tmpfs about 80 ns of rebalancing (18% of the user
+ * time), because sequential offsets make every insertion rotate.
+ */
+static inline void reqlist_insert(BlockReq **head, BlockReq *req)
+{
+    req->list_prev = NULL;
+    req->list_next = *head;
+    if (*head) {
+        (*head)->list_prev = req;
+    }
+    *head = req;
+}
+
+static inline void reqlist_remove(BlockReq **head, BlockReq *req)
+{
+    if (req->list_prev) {
+        req->list_prev->list_next = req->list_next;
+    } else {
+        g_assert(*head == req);
+        *head = req->list_next;
+    }
+    if (req->list_next) {
+        req->list_next->list_prev = req->list_prev;
+    }
+}
+
+/* reqtree_foreach_overlap()'s contract, in list order. */
+static bool reqlist_foreach_overlap(BlockReq *head, int64_t lo, int64_t hi,
+                                    ReqTreeVisit *fn, void *opaque)
+{
+    for (BlockReq *r = head; r; r = r->list_next) {
+        if (r->lo < hi && lo < r->hi && !fn(r, opaque)) {
+            return false;
+        }
+    }
+    return true;
+}
+
+/*
  * Order across queues.  Serialising requests are rare (read-modify-write,
  * truncate) and live in one tree per node under node->lock; every other
- * request lives in its queue's shard, under the shard's lock, which only
+ * request lives in its queue's shard (a list), under the shard's lock, which only
  * a serialising request of another queue ever contends for.  Arrival
  * order is an epoch: a serialising request takes ++serial_epoch under
  * node->lock before it scans the shards; any other request reads
@@ -337,7 +380,7 @@ static void req_track_in(BlockReq *req, StrataNode *node, NodeShard *sh,
          * see both, or this read follows their epoch increment. */
         bool locked = shard_begin(node, sh);
         req->seq = __atomic_load_n(&node->serial_epoch, __ATOMIC_ACQUIRE);
-        reqtree_insert(&sh->tracked_root, req);
+        reqlist_insert(&sh->tracked_head, req);
         shard_end(sh, locked);
     }
 }
@@ -348,7 +391,7 @@ void req_untrack(BlockReq *req)
 
     if (req->shard) {
         bool locked = shard_begin(node, req->shard);
-        reqtree_remove(&req->shard->tracked_root, req);
+        reqlist_remove(&req->shard->tracked_head, req);
         co_queue_restart_all(&req->waiters);
         shard_end(req->shard, locked);
     } else {
@@ -436,7 +479,7 @@ static bool req_co_wait_one(BlockReq *req, bool *waited)
             continue;
         }
         spin_lock(&sh->lock);
-        reqtree_foreach_overlap(sh->tracked_root, req->lo, req->hi,
+        reqlist_foreach_overlap(sh->tracked_head, req->lo, req->hi,
                                 find_conflict, &s);
         if (s.found) {
             note_wait(req, waited);
@@ -511,7 +554,7 @@ BlockReq *req_claim_next(BlockReq *cur, int64_t lo, int64_t hi,
             NodeShard *sh = __atomic_load_n(&node->shard[q], __ATOMIC_ACQUIRE);
             if (sh) {
                 spin_lock(&sh->lock);
-                reqtree_foreach_overlap(sh->tracked_root, lo, hi,
+                reqlist_foreach_overlap(sh->tracked_head, lo, hi,
                                         find_plain_between, &b);
                 spin_unlock(&sh->lock);
             }
