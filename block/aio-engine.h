@@ -153,5 +153,7 @@ unsigned aio_linux_test_setup_calls(void);
 /* Test hook: whether the native engine's @state is its loop's waiter
  * (block/aio-linux.c, "Waiting"). */
 bool aio_linux_test_self_wait(void *state);
+/* The same for an io_uring state (block/aio-io_uring.c, "Waiting"). */
+bool aio_uring_test_self_wait(void *state);
 
 #endif

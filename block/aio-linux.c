@@ -51,8 +51,9 @@
  * the eventfd's read, and the eventfd's signalling in the kernel on every
  * completion); what io_getevents took waits in @evbuf for the loop's
  * check, which runs it the way the eventfd handler does.  Detached (a
- * GLib source is created for the loop), the state goes back to the
- * eventfd; requests already in flight without it are swept by a timer.
+ * GLib source is created for the loop, or the loop is handed to another
+ * thread), the state goes back to the eventfd for good; requests already
+ * in flight without it are swept by a timer.
  * STRATA_AIO_NATIVE_EVENTFD=1 keeps the eventfd always (tests, A/B runs).
  *
  * The kernel context holds at most depth requests; more wait in FIFO order

@@ -196,6 +196,14 @@ bool loop_is_owner(const Loop *loop)
 void loop_release(Loop *loop)
 {
     assert(loop_is_owner(loop) && "loop_release by a thread that does not own the loop");
+    if (loop->waiter) {
+        /* Its source may be tied to this thread (a single-issuer ring):
+         * back to fd wake-ups, here, before another thread runs the loop.
+         * It may claim the role again there. */
+        const LoopWaiter *w = loop->waiter;
+        loop->waiter = NULL;
+        w->detach(w->opaque);
+    }
     /* Release: what the old owner did happens before the new owner's
      * loop_acquire(). */
     atomic_store_explicit(&loop->owner, 0, memory_order_release);

@@ -1087,6 +1087,11 @@ static void test_uring_loop_moves(void)
                         4 * BLK);
         g_assert_cmpmem(buf, 4 * BLK, want, 4 * BLK);
         g_aligned_free(want);
+#if CONFIG_IO_URING
+        /* The ring made again here is this thread's loop's waiter again
+         * (the other thread's gave the role up with the loop). */
+        g_assert_true(aio_uring_test_self_wait(e.state));
+#endif
     }
     if (slot >= 0) {
         e.ops->unregister_region(e.state, slot);
@@ -1200,25 +1205,49 @@ static void run_until_fired(Loop *loop, WakeFlag *w)
 }
 #endif
 
-/*
- * Where the native engine is its loop's waiter, the loop sleeps in
- * io_getevents, and everything that used to end an epoll_wait still ends
- * that sleep: a callback scheduled by another thread, a timer, and
- * completions (the requests around them).
- */
-static void test_native_waiter_wakes(void)
+/* Whether @e's engine state is its loop's waiter; false for threads. */
+static bool env_self_wait(Env *e)
 {
+    switch (e->id) {
 #if CONFIG_LIBAIO
+    case AIO_ENGINE_NATIVE:
+        return aio_linux_test_self_wait(e->state);
+#endif
+#if CONFIG_IO_URING
+    case AIO_ENGINE_IO_URING:
+        return aio_uring_test_self_wait(e->state);
+#endif
+    default:
+        return false;
+    }
+}
+
+/*
+ * Where the engine is its loop's waiter, the loop sleeps in the engine's
+ * own wait (io_getevents, io_uring_enter), and everything that used to
+ * end an epoll_wait still ends that sleep: a callback scheduled by another
+ * thread, a timer, and completions (the requests around them).
+ */
+static void test_waiter_wakes(gconstpointer data)
+{
+#if CONFIG_LIBAIO || CONFIG_IO_URING
     Env e;
-    if (!env_init(&e, AIO_ENGINE_NATIVE, 0)) {
+    if (!env_init(&e, GPOINTER_TO_INT(data), 0)) {
+        return;
+    }
+    if (e.id == AIO_ENGINE_THREADS) {
+        g_test_skip("threads: completions come through the thread pool's fd");
+        env_cleanup(&e);
         return;
     }
     Loop *loop = e.ctx->loop;
-    g_assert_true(aio_linux_test_self_wait(e.state));
 
     uint8_t *wbuf = blk_alloc(BLK), *rbuf = blk_alloc(BLK);
     fill_pattern(wbuf, BLK, 7);
     g_assert_cmpint(env_rw(&e, true, e.fd, 0, wbuf, BLK, 0), ==, BLK);
+    /* A context's io_uring ring becomes the waiter when its first
+     * submission binds it to the loop's thread. */
+    g_assert_true(env_self_wait(&e));
 
     /* Nothing in flight: only the poll on the epoll fd can end the sleep. */
     WakeFlag remote = { .loop = loop };
@@ -1238,23 +1267,32 @@ static void test_native_waiter_wakes(void)
     g_aligned_free(rbuf);
     env_cleanup(&e);
 #else
-    g_test_skip("libaio not compiled in");
+    g_test_skip("neither libaio nor io_uring compiled in");
 #endif
 }
 
 /*
  * A GLib source for the loop takes the waiter role away (GLib polls the
  * epoll set itself): requests submitted before, possibly still in flight
- * without the eventfd, and requests submitted after, all complete.
+ * without the engine's fd in the epoll set, and requests submitted after,
+ * all complete.
  */
-static void test_native_waiter_detach(void)
+static void test_waiter_detach(gconstpointer data)
 {
-#if CONFIG_LIBAIO
+#if CONFIG_LIBAIO || CONFIG_IO_URING
     Env e;
-    if (!env_init(&e, AIO_ENGINE_NATIVE, 0)) {
+    if (!env_init(&e, GPOINTER_TO_INT(data), 0)) {
         return;
     }
-    g_assert_true(aio_linux_test_self_wait(e.state));
+    if (e.id == AIO_ENGINE_THREADS) {
+        g_test_skip("threads: completions come through the thread pool's fd");
+        env_cleanup(&e);
+        return;
+    }
+    uint8_t *one = blk_alloc(BLK);
+    g_assert_cmpint(env_rw(&e, false, e.fd, 0, one, BLK, 0), ==, BLK);
+    g_aligned_free(one);
+    g_assert_true(env_self_wait(&e));
     uint8_t *wbufs = blk_alloc(NCONC * BLK);
     uint8_t *rbufs = blk_alloc(NCONC * BLK);
     Io *ios = g_new0(Io, NCONC);
@@ -1272,7 +1310,7 @@ static void test_native_waiter_detach(void)
                    NCONC);
 
     GSource *src = loop_create_gsource(e.ctx->loop);
-    g_assert_false(aio_linux_test_self_wait(e.state));
+    g_assert_false(env_self_wait(&e));
     env_wait(&e);
     for (int i = 0; i < NCONC; i++) {
         g_assert_cmpint(ios[i].ret, ==, BLK);
@@ -1286,7 +1324,22 @@ static void test_native_waiter_detach(void)
     g_aligned_free(rbufs);
     env_cleanup(&e);
 #else
-    g_test_skip("libaio not compiled in");
+    g_test_skip("neither libaio nor io_uring compiled in");
+#endif
+}
+
+/* STRATA_IO_URING_EPOLL=1: the ring fd in the epoll set, as on a loop that
+ * has another waiter or a GLib source. */
+static void test_uring_epoll_mode(void)
+{
+#if CONFIG_IO_URING
+    setenv("STRATA_IO_URING_EPOLL", "1", 1);
+    test_concurrent(GINT_TO_POINTER(AIO_ENGINE_IO_URING));
+    test_chain(GINT_TO_POINTER(AIO_ENGINE_IO_URING));
+    test_mixed_reaping(GINT_TO_POINTER(AIO_ENGINE_IO_URING));
+    unsetenv("STRATA_IO_URING_EPOLL");
+#else
+    g_test_skip("io_uring not compiled in");
 #endif
 }
 
@@ -1343,10 +1396,10 @@ int main(int argc, char **argv)
                     test_native_no_user_ring);
     g_test_add_func("/aio/native/probe-context-reused",
                     test_native_probe_reused);
-    g_test_add_func("/aio/native/waiter/wakes", test_native_waiter_wakes);
-    g_test_add_func("/aio/native/waiter/detach-in-flight",
-                    test_native_waiter_detach);
+    add_engine_test("waiter/wakes", test_waiter_wakes);
+    add_engine_test("waiter/detach-in-flight", test_waiter_detach);
     g_test_add_func("/aio/native/eventfd-mode", test_native_eventfd_mode);
+    g_test_add_func("/aio/io_uring/epoll-mode", test_uring_epoll_mode);
     g_test_add_func("/aio/io_uring/single-issuer/loop-moves-thread",
                     test_uring_loop_moves);
     g_test_add_func("/aio/io_uring/single-issuer/thread-state",
