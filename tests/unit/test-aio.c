@@ -1222,6 +1222,21 @@ static bool env_self_wait(Env *e)
     }
 }
 
+/* env_init() for the engines that can be a loop's waiter; false (the
+ * test skipped, saying why) for the others. */
+static bool waiter_env_init(Env *e, gconstpointer data)
+{
+    if (!env_init(e, GPOINTER_TO_INT(data), 0)) {
+        return false;
+    }
+    if (e->id == AIO_ENGINE_THREADS) {
+        g_test_skip("threads: completions come through the thread pool's fd");
+        env_cleanup(e);
+        return false;
+    }
+    return true;
+}
+
 /*
  * Where the engine is its loop's waiter, the loop sleeps in the engine's
  * own wait (io_getevents, io_uring_enter), and everything that used to
@@ -1232,12 +1247,7 @@ static void test_waiter_wakes(gconstpointer data)
 {
 #if CONFIG_LIBAIO || CONFIG_IO_URING
     Env e;
-    if (!env_init(&e, GPOINTER_TO_INT(data), 0)) {
-        return;
-    }
-    if (e.id == AIO_ENGINE_THREADS) {
-        g_test_skip("threads: completions come through the thread pool's fd");
-        env_cleanup(&e);
+    if (!waiter_env_init(&e, data)) {
         return;
     }
     Loop *loop = e.ctx->loop;
@@ -1281,12 +1291,7 @@ static void test_waiter_detach(gconstpointer data)
 {
 #if CONFIG_LIBAIO || CONFIG_IO_URING
     Env e;
-    if (!env_init(&e, GPOINTER_TO_INT(data), 0)) {
-        return;
-    }
-    if (e.id == AIO_ENGINE_THREADS) {
-        g_test_skip("threads: completions come through the thread pool's fd");
-        env_cleanup(&e);
+    if (!waiter_env_init(&e, data)) {
         return;
     }
     uint8_t *one = blk_alloc(BLK);
@@ -1328,16 +1333,25 @@ static void test_waiter_detach(gconstpointer data)
 #endif
 }
 
+/* The concurrent, chain and mixed-reaping cases of @id with the
+ * environment switch @name set to 1 (read when engine states are made);
+ * unset after. */
+static void run_with_env_switch(const char *name, AioEngineId id)
+{
+    /* libc's setenv: see test_native_no_user_ring. */
+    setenv(name, "1", 1);
+    test_concurrent(GINT_TO_POINTER(id));
+    test_chain(GINT_TO_POINTER(id));
+    test_mixed_reaping(GINT_TO_POINTER(id));
+    unsetenv(name);
+}
+
 /* STRATA_IO_URING_EPOLL=1: the ring fd in the epoll set, as on a loop that
  * has another waiter or a GLib source. */
 static void test_uring_epoll_mode(void)
 {
 #if CONFIG_IO_URING
-    setenv("STRATA_IO_URING_EPOLL", "1", 1);
-    test_concurrent(GINT_TO_POINTER(AIO_ENGINE_IO_URING));
-    test_chain(GINT_TO_POINTER(AIO_ENGINE_IO_URING));
-    test_mixed_reaping(GINT_TO_POINTER(AIO_ENGINE_IO_URING));
-    unsetenv("STRATA_IO_URING_EPOLL");
+    run_with_env_switch("STRATA_IO_URING_EPOLL", AIO_ENGINE_IO_URING);
 #else
     g_test_skip("io_uring not compiled in");
 #endif
@@ -1354,10 +1368,7 @@ static void test_native_eventfd_mode(void)
         g_assert_false(aio_linux_test_self_wait(e.state));
         env_cleanup(&e);
     }
-    test_concurrent(GINT_TO_POINTER(AIO_ENGINE_NATIVE));
-    test_chain(GINT_TO_POINTER(AIO_ENGINE_NATIVE));
-    test_mixed_reaping(GINT_TO_POINTER(AIO_ENGINE_NATIVE));
-    unsetenv("STRATA_AIO_NATIVE_EVENTFD");
+    run_with_env_switch("STRATA_AIO_NATIVE_EVENTFD", AIO_ENGINE_NATIVE);
 #else
     g_test_skip("libaio not compiled in");
 #endif
