@@ -282,9 +282,12 @@ struct StrataNode {
     uint64_t serial_epoch;          /* atomic: serialising arrivals */
     int serialising_in_flight;      /* atomic: tracked serialising */
     int quiesce_counter;            /* atomic */
-    bool multi_queue;               /* atomic: more than one queue has
-                                       sent requests (block/io.c, "Locking
-                                       mode") */
+    bool multi_queue;               /* atomic, under @lock: more than one
+                                       queue has sent requests */
+    bool shard_locking;             /* atomic, changed under @lock: plain
+                                       requests take their shard's lock
+                                       (block/io.c, "Locking mode") */
+    bool shard_locking_pinned;      /* no lock-free tracking at all */
 
     /* flush bookkeeping (block/io.c), under @lock */
     uint64_t flushed_gen;           /* sum of the shards' write_gen covered
@@ -308,6 +311,10 @@ struct NodeShard {
                                        a list (block/io.c, "Order across
                                        queues") */
     uint64_t write_gen;             /* writes completed on this queue */
+    /* Locked sections seen with no serialising request in flight since
+     * the epoch @quiet_epoch (block/io.c, "Locking mode"). */
+    uint64_t quiet_epoch;
+    unsigned quiet_sections;
     BlockStats stats;
 } __attribute__((aligned(64)));
 
@@ -558,13 +565,18 @@ static inline BlockStats *node_stats(const StrataNode *node)
 {
     return &node_cur_shard(node)->stats;
 }
-static inline bool node_multi_queue(const StrataNode *node)
+static inline bool node_shard_locking(const StrataNode *node)
 {
-    return __atomic_load_n(&node->multi_queue, __ATOMIC_ACQUIRE);
+    return __atomic_load_n(&node->shard_locking, __ATOMIC_ACQUIRE);
 }
 /* Whether nodes may track without locks while one queue uses them
  * (membarrier(2) registered; never under ThreadSanitizer). */
 bool io_lockfree_tracking(void);
+/* Tests: locked sections before the locking mode goes off again (0: the
+ * default), and how many times it went on, on any node. */
+void io_test_set_quiet_sections(unsigned n);
+void io_test_set_section_delay(unsigned ns);
+uint64_t io_test_locking_switches(void);
 /* A full barrier on every thread of the process (membarrier(2); only
  * when io_lockfree_tracking() is true): the slow side of an asymmetric
  * fence whose fast side is a plain store and a compiler barrier. */

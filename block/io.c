@@ -86,20 +86,34 @@ void node_stats_merge(const StrataNode *node, BlockStats *out)
  * (drain, flush, statistics, serialising requests).
  */
 /*
- * Locking mode.  While one queue alone has ever sent requests through a
- * node, its shard is touched by that queue's thread only, and tracking
- * takes no lock: the one-queue path costs what it did before multi-queue.
- * The first request of a second queue switches the node to locked mode
- * for good.  The switch must not race with a lock-free critical section
- * of the first queue, and must not wait for that queue's loop either (its
- * owner may be busy or blocked).  An asymmetric fence does it: the owner
- * marks its shard busy with a plain store around each lock-free section
- * and checks the mode inside; the switching thread sets the mode, then
- * membarrier(2) runs a full barrier on every thread of the process, and
- * it waits for the busy marks it then sees to clear (a few instructions).
- * Either the owner saw the new mode, or its mark is visible.  Without
- * membarrier (Linux < 4.14, seccomp), and under ThreadSanitizer (which
- * cannot see the fence), every node starts in locked mode.
+ * Locking mode.  A queue's shard is written by its own thread; the only
+ * other thread that reads it is a serialising request of another queue
+ * scanning for overlaps (rare: read-modify-write, truncate).  So plain
+ * requests take their shard's lock only while such a scan can happen,
+ * and otherwise mark a lock-free section with a plain store to the
+ * shard's busy flag: with one queue, or with several and no serialising
+ * request about, the request path writes no line another thread writes
+ * and runs no locked instruction for tracking.
+ *
+ * The mode goes on (under node->lock) when a serialising request arrives
+ * on a node that several queues use, or a second queue arrives while a
+ * serialising request is in flight.  The switch must not race with a
+ * lock-free section already running, and must not wait for another
+ * queue's loop either (its owner may be busy or blocked).  An asymmetric
+ * fence does it: the switching thread sets the mode, membarrier(2) runs a
+ * full barrier on every thread of the process, and it waits for the busy
+ * marks it then sees to clear (a few instructions).  Either a section saw
+ * the new mode, or its mark is visible.  The switch completes before
+ * node->lock is released, so whoever finds the mode on under that lock
+ * may scan at once; scans always take the shard's lock.
+ *
+ * The mode goes off again once a shard has run quiet_sections locked
+ * sections with no serialising request in flight and no new one arrived
+ * (under node->lock, rechecking that none is in flight: no scan can then
+ * be running, and the next serialising arrival switches again).  So a
+ * stream of read-modify-writes pays one membarrier(2), not one each.
+ * Without membarrier (Linux < 4.14, seccomp), and under ThreadSanitizer
+ * (which cannot see the fence), the mode is on for good.
  */
 #if defined(__SANITIZE_THREAD__)
 #define IO_TSAN 1
@@ -136,10 +150,50 @@ void io_membarrier(void)
     }
 }
 
-static void node_switch_to_locked(StrataNode *node, unsigned index)
+/* Locked sections a shard runs with no serialising request about before
+ * it turns the mode off (about 10 us of lock instructions against one
+ * membarrier(2) of a few).  Tests lower it to switch often. */
+#define QUIET_SECTIONS 1024
+static unsigned quiet_sections = QUIET_SECTIONS;
+static uint64_t locking_switches;   /* times the mode went on, all nodes */
+
+void io_test_set_quiet_sections(unsigned n)
 {
-    /* node->multi_queue is set: every lock-free section that starts from
-     * now on sees it; the fence makes the ones already running visible. */
+    __atomic_store_n(&quiet_sections, n ? n : QUIET_SECTIONS, __ATOMIC_RELAXED);
+}
+
+/* Tests: widen the window between a lock-free section's epoch read and
+ * its insert, where a scan that did not wait for it would miss it. */
+static unsigned section_delay_ns;
+
+void io_test_set_section_delay(unsigned ns)
+{
+    __atomic_store_n(&section_delay_ns, ns, __ATOMIC_RELAXED);
+}
+
+static void section_delay(void)
+{
+    int64_t end = clock_ns() + section_delay_ns;
+    while (clock_ns() < end) {
+    }
+}
+
+uint64_t io_test_locking_switches(void)
+{
+    return __atomic_load_n(&locking_switches, __ATOMIC_RELAXED);
+}
+
+/* Turn the locking mode on; under node->lock.  @index is the caller's
+ * queue, whose own lock-free sections cannot be running. */
+static void node_locking_on(StrataNode *node, unsigned index)
+{
+    if (node->shard_locking) {
+        return;
+    }
+    /* Every lock-free section that starts from now on sees the mode; the
+     * fence makes the ones already running visible. */
+    __atomic_store_n(&node->shard_locking, true, __ATOMIC_SEQ_CST);
+    __atomic_add_fetch(&locking_switches, 1, __ATOMIC_RELAXED);
     io_membarrier();
     for (unsigned q = 0; q < STRATA_MAX_QUEUES; q++) {
         NodeShard *sh = __atomic_load_n(&node->shard[q], __ATOMIC_ACQUIRE);
@@ -154,10 +208,33 @@ static void node_switch_to_locked(StrataNode *node, unsigned index)
     }
 }
 
+/* In a locked section of @sh: count it, and turn the mode off after
+ * QUIET_SECTIONS quiet ones in a row. */
+static void node_locking_note_quiet(StrataNode *node, NodeShard *sh)
+{
+    uint64_t epoch = __atomic_load_n(&node->serial_epoch, __ATOMIC_RELAXED);
+
+    if (__atomic_load_n(&node->serialising_in_flight, __ATOMIC_RELAXED) > 0 ||
+        epoch != sh->quiet_epoch) {
+        sh->quiet_epoch = epoch;
+        sh->quiet_sections = 0;
+        return;
+    }
+    if (++sh->quiet_sections < __atomic_load_n(&quiet_sections, __ATOMIC_RELAXED)) {
+        return;
+    }
+    sh->quiet_sections = 0;
+    spin_lock(&node->lock);
+    if (!node->shard_locking_pinned &&
+        __atomic_load_n(&node->serialising_in_flight, __ATOMIC_RELAXED) == 0) {
+        __atomic_store_n(&node->shard_locking, false, __ATOMIC_RELEASE);
+    }
+    spin_unlock(&node->lock);
+}
+
 NodeShard *node_shard_create(StrataNode *node, unsigned index)
 {
     NodeShard *sh;
-    bool others = false;
 
     if (posix_memalign((void **)&sh, 64, sizeof(*sh))) {
         g_error("out of memory for a node shard");
@@ -166,20 +243,19 @@ NodeShard *node_shard_create(StrataNode *node, unsigned index)
     spin_init(&sh->lock);
     /* Count and publish in one step, so that of two queues arriving at
      * once the second sees the first.  Our own requests start only after
-     * the switch, and scanners find the new shard empty meanwhile. */
+     * this returns, and scanners find the new shard empty meanwhile. */
     spin_lock(&node->lock);
     for (unsigned q = 0; q < STRATA_MAX_QUEUES; q++) {
-        others |= q != index && __atomic_load_n(&node->shard[q], __ATOMIC_RELAXED);
-    }
-    bool was_multi = node_multi_queue(node);
-    if (others) {
-        __atomic_store_n(&node->multi_queue, true, __ATOMIC_SEQ_CST);
+        if (q != index && __atomic_load_n(&node->shard[q], __ATOMIC_RELAXED)) {
+            __atomic_store_n(&node->multi_queue, true, __ATOMIC_RELAXED);
+        }
     }
     __atomic_store_n(&node->shard[index], sh, __ATOMIC_RELEASE);
-    spin_unlock(&node->lock);
-    if (others && !was_multi) {
-        node_switch_to_locked(node, index);
+    if (node->multi_queue &&
+        __atomic_load_n(&node->serialising_in_flight, __ATOMIC_RELAXED) > 0) {
+        node_locking_on(node, index);
     }
+    spin_unlock(&node->lock);
     return sh;
 }
 
@@ -321,15 +397,16 @@ static bool reqlist_foreach_overlap(BlockReq *head, int64_t lo, int64_t hi,
  * locked mode, else marked busy (see "Locking mode").  True if locked. */
 static inline bool shard_begin(StrataNode *node, NodeShard *sh)
 {
-    if (!node_multi_queue(node)) {
+    if (!node_shard_locking(node)) {
         __atomic_store_n(&sh->busy, 1, __ATOMIC_RELAXED);
         __atomic_signal_fence(__ATOMIC_SEQ_CST);
-        if (G_LIKELY(!node_multi_queue(node))) {
+        if (G_LIKELY(!node_shard_locking(node))) {
             return false;
         }
         __atomic_store_n(&sh->busy, 0, __ATOMIC_RELEASE);
     }
     spin_lock(&sh->lock);
+    node_locking_note_quiet(node, sh);
     return true;
 }
 
@@ -373,6 +450,10 @@ static void req_track_in(BlockReq *req, StrataNode *node, NodeShard *sh,
         __atomic_add_fetch(&node->serialising_in_flight, 1, __ATOMIC_SEQ_CST);
         req->seq = __atomic_add_fetch(&node->serial_epoch, 1, __ATOMIC_SEQ_CST);
         reqtree_insert(&node->serial_root, req);
+        if (node->multi_queue) {
+            /* This request will scan the other queues' shards. */
+            node_locking_on(node, queue_current()->index);
+        }
         spin_unlock(&node->lock);
     } else {
         /* The epoch read and the insert form one critical section of the
@@ -380,6 +461,9 @@ static void req_track_in(BlockReq *req, StrataNode *node, NodeShard *sh,
          * see both, or this read follows their epoch increment. */
         bool locked = shard_begin(node, sh);
         req->seq = __atomic_load_n(&node->serial_epoch, __ATOMIC_ACQUIRE);
+        if (G_UNLIKELY(section_delay_ns) && !locked) {
+            section_delay();
+        }
         reqlist_insert(&sh->tracked_head, req);
         shard_end(sh, locked);
     }

@@ -8,6 +8,9 @@
  *                                latency; every 4K block must end in a
  *                                state some serial order of the writes
  *                                touching it produces (no lost update)
+ *   /mq/model/locking-mode       the same, mostly whole-block writes with
+ *                                a read-modify-write now and then, while
+ *                                lock-free tracking switches on and off
  *   /mq/drain-reopen             drains, reopens and graph changes (a
  *                                second backend attached and detached)
  *                                while 4 threads submit
@@ -24,6 +27,7 @@
 #include <errno.h>
 #include <inttypes.h>
 #include <string.h>
+#include <time.h>
 #include <glib.h>
 
 #include "block/blkdebug.h"
@@ -77,6 +81,7 @@ typedef struct Worker {
     int failures;
     /* model test */
     int nwrites;
+    int aligned_pct;            /* writes of whole blocks, in percent */
     GArray *writes;             /* WriteRec */
     volatile int *stop;
 } Worker;
@@ -133,7 +138,15 @@ static void workers_join(MqEnv *e, Worker *ws, int n)
 typedef struct WriteRec {
     uint32_t tag;               /* worker id << 20 | write number */
     int64_t lo, hi;             /* sectors [lo, hi) */
+    int64_t sent, done;         /* monotonic ns around the call */
 } WriteRec;
+
+static int64_t now_ns(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return ts.tv_sec * 1000000000LL + ts.tv_nsec;
+}
 
 /* Every sector a write covers holds its tag and the sector number. */
 static void fill_sector(uint8_t *p, uint32_t tag, int64_t sector)
@@ -183,6 +196,12 @@ static void model_worker(Worker *w)
          * tail in most, whole blocks in some. */
         int64_t len = g_rand_int_range(r, 1, 3 * BLOCK / SECTOR + 1);
         int64_t lo = g_rand_int_range(r, 0, (gint32)(nsectors - len + 1));
+        if (g_rand_int_range(r, 0, 100) < w->aligned_pct) {
+            /* Whole blocks: no read-modify-write, a plain request. */
+            int per = BLOCK / SECTOR;
+            len = (int64_t)g_rand_int_range(r, 1, 4) * per;
+            lo = (int64_t)g_rand_int_range(r, 0, (gint32)((nsectors - len) / per + 1)) * per;
+        }
         uint32_t tag = (uint32_t)w->id << 20 | (uint32_t)n;
         bool read = g_rand_int_range(r, 0, 4) == 0;
         /* An odd address (the request path bounces) or several elements
@@ -212,10 +231,11 @@ static void model_worker(Worker *w)
         for (int64_t s = 0; s < len; s++) {
             fill_sector(base + s * SECTOR, tag, lo + s);
         }
-        WriteRec rec = { tag, lo, lo + len };
-        g_array_append_val(w->writes, rec);
+        WriteRec rec = { tag, lo, lo + len, now_ns(), 0 };
         int ret = strata_backend_pwritev(e->be, lo * SECTOR, iov, niov, 0);
         g_assert_cmpint(ret, ==, 0);
+        rec.done = now_ns();
+        g_array_append_val(w->writes, rec);
     }
     g_free(buf);
     g_rand_free(r);
@@ -223,7 +243,9 @@ static void model_worker(Worker *w)
 
 /*
  * Is the final content of block @b what some serial order of the writes
- * touching it leaves?  Peel: the last write of such an order owns every
+ * touching it leaves, an order that keeps every write sent after another
+ * returned after it (the worker's own next write, and other workers')?
+ * Peel: the last write of such an order owns every
  * sector of its range inside the block that no later write covers; remove
  * it and repeat.  Sectors no write covers must be unwritten.
  */
@@ -253,6 +275,12 @@ static bool block_serialisable(const uint8_t *img, int64_t b, GArray *all)
         for (guint k = 0; k < cand->len; k++) {
             WriteRec *w = cand->pdata[k];
             bool ok = true;
+            /* Real time: a write sent after this one returned comes
+             * after it (so does a worker's next write). */
+            for (guint j = 0; j < cand->len && ok; j++) {
+                WriteRec *o = cand->pdata[j];
+                ok = o->sent <= w->done;
+            }
             for (int64_t s = MAX(w->lo, s0); s < MIN(w->hi, s0 + per) && ok; s++) {
                 int i = (int)(s - s0);
                 ok = covered[i] || owner[i] == w->tag;
@@ -275,7 +303,8 @@ static bool block_serialisable(const uint8_t *img, int64_t b, GArray *all)
     return ok;
 }
 
-static void run_model(int nthreads, const char *json, uint32_t seed)
+static void run_model(int nthreads, const char *json, uint32_t seed,
+                      int nwrites, int aligned_pct)
 {
     MqEnv e;
     Worker ws[4] = { 0 };
@@ -283,7 +312,8 @@ static void run_model(int nthreads, const char *json, uint32_t seed)
     env_open(&e, json);
     for (int i = 0; i < nthreads; i++) {
         ws[i].seed = seed * 31 + (uint32_t)i;
-        ws[i].nwrites = 150;
+        ws[i].nwrites = nwrites;
+        ws[i].aligned_pct = aligned_pct;
         ws[i].writes = g_array_new(FALSE, FALSE, sizeof(WriteRec));
     }
     workers_start(ws, nthreads, &e, model_worker);
@@ -335,9 +365,49 @@ static void test_model_random_concurrent(void)
     };
     for (int t = 2; t <= 4; t++) {
         for (unsigned d = 0; d < G_N_ELEMENTS(devs); d++) {
-            run_model(t, devs[d], 1000u * (uint32_t)t + d);
+            run_model(t, devs[d], 1000u * (uint32_t)t + d, 150, 0);
         }
     }
+}
+
+/*
+ * The same model, mostly whole-block writes (plain requests, tracked
+ * without locks while no serialising request is about) with a
+ * read-modify-write now and then, and the locking mode set to go off
+ * after 8 quiet sections: the mode switches on and off many times while
+ * other queues' plain requests run (block/io.c, "Locking mode"), and no
+ * update may be lost across a switch.
+ */
+static void test_model_locking_mode(void)
+{
+    static const char *const dev =
+        "{\"driver\": \"mem\", \"size\": 32768, \"align\": 4096, "
+        "\"latency-ns\": 50000, \"random-order\": true, \"seed\": 11, "
+        "\"rmw-coalesce\": false}";
+
+    if (!io_lockfree_tracking()) {
+        g_test_skip("tracking is locked for good here (ThreadSanitizer, or "
+                    "no membarrier(2)): there is no mode to switch");
+        return;
+    }
+    io_test_set_quiet_sections(8);
+    /* Lock-free sections long enough for a scan to run into one. */
+    io_test_set_section_delay(20000);
+    for (int t = 2; t <= 4; t++) {
+        uint64_t before = io_test_locking_switches();
+        /* Short runs, each checked: a lost update is not overwritten by
+         * later writes before the check sees it. */
+        for (uint32_t run = 0; run < 20; run++) {
+            run_model(t, dev, 7000u + 100u * (uint32_t)t + run, 40, 70);
+        }
+        uint64_t switches = io_test_locking_switches() - before;
+        g_test_message("%d threads, 20 runs: the locking mode went on %" PRIu64
+                       " times", t, switches);
+        /* More than once per node: it had gone off in between. */
+        g_assert_cmpuint(switches, >, 20);
+    }
+    io_test_set_quiet_sections(0);
+    io_test_set_section_delay(0);
 }
 
 /* ---- drain and reopen under load ----------------------------------------------- */
@@ -555,5 +625,6 @@ int main(int argc, char **argv)
     g_test_add_func("/mq/blkdebug-break", test_blkdebug_break);
     g_test_add_func("/mq/drain-reopen", test_drain_reopen);
     g_test_add_func("/mq/model/random-concurrent", test_model_random_concurrent);
+    g_test_add_func("/mq/model/locking-mode", test_model_locking_mode);
     return g_test_run();
 }

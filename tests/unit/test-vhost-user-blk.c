@@ -60,16 +60,42 @@ static void setup(const char *node_json, const char *extra)
     }
 }
 
+/* Run the context's loop until @done() holds; the back end's threads may
+ * take their time on a busy machine, so the bound is time, not turns. */
+static void pump_until(bool (*done)(void), const char *what)
+{
+    int64_t deadline = g_get_monotonic_time() + 20 * G_USEC_PER_SEC;
+
+    while (!done()) {
+        if (g_get_monotonic_time() > deadline) {
+            g_error("timed out after 20 s waiting for %s", what);
+        }
+        if (!strata_context_run_once(ctx, false)) {
+            g_usleep(50);
+        }
+    }
+}
+
+static bool no_exports(void)
+{
+    return export_count() == 0;
+}
+
+static bool disconnected(void)
+{
+    VhostUserBlkStats st;
+
+    vhost_user_blk_get_stats(vexp, &st);
+    return !st.connected;
+}
+
 /* iothread objects to delete at teardown (their queues of ctx go first). */
 static const char *teardown_objects[4];
 
 static void teardown(void)
 {
     export_del("vub0", true, NULL);
-    for (int i = 0; i < 10000 && export_count() > 0; i++) {
-        strata_context_run_once(ctx, false);
-    }
-    g_assert_cmpint(export_count(), ==, 0);
+    pump_until(no_exports, "the export to go");
     for (int i = 0; i < 4 && teardown_objects[i]; i++) {
         StrataError *err = NULL;
         if (!strata_object_del(teardown_objects[i], &err)) {
@@ -106,17 +132,8 @@ static void fe_connect(VuFrontend *fe, unsigned nq, int nregions)
 
 static void fe_close(VuFrontend *fe)
 {
-    VhostUserBlkStats st;
-
     vuf_cleanup(fe);
-    for (int i = 0; i < 10000; i++) {
-        vhost_user_blk_get_stats(vexp, &st);
-        if (!st.connected) {
-            break;
-        }
-        strata_context_run_once(ctx, false);
-    }
-    g_assert_false(st.connected);
+    pump_until(disconnected, "the back end to see the front end go");
 }
 
 /* A request in guest memory: header, data, status. */
@@ -702,15 +719,8 @@ static void test_inflight_resubmit(void)
     /* The "restarted" back end: the front end reconnects with its
      * memory, rings and inflight region, and sends the used index as the
      * base (as QEMU does when GET_VRING_BASE failed). */
-    VhostUserBlkStats st;
     vuf_disconnect(&fe);
-    for (int i = 0; i < 10000; i++) {
-        vhost_user_blk_get_stats(vexp, &st);
-        if (!st.connected) {
-            break;
-        }
-        strata_context_run_once(ctx, false);
-    }
+    pump_until(disconnected, "the back end to see the front end go");
     int sp[2];
     g_assert_cmpint(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sp),
                     ==, 0);
