@@ -1157,9 +1157,11 @@ static gpointer cache_thread_main(gpointer opaque)
         loop_co_spawn(t->loop, cache_worker_co, &w[i]);
     }
     LOOP_RUN_WHILE(t->loop, t->done < WORKERS);
+    /* No kick comes after the free (they run under the pool's lock); a
+     * flush it already scheduled must not run on the freed cache. */
     bufpool_cache_free(t->cache);
-    drain_loop(t->loop);
     loop_bh_delete(t->flush_bh);
+    drain_loop(t->loop);
     for (int i = 0; i < WORKERS; i++) {
         g_rand_free(w[i].rand);
     }
