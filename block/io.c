@@ -208,8 +208,9 @@ static void node_locking_on(StrataNode *node, unsigned index)
     }
 }
 
-/* In a locked section of @sh: count it, and turn the mode off after
- * QUIET_SECTIONS quiet ones in a row. */
+/* After a locked section of @sh (its owner's fields, no lock needed):
+ * count it, and turn the mode off after quiet_sections quiet ones in a
+ * row. */
 static void node_locking_note_quiet(StrataNode *node, NodeShard *sh)
 {
     uint64_t epoch = __atomic_load_n(&node->serial_epoch, __ATOMIC_RELAXED);
@@ -406,14 +407,16 @@ static inline bool shard_begin(StrataNode *node, NodeShard *sh)
         __atomic_store_n(&sh->busy, 0, __ATOMIC_RELEASE);
     }
     spin_lock(&sh->lock);
-    node_locking_note_quiet(node, sh);
     return true;
 }
 
-static inline void shard_end(NodeShard *sh, bool locked)
+static inline void shard_end(StrataNode *node, NodeShard *sh, bool locked)
 {
     if (locked) {
         spin_unlock(&sh->lock);
+        /* After the unlock: the switch takes node->lock, which nests
+         * outside shard locks (req_claim_next). */
+        node_locking_note_quiet(node, sh);
     } else {
         __atomic_store_n(&sh->busy, 0, __ATOMIC_RELEASE);
     }
@@ -465,7 +468,7 @@ static void req_track_in(BlockReq *req, StrataNode *node, NodeShard *sh,
             section_delay();
         }
         reqlist_insert(&sh->tracked_head, req);
-        shard_end(sh, locked);
+        shard_end(node, sh, locked);
     }
 }
 
@@ -477,7 +480,7 @@ void req_untrack(BlockReq *req)
         bool locked = shard_begin(node, req->shard);
         reqlist_remove(&req->shard->tracked_head, req);
         co_queue_restart_all(&req->waiters);
-        shard_end(req->shard, locked);
+        shard_end(node, req->shard, locked);
     } else {
         spin_lock(&node->lock);
         reqtree_remove(&node->serial_root, req);

@@ -380,10 +380,16 @@ static void test_model_random_concurrent(void)
  */
 static void test_model_locking_mode(void)
 {
-    static const char *const dev =
+    /* Without and with coalescing (which scans the shards under the
+     * node's lock, the lock order the switch must respect). */
+    static const char *const devs[] = {
         "{\"driver\": \"mem\", \"size\": 32768, \"align\": 4096, "
         "\"latency-ns\": 50000, \"random-order\": true, \"seed\": 11, "
-        "\"rmw-coalesce\": false}";
+        "\"rmw-coalesce\": false}",
+        "{\"driver\": \"mem\", \"size\": 32768, \"align\": 4096, "
+        "\"latency-ns\": 50000, \"random-order\": true, \"seed\": 13, "
+        "\"rmw-coalesce\": true}",
+    };
 
     if (!io_lockfree_tracking()) {
         g_test_skip("tracking is locked for good here (ThreadSanitizer, or "
@@ -393,18 +399,21 @@ static void test_model_locking_mode(void)
     io_test_set_quiet_sections(8);
     /* Lock-free sections long enough for a scan to run into one. */
     io_test_set_section_delay(20000);
-    for (int t = 2; t <= 4; t++) {
-        uint64_t before = io_test_locking_switches();
-        /* Short runs, each checked: a lost update is not overwritten by
-         * later writes before the check sees it. */
-        for (uint32_t run = 0; run < 20; run++) {
-            run_model(t, dev, 7000u + 100u * (uint32_t)t + run, 40, 70);
+    for (unsigned d = 0; d < G_N_ELEMENTS(devs); d++) {
+        for (int t = 2; t <= 4; t++) {
+            uint64_t before = io_test_locking_switches();
+            /* Short runs, each checked: a lost update is not overwritten
+             * by later writes before the check sees it. */
+            for (uint32_t run = 0; run < 20; run++) {
+                run_model(t, devs[d], 7000u + 1000u * d + 100u * (uint32_t)t + run,
+                          40, 70);
+            }
+            uint64_t switches = io_test_locking_switches() - before;
+            g_test_message("device %u, %d threads, 20 runs: the locking mode "
+                           "went on %" PRIu64 " times", d, t, switches);
+            /* More than once per node: it had gone off in between. */
+            g_assert_cmpuint(switches, >, 20);
         }
-        uint64_t switches = io_test_locking_switches() - before;
-        g_test_message("%d threads, 20 runs: the locking mode went on %" PRIu64
-                       " times", t, switches);
-        /* More than once per node: it had gone off in between. */
-        g_assert_cmpuint(switches, >, 20);
     }
     io_test_set_quiet_sections(0);
     io_test_set_section_delay(0);
