@@ -8,6 +8,8 @@
  * weak reference would not pull an engine's object file out of the static
  * archive the tests and tools link, and the engine would silently vanish.
  */
+#include <stdlib.h>
+#include <string.h>
 #include <glib.h>
 #include "config-host.h"
 #include "block/aio-engine.h"
@@ -106,6 +108,12 @@ unsigned aio_engine_queue_depth(AioEngineId id, unsigned dflt)
     g_assert((unsigned)id < AIO_ENGINE__MAX);
     unsigned depth = __atomic_load_n(&queue_depth_of[id], __ATOMIC_RELAXED);
     return depth ? depth : dflt;
+}
+
+bool aio_engine_env_flag(const char *name)
+{
+    const char *env = getenv(name);
+    return env && *env && strcmp(env, "0") != 0;
 }
 
 int aio_engine_probe_once(int *cache, int (*probe)(void))

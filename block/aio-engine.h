@@ -146,6 +146,10 @@ int64_t aio_engine_apply_short(AioEngineId id, int64_t result);
 void aio_engine_test_set_queue_depth(AioEngineId id, unsigned depth);
 /* For engine implementations: the depth to use, @dflt unless overridden. */
 unsigned aio_engine_queue_depth(AioEngineId id, unsigned dflt);
+/* For engine implementations: whether the environment variable @name (an
+ * A/B or test switch, STRATA_AIO_NATIVE_EVENTFD=1 and the like) is set to
+ * something other than empty or "0". */
+bool aio_engine_env_flag(const char *name);
 
 /* Test hook: io_setup calls the native engine made in this process (its
  * availability probe's context is reused by the first state). */

@@ -476,8 +476,7 @@ bool aio_uring_test_self_wait(void *state)
 /* STRATA_IO_URING_EPOLL=1 keeps the ring fd in the epoll set always. */
 static bool uring_epoll_forced(void)
 {
-    const char *env = getenv("STRATA_IO_URING_EPOLL");
-    return env && *env && strcmp(env, "0") != 0;
+    return aio_engine_env_flag("STRATA_IO_URING_EPOLL");
 }
 
 /* Whether the CQ holds a completion of the poll on the epoll fd (looked
@@ -603,8 +602,7 @@ static void uring_try_claim(UringState *s)
  * measure the difference again. */
 static bool uring_coop_taskrun(void)
 {
-    const char *env = getenv("STRATA_IO_URING_NO_COOP_TASKRUN");
-    return !(env && *env && strcmp(env, "0") != 0);
+    return !aio_engine_env_flag("STRATA_IO_URING_NO_COOP_TASKRUN");
 }
 
 static int uring_setup(UringState *s, bool disabled,
@@ -728,7 +726,7 @@ static void *uring_init(Loop *loop, bool disabled, StrataError **errp)
                         io_uring_opcode_supported(probe, IORING_OP_WRITE_FIXED);
     s->have_plain_ops = io_uring_opcode_supported(probe, IORING_OP_READ) &&
                         io_uring_opcode_supported(probe, IORING_OP_WRITE) &&
-                        !getenv("STRATA_IO_URING_VECTORED_ONLY");
+                        !aio_engine_env_flag("STRATA_IO_URING_VECTORED_ONLY");
     io_uring_free_probe(probe);
 
     /* No io_uring_register_ring_fd(): the registered index is private to

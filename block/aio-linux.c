@@ -266,9 +266,8 @@ static void laio_fail(LaioState *s, LaioReq *req, int ret)
 static LaioRing *laio_ring_get(io_context_t io_ctx)
 {
     LaioRing *ring = (LaioRing *)io_ctx;
-    const char *env = getenv("STRATA_AIO_NATIVE_NO_USER_RING");
 
-    if (env && *env && strcmp(env, "0") != 0) {
+    if (aio_engine_env_flag("STRATA_AIO_NATIVE_NO_USER_RING")) {
         return NULL;
     }
     if (!ring || ring->magic != LAIO_RING_MAGIC ||
@@ -669,8 +668,7 @@ static void laio_detach(void *opaque)
 /* Whether STRATA_AIO_NATIVE_EVENTFD asks for the eventfd always. */
 static bool laio_eventfd_forced(void)
 {
-    const char *env = getenv("STRATA_AIO_NATIVE_EVENTFD");
-    return env && *env && strcmp(env, "0") != 0;
+    return aio_engine_env_flag("STRATA_AIO_NATIVE_EVENTFD");
 }
 
 static void *laio_ctx_init(Loop *loop, StrataError **errp)
@@ -775,8 +773,8 @@ static bool laio_plain_ops(void)
     static int plain = -1;
 
     if (G_UNLIKELY(plain < 0)) {
-        const char *env = getenv("STRATA_AIO_NATIVE_VECTORED_ONLY");
-        __atomic_store_n(&plain, !(env && *env && strcmp(env, "0") != 0),
+        __atomic_store_n(&plain,
+                         !aio_engine_env_flag("STRATA_AIO_NATIVE_VECTORED_ONLY"),
                          __ATOMIC_RELAXED);
     }
     return __atomic_load_n(&plain, __ATOMIC_RELAXED);
