@@ -282,12 +282,11 @@ struct StrataNode {
     uint64_t serial_epoch;          /* atomic: serialising arrivals */
     int serialising_in_flight;      /* atomic: tracked serialising */
     int quiesce_counter;            /* atomic */
-    bool multi_queue;               /* atomic, under @lock: more than one
-                                       queue has sent requests */
+    bool multi_queue;               /* under @lock: more than one queue
+                                       has sent requests */
     bool shard_locking;             /* atomic, changed under @lock: plain
                                        requests take their shard's lock
                                        (block/io.c, "Locking mode") */
-    bool shard_locking_pinned;      /* no lock-free tracking at all */
 
     /* flush bookkeeping (block/io.c), under @lock */
     uint64_t flushed_gen;           /* sum of the shards' write_gen covered

@@ -768,8 +768,7 @@ StrataNode *block_open(StrataContext *ctx, OptNode *opts, StrataError **errp)
     spin_init(&node->lock);
     /* Lock-free tracking while one queue uses the node, where the kernel
      * offers the fence the switch needs (block/io.c, "Locking mode"). */
-    node->shard_locking_pinned = !io_lockfree_tracking();
-    node->shard_locking = node->shard_locking_pinned;
+    node->shard_locking = !io_lockfree_tracking();
     if (name) {
         node->node_name = g_strdup(name);
     } else {

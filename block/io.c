@@ -226,7 +226,7 @@ static void node_locking_note_quiet(StrataNode *node, NodeShard *sh)
     }
     sh->quiet_sections = 0;
     spin_lock(&node->lock);
-    if (!node->shard_locking_pinned &&
+    if (io_lockfree_tracking() &&
         __atomic_load_n(&node->serialising_in_flight, __ATOMIC_RELAXED) == 0) {
         __atomic_store_n(&node->shard_locking, false, __ATOMIC_RELEASE);
     }
@@ -248,7 +248,7 @@ NodeShard *node_shard_create(StrataNode *node, unsigned index)
     spin_lock(&node->lock);
     for (unsigned q = 0; q < STRATA_MAX_QUEUES; q++) {
         if (q != index && __atomic_load_n(&node->shard[q], __ATOMIC_RELAXED)) {
-            __atomic_store_n(&node->multi_queue, true, __ATOMIC_RELAXED);
+            node->multi_queue = true;
         }
     }
     __atomic_store_n(&node->shard[index], sh, __ATOMIC_RELEASE);
