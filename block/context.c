@@ -144,3 +144,9 @@ STRATA_EXPORT void strata_context_set_aio_max_batch(StrataContext *ctx,
 {
     loop_set_aio_max_batch(ctx->loop, max_batch);
 }
+
+STRATA_EXPORT void strata_context_set_poll_max_ns(StrataContext *ctx,
+                                                  int64_t max_ns)
+{
+    loop_set_poll_params(ctx->loop, max_ns, 0, 0);
+}

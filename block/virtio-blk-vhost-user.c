@@ -124,6 +124,8 @@ typedef struct VbvuQueue {
     bool kick_pending;
     unsigned in_flight;
     uint64_t reqs;
+    LoopPoller *poller;         /* looks at the used ring while the loop polls */
+    bool polling;               /* calls suppressed: the loop is polling */
 } VbvuQueue;
 
 struct VbvuState {
@@ -302,6 +304,14 @@ static void vbvu_process_used(VbvuQueue *q)
         if (!vq->event_idx) {
             return;
         }
+        if (q->polling) {
+            /* Ask for no call: the event lies behind what the back end
+             * publishes next (it comes round again only after 65536
+             * elements, and a spurious call costs one read). */
+            __atomic_store_n(&vq->avail->ring[vq->num],
+                             (uint16_t)(vq->used_seen - 1), __ATOMIC_RELAXED);
+            return;
+        }
         /* Ask for a call at the next element, then look again: one may
          * have been published before the back end saw the new event. */
         __atomic_store_n(&vq->avail->ring[vq->num], vq->used_seen,
@@ -327,6 +337,70 @@ static void vbvu_on_call(void *opaque)
     vbvu_process_used(q);
 }
 
+/* ---- polling --------------------------------------------------------
+ *
+ * In a loop with a poll time (an iothread's poll-max-ns, or a tool's
+ * main loop that sets one), the loop looks at the used ring itself
+ * before it sleeps, and while it does the back end is asked for no call:
+ * a completion is seen within the poll time, without the back end's
+ * eventfd write, the epoll wake-up and the read here.  Outside polling
+ * the call eventfd does the work, with EVENT_IDX asking for one call per
+ * batch that finds the driver about to sleep.
+ */
+static bool vbvu_poll(void *opaque)
+{
+    VbvuQueue *q = opaque;
+    VufQueue *vq = &q->s->fe.queues[q->index];
+
+    if (vq->used_seen == __atomic_load_n(&vq->used->idx, __ATOMIC_ACQUIRE)) {
+        return false;
+    }
+    vbvu_process_used(q);
+    return true;
+}
+
+static void vbvu_poll_begin(void *opaque)
+{
+    VbvuQueue *q = opaque;
+    VufQueue *vq = &q->s->fe.queues[q->index];
+
+    q->polling = true;
+    if (vq->event_idx) {
+        __atomic_store_n(&vq->avail->ring[vq->num],
+                         (uint16_t)(vq->used_seen - 1), __ATOMIC_RELAXED);
+    } else {
+        __atomic_store_n(&vq->avail->flags, VRING_AVAIL_F_NO_INTERRUPT,
+                         __ATOMIC_RELAXED);
+    }
+}
+
+/* Polling ends: ask for calls again, then look once more for what was
+ * published before the back end saw the request. */
+static void vbvu_poll_end(void *opaque)
+{
+    VbvuQueue *q = opaque;
+    VufQueue *vq = &q->s->fe.queues[q->index];
+
+    q->polling = false;
+    if (!vq->event_idx) {
+        __atomic_store_n(&vq->avail->flags, 0, __ATOMIC_RELAXED);
+        atomic_thread_fence(memory_order_seq_cst);
+    }
+    vbvu_process_used(q);
+}
+
+static void vbvu_polling(VbvuQueue *q, bool on)
+{
+    if (on && !q->poller) {
+        q->poller = loop_add_poller(q->s->loop, vbvu_poll, vbvu_poll_begin,
+                                    vbvu_poll_end, q);
+    } else if (!on && q->poller) {
+        loop_remove_poller(q->s->loop, q->poller);
+        q->poller = NULL;
+        q->polling = false;
+    }
+}
+
 /* The back end is gone: fail what is in flight.  Its memory can no longer
  * be written by it, so the buffers may be handed back. */
 static void vbvu_backend_lost(VbvuState *s, const char *why)
@@ -342,6 +416,7 @@ static void vbvu_backend_lost(VbvuState *s, const char *why)
         VbvuQueue *q = &s->queue[i];
         loop_set_fd_handler(s->loop, s->fe.queues[i].call_fd, NULL, NULL,
                             NULL);
+        vbvu_polling(q, false);
         /* Published elements first: those requests did complete. */
         vbvu_process_used(q);
         for (unsigned j = 0; j < s->queue_size; j++) {
@@ -1005,6 +1080,7 @@ static bool vbvu_start_queues(VbvuState *s, StrataError **errp)
         }
         loop_set_fd_handler(s->loop, vq->call_fd, vbvu_on_call, NULL,
                             &s->queue[i]);
+        vbvu_polling(&s->queue[i], true);
     }
     return true;
 }
@@ -1104,6 +1180,7 @@ static void vbvu_close(StrataNode *node)
             loop_set_fd_handler(s->loop, s->fe.queues[i].call_fd, NULL, NULL,
                                 NULL);
         }
+        vbvu_polling(&s->queue[i], false);
     }
     s->connected = false;
     /* Closing the socket stops the back end's rings; then the memory

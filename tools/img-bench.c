@@ -75,6 +75,7 @@ struct ImgBench {
     StrataContext *ctx;
     StrataBackend *be;
     Loop *loop;                 /* the queue's loop this run uses */
+    int poll_max_ns;            /* --poll-max-ns, for every queue's loop */
     bool co_form;
 
     /* parameters */
@@ -435,6 +436,7 @@ static gpointer bench_queue_thread(gpointer opaque)
     bq->q = strata_queue_new(bq->b.ctx, &bq->err);
     if (bq->q) {
         bq->b.loop = bq->q->loop;
+        loop_set_poll_params(bq->b.loop, bq->b.poll_max_ns, 0, 0);
         /* The callback form submits from this thread outside the loop
          * too: send it to this queue. */
         strata_queue_set_current(bq->q);
@@ -798,6 +800,8 @@ static void bench_usage(void)
 "  --form=co|callback   coroutine form (default) or the public callback API\n"
 "  --one-buffer         all slots share one buffer (what qemu-img bench does)\n"
 "  --queues=N           N threads, one queue each (-c total, -d per queue)\n"
+"  --poll-max-ns=N      busy-poll up to N ns before sleeping (as an\n"
+"                       iothread's poll-max-ns; default 0: never)\n"
 "  --json               print the result as a JSON object\n"
 "  --malloc-report      count heap allocations per request (needs\n"
 "                       LD_PRELOAD=.../tests/bench/malloc-count.so)\n");
@@ -824,7 +828,7 @@ int img_bench(int argc, char **argv)
     enum {
         OPT_FLUSH_INTERVAL = 256, OPT_IMAGE_OPTS, OPT_PATTERN, OPT_NO_DRAIN,
         OPT_VECTORS, OPT_FORM, OPT_JSON, OPT_MALLOC_REPORT, OPT_ONE_BUFFER,
-        OPT_OBJECT_ARG, OPT_QUEUES,
+        OPT_OBJECT_ARG, OPT_QUEUES, OPT_POLL_MAX_NS,
     };
     static const struct option long_opts[] = {
         { "help", no_argument, NULL, 'h' },
@@ -840,6 +844,7 @@ int img_bench(int argc, char **argv)
         { "malloc-report", no_argument, NULL, OPT_MALLOC_REPORT },
         { "one-buffer", no_argument, NULL, OPT_ONE_BUFFER },
         { "queues", required_argument, NULL, OPT_QUEUES },
+        { "poll-max-ns", required_argument, NULL, OPT_POLL_MAX_NS },
         { NULL, 0, NULL, 0 },
     };
     ImgOpenFlags f = { 0 };
@@ -969,6 +974,15 @@ int img_bench(int argc, char **argv)
         case OPT_ONE_BUFFER:
             one_buffer = true;
             break;
+        case OPT_POLL_MAX_NS: {
+            g_autofree char *msg = g_strdup_printf(
+                "--poll-max-ns '%s': must be a number of nanoseconds in "
+                "[0, %d]", optarg, INT_MAX);
+            if (!parse_int_opt(optarg, 0, msg, &b.poll_max_ns)) {
+                return 1;
+            }
+            break;
+        }
         case OPT_QUEUES: {
             /* One message, naming the option and its range. */
             g_autofree char *msg = g_strdup_printf(
@@ -1019,6 +1033,7 @@ int img_bench(int argc, char **argv)
     StrataError *err = NULL;
     b.ctx = strata_context_new(&err);
     if (b.ctx) {
+        strata_context_set_poll_max_ns(b.ctx, b.poll_max_ns);
         b.be = img_open(b.ctx, filename, &f, &err);
     }
     if (!b.be) {

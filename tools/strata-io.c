@@ -331,6 +331,8 @@ static void usage(const char *name)
 "  -U, --force-share    share all permissions with other users\n"
 "  -s, --snapshot       use a temporary overlay: writes are discarded at\n"
 "                       exit and the image is never written\n"
+"  --poll-max-ns=N      busy-poll up to N ns before the loop sleeps, as an\n"
+"                       iothread's poll-max-ns (default 0: never)\n"
 "  -h, --help           display this help and exit\n"
 "  -V, --version        output version information and exit\n"
 "\n"
@@ -372,7 +374,7 @@ static int run_stdin(IoState *s)
 
 int main(int argc, char **argv)
 {
-    enum { OPT_IMAGE_OPTS = 256, LOPT_OBJECT };
+    enum { OPT_IMAGE_OPTS = 256, LOPT_OBJECT, LOPT_POLL_MAX_NS };
     static const struct option long_opts[] = {
         { "help", no_argument, NULL, 'h' },
         { "version", no_argument, NULL, 'V' },
@@ -388,6 +390,7 @@ int main(int argc, char **argv)
         { "force-share", no_argument, NULL, 'U' },
         { "image-opts", no_argument, NULL, OPT_IMAGE_OPTS },
         { "object", required_argument, NULL, LOPT_OBJECT },
+        { "poll-max-ns", required_argument, NULL, LOPT_POLL_MAX_NS },
         { "snapshot", no_argument, NULL, 's' },
         { NULL, 0, NULL, 0 },
     };
@@ -396,6 +399,7 @@ int main(int argc, char **argv)
     g_autoptr(GPtrArray) objects = g_ptr_array_new();
     IoOpenFlags f = { 0 };
     IoState s = { 0 };
+    int64_t poll_max_ns = 0;
     int c, failed = 0;
 
     io_progname = prog;
@@ -447,6 +451,18 @@ int main(int argc, char **argv)
         case LOPT_OBJECT:
             g_ptr_array_add(objects, optarg);
             break;
+        case LOPT_POLL_MAX_NS: {
+            char *end;
+            errno = 0;
+            long long v = strtoll(optarg, &end, 0);
+            if (errno || end == optarg || *end || v < 0) {
+                io_error("--poll-max-ns '%s': must be a number of nanoseconds "
+                         ">= 0", optarg);
+                return 1;
+            }
+            poll_max_ns = v;
+            break;
+        }
         default:
             fprintf(stderr, "Try '%s --help' for more information.\n", prog);
             return 1;
@@ -473,6 +489,7 @@ int main(int argc, char **argv)
         strata_error_free(err);
         return 1;
     }
+    strata_context_set_poll_max_ns(s.ctx, poll_max_ns);
     for (guint i = 0; i < objects->len; i++) {
         if (!tool_object_add(objects->pdata[i], &err)) {
             io_error("%s", strata_error_get_message(err));

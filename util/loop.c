@@ -81,6 +81,9 @@ struct LoopPoller {
 
 /* The first poll time once polling starts to pay (QEMU's too). */
 #define LOOP_POLL_START_NS 4000
+/* A sleep shorter than this many times the poll limit still counts as one
+ * that polling may catch (loop_poll_adapt). */
+#define LOOP_POLL_HORIZON 4
 
 typedef struct DeferEntry {
     LoopCallback *fn;
@@ -896,12 +899,26 @@ int64_t loop_get_poll_ns(const Loop *loop)
     return loop->poll_ns;
 }
 
-/* Adapt the poll time to a sleep of @slept_ns that followed a fruitless
- * poll (QEMU's rule): a sleep longer than the most polling can cover says
- * polling is wasted here, a shorter one that more would have caught it. */
+/*
+ * Adapt the poll time to a sleep of @slept_ns that followed a fruitless
+ * poll.  QEMU's rule stops polling after any sleep longer than the poll
+ * limit, on the grounds that polling could not have caught its event.
+ * But a sleep is longer than the wait polling would have seen: it holds
+ * the other side's reaction to our sleeping (a vhost-user driver must
+ * kick, and our CPU must wake: tens of microseconds on a VM whose idle
+ * vCPUs halt), and a peer that waits for us the same way sleeps in turn.
+ * Under QEMU's rule both ends of a virtqueue then stop polling for good
+ * after one slow round trip, and take turns to sleep: 31 000 sleeps per
+ * million null requests at depth 32 (one per batch), at a quarter of the
+ * throughput they reach when they keep polling (docs/benchmarks.md).  So
+ * only a sleep longer than LOOP_POLL_HORIZON poll limits stops polling;
+ * one between the limit and that keeps the poll time at its limit.  The
+ * CPU this can waste is no larger a share than QEMU's rule wastes at its
+ * worst (a poll window of the limit before every sleep of just over it).
+ */
 static void loop_poll_adapt(Loop *loop, int64_t slept_ns)
 {
-    if (slept_ns > loop->poll_max_ns) {
+    if (slept_ns / LOOP_POLL_HORIZON > loop->poll_max_ns) {
         loop->poll_ns = loop->poll_shrink ? loop->poll_ns / loop->poll_shrink
                                           : 0;
     } else if (slept_ns > loop->poll_ns) {

@@ -117,6 +117,15 @@ typedef void StrataCallFunc(void *opaque);
  * queued during one loop iteration. */
 STRATA_EXPORT void strata_context_set_aio_max_batch(StrataContext *ctx,
                                                     unsigned max_batch);
+/* Busy-poll before the loop sleeps, for up to @max_ns nanoseconds
+ * (adaptive, as a QEMU iothread's poll-max-ns; 0, the default, never
+ * polls): drivers that can see their completions without a system call
+ * (virtio-blk-vhost-user's used rings) then take them without the back
+ * end's notification and the wake-up.  Costs CPU time while idle for up
+ * to @max_ns after each completion.  Owner thread, or before the loop
+ * runs. */
+STRATA_EXPORT void strata_context_set_poll_max_ns(StrataContext *ctx,
+                                                  int64_t max_ns);
 STRATA_EXPORT void strata_context_call(StrataContext *ctx, StrataCallFunc *fn,
                                        void *opaque);
 

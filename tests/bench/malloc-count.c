@@ -9,7 +9,11 @@
  * memalign and valloc in every thread.  A program reads the count through
  * malloc_count_get(), found with dlsym(RTLD_DEFAULT, ...) so that it runs
  * unchanged without the library.  strata-img bench --malloc-report reads it
- * after a warm-up and at the end of the run.
+ * after a warm-up and at the end of the run.  A debugger reads the
+ * exported variable malloc_count_total instead (gdb's `print
+ * *(unsigned long *)&malloc_count_total`): calling a function in a
+ * stopped process needs gdb to write the registers back, which fails on
+ * some CPU and kernel pairs ("Couldn't write extended state status").
  *
  * To find out what allocates: with STRATA_MALLOC_COUNT_BACKTRACE=N in the
  * environment, the first N allocations made while tracing is on
@@ -52,7 +56,9 @@ static void *(*real_aligned_alloc)(size_t, size_t);
 static void *(*real_memalign)(size_t, size_t);
 static void *(*real_valloc)(size_t);
 
-static _Atomic uint64_t count;
+/* Exported for debuggers (see above). */
+extern _Atomic uint64_t malloc_count_total;
+_Atomic uint64_t malloc_count_total;
 static _Atomic int tracing;
 static _Atomic long backtraces_left;
 
@@ -105,7 +111,7 @@ static void account(void)
     if (in_hook) {
         return;
     }
-    atomic_fetch_add_explicit(&count, 1, memory_order_relaxed);
+    atomic_fetch_add_explicit(&malloc_count_total, 1, memory_order_relaxed);
     if (atomic_load_explicit(&tracing, memory_order_relaxed) &&
         atomic_fetch_sub(&backtraces_left, 1) > 0) {
         static const char head[] = "malloc-count: allocation while tracing:\n";
@@ -123,12 +129,12 @@ static void account(void)
 
 uint64_t malloc_count_get(void)
 {
-    return atomic_load(&count);
+    return atomic_load(&malloc_count_total);
 }
 
 void malloc_count_reset(void)
 {
-    atomic_store(&count, 0);
+    atomic_store(&malloc_count_total, 0);
 }
 
 void malloc_count_trace(int on)

@@ -200,12 +200,12 @@ def export_mallocs(c, daemons, malloc_so):
 
     def count():
         out = subprocess.run(["gdb", "-p", str(pid), "-batch", "-ex",
-                              "print (unsigned long) malloc_count_get()"],
+                              "print *(unsigned long *)&malloc_count_total"],
                              capture_output=True, text=True).stdout
         for line in out.splitlines():
             if line.startswith("$1 = "):
                 return int(line.split("=")[1])
-        raise RuntimeError("gdb could not read malloc_count_get(): " + out[-300:])
+        raise RuntimeError("gdb could not read malloc_count_total: " + out[-300:])
 
     def bench(n):
         subprocess.run(["taskset", "-c", "0", c.img, "bench", "-q", "-c", str(n),

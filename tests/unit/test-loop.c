@@ -1399,12 +1399,16 @@ static void test_poll_adapts(void)
     sleep_once(loop, 100000);
     g_assert_cmpint(loop_get_poll_ns(loop), ==, 24000);
 
-    /* A sleep longer than the maximum: polling does not pay, back to 0
-     * (poll-shrink 0); with poll-shrink 2 it halves. */
-    loop_set_poll_params(loop, 1000000, 0, 2);
+    /* A sleep longer than the maximum but within 4 of them (the horizon:
+     * what a sleep adds to the wait polling would see) still grows it. */
+    loop_set_poll_params(loop, 10000000, 0, 2);
     g_assert_cmpint(loop_get_poll_ns(loop), ==, 24000);
-    sleep_once(loop, 5000000);
-    g_assert_cmpint(loop_get_poll_ns(loop), ==, 12000);
+    sleep_once(loop, 15000000);
+    g_assert_cmpint(loop_get_poll_ns(loop), ==, 48000);
+    /* A sleep longer than 4 maximums: polling does not pay, back to 0
+     * (poll-shrink 0); with poll-shrink 2 it halves. */
+    sleep_once(loop, 50000000);
+    g_assert_cmpint(loop_get_poll_ns(loop), ==, 24000);
     loop_set_poll_params(loop, 1000000, 0, 0);
     sleep_once(loop, 5000000);
     g_assert_cmpint(loop_get_poll_ns(loop), ==, 0);

@@ -13,6 +13,8 @@
 #                back end's file then equals a file qemu-io wrote with the
 #                same commands
 #   flush        a flush after a write reaches the back end as a request
+#   polling      with --poll-max-ns the client polls its used ring: data
+#                round-trips and most completions come without a call
 #   zeroes       discard and write-zeroes read back as zeroes, through the
 #                driver and in the file
 #   two-queues   concurrent requests with num-queues=2 use both queues and
@@ -95,7 +97,7 @@ rt_reads=(-c 'read -P 0x11 0 1' -c 'read -P 0x22 1 511' -c 'read -P 0x11 512 358
 
 for kind in strata qsd; do
     if [ "$kind" = qsd ] && [ -z "$qsd" ]; then
-        for t in round-trip flush zeroes two-queues killed; do
+        for t in round-trip flush zeroes polling two-queues killed; do
             skip "qsd: $t" "qemu-storage-daemon not installed"
         done
         continue
@@ -153,6 +155,28 @@ for kind in strata qsd; do
         ok "$kind: discard and write-zeroes read back zeroes"
     else
         notok "$kind: zeroes" "rc=$rc" "$fz" "$(grep -i fail <<<"$out")"
+    fi
+
+    # polling: the client's loop polls the used ring (--poll-max-ns) and
+    # asks for no calls while it does; data still round-trips
+    start "$kind" "$img" "$sock"
+    cmds=()
+    for i in $(seq 0 99); do
+        cmds+=(-c "write -P $((i + 1)) $((i * 4096 + 1)) 4095")
+    done
+    for i in $(seq 0 99); do
+        cmds+=(-c "read -P $((i + 1)) $((i * 4096 + 1)) 4095")
+    done
+    out=$("$sio" --poll-max-ns 1000000 "${cmds[@]}" -c info "$(node "$sock")" 2>&1)
+    rc=$?
+    stop
+    reqs=$(sed -n 's/.*virtio-blk-vhost-user: \([0-9]*\) requests.*/\1/p' <<<"$out")
+    calls=$(sed -n 's/.*kicks, \([0-9]*\) calls.*/\1/p' <<<"$out")
+    if [ $rc = 0 ] && ! grep -q "verification failed" <<<"$out" &&
+       [ "${reqs:-0}" -ge 400 ] && [ $((${calls:-999999} * 2)) -lt "${reqs:-0}" ]; then
+        ok "$kind: a polling client takes $((reqs - calls)) of $reqs completions without a call"
+    else
+        notok "$kind: polling" "rc=$rc requests=$reqs calls=$calls" "$(grep -i fail <<<"$out" | head -3)"
     fi
 
     # two-queues
