@@ -91,6 +91,14 @@
  * the ring made again in a new thread claims the role there.
  * STRATA_IO_URING_EPOLL=1 keeps the ring fd in the epoll set always.
  *
+ * Polling.  A loop with a poll time (an iothread's poll-max-ns) polls its
+ * waiter's check before it sleeps.  Completions of punted requests wait as
+ * task work for our next kernel entry (COOP_TASKRUN); with
+ * IORING_SETUP_TASKRUN_FLAG the kernel says so in the SQ flags, and the
+ * check enters (io_uring_get_events) to post them.  Without that entry a
+ * polling loop saw them only at the next interrupt on its CPU: loop device,
+ * depth 1, polling: 23-25k IOPS without, 46-58k with.
+ *
  * IORING_SETUP_DEFER_TASKRUN was measured and left out: its completions
  * are posted only inside io_uring_enter by the owner, and the ring fd does
  * not reliably poll readable for them (6.18: only the first time), so the
@@ -537,6 +545,7 @@ static int uring_wait(void *opaque, int epfd, int64_t timeout_ns)
         tsp = &ts;
     }
     struct io_uring_cqe *cqe;
+    s->stats.sleeps++;
     int ret = io_uring_submit_and_wait_timeout(&s->ring, &cqe, 1, tsp, NULL);
     if (ret == -EINTR) {
         return -EINTR;
@@ -550,7 +559,16 @@ static bool uring_check(void *opaque)
     UringState *s = opaque;
 
     if (!io_uring_cq_ready(&s->ring) && !io_uring_cq_has_overflow(&s->ring)) {
-        return false;
+        /* Completions of punted requests wait as task work for our next
+         * kernel entry (COOP_TASKRUN); the kernel flags them (TASKRUN_FLAG),
+         * and a polling loop must enter to see them. */
+        if (!(IO_URING_READ_ONCE(*s->ring.sq.kflags) & IORING_SQ_TASKRUN)) {
+            return false;
+        }
+        io_uring_get_events(&s->ring);
+        if (!io_uring_cq_ready(&s->ring)) {
+            return false;
+        }
     }
     return uring_run_completions(s) > 0;
 }
@@ -610,7 +628,8 @@ static int uring_setup(UringState *s, bool disabled,
 {
     *params = (struct io_uring_params) {
         .flags = IORING_SETUP_SINGLE_ISSUER |
-                 (uring_coop_taskrun() ? IORING_SETUP_COOP_TASKRUN : 0) |
+                 (uring_coop_taskrun() ? IORING_SETUP_COOP_TASKRUN |
+                                         IORING_SETUP_TASKRUN_FLAG : 0) |
                  (disabled ? IORING_SETUP_R_DISABLED : 0),
     };
     int ret = io_uring_queue_init_params(s->entries, &s->ring, params);

@@ -563,6 +563,7 @@ static int laio_wait(void *opaque, int epfd, int64_t timeout_ns)
         ts.tv_nsec = timeout_ns % 1000000000;
         tsp = &ts;
     }
+    s->stats.sleeps++;
     int n = io_getevents(s->io_ctx, 1, LAIO_EVENTS_PER_CALL, s->evbuf, tsp);
     if (n < 0) {
         return n == -EINTR ? -EINTR : 1;

@@ -929,6 +929,14 @@ static void loop_poll_adapt(Loop *loop, int64_t slept_ns)
     }
 }
 
+/* Is there anything to busy-poll: pollers, or a waiter whose completions
+ * arrive in a ring that the process can read (an AIO engine's, as QEMU's
+ * iothreads poll linux-aio's and io_uring's)? */
+static bool loop_can_poll(const Loop *loop)
+{
+    return loop->pollers || loop->waiter;
+}
+
 /* Call every poller's begin or end callback. */
 static void loop_poll_bracket(Loop *loop, bool begin)
 {
@@ -989,7 +997,7 @@ static bool loop_poll(Loop *loop, bool blocking)
     if (blocking && !loop->busy_polling && !loop_work_pending(loop)) {
         /* Other threads see notify_me == 0 and kick no eventfd: the
          * polling loop looks at their work. */
-        if (loop->poll_ns > 0 && loop->pollers &&
+        if (loop->poll_ns > 0 && loop_can_poll(loop) &&
             loop_busy_poll(loop, loop_timer_timeout_ns(loop))) {
             ran = true;
             blocking = false;
@@ -1006,8 +1014,8 @@ static bool loop_poll(Loop *loop, bool blocking)
         atomic_thread_fence(memory_order_seq_cst);
         timeout_ns = loop_work_pending(loop) ? 0 : loop_timer_timeout_ns(loop);
     }
-    int64_t sleep_start = blocking && loop->poll_max_ns > 0 && loop->pollers
-                          ? clock_ns() : 0;
+    int64_t sleep_start = blocking && loop->poll_max_ns > 0 &&
+                          loop_can_poll(loop) ? clock_ns() : 0;
     if (loop->waiter && timeout_ns != 0) {
         n = loop_waiter_wait(loop, events, timeout_ns);
     } else {
