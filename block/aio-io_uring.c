@@ -554,6 +554,12 @@ static int uring_wait(void *opaque, int epfd, int64_t timeout_ns)
     return (ret < 0 && ret != -ETIME) || uring_cq_has_poll(s);
 }
 
+/* Requests in the kernel: a polling loop may catch their completions. */
+static bool uring_busy(void *opaque)
+{
+    return ((UringState *)opaque)->inflight > 0;
+}
+
 static bool uring_check(void *opaque)
 {
     UringState *s = opaque;
@@ -761,7 +767,7 @@ static void *uring_init(Loop *loop, bool disabled, StrataError **errp)
     loop_set_fd_handler(s->loop, s->ring.ring_fd, uring_on_readable, NULL, s);
     s->waiter = (LoopWaiter) {
         .wait = uring_wait, .check = uring_check, .detach = uring_detach,
-        .opaque = s,
+        .opaque = s, .busy = uring_busy,
     };
     if (loop_is_owner(loop)) {
         uring_try_claim(s);

@@ -578,6 +578,12 @@ static int laio_wait(void *opaque, int epfd, int64_t timeout_ns)
     return 0;
 }
 
+/* Requests in the kernel: a polling loop may catch their completions. */
+static bool laio_busy(void *opaque)
+{
+    return ((LaioState *)opaque)->inflight > 0;
+}
+
 static bool laio_check(void *opaque)
 {
     LaioState *s = opaque;
@@ -699,7 +705,7 @@ static void *laio_ctx_init(Loop *loop, StrataError **errp)
     loop_timer_init(&s->sweep_timer, s->loop, laio_sweep_cb, s);
     s->waiter = (LoopWaiter) {
         .wait = laio_wait, .check = laio_check, .detach = laio_detach,
-        .opaque = s,
+        .opaque = s, .busy = laio_busy,
     };
     s->self_wait = s->ring && !laio_eventfd_forced() &&
                    loop_claim_waiter(s->loop, &s->waiter);

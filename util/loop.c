@@ -929,12 +929,16 @@ static void loop_poll_adapt(Loop *loop, int64_t slept_ns)
     }
 }
 
-/* Is there anything to busy-poll: pollers, or a waiter whose completions
- * arrive in a ring that the process can read (an AIO engine's, as QEMU's
- * iothreads poll linux-aio's and io_uring's)? */
+/* Is there anything to busy-poll: pollers, or a waiter with completions
+ * due that arrive in a ring the process can read (an AIO engine's, as
+ * QEMU's iothreads poll linux-aio's and io_uring's)?  Not an idle waiter:
+ * fds are not looked at while the loop spins, so polling for nothing
+ * would delay a socket's next request by up to the poll time. */
 static bool loop_can_poll(const Loop *loop)
 {
-    return loop->pollers || loop->waiter;
+    const LoopWaiter *w = loop->waiter;
+
+    return loop->pollers || (w && w->busy && w->busy(w->opaque));
 }
 
 /* Call every poller's begin or end callback. */

@@ -1426,13 +1426,15 @@ static void test_poll_adapts(void)
 /*
  * A waiter whose completions arrive in a ring that no fd announces (an AIO
  * engine's): a loop with a poll time polls its check before it sleeps,
- * with no poller registered, and a completion that lands while it spins
- * is taken without the wait.
+ * with no poller registered, while the waiter is busy (requests in
+ * flight), and a completion that lands while it spins is taken without
+ * the wait.  An idle waiter is not polled.
  */
 typedef struct RingWaiter {
     LoopWaiter w;
     atomic_int ready;           /* set by another thread: "a completion" */
     int waits, hits;
+    bool busy;                  /* "requests in flight" */
 } RingWaiter;
 
 static int ring_wait(void *opaque, int epfd, int64_t timeout_ns)
@@ -1461,6 +1463,11 @@ static bool ring_check(void *opaque)
     return false;
 }
 
+static bool ring_busy(void *opaque)
+{
+    return ((RingWaiter *)opaque)->busy;
+}
+
 static gpointer ring_complete_later(gpointer opaque)
 {
     g_usleep(2000);
@@ -1472,10 +1479,16 @@ static void test_poll_waiter(void)
 {
     Loop *loop = test_loop_new();
     RingWaiter r = { 0 };
-    r.w = (LoopWaiter) { ring_wait, ring_check, NULL, &r };
+    r.w = (LoopWaiter) { ring_wait, ring_check, NULL, &r, ring_busy };
 
     g_assert_true(loop_claim_waiter(loop, &r.w));
     loop_set_poll_params(loop, 1000000000, 1000000, 0);
+    /* Idle (nothing in flight): never polled, the poll time stays 0. */
+    sleep_once(loop, 100000);
+    sleep_once(loop, 100000);
+    g_assert_cmpint(loop_get_poll_ns(loop), ==, 0);
+
+    r.busy = true;
     sleep_once(loop, 100000);               /* poll time 4 us */
     sleep_once(loop, 100000);               /* then the 1 s cap */
     g_assert_cmpint(loop_get_poll_ns(loop), ==, 1000000000);
