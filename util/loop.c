@@ -912,9 +912,10 @@ int64_t loop_get_poll_ns(const Loop *loop)
  * million null requests at depth 32 (one per batch), at a quarter of the
  * throughput they reach when they keep polling (docs/benchmarks.md).  So
  * only a sleep longer than LOOP_POLL_HORIZON poll limits stops polling;
- * one between the limit and that keeps the poll time at its limit.  The
- * CPU this can waste is no larger a share than QEMU's rule wastes at its
- * worst (a poll window of the limit before every sleep of just over it).
+ * one between the limit and that counts as short (the poll time grows,
+ * up to the limit).  The CPU this can waste is no larger a share than
+ * QEMU's rule wastes at its worst (a poll window of the limit before
+ * every sleep of just over it).
  */
 static void loop_poll_adapt(Loop *loop, int64_t slept_ns)
 {

@@ -114,10 +114,10 @@ void loop_set_fd_handler(Loop *loop, int fd, LoopCallback *on_read,
  * Before a blocking iteration sleeps, a loop with poll time and pollers
  * (or a busy waiter, whose @check is then polled too: an AIO engine's
  * completion ring while requests are in flight) calls every poller's
- * @poll in turn for up to the poll
- * time (adaptive, at most loop_set_poll_params' @max_ns): @poll does the
- * work it finds (a virtqueue's new requests) and returns true if there
- * was some, which ends the polling.  @begin and @end (either may be NULL) bracket one
+ * @poll in turn for up to the poll time (adaptive, at most
+ * loop_set_poll_params' @max_ns): @poll does the work it finds (a
+ * virtqueue's new requests) and returns true if there was some, which
+ * ends the polling.  @begin and @end (either may be NULL) bracket one
  * polling phase: a device suppresses its notifications in @begin, and
  * in @end re-arms them and looks once more.  Loop thread only.
  */
