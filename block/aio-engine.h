@@ -50,6 +50,10 @@ typedef struct AioEngineStats {
 /* Engine request flags. */
 enum {
     AIO_FUA = 1u << 0,          /* RWF_DSYNC on this write */
+    /* The file takes no non-blocking I/O (RWF_NOWAIT refused: no
+     * FMODE_NOWAIT, e.g. O_DIRECT on tmpfs): an engine that tries a
+     * request inline first would only be told to punt it.  A hint. */
+    AIO_NO_NOWAIT = 1u << 1,
 };
 
 typedef struct AioEngineOps {

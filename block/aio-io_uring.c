@@ -91,6 +91,18 @@
  * the ring made again in a new thread claims the role there.
  * STRATA_IO_URING_EPOLL=1 keeps the ring fd in the epoll set always.
  *
+ * Files without non-blocking I/O.  io_uring first tries a request inline
+ * with IOCB_NOWAIT and punts it to an io-wq worker when told to wait; a
+ * file opened without FMODE_NOWAIT (O_DIRECT on tmpfs) is told so at once,
+ * every time.  The file driver learns this when it opens the file
+ * (preadv2 with RWF_NOWAIT: EOPNOTSUPP) and says AIO_NO_NOWAIT; below
+ * URING_ASYNC_BELOW requests in flight such a request goes with
+ * IOSQE_ASYNC, straight to the workers.  tmpfs, 3 alternated runs each:
+ * depth 1 reads 22-44k -> 98-117k IOPS, writes 18-36k -> 95-169k; depth 4
+ * +17%; depth 16 and 32 unchanged (at 32 with IOSQE_ASYNC on every
+ * request: 10% fewer, hence the bound).  Files that take IOCB_NOWAIT (a
+ * block device, NVMe) are never marked.
+ *
  * Polling.  A loop with a poll time (an iothread's poll-max-ns) polls its
  * waiter's check before it sleeps.  Completions of punted requests wait as
  * task work for our next kernel entry (COOP_TASKRUN); with
@@ -116,6 +128,9 @@
 #include "block/aio-engine.h"
 
 #define URING_DEFAULT_ENTRIES 128
+/* Files without non-blocking I/O: IOSQE_ASYNC below this many requests in
+ * flight (see the top of the file). */
+#define URING_ASYNC_BELOW 16
 #define URING_FIXED_SLOTS 256
 /* The kernel refuses larger fixed buffers. */
 #define URING_FIXED_MAX_LEN ((size_t)1 << 30)
@@ -132,6 +147,7 @@ typedef struct UringReq {
     uint8_t opcode;             /* IORING_OP_* */
     int fd;
     int rw_flags;
+    bool no_nowait;             /* AIO_NO_NOWAIT */
     int64_t offset;
     const struct iovec *iov;    /* READV/WRITEV */
     int niov;
@@ -356,6 +372,10 @@ static bool uring_queue(UringState *s, UringReq *req)
         g_assert_not_reached();
     }
     sqe->rw_flags = req->rw_flags;
+    if (req->no_nowait && s->inflight < URING_ASYNC_BELOW) {
+        /* See "Files without non-blocking I/O" above. */
+        sqe->flags |= IOSQE_ASYNC;
+    }
     io_uring_sqe_set_data(sqe, req);
     s->inflight++;
     return true;
@@ -815,9 +835,9 @@ static int uring_co_preadv(void *opaque, int fd, int64_t offset,
 {
     UringReq req = {
         .opcode = IORING_OP_READV, .fd = fd, .offset = offset,
-        .iov = iov, .niov = niov,
+        .iov = iov, .niov = niov, .no_nowait = flags & AIO_NO_NOWAIT,
     };
-    g_assert(!(flags & ~AIO_FUA));
+    g_assert(!(flags & ~(AIO_FUA | AIO_NO_NOWAIT)));
     return uring_co_submit(opaque, &req);
 }
 
@@ -828,8 +848,9 @@ static int uring_co_pwritev(void *opaque, int fd, int64_t offset,
         .opcode = IORING_OP_WRITEV, .fd = fd, .offset = offset,
         .iov = iov, .niov = niov,
         .rw_flags = (flags & AIO_FUA) ? RWF_DSYNC : 0,
+        .no_nowait = flags & AIO_NO_NOWAIT,
     };
-    g_assert(!(flags & ~AIO_FUA));
+    g_assert(!(flags & ~(AIO_FUA | AIO_NO_NOWAIT)));
     return uring_co_submit(opaque, &req);
 }
 
@@ -905,15 +926,18 @@ static void uring_unregister_region(void *opaque, int slot)
 
 static int uring_co_rw_fixed(UringState *s, uint8_t opcode, int fd,
                              int64_t offset, void *buf, size_t len, int slot,
-                             int rw_flags)
+                             int flags)
 {
+    g_assert(!(flags & ~(AIO_FUA | AIO_NO_NOWAIT)));
     if (slot < 0 || slot >= URING_FIXED_SLOTS || !s->slot_used[slot] ||
         len > BLOCK_MAX_RW_BYTES) {
         return -EINVAL;
     }
     UringReq req = {
         .opcode = opcode, .fd = fd, .offset = offset,
-        .buf = buf, .len = (unsigned)len, .slot = slot, .rw_flags = rw_flags,
+        .buf = buf, .len = (unsigned)len, .slot = slot,
+        .rw_flags = (flags & AIO_FUA) ? RWF_DSYNC : 0,
+        .no_nowait = flags & AIO_NO_NOWAIT,
     };
     return uring_co_submit(s, &req);
 }
@@ -921,17 +945,15 @@ static int uring_co_rw_fixed(UringState *s, uint8_t opcode, int fd,
 static int uring_co_preadv_fixed(void *opaque, int fd, int64_t offset,
                                  void *buf, size_t len, int slot, int flags)
 {
-    g_assert(!(flags & ~AIO_FUA));
     return uring_co_rw_fixed(opaque, IORING_OP_READ_FIXED, fd, offset, buf,
-                             len, slot, 0);
+                             len, slot, flags & ~AIO_FUA);
 }
 
 static int uring_co_pwritev_fixed(void *opaque, int fd, int64_t offset,
                                   void *buf, size_t len, int slot, int flags)
 {
-    g_assert(!(flags & ~AIO_FUA));
     return uring_co_rw_fixed(opaque, IORING_OP_WRITE_FIXED, fd, offset, buf,
-                             len, slot, (flags & AIO_FUA) ? RWF_DSYNC : 0);
+                             len, slot, flags);
 }
 
 static void uring_get_stats(void *opaque, AioEngineStats *out)

@@ -792,7 +792,7 @@ static int laio_co_preadv(void *opaque, int fd, int64_t offset,
 {
     LaioReq req = { 0 };
 
-    g_assert(!(flags & ~AIO_FUA));
+    g_assert(!(flags & ~(AIO_FUA | AIO_NO_NOWAIT)));
     if (niov == 1 && laio_plain_ops()) {
         io_prep_pread(&req.iocb, fd, iov[0].iov_base, iov[0].iov_len, offset);
     } else {
@@ -807,7 +807,7 @@ static int laio_co_pwritev(void *opaque, int fd, int64_t offset,
     LaioReq req = { 0 };
     int rwf = (flags & AIO_FUA) ? RWF_DSYNC : 0;
 
-    g_assert(!(flags & ~AIO_FUA));
+    g_assert(!(flags & ~(AIO_FUA | AIO_NO_NOWAIT)));
     if (niov == 1 && laio_plain_ops()) {
         io_prep_pwrite(&req.iocb, fd, iov[0].iov_base, iov[0].iov_len,
                        offset);

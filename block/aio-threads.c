@@ -119,7 +119,7 @@ static int threads_co_preadv(void *opaque, int fd, int64_t offset,
         .fd = fd, .write = false, .rwf = 0,
         .offset = offset, .iov = iov, .niov = niov,
     };
-    g_assert(!(flags & ~AIO_FUA));
+    g_assert(!(flags & ~(AIO_FUA | AIO_NO_NOWAIT)));
     return threads_co_rw(opaque, &r);
 }
 
@@ -130,7 +130,7 @@ static int threads_co_pwritev(void *opaque, int fd, int64_t offset,
         .fd = fd, .write = true, .rwf = (flags & AIO_FUA) ? RWF_DSYNC : 0,
         .offset = offset, .iov = iov, .niov = niov,
     };
-    g_assert(!(flags & ~AIO_FUA));
+    g_assert(!(flags & ~(AIO_FUA | AIO_NO_NOWAIT)));
     return threads_co_rw(opaque, &r);
 }
 

@@ -68,6 +68,7 @@ typedef struct FileDesc {
     void *engine;                   /* per-context engine state (borrowed) */
     const char *engine_why;         /* static: why auto chose it */
     bool fua;                       /* engine takes AIO_FUA */
+    bool no_nowait;                 /* RWF_NOWAIT refused: AIO_NO_NOWAIT */
 } FileDesc;
 
 typedef struct FileState {
@@ -494,7 +495,8 @@ static int file_co_rw(StrataNode *node, bool write, int64_t offset,
 {
     FileState *s = node->opaque;
     FileDesc *d = &s->d;
-    int eflags = (write && (flags & REQ_FUA) && d->fua) ? AIO_FUA : 0;
+    int eflags = ((write && (flags & REQ_FUA) && d->fua) ? AIO_FUA : 0) |
+                 (d->no_nowait ? AIO_NO_NOWAIT : 0);
     const struct iovec *iov = qiov->iov;
     int niov = qiov->niov;
     bool buffered = false;
@@ -926,6 +928,20 @@ static int file_co_truncate(StrataNode *node, int64_t size,
 /* ---- open, close, limits ------------------------------------------------------------ */
 
 /*
+ * Does the kernel refuse non-blocking I/O on @fd (RWF_NOWAIT: EOPNOTSUPP
+ * for a file opened without FMODE_NOWAIT, as O_DIRECT on tmpfs)?  The
+ * flag is checked before anything is read; a file that takes it may read
+ * one byte here (or fail on O_DIRECT alignment), which is harmless.
+ */
+static bool file_probe_no_nowait(int fd)
+{
+    char c;
+    struct iovec iov = { .iov_base = &c, .iov_len = 1 };
+
+    return preadv2(fd, &iov, 1, 0, RWF_NOWAIT) < 0 && errno == EOPNOTSUPP;
+}
+
+/*
  * Open @filename (or reopen @s's description when @filename is NULL)
  * with the given mode into @d and probe it.  Errors name the file.
  */
@@ -957,6 +973,7 @@ static bool file_desc_open(FileState *s, const char *filename, bool writable,
     len = file_fd_length(d->fd, s->is_bdev);
     file_probe_alignment(d->fd, direct, s->is_bdev, len < 0 ? 0 : len,
                          s->lbs, &d->align);
+    d->no_nowait = file_probe_no_nowait(d->fd);
     return true;
 }
 
@@ -1265,6 +1282,13 @@ static void file_dump_info(StrataNode *node, GString *out)
                            a->iov_len, a->source, s->max_transfer,
                            s->lock.enabled ? "on" : "off",
                            s->d.fua ? "native" : "emulated");
+    if (s->d.no_nowait) {
+        g_string_append_printf(out, "file: no non-blocking I/O on this file "
+                               "(RWF_NOWAIT refused)%s\n",
+                               s->d.ops->id == AIO_ENGINE_IO_URING
+                               ? ": io_uring hands requests to its workers "
+                                 "at once (IOSQE_ASYNC) at low depth" : "");
+    }
     if (s->lbs || s->pbs) {
         g_string_append_printf(out, "file: block size logical %" PRIu32
                                ", physical %" PRIu32 " (%s; 0: unknown)\n",

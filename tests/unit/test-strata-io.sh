@@ -218,5 +218,30 @@ read 3275/3275 bytes at offset 1333
     fi
 fi
 
+# O_DIRECT on tmpfs takes no non-blocking I/O (RWF_NOWAIT refused): the
+# file node says so, and io_uring's requests, sent to its workers at once
+# (IOSQE_ASYNC) at low depth, still read back what was written.
+if [ -d /dev/shm ] && [ "$(stat -f -c %T /dev/shm 2>/dev/null)" = tmpfs ]; then
+    SHM=$(mktemp /dev/shm/strata-io-nowait.XXXXXX)
+    truncate -s 1M "$SHM"
+    out=$("$IO" -t none -i io_uring -c 'write -q -P 0x3c 4k 8k' \
+          -c 'aio_write -q -P 0x3d 64k 4k' -c 'aio_write -q -P 0x3e 68k 4k' \
+          -c aio_flush -c 'read -q -P 0x3c 4k 8k' -c 'read -q -P 0x3d 64k 4k' \
+          -c 'read -q -P 0x3e 68k 4k' -c info "$SHM" 2>&1)
+    rc=$?
+    rm -f "$SHM"
+    checks=$((checks + 1))
+    if [ $rc = 0 ] && ! grep -q "verification failed" <<<"$out" &&
+       grep -q "no non-blocking I/O on this file (RWF_NOWAIT refused): io_uring" <<<"$out"; then
+        echo "ok: tmpfs O_DIRECT with io_uring: punted at once, data read back"
+    else
+        failures=$((failures + 1))
+        echo "FAIL: tmpfs O_DIRECT with io_uring (exit $rc)"
+        printf '%s\n' "$out" | grep -iE "fail|file:|error" | sed 's/^/    /'
+    fi
+else
+    echo "skip: /dev/shm is not a tmpfs (the RWF_NOWAIT check needs one)"
+fi
+
 echo "$((checks - failures))/$checks checks passed"
 [ "$failures" -eq 0 ]
