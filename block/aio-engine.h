@@ -44,7 +44,6 @@ typedef struct AioEngineStats {
     uint64_t max_batch;     /* most requests handed over in one syscall */
     uint64_t queue_waits;   /* requests that waited for ring/queue space */
     uint64_t retries;       /* submissions retried after -EAGAIN/-EBUSY */
-    uint64_t sleeps;        /* blocking waits as the loop's waiter */
 } AioEngineStats;
 
 /* Engine request flags. */

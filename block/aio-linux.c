@@ -563,7 +563,6 @@ static int laio_wait(void *opaque, int epfd, int64_t timeout_ns)
         ts.tv_nsec = timeout_ns % 1000000000;
         tsp = &ts;
     }
-    s->stats.sleeps++;
     int n = io_getevents(s->io_ctx, 1, LAIO_EVENTS_PER_CALL, s->evbuf, tsp);
     if (n < 0) {
         return n == -EINTR ? -EINTR : 1;
@@ -576,12 +575,6 @@ static int laio_wait(void *opaque, int epfd, int64_t timeout_ns)
         }
     }
     return 0;
-}
-
-/* Requests in the kernel: a polling loop may catch their completions. */
-static bool laio_busy(void *opaque)
-{
-    return ((LaioState *)opaque)->inflight > 0;
 }
 
 static bool laio_check(void *opaque)
@@ -705,7 +698,7 @@ static void *laio_ctx_init(Loop *loop, StrataError **errp)
     loop_timer_init(&s->sweep_timer, s->loop, laio_sweep_cb, s);
     s->waiter = (LoopWaiter) {
         .wait = laio_wait, .check = laio_check, .detach = laio_detach,
-        .opaque = s, .busy = laio_busy,
+        .opaque = s,
     };
     s->self_wait = s->ring && !laio_eventfd_forced() &&
                    loop_claim_waiter(s->loop, &s->waiter);

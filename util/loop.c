@@ -915,20 +915,13 @@ int64_t loop_get_poll_ns(const Loop *loop)
  * one between the limit and that counts as short (the poll time grows,
  * up to the limit).  The CPU this can waste is no larger a share than
  * QEMU's rule wastes at its worst (a poll window of the limit before
- * every sleep of just over it).  That holds for pollers, whose peers
- * react to us.  A loop that polls only its AIO engine's ring keeps QEMU's
- * rule: a device's latency does not shrink because we poll, and with the
- * horizon a device slower than the limit (NVMe at 80 us, say) would have
- * an iothread spin for nothing before every completion.  (On this VM the
- * horizon took a polled loop device at depth 32 from 304-331k to
- * 571-648k IOPS although its windows mostly found nothing; we did not
- * take that trade.)
+ * every sleep of just over it).  Only loops with pollers poll (virtqueues,
+ * whose peers react to our sleeping); polling an AIO engine's ring alone
+ * was measured and left out (docs/benchmarks.md, run 9).
  */
 static void loop_poll_adapt(Loop *loop, int64_t slept_ns)
 {
-    int64_t horizon = loop->pollers ? LOOP_POLL_HORIZON : 1;
-
-    if (slept_ns / horizon > loop->poll_max_ns) {
+    if (slept_ns / LOOP_POLL_HORIZON > loop->poll_max_ns) {
         loop->poll_ns = loop->poll_shrink ? loop->poll_ns / loop->poll_shrink
                                           : 0;
     } else if (slept_ns > loop->poll_ns) {
@@ -937,18 +930,6 @@ static void loop_poll_adapt(Loop *loop, int64_t slept_ns)
                         : LOOP_POLL_START_NS;
         loop->poll_ns = MIN(grown, loop->poll_max_ns);
     }
-}
-
-/* Is there anything to busy-poll: pollers, or a waiter with completions
- * due that arrive in a ring the process can read (an AIO engine's, as
- * QEMU's iothreads poll linux-aio's and io_uring's)?  Not an idle waiter:
- * fds are not looked at while the loop spins, so polling for nothing
- * would delay a socket's next request by up to the poll time. */
-static bool loop_can_poll(const Loop *loop)
-{
-    const LoopWaiter *w = loop->waiter;
-
-    return loop->pollers || (w && w->busy && w->busy(w->opaque));
 }
 
 /* Call every poller's begin or end callback. */
@@ -1011,7 +992,7 @@ static bool loop_poll(Loop *loop, bool blocking)
     if (blocking && !loop->busy_polling && !loop_work_pending(loop)) {
         /* Other threads see notify_me == 0 and kick no eventfd: the
          * polling loop looks at their work. */
-        if (loop->poll_ns > 0 && loop_can_poll(loop) &&
+        if (loop->poll_ns > 0 && loop->pollers &&
             loop_busy_poll(loop, loop_timer_timeout_ns(loop))) {
             ran = true;
             blocking = false;
@@ -1028,8 +1009,8 @@ static bool loop_poll(Loop *loop, bool blocking)
         atomic_thread_fence(memory_order_seq_cst);
         timeout_ns = loop_work_pending(loop) ? 0 : loop_timer_timeout_ns(loop);
     }
-    int64_t sleep_start = blocking && loop->poll_max_ns > 0 &&
-                          loop_can_poll(loop) ? clock_ns() : 0;
+    int64_t sleep_start = blocking && loop->poll_max_ns > 0 && loop->pollers
+                          ? clock_ns() : 0;
     if (loop->waiter && timeout_ns != 0) {
         n = loop_waiter_wait(loop, events, timeout_ns);
     } else {

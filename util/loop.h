@@ -112,12 +112,10 @@ void loop_set_fd_handler(Loop *loop, int fd, LoopCallback *on_read,
 
 /*
  * Before a blocking iteration sleeps, a loop with poll time and pollers
- * (or a busy waiter, whose @check is then polled too: an AIO engine's
- * completion ring while requests are in flight) calls every poller's
- * @poll in turn for up to the poll time (adaptive, at most
- * loop_set_poll_params' @max_ns): @poll does the work it finds (a
- * virtqueue's new requests) and returns true if there was some, which
- * ends the polling.  @begin and @end (either may be NULL) bracket one
+ * calls every poller's @poll in turn (and the waiter's @check) for up to
+ * the poll time (adaptive, at most loop_set_poll_params' @max_ns): @poll
+ * does the work it finds (a virtqueue's new requests) and returns true if
+ * there was some, which ends the polling.  @begin and @end (either may be NULL) bracket one
  * polling phase: a device suppresses its notifications in @begin, and
  * in @end re-arms them and looks once more.  Loop thread only.
  */
@@ -150,11 +148,6 @@ typedef struct LoopWaiter {
     bool (*check)(void *opaque);
     void (*detach)(void *opaque);
     void *opaque;
-    /* Optional: true while completions are due (requests in flight), the
-     * only time a loop with a poll time busy-polls @check.  An idle
-     * engine is not polled: the loop's fds (a socket bringing the next
-     * request) are not looked at while it spins. */
-    bool (*busy)(void *opaque);
 } LoopWaiter;
 
 /* Make @w (stored, not copied) the loop's waiter, from the loop's owner

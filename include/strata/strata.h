@@ -119,11 +119,10 @@ STRATA_EXPORT void strata_context_set_aio_max_batch(StrataContext *ctx,
                                                     unsigned max_batch);
 /* Busy-poll before the loop sleeps, for up to @max_ns nanoseconds
  * (adaptive, as a QEMU iothread's poll-max-ns; 0, the default, never
- * polls): completions that can be seen without a system call
- * (virtio-blk-vhost-user's used rings; the native and io_uring engines'
- * completion rings while requests are in flight) are then taken without
- * a notification and a wake-up.  Costs CPU time while waiting, up to
- * @max_ns each time.  Owner thread, or before the loop runs. */
+ * polls): drivers that register pollers (virtio-blk-vhost-user's used
+ * rings) then take their completions without a notification and a
+ * wake-up.  Costs CPU time while waiting, up to @max_ns each time.  Owner
+ * thread, or before the loop runs. */
 STRATA_EXPORT void strata_context_set_poll_max_ns(StrataContext *ctx,
                                                   int64_t max_ns);
 STRATA_EXPORT void strata_context_call(StrataContext *ctx, StrataCallFunc *fn,

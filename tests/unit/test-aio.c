@@ -162,7 +162,6 @@ static AioEngineStats stats_delta(AioEngineStats a, AioEngineStats b)
         .max_batch = b.max_batch,
         .queue_waits = b.queue_waits - a.queue_waits,
         .retries = b.retries - a.retries,
-        .sleeps = b.sleeps - a.sleeps,
     };
 }
 
@@ -1283,64 +1282,6 @@ static void test_waiter_wakes(gconstpointer data)
 }
 
 /*
- * A loop with a poll time (an iothread's poll-max-ns) busy-polls its
- * waiter's completions before it sleeps: 64 reads complete without one
- * sleep in the engine's wait.  (For io_uring the completions wait as task
- * work for a kernel entry, COOP_TASKRUN, and the poll enters for them when
- * the kernel flags them, IORING_SQ_TASKRUN.  Without that they still show
- * up at the next interrupt on the CPU, so this test cannot tell; the
- * depth-1 loop-device benchmark does: 46-58k against 23-25k IOPS.)
- */
-static void test_polled(gconstpointer data)
-{
-#if CONFIG_LIBAIO || CONFIG_IO_URING
-    Env e;
-    if (!waiter_env_init(&e, data)) {
-        return;
-    }
-    Loop *loop = e.ctx->loop;
-    uint8_t *wbufs = blk_alloc(NCONC * BLK);
-    uint8_t *rbufs = blk_alloc(NCONC * BLK);
-    Io *ios = g_new0(Io, NCONC);
-    for (int i = 0; i < NCONC; i++) {
-        fill_pattern(wbufs + (size_t)i * BLK, BLK, 50 + i);
-    }
-    run_concurrent(&e, ios, wbufs, true);
-    g_assert_true(env_self_wait(&e));
-
-    /* Short sleeps with requests in flight take the poll time to its 1 s
-     * cap (grow 10^6); an idle engine is not polled, so a timer alone
-     * would not. */
-    loop_set_poll_params(loop, 1000000000, 1000000, 0);
-    for (int i = 0; i < 20 && loop_get_poll_ns(loop) < 1000000000; i++) {
-        run_concurrent(&e, ios, rbufs, false);
-    }
-    if (loop_get_poll_ns(loop) < 1000000000) {
-        /* Storage that completes inside the submitting call (tmpfs with
-         * native AIO) never makes the loop wait: nothing to poll. */
-        g_test_skip("the engine never waited for a completion here");
-        goto out;
-    }
-
-    AioEngineStats s0 = env_stats(&e);
-    run_concurrent(&e, ios, rbufs, false);
-    AioEngineStats d = stats_delta(s0, env_stats(&e));
-    g_assert_cmpmem(rbufs, NCONC * BLK, wbufs, NCONC * BLK);
-    g_assert_cmpuint(d.completions, ==, NCONC);
-    g_assert_cmpuint(d.sleeps, ==, 0);
-
-out:
-    loop_set_poll_params(loop, 0, 0, 0);
-    g_free(ios);
-    g_aligned_free(wbufs);
-    g_aligned_free(rbufs);
-    env_cleanup(&e);
-#else
-    g_test_skip("neither libaio nor io_uring compiled in");
-#endif
-}
-
-/*
  * A GLib source for the loop takes the waiter role away (GLib polls the
  * epoll set itself): requests submitted before, possibly still in flight
  * without the engine's fd in the epoll set, and requests submitted after,
@@ -1457,7 +1398,6 @@ int main(int argc, char **argv)
     add_engine_test("short-result-hook", test_short_hook);
     add_engine_test("errors", test_errors);
     add_engine_test("completion-submits-same-batch", test_chain);
-    add_engine_test("polled-without-sleeping", test_polled);
     add_engine_test("fixed-buffers", test_fixed);
     add_engine_test("inline-completion/no-yield", test_inline_no_yield);
     add_engine_test("inline-completion/batch-wakes-others",

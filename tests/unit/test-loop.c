@@ -6,7 +6,6 @@
  */
 #include <errno.h>
 #include <poll.h>
-#include <stdatomic.h>
 #include <unistd.h>
 #include <sys/eventfd.h>
 #include <glib.h>
@@ -1423,87 +1422,6 @@ static void test_poll_adapts(void)
     loop_free(loop);
 }
 
-/*
- * A waiter whose completions arrive in a ring that no fd announces (an AIO
- * engine's): a loop with a poll time polls its check before it sleeps,
- * with no poller registered, while the waiter is busy (requests in
- * flight), and a completion that lands while it spins is taken without
- * the wait.  An idle waiter is not polled.
- */
-typedef struct RingWaiter {
-    LoopWaiter w;
-    atomic_int ready;           /* set by another thread: "a completion" */
-    int waits, hits;
-    bool busy;                  /* "requests in flight" */
-} RingWaiter;
-
-static int ring_wait(void *opaque, int epfd, int64_t timeout_ns)
-{
-    RingWaiter *r = opaque;
-    struct pollfd p = { .fd = epfd, .events = POLLIN };
-    /* Bounded, so that a loop that sleeps instead of polling fails the
-     * test below instead of hanging it. */
-    int ms = timeout_ns < 0 ? 50 : (int)MIN((timeout_ns + 999999) / 1000000, 50);
-
-    r->waits++;
-    if (poll(&p, 1, ms) < 0) {
-        return -errno;
-    }
-    return (p.revents & POLLIN) ? 1 : 0;
-}
-
-static bool ring_check(void *opaque)
-{
-    RingWaiter *r = opaque;
-
-    if (atomic_exchange(&r->ready, 0)) {
-        r->hits++;
-        return true;
-    }
-    return false;
-}
-
-static bool ring_busy(void *opaque)
-{
-    return ((RingWaiter *)opaque)->busy;
-}
-
-static gpointer ring_complete_later(gpointer opaque)
-{
-    g_usleep(2000);
-    atomic_store(&((RingWaiter *)opaque)->ready, 1);
-    return NULL;
-}
-
-static void test_poll_waiter(void)
-{
-    Loop *loop = test_loop_new();
-    RingWaiter r = { 0 };
-    r.w = (LoopWaiter) { ring_wait, ring_check, NULL, &r, ring_busy };
-
-    g_assert_true(loop_claim_waiter(loop, &r.w));
-    loop_set_poll_params(loop, 1000000000, 1000000, 0);
-    /* Idle (nothing in flight): never polled, the poll time stays 0. */
-    sleep_once(loop, 100000);
-    sleep_once(loop, 100000);
-    g_assert_cmpint(loop_get_poll_ns(loop), ==, 0);
-
-    r.busy = true;
-    sleep_once(loop, 100000);               /* poll time 4 us */
-    sleep_once(loop, 100000);               /* then the 1 s cap */
-    g_assert_cmpint(loop_get_poll_ns(loop), ==, 1000000000);
-
-    int waits = r.waits;
-    GThread *t = g_thread_new("complete", ring_complete_later, &r);
-    g_assert_true(loop_run_once(loop, true));
-    g_thread_join(t);
-    g_assert_cmpint(r.hits, ==, 1);
-    g_assert_cmpint(r.waits, ==, waits);    /* found spinning, no sleep */
-
-    loop_release_waiter(loop, &r.w);
-    loop_free(loop);
-}
-
 static void test_poll_finds_work(void)
 {
     Loop *loop = test_loop_new();
@@ -1592,7 +1510,6 @@ int main(int argc, char **argv)
                     test_co_sleep_lower_bound);
     g_test_add_func("/loop/poll/adapts-to-sleeps", test_poll_adapts);
     g_test_add_func("/loop/waiter/sleeps-checks-detaches", test_waiter);
-    g_test_add_func("/loop/poll/polls-the-waiter", test_poll_waiter);
     g_test_add_func("/loop/poll/finds-work-without-sleeping",
                     test_poll_finds_work);
     g_test_add_func("/loop/gsource/glib-main-loop-drives",
