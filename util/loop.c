@@ -925,9 +925,13 @@ static void loop_poll_adapt(Loop *loop, int64_t slept_ns)
         loop->poll_ns = loop->poll_shrink ? loop->poll_ns / loop->poll_shrink
                                           : 0;
     } else if (slept_ns > loop->poll_ns) {
-        int64_t grown = loop->poll_ns
-                        ? loop->poll_ns * (loop->poll_grow ? loop->poll_grow : 2)
-                        : LOOP_POLL_START_NS;
+        int64_t grown = LOOP_POLL_START_NS;
+        if (loop->poll_ns &&
+            __builtin_mul_overflow(loop->poll_ns,
+                                   loop->poll_grow ? loop->poll_grow : 2,
+                                   &grown)) {
+            grown = INT64_MAX;      /* poll-grow up to INT64_MAX is valid */
+        }
         loop->poll_ns = MIN(grown, loop->poll_max_ns);
     }
 }
@@ -963,7 +967,8 @@ static bool loop_busy_poll(Loop *loop, int64_t timer_ns)
     if (!loop->poll_started) {
         loop_poll_bracket(loop, true);
     }
-    int64_t deadline = clock_ns() + budget;
+    int64_t now = clock_ns();
+    int64_t deadline = budget > INT64_MAX - now ? INT64_MAX : now + budget;
     loop->busy_polling = true;
     do {
         for (LoopPoller *p = loop->pollers; p; p = p->next) {

@@ -1422,6 +1422,27 @@ static void test_poll_adapts(void)
     loop_free(loop);
 }
 
+/* The largest values an iothread accepts (poll-max-ns, poll-grow up to
+ * INT64_MAX): the poll time saturates at the limit instead of
+ * overflowing, and a window that long still ends when work turns up. */
+static void test_poll_huge_params(void)
+{
+    Loop *loop = test_loop_new();
+    PollState s = { .loop = loop };
+
+    s.poller = loop_add_poller(loop, poll_cb, poll_begin, poll_end, &s);
+    loop_set_poll_params(loop, INT64_MAX, INT64_MAX, 0);
+    sleep_once(loop, 100000);               /* 4 us */
+    sleep_once(loop, 100000);               /* 4 us * INT64_MAX: capped */
+    g_assert_cmpint(loop_get_poll_ns(loop), ==, INT64_MAX);
+    s.work_at = s.polls + 3;
+    g_assert_true(loop_run_once(loop, true));
+    g_assert_cmpint(s.polls, ==, s.work_at);
+
+    loop_remove_poller(loop, s.poller);
+    loop_free(loop);
+}
+
 static void test_poll_finds_work(void)
 {
     Loop *loop = test_loop_new();
@@ -1510,6 +1531,7 @@ int main(int argc, char **argv)
                     test_co_sleep_lower_bound);
     g_test_add_func("/loop/poll/adapts-to-sleeps", test_poll_adapts);
     g_test_add_func("/loop/waiter/sleeps-checks-detaches", test_waiter);
+    g_test_add_func("/loop/poll/huge-params-saturate", test_poll_huge_params);
     g_test_add_func("/loop/poll/finds-work-without-sleeping",
                     test_poll_finds_work);
     g_test_add_func("/loop/gsource/glib-main-loop-drives",
