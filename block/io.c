@@ -171,9 +171,16 @@ void io_test_set_section_delay(unsigned ns)
     __atomic_store_n(&section_delay_ns, ns, __ATOMIC_RELAXED);
 }
 
+/* The test hook's delay, or 0 (a relaxed load: the hot path pays a plain
+ * read). */
+static inline unsigned section_delay_get(void)
+{
+    return __atomic_load_n(&section_delay_ns, __ATOMIC_RELAXED);
+}
+
 static void section_delay(void)
 {
-    int64_t end = clock_ns() + section_delay_ns;
+    int64_t end = clock_ns() + section_delay_get();
     while (clock_ns() < end) {
     }
 }
@@ -464,7 +471,7 @@ static void req_track_in(BlockReq *req, StrataNode *node, NodeShard *sh,
          * see both, or this read follows their epoch increment. */
         bool locked = shard_begin(node, sh);
         req->seq = __atomic_load_n(&node->serial_epoch, __ATOMIC_ACQUIRE);
-        if (G_UNLIKELY(section_delay_ns) && !locked) {
+        if (G_UNLIKELY(section_delay_get()) && !locked) {
             section_delay();
         }
         reqlist_insert(&sh->tracked_head, req);
