@@ -375,11 +375,14 @@ static void vbvu_poll_begin(void *opaque)
 }
 
 /* Polling ends: ask for calls again, then look once more for what was
- * published before the back end saw the request. */
-static void vbvu_poll_end(void *opaque)
+ * published before the back end saw the request.  Returns true if that
+ * look completed requests: the loop must not sleep, since a caller may
+ * be waiting for one of them and no call will come for it. */
+static bool vbvu_poll_end(void *opaque)
 {
     VbvuQueue *q = opaque;
     VufQueue *vq = &q->s->fe.queues[q->index];
+    uint16_t seen = vq->used_seen;
 
     q->polling = false;
     if (!vq->event_idx) {
@@ -387,6 +390,7 @@ static void vbvu_poll_end(void *opaque)
         atomic_thread_fence(memory_order_seq_cst);
     }
     vbvu_process_used(q);
+    return vq->used_seen != seen;
 }
 
 static void vbvu_polling(VbvuQueue *q, bool on)

@@ -73,7 +73,8 @@ struct LoopBH {
 
 struct LoopPoller {
     bool (*poll)(void *opaque);
-    LoopCallback *begin, *end;
+    LoopCallback *begin;
+    bool (*end)(void *opaque);      /* true: its last look did work */
     void *opaque;
     bool dead;                      /* removed during a polling phase */
     LoopPoller *next;
@@ -839,7 +840,7 @@ static int loop_waiter_wait(Loop *loop, struct epoll_event *events,
 /* ---- busy polling -------------------------------------------------------- */
 
 LoopPoller *loop_add_poller(Loop *loop, bool (*poll)(void *opaque),
-                            LoopCallback *begin, LoopCallback *end,
+                            LoopCallback *begin, bool (*end)(void *opaque),
                             void *opaque)
 {
     LoopPoller *p = g_new0(LoopPoller, 1);
@@ -900,10 +901,17 @@ int64_t loop_get_poll_ns(const Loop *loop)
 }
 
 /*
- * Adapt the poll time to a sleep of @slept_ns that followed a fruitless
- * poll.  QEMU's rule stops polling after any sleep longer than the poll
- * limit, on the grounds that polling could not have caught its event.
- * But a sleep is longer than the wait polling would have seen: it holds
+ * Adapt the poll time to a wait of @waited_ns (a fruitless poll, if the
+ * loop polled, and the sleep after it) that polling did not end.  The
+ * wait counts whole, as in QEMU: an event that comes a little after the
+ * poll window grows the window, where counting the sleep alone would
+ * keep a window of 512 us against a back end that answers in 700 us
+ * (sleeping 188 us each time, so never longer than the window) and the
+ * loop would sleep before every completion.
+ *
+ * QEMU's rule stops polling after any wait longer than the poll limit,
+ * on the grounds that polling could not have caught its event.
+ * But a wait is longer than the one polling would have seen: it holds
  * the other side's reaction to our sleeping (a vhost-user driver must
  * kick, and our CPU must wake: tens of microseconds on a VM whose idle
  * vCPUs halt), and a peer that waits for us the same way sleeps in turn.
@@ -911,7 +919,7 @@ int64_t loop_get_poll_ns(const Loop *loop)
  * after one slow round trip, and take turns to sleep: 31 000 sleeps per
  * million null requests at depth 32 (one per batch), at a quarter of the
  * throughput they reach when they keep polling (docs/benchmarks.md).  So
- * only a sleep longer than LOOP_POLL_HORIZON poll limits stops polling;
+ * only a wait longer than LOOP_POLL_HORIZON poll limits stops polling;
  * one between the limit and that counts as short (the poll time grows,
  * up to the limit).  The CPU this can waste is no larger a share than
  * QEMU's rule wastes at its worst (a poll window of the limit before
@@ -919,12 +927,12 @@ int64_t loop_get_poll_ns(const Loop *loop)
  * whose peers react to our sleeping); polling an AIO engine's ring alone
  * was measured and left out (docs/benchmarks.md, run 9).
  */
-static void loop_poll_adapt(Loop *loop, int64_t slept_ns)
+static void loop_poll_adapt(Loop *loop, int64_t waited_ns)
 {
-    if (slept_ns / LOOP_POLL_HORIZON > loop->poll_max_ns) {
+    if (waited_ns / LOOP_POLL_HORIZON > loop->poll_max_ns) {
         loop->poll_ns = loop->poll_shrink ? loop->poll_ns / loop->poll_shrink
                                           : 0;
-    } else if (slept_ns > loop->poll_ns) {
+    } else if (waited_ns > loop->poll_ns) {
         int64_t grown = LOOP_POLL_START_NS;
         if (loop->poll_ns &&
             __builtin_mul_overflow(loop->poll_ns,
@@ -936,19 +944,27 @@ static void loop_poll_adapt(Loop *loop, int64_t slept_ns)
     }
 }
 
-/* Call every poller's begin or end callback. */
-static void loop_poll_bracket(Loop *loop, bool begin)
+/* Call every poller's begin or end callback.  Returns true if an end
+ * callback's last look did work. */
+static bool loop_poll_bracket(Loop *loop, bool begin)
 {
+    bool found = false;
+
     loop->busy_polling = true;
     for (LoopPoller *p = loop->pollers; p; p = p->next) {
-        LoopCallback *cb = begin ? p->begin : p->end;
-        if (!p->dead && cb) {
-            cb(p->opaque);
+        if (p->dead) {
+            continue;
+        }
+        if (begin && p->begin) {
+            p->begin(p->opaque);
+        } else if (!begin && p->end) {
+            found |= p->end(p->opaque);
         }
     }
     loop->busy_polling = false;
     loop_reap_pollers(loop);
     loop->poll_started = begin;
+    return found;
 }
 
 /* Busy-poll for up to the poll time (less if a timer is due sooner).
@@ -994,7 +1010,14 @@ static bool loop_poll(Loop *loop, bool blocking)
     bool ran = false;
     int n;
 
+    /* When the wait began: the adaptive poll time learns from the whole
+     * wait, the polling included (loop_poll_adapt). */
+    int64_t wait_start = 0;
+
     if (blocking && !loop->busy_polling && !loop_work_pending(loop)) {
+        if (loop->poll_max_ns > 0 && loop->pollers) {
+            wait_start = clock_ns();
+        }
         /* Other threads see notify_me == 0 and kick no eventfd: the
          * polling loop looks at their work. */
         if (loop->poll_ns > 0 && loop->pollers &&
@@ -1003,9 +1026,14 @@ static bool loop_poll(Loop *loop, bool blocking)
             blocking = false;
         } else if (loop->poll_started) {
             /* About to sleep: the pollers ask for notifications again
-             * (and look once more; what they find is pending work). */
+             * and look once more.  What that look did (a completion
+             * entered in place) may be what our caller waits for, with
+             * nothing left pending: then do not sleep. */
             loop_defer_begin(loop);
-            loop_poll_bracket(loop, false);
+            if (loop_poll_bracket(loop, false)) {
+                ran = true;
+                blocking = false;
+            }
             loop_defer_end(loop);
         }
     }
@@ -1014,8 +1042,6 @@ static bool loop_poll(Loop *loop, bool blocking)
         atomic_thread_fence(memory_order_seq_cst);
         timeout_ns = loop_work_pending(loop) ? 0 : loop_timer_timeout_ns(loop);
     }
-    int64_t sleep_start = blocking && loop->poll_max_ns > 0 && loop->pollers
-                          ? clock_ns() : 0;
     if (loop->waiter && timeout_ns != 0) {
         n = loop_waiter_wait(loop, events, timeout_ns);
     } else {
@@ -1026,10 +1052,10 @@ static bool loop_poll(Loop *loop, bool blocking)
     if (blocking) {
         atomic_fetch_sub(&loop->notify_me, 1);
     }
-    if (sleep_start && timeout_ns != 0) {
+    if (blocking && wait_start && timeout_ns != 0) {
         /* Polling did not find the work that ended this sleep (or there
-         * was no polling yet): learn from how long it took. */
-        loop_poll_adapt(loop, clock_ns() - sleep_start);
+         * was no polling yet): learn from how long the wait took. */
+        loop_poll_adapt(loop, clock_ns() - wait_start);
     }
     if (n < 0) {
         /* EINTR from a signal during a blocking wait: a short iteration. */

@@ -115,13 +115,16 @@ void loop_set_fd_handler(Loop *loop, int fd, LoopCallback *on_read,
  * calls every poller's @poll in turn (and the waiter's @check) for up to
  * the poll time (adaptive, at most loop_set_poll_params' @max_ns): @poll
  * does the work it finds (a virtqueue's new requests) and returns true if
- * there was some, which ends the polling.  @begin and @end (either may be NULL) bracket one
- * polling phase: a device suppresses its notifications in @begin, and
- * in @end re-arms them and looks once more.  Loop thread only.
+ * there was some, which ends the polling.  @begin and @end (either may be
+ * NULL) bracket one polling phase: a device suppresses its notifications
+ * in @begin, and in @end re-arms them and looks once more, returning true
+ * if that look did work.  Work found there may be what a caller of
+ * loop_run_once() waits for (a completion entered in place), so the
+ * iteration then returns instead of sleeping.  Loop thread only.
  */
 typedef struct LoopPoller LoopPoller;
 LoopPoller *loop_add_poller(Loop *loop, bool (*poll)(void *opaque),
-                            LoopCallback *begin, LoopCallback *end,
+                            LoopCallback *begin, bool (*end)(void *opaque),
                             void *opaque);
 void loop_remove_poller(Loop *loop, LoopPoller *p);
 

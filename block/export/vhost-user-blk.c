@@ -429,7 +429,7 @@ static void req_co(void *opaque)
 
 /* ---- polling (iothreads with poll-max-ns) ---- */
 
-static void queue_process(VuBlkQueue *q);
+static bool queue_process(VuBlkQueue *q);
 
 static bool queue_poll(void *opaque)
 {
@@ -451,13 +451,14 @@ static void queue_poll_begin(void *opaque)
 }
 
 /* Polling ends: fetch what came, which asks for a kick again once the
- * ring is empty (and looks once more after asking). */
-static void queue_poll_end(void *opaque)
+ * ring is empty (and looks once more after asking).  True if it found
+ * requests. */
+static bool queue_poll_end(void *opaque)
 {
     VuBlkQueue *q = opaque;
 
     q->vq.polling = false;
-    queue_process(q);
+    return queue_process(q);
 }
 
 static void queue_polling(VuBlkQueue *q, bool on)
@@ -489,9 +490,12 @@ static void queue_stop_broken(VuBlkQueue *q, const char *why)
     }
 }
 
-static void queue_process(VuBlkQueue *q)
+/* Start a coroutine for each request the ring holds; true if it held
+ * any (or a malformed one that stopped the queue). */
+static bool queue_process(VuBlkQueue *q)
 {
     VuBlkConn *c = q->conn;
+    bool found = false;
 
     while (q->started && q->enabled && !q->broken &&
            conn_state(c) == VU_CONN_RUNNING) {
@@ -503,7 +507,7 @@ static void queue_process(VuBlkQueue *q)
             if (r < 0) {
                 queue_stop_broken(q, why);
             }
-            return;
+            return found;
         }
         /* A request without a writable status byte cannot be answered,
          * not even with an error: the ring is unusable. */
@@ -515,13 +519,15 @@ static void queue_process(VuBlkQueue *q)
         if (!has_status) {
             req_put(q, req);
             queue_stop_broken(q, "request without a writable status byte");
-            return;
+            return true;
         }
         req->mem = q->mem;
         vu_mem_table_ref(req->mem);
         q->in_flight++;
+        found = true;
         loop_co_spawn(vu_queue_loop(q), req_co, req);
     }
+    return found;
 }
 
 static void queue_kick(void *opaque)

@@ -1326,6 +1326,7 @@ typedef struct PollState {
     int polls, begins, ends;
     int work_at;            /* poll() finds work on this call (0: never) */
     bool remove_in_poll;
+    bool end_finds;         /* end()'s last look does work */
 } PollState;
 
 static bool poll_cb(void *opaque)
@@ -1347,9 +1348,12 @@ static void poll_begin(void *opaque)
     ((PollState *)opaque)->begins++;
 }
 
-static void poll_end(void *opaque)
+static bool poll_end(void *opaque)
 {
-    ((PollState *)opaque)->ends++;
+    PollState *s = opaque;
+
+    s->ends++;
+    return s->end_finds;
 }
 
 static void timer_noop(void *opaque)
@@ -1412,6 +1416,15 @@ static void test_poll_adapts(void)
     loop_set_poll_params(loop, 1000000, 0, 0);
     sleep_once(loop, 5000000);
     g_assert_cmpint(loop_get_poll_ns(loop), ==, 0);
+    /* The wait counts whole, the fruitless poll included: with a 1 ms
+     * window, an event 1.5 ms away (a sleep of 0.5 ms, shorter than the
+     * window) still grows it. */
+    loop_set_poll_params(loop, 1000000000, 256, 0);
+    sleep_once(loop, 100000);
+    sleep_once(loop, 100000);
+    g_assert_cmpint(loop_get_poll_ns(loop), ==, 4000 * 256);
+    sleep_once(loop, 1500000);
+    g_assert_cmpint(loop_get_poll_ns(loop), ==, 4000 * 256 * 256);
     /* The maximum caps the poll time. */
     loop_set_poll_params(loop, 5000, 0, 0);
     sleep_once(loop, 1000);
@@ -1487,6 +1500,38 @@ static void test_poll_finds_work(void)
     loop_free(loop);
 }
 
+/* The last look of a poller's end callback completes a request in place
+ * (a vhost-user driver's used ring): that may be what the caller of
+ * loop_run_once() waits for, so the iteration returns instead of
+ * sleeping until the next event (here a timer 10 s away; with no other
+ * event the caller would hang, as strata-io did on a polled queue). */
+static void test_poll_end_finds_work(void)
+{
+    Loop *loop = test_loop_new();
+    PollState s = { .loop = loop };
+    LoopTimer t;
+    int fired = 0;
+
+    s.poller = loop_add_poller(loop, poll_cb, poll_begin, poll_end, &s);
+    loop_set_poll_params(loop, 1000000000, 0, 0);
+    sleep_once(loop, 100000);               /* poll time 4 us */
+    g_assert_cmpint(loop_get_poll_ns(loop), ==, 4000);
+    int ends = s.ends;
+
+    loop_timer_init(&t, loop, timer_noop, &fired);
+    loop_timer_mod(&t, clock_ns() + 10 * 1000000000LL);
+    s.end_finds = true;
+    int64_t start = clock_ns();
+    g_assert_true(loop_run_once(loop, true));
+    g_assert_cmpint(s.ends, ==, ends + 1);
+    g_assert_cmpint(fired, ==, 0);
+    g_assert_cmpint(clock_ns() - start, <, 5 * 1000000000LL);
+    loop_timer_del(&t);
+
+    loop_remove_poller(loop, s.poller);
+    loop_free(loop);
+}
+
 int main(int argc, char **argv)
 {
     g_test_init(&argc, &argv, NULL);
@@ -1532,6 +1577,8 @@ int main(int argc, char **argv)
     g_test_add_func("/loop/poll/adapts-to-sleeps", test_poll_adapts);
     g_test_add_func("/loop/waiter/sleeps-checks-detaches", test_waiter);
     g_test_add_func("/loop/poll/huge-params-saturate", test_poll_huge_params);
+    g_test_add_func("/loop/poll/end-finds-work-no-sleep",
+                    test_poll_end_finds_work);
     g_test_add_func("/loop/poll/finds-work-without-sleeping",
                     test_poll_finds_work);
     g_test_add_func("/loop/gsource/glib-main-loop-drives",
