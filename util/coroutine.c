@@ -478,7 +478,9 @@ int64_t co_clock_begin(void)
     if (c->start_valid && c->start_depth < d) {
         return c->start_ns;     /* a caller began moments ago */
     }
-    c->start_ns = clock_ns();
+    /* A request that ended with no switch since (a coroutine issuing its
+     * next request as its last one completes): that end is this start. */
+    c->start_ns = c->end_valid ? c->end_ns : clock_ns();
     c->start_depth = d;
     c->start_valid = true;
     c->end_valid = false;       /* an earlier end is not this level's */

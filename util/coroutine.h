@@ -57,11 +57,15 @@ void co_yield(void);
  * filter node's own work.  So a begin nested in another begin with no
  * coroutine switch in between returns that one's reading, and an end whose
  * nested callee ended with no switch in between returns the callee's:
- * a chain of N nodes costs two reads, not 2N.  The price: a level's time
- * includes the CPU work its caller did before entering it and leaves out
- * the CPU work its caller does after it returns (nanoseconds to a few
- * microseconds for a bounce copy); never time spent waiting, since every
- * wait is a switch.
+ * a chain of N nodes costs two reads, not 2N.  A begin after an end with
+ * no switch in between (a coroutine issuing its next request as the last
+ * one completes, as strata-img bench and copy loops do) starts at that
+ * end: back-to-back requests cost one read each (native AIO on tmpfs, d32:
+ * +3.9% IOPS; null: 70 -> 49 ns per request).  The price: a level's time
+ * includes the CPU work its caller did before entering it (and since the
+ * previous request's end) and leaves out the CPU work its caller does
+ * after it returns (nanoseconds to a few microseconds for a bounce copy);
+ * never time spent waiting, since every wait is a switch.
  */
 int64_t co_clock_begin(void);
 int64_t co_clock_end(void);

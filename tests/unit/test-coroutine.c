@@ -143,6 +143,59 @@ static void test_nesting_three_deep(void)
     g_assert_true(n.self_ok);
 }
 
+/* ---- nested timestamps ------------------------------------------------- */
+
+typedef struct ClockTrace {
+    int64_t s1, s2, e2, e1, s3, e3, s4;
+} ClockTrace;
+
+/* Spin (no switch) until the clock has moved by @ns. */
+static void clock_spin(int64_t ns)
+{
+    int64_t until = clock_ns() + ns;
+
+    while (clock_ns() < until) {
+    }
+}
+
+static void clock_entry(void *opaque)
+{
+    ClockTrace *t = opaque;
+
+    t->s1 = co_clock_begin();           /* a node */
+    t->s2 = co_clock_begin();           /* its child, no switch between */
+    t->e2 = co_clock_end();
+    t->e1 = co_clock_end();             /* the child's end is the node's */
+    clock_spin(200000);
+    t->s3 = co_clock_begin();           /* the next request, no switch */
+    t->e3 = co_clock_end();
+    co_yield();                         /* a switch: readings go stale */
+    t->s4 = co_clock_begin();
+    co_clock_end();
+}
+
+/* A chain of nested levels costs two clock reads, and a request begun as
+ * the last one ended in the same coroutine with no switch in between
+ * starts at that end (util/coroutine.h); after a switch every level reads
+ * the clock afresh. */
+static void test_clock_nesting_and_reuse(void)
+{
+    ClockTrace t = { 0 };
+    Coroutine *co = co_create(clock_entry, &t);
+
+    co_enter(co);
+    g_assert_cmpint(t.s2, ==, t.s1);
+    g_assert_cmpint(t.e2, >=, t.s1);
+    g_assert_cmpint(t.e1, ==, t.e2);
+    /* Reused although 200 us passed (the price the header names). */
+    g_assert_cmpint(t.s3, ==, t.e1);
+    /* The end after a begin at the same level is a fresh read. */
+    g_assert_cmpint(t.e3, >=, t.s3 + 200000);
+    clock_spin(200000);
+    co_enter(co);
+    g_assert_cmpint(t.s4, >=, t.e3 + 200000);
+}
+
 /* ---- identity ---------------------------------------------------------- */
 
 typedef struct SelfInfo {
@@ -664,6 +717,8 @@ int main(int argc, char **argv)
     g_test_add_func("/coroutine/enter-yield/order", test_enter_yield_order);
     g_test_add_func("/coroutine/nesting/three-deep", test_nesting_three_deep);
     g_test_add_func("/coroutine/self/in-coroutine", test_self_in_coroutine);
+    g_test_add_func("/coroutine/clock/nesting-and-reuse",
+                    test_clock_nesting_and_reuse);
     g_test_add_func("/coroutine/many/" G_STRINGIFY(MANY) "-alive", test_many_alive);
     g_test_add_func("/coroutine/pool/reuse-without-growth", test_pool_reuse);
     g_test_add_func("/coroutine/pool/bounded-to-64", test_pool_bounded);
