@@ -75,7 +75,7 @@ struct ImgBench {
     StrataContext *ctx;
     StrataBackend *be;
     Loop *loop;                 /* the queue's loop this run uses */
-    int poll_max_ns;            /* --poll-max-ns, for every queue's loop */
+    int64_t poll_max_ns;        /* --poll-max-ns, for every queue's loop */
     bool co_form;
 
     /* parameters */
@@ -974,15 +974,12 @@ int img_bench(int argc, char **argv)
         case OPT_ONE_BUFFER:
             one_buffer = true;
             break;
-        case OPT_POLL_MAX_NS: {
-            g_autofree char *msg = g_strdup_printf(
-                "--poll-max-ns '%s': must be a number of nanoseconds in "
-                "[0, %d]", optarg, INT_MAX);
-            if (!parse_int_opt(optarg, 0, msg, &b.poll_max_ns)) {
+        case OPT_POLL_MAX_NS:
+            if (!tool_parse_poll_max_ns(optarg, &b.poll_max_ns)) {
+                img_error(TOOL_POLL_MAX_NS_ERROR, optarg, INT64_MAX);
                 return 1;
             }
             break;
-        }
         case OPT_QUEUES: {
             /* One message, naming the option and its range. */
             g_autofree char *msg = g_strdup_printf(

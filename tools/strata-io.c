@@ -451,18 +451,12 @@ int main(int argc, char **argv)
         case LOPT_OBJECT:
             g_ptr_array_add(objects, optarg);
             break;
-        case LOPT_POLL_MAX_NS: {
-            char *end;
-            errno = 0;
-            long long v = strtoll(optarg, &end, 0);
-            if (errno || end == optarg || *end || v < 0) {
-                io_error("--poll-max-ns '%s': must be a number of nanoseconds "
-                         ">= 0", optarg);
+        case LOPT_POLL_MAX_NS:
+            if (!tool_parse_poll_max_ns(optarg, &poll_max_ns)) {
+                io_error(TOOL_POLL_MAX_NS_ERROR, optarg, INT64_MAX);
                 return 1;
             }
-            poll_max_ns = v;
             break;
-        }
         default:
             fprintf(stderr, "Try '%s --help' for more information.\n", prog);
             return 1;

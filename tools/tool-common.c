@@ -50,6 +50,20 @@ static uint64_t suffix_mult(char c)
     return at ? (uint64_t)1 << (10 * (at - letters)) : 0;
 }
 
+bool tool_parse_poll_max_ns(const char *arg, int64_t *out)
+{
+    char *end;
+    long long v;
+
+    errno = 0;
+    v = strtoll(arg, &end, 0);
+    if (errno || end == arg || *end || v < 0) {
+        return false;
+    }
+    *out = v;
+    return true;
+}
+
 int tool_cvtnum(const char *s, int64_t *out, bool *hex_suffix)
 {
     const char *p = s;

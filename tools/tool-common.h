@@ -4,7 +4,9 @@
 #ifndef STRATA_TOOLS_TOOL_COMMON_H
 #define STRATA_TOOLS_TOOL_COMMON_H
 
+#include <inttypes.h>
 #include <stdbool.h>
+#include <stdint.h>
 #include "util/options.h"
 
 /*
@@ -37,6 +39,16 @@ bool tool_parse_cache_mode(const char *mode, bool *direct, bool *wce,
  * -ERANGE above INT64_MAX.  @hex_suffix may be NULL.
  */
 int tool_cvtnum(const char *s, int64_t *out, bool *hex_suffix);
+
+/*
+ * --poll-max-ns N of strata-io and strata-img bench: a whole number of
+ * nanoseconds in [0, INT64_MAX] (as an iothread's poll-max-ns), decimal
+ * or 0x hex.  False with *out untouched for anything else; the caller
+ * prints TOOL_POLL_MAX_NS_ERROR with the argument.
+ */
+#define TOOL_POLL_MAX_NS_ERROR \
+    "--poll-max-ns '%s': must be a number of nanoseconds in [0, %" PRId64 "]"
+bool tool_parse_poll_max_ns(const char *arg, int64_t *out);
 
 /* The "driver" member of @opts if it is a string (borrowed), else NULL. */
 const char *tool_opts_driver(const OptNode *opts);

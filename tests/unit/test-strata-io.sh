@@ -243,5 +243,17 @@ else
     echo "skip: /dev/shm is not a tmpfs (the RWF_NOWAIT check needs one)"
 fi
 
+# --poll-max-ns: a number of nanoseconds in [0, INT64_MAX], else an error
+# naming the option and the value (the parser strata-img bench shares).
+for bad in -1 abc 9223372036854775808; do
+    expect "--poll-max-ns $bad refused" 1 \
+"strata-io: --poll-max-ns '$bad': must be a number of nanoseconds in [0, 9223372036854775807]" -- \
+        "$IO" --poll-max-ns "$bad" -c 'read 0 512' "$MEM"
+done
+expect "--poll-max-ns INT64_MAX accepted" 0 \
+"read 512/512 bytes at offset 0
+512 bytes, 1 ops; TIME" -- \
+    "$IO" --poll-max-ns 9223372036854775807 -c 'read 0 512' "$MEM"
+
 echo "$((checks - failures))/$checks checks passed"
 [ "$failures" -eq 0 ]
