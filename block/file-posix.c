@@ -930,14 +930,21 @@ static int file_co_truncate(StrataNode *node, int64_t size,
 /*
  * Does the kernel refuse non-blocking I/O on @fd (RWF_NOWAIT: EOPNOTSUPP
  * for a file opened without FMODE_NOWAIT, as O_DIRECT on tmpfs)?  The
- * flag is checked before anything is read; a file that takes it may read
- * one byte here (or fail on O_DIRECT alignment), which is harmless.
+ * flag is checked before anything is read; a regular file that takes it
+ * may read one byte here (or fail on O_DIRECT alignment), which is
+ * harmless.  Only regular files are asked: block devices take
+ * RWF_NOWAIT, and a byte read from a character device may be one its
+ * user wanted.
  */
 static bool file_probe_no_nowait(int fd)
 {
     char c;
     struct iovec iov = { .iov_base = &c, .iov_len = 1 };
+    struct stat st;
 
+    if (fstat(fd, &st) < 0 || !S_ISREG(st.st_mode)) {
+        return false;
+    }
     return preadv2(fd, &iov, 1, 0, RWF_NOWAIT) < 0 && errno == EOPNOTSUPP;
 }
 
