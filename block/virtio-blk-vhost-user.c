@@ -277,6 +277,15 @@ static void vbvu_publish(VbvuQueue *q, uint16_t head)
     }
 }
 
+/* EVENT_IDX: ask for no call.  The event lies behind what the back end
+ * publishes next (it comes round again only after 65536 elements, and a
+ * spurious call costs one read). */
+static void vbvu_event_behind(VufQueue *vq)
+{
+    __atomic_store_n(&vq->avail->ring[vq->num], (uint16_t)(vq->used_seen - 1),
+                     __ATOMIC_RELAXED);
+}
+
 /* Consume the used ring of @q, entering each finished coroutine. */
 static void vbvu_process_used(VbvuQueue *q)
 {
@@ -305,11 +314,7 @@ static void vbvu_process_used(VbvuQueue *q)
             return;
         }
         if (q->polling) {
-            /* Ask for no call: the event lies behind what the back end
-             * publishes next (it comes round again only after 65536
-             * elements, and a spurious call costs one read). */
-            __atomic_store_n(&vq->avail->ring[vq->num],
-                             (uint16_t)(vq->used_seen - 1), __ATOMIC_RELAXED);
+            vbvu_event_behind(vq);
             return;
         }
         /* Ask for a call at the next element, then look again: one may
@@ -366,8 +371,7 @@ static void vbvu_poll_begin(void *opaque)
 
     q->polling = true;
     if (vq->event_idx) {
-        __atomic_store_n(&vq->avail->ring[vq->num],
-                         (uint16_t)(vq->used_seen - 1), __ATOMIC_RELAXED);
+        vbvu_event_behind(vq);
     } else {
         __atomic_store_n(&vq->avail->flags, VRING_AVAIL_F_NO_INTERRUPT,
                          __ATOMIC_RELAXED);

@@ -82,7 +82,7 @@ struct LoopPoller {
 
 /* The first poll time once polling starts to pay (QEMU's too). */
 #define LOOP_POLL_START_NS 4000
-/* A sleep shorter than this many times the poll limit still counts as one
+/* A wait shorter than this many times the poll limit still counts as one
  * that polling may catch (loop_poll_adapt). */
 #define LOOP_POLL_HORIZON 4
 
