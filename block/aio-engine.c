@@ -127,3 +127,38 @@ int aio_engine_probe_once(int *cache, int (*probe)(void))
     }
     return known;
 }
+
+/* ---- early submission (see block/aio-engine.h) ---------------------------- */
+
+void aio_early_init(AioEarly *e)
+{
+    *e = (AioEarly) {
+        .disabled = aio_engine_env_flag("STRATA_AIO_NO_EARLY_SUBMIT"),
+    };
+}
+
+void aio_early_flush_begin(AioEarly *e, unsigned count, unsigned in_kernel)
+{
+    if (count + in_kernel > e->peak) {
+        e->peak = count + in_kernel;
+    }
+    e->flush_gen = e->gen++;
+    e->flush_count = count;
+    e->flush_inline = 0;
+}
+
+void aio_early_flush_end(AioEarly *e)
+{
+    if (e->flush_count) {
+        e->inline_done = e->flush_inline * 2 >= e->flush_count;
+    }
+}
+
+bool aio_early_submit_now(const AioEarly *e, unsigned queued)
+{
+    if (e->disabled || e->inline_done || e->peak < AIO_EARLY_MIN_PEAK) {
+        return false;
+    }
+    unsigned batch = MIN(e->peak / 4, AIO_EARLY_MAX_BATCH);
+    return queued >= batch;
+}

@@ -44,6 +44,7 @@ typedef struct AioEngineStats {
     uint64_t max_batch;     /* most requests handed over in one syscall */
     uint64_t queue_waits;   /* requests that waited for ring/queue space */
     uint64_t retries;       /* submissions retried after -EAGAIN/-EBUSY */
+    uint64_t early;         /* submissions made early (AioEarly), of syscalls */
 } AioEngineStats;
 
 /* Engine request flags. */
@@ -104,6 +105,74 @@ typedef struct AioEngineOps {
     /* Optional: copy the counters of @state into *out. */
     void (*get_stats)(void *state, AioEngineStats *out);
 } AioEngineOps;
+
+/*
+ * Early submission, for the engines that batch (native, io_uring).
+ *
+ * A loop iteration that reaps a batch of completions re-enters their
+ * coroutines, and each queues its next request; the batch used to reach
+ * the kernel in one call when the iteration ended.  When the work is done
+ * by a kernel thread rather than inside the submitting call (a loop
+ * device's worker, the io-wq workers io_uring hands O_DIRECT on tmpfs to,
+ * a device that completes later), that thread sat idle meanwhile: on a
+ * loop device at depth 32 the batch of 32 came back together and went out
+ * together, and the kernel's worker and the loop took turns instead of
+ * overlapping.
+ *
+ * So where the load has reached 16 requests outstanding, requests are
+ * submitted as soon as a quarter of that peak is queued (8 at depth 32,
+ * at most 16), and the kernel's worker starts while the loop goes on
+ * re-entering coroutines.  Where the kernel completes requests inside the
+ * submitting call (native AIO on tmpfs, a page-cache hit) that would only
+ * add system calls: a submission whose own requests were mostly reaped
+ * right after it (told apart from older ones by a generation stamp) turns
+ * the rule off until a later submission completes otherwise.  The peak is
+ * taken at submissions, so the first burst of a load goes out whole.  An
+ * explicit aio-max-batch replaces the rule.  Measured in
+ * docs/benchmarks.md ("Early submission"); STRATA_AIO_NO_EARLY_SUBMIT=1
+ * turns it off for A/B runs.
+ *
+ * Use: stamp each request queued with aio_early_gen(); call
+ * aio_early_flush_begin() before a submission, aio_early_reaped() for each
+ * request reaped, aio_early_flush_end() after the look at the completions
+ * that follows the submission; ask aio_early_submit_now() after queueing.
+ */
+typedef struct AioEarly {
+    bool disabled;              /* STRATA_AIO_NO_EARLY_SUBMIT */
+    bool inline_done;           /* the last submission mostly completed in it */
+    unsigned peak;              /* most outstanding at a submission */
+    unsigned gen;               /* stamp for requests queued now */
+    unsigned flush_gen;         /* the stamp of the last submission's */
+    unsigned flush_count;       /* how many it carried */
+    unsigned flush_inline;      /* how many of those were reaped right away */
+} AioEarly;
+
+/* The rule's numbers (see above). */
+#define AIO_EARLY_MIN_PEAK 16u
+#define AIO_EARLY_MAX_BATCH 16u
+
+void aio_early_init(AioEarly *e);
+
+static inline unsigned aio_early_gen(const AioEarly *e)
+{
+    return e->gen;
+}
+
+/* A submission of @count queued requests, with @in_kernel already out. */
+void aio_early_flush_begin(AioEarly *e, unsigned count, unsigned in_kernel);
+
+static inline void aio_early_reaped(AioEarly *e, unsigned req_gen)
+{
+    if (req_gen == e->flush_gen) {
+        e->flush_inline++;
+    }
+}
+
+void aio_early_flush_end(AioEarly *e);
+
+/* After queueing a request, with @queued waiting for submission: true if
+ * the engine should submit them now. */
+bool aio_early_submit_now(const AioEarly *e, unsigned queued);
 
 /* The engines' tables, each defined by its engine file; only the files
  * of engines the build found a library for are compiled in, and

@@ -31,7 +31,11 @@
  * those made by coroutines that the completion handler re-enters (the
  * completion handler opens its own defer section for that), reaches the
  * kernel in one io_uring_enter when the section ends.  A full SQ is
- * submitted at once to make room.
+ * submitted at once to make room.  Requests that the kernel completes
+ * later (punted to io-wq, a loop device, a disk) leave earlier, in
+ * quarters of a deep load, so that the kernel's workers start while the
+ * loop goes on (block/aio-engine.h, "Early submission": O_DIRECT reads on
+ * tmpfs at depth 32 +6-25%, a loop device +60%).
  *
  * Overflow: at most cq_entries requests are in the kernel or the SQ at a
  * time, so the CQ cannot overflow in normal operation; should it still
@@ -157,6 +161,7 @@ typedef struct UringReq {
     int slot;
     int ret;
     bool done;
+    unsigned early_gen;         /* aio_early_gen() when queued */
     struct UringReq *next;      /* wait list */
 } UringReq;
 
@@ -181,6 +186,7 @@ typedef struct UringState {
     bool slot_used[URING_FIXED_SLOTS];
     struct iovec slot_iov[URING_FIXED_SLOTS];  /* to register again */
     AioEngineStats stats;
+    AioEarly early;             /* block/aio-engine.h */
 } UringState;
 
 /* The calling thread's id, cached. */
@@ -290,6 +296,10 @@ static unsigned uring_submit(UringState *s)
 {
     bool submitted = false;
 
+    unsigned queued = io_uring_sq_ready(&s->ring);
+
+    aio_early_flush_begin(&s->early, queued, s->inflight - queued);
+
     while (io_uring_sq_ready(&s->ring) > 0) {
         unsigned ready = io_uring_sq_ready(&s->ring);
         int ret = io_uring_submit(&s->ring);
@@ -321,7 +331,12 @@ static unsigned uring_submit(UringState *s)
         }
         break;
     }
-    return submitted ? uring_reap(s, false) : 0;
+    if (!submitted) {
+        return 0;
+    }
+    unsigned reaped = uring_reap(s, false);
+    aio_early_flush_end(&s->early);
+    return reaped;
 }
 
 static bool uring_queue(UringState *s, UringReq *req)
@@ -378,6 +393,7 @@ static bool uring_queue(UringState *s, UringReq *req)
         sqe->flags |= IOSQE_ASYNC;
     }
     io_uring_sqe_set_data(sqe, req);
+    req->early_gen = aio_early_gen(&s->early);
     s->inflight++;
     return true;
 }
@@ -402,7 +418,13 @@ static int uring_co_submit(UringState *s, UringReq *req)
     }
     loop_defer_call(s->loop, uring_flush, s);
     unsigned max_batch = loop_get_aio_max_batch(s->loop);
-    if (max_batch && io_uring_sq_ready(&s->ring) >= max_batch) {
+    unsigned queued = io_uring_sq_ready(&s->ring);
+    if (max_batch) {
+        if (queued >= max_batch) {
+            uring_submit(s);
+        }
+    } else if (bound > 0 && aio_early_submit_now(&s->early, queued)) {
+        s->stats.early++;
         uring_submit(s);
     }
 
@@ -451,6 +473,7 @@ static unsigned uring_reap(UringState *s, bool enter)
          * coroutine: it may submit, and the CQ slot is free for reuse. */
         UringReq *req = io_uring_cqe_get_data(cqe);
         int res = cqe->res;
+        aio_early_reaped(&s->early, req->early_gen);
         io_uring_cqe_seen(&s->ring, cqe);
 
         g_assert(s->inflight > 0);
@@ -737,6 +760,7 @@ static int uring_bind(UringState *s)
 static void *uring_init(Loop *loop, bool disabled, StrataError **errp)
 {
     UringState *s = g_new0(UringState, 1);
+    aio_early_init(&s->early);
     struct io_uring_params params;
 
     s->entries = aio_engine_queue_depth(AIO_ENGINE_IO_URING,

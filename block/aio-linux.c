@@ -6,7 +6,9 @@
  *
  *   co_preadv ─► iocb (on the coroutine's stack) in the pending array, or
  *   the wait list when depth requests are already out ─►
- *   loop_defer_call(laio_flush) ─► one io_submit per loop iteration ─►
+ *   loop_defer_call(laio_flush) ─► one io_submit per loop iteration (or
+ *   earlier, in quarters of a deep load: block/aio-engine.h, "Early
+ *   submission") ─►
  *   event in the completion ring ─► either
  *     (a) found right after io_submit: result copied, coroutine woken
  *         through the loop (loop_co_wake), or
@@ -110,6 +112,7 @@ typedef struct LaioReq {
     Coroutine *co;
     int ret;
     bool done;
+    unsigned early_gen;         /* aio_early_gen() when queued */
     struct LaioReq *next;       /* wait list */
 } LaioReq;
 
@@ -127,6 +130,7 @@ typedef struct LaioState {
     LaioRing *ring;             /* NULL: reap with io_getevents */
     unsigned ring_nr;           /* ring->nr, read once */
     AioEngineStats stats;
+    AioEarly early;             /* block/aio-engine.h */
 
     /* Waiting in io_getevents (see "Waiting" above) */
     LoopWaiter waiter;
@@ -331,6 +335,7 @@ static LaioReq *laio_complete(LaioState *s, const struct io_event *ev)
     }
 
     LaioReq *req = laio_req_of(ev->obj);
+    aio_early_reaped(&s->early, req->early_gen);
     /* res is an unsigned long holding bytes or -errno. */
     long res = (long)ev->res;
 
@@ -391,6 +396,7 @@ static bool laio_submit_pending(LaioState *s)
         s->pending[s->npending++] = &req->iocb;
     }
 
+    aio_early_flush_begin(&s->early, s->npending, s->inflight);
     while (s->npending > 0) {
         int ret = io_submit(s->io_ctx, s->npending, s->pending);
 
@@ -438,6 +444,7 @@ static void laio_flush(void *opaque)
         unsigned before = s->inflight;
 
         laio_reap_after_submit(s);
+        aio_early_flush_end(&s->early);
         /* Completions reaped here made room that no later event announces
          * (a waiter's requests carry no eventfd): fill it now. */
         if (s->inflight == before || (!s->wait_head && !s->npending)) {
@@ -674,6 +681,7 @@ static bool laio_eventfd_forced(void)
 static void *laio_ctx_init(Loop *loop, StrataError **errp)
 {
     LaioState *s = g_new0(LaioState, 1);
+    aio_early_init(&s->early);
 
     s->depth = aio_engine_queue_depth(AIO_ENGINE_NATIVE, LAIO_DEFAULT_DEPTH);
     int ret = laio_setup(s->depth, &s->io_ctx);
@@ -737,6 +745,7 @@ static int laio_co_submit(LaioState *s, LaioReq *req)
 {
     req->co = co_self();
     g_assert(req->co);
+    req->early_gen = aio_early_gen(&s->early);
     if (!s->self_wait) {
         io_set_eventfd(&req->iocb, s->efd);
     }
@@ -752,7 +761,12 @@ static int laio_co_submit(LaioState *s, LaioReq *req)
     }
     loop_defer_call(s->loop, laio_flush, s);
     unsigned max_batch = loop_get_aio_max_batch(s->loop);
-    if (max_batch && (unsigned)s->npending >= max_batch) {
+    if (max_batch) {
+        if ((unsigned)s->npending >= max_batch) {
+            laio_flush(s);
+        }
+    } else if (aio_early_submit_now(&s->early, s->npending)) {
+        s->stats.early++;
         laio_flush(s);
     }
 

@@ -494,6 +494,7 @@ static void chain_snapshot(StrataBackend *be, ChainStats *cs)
                 cs->engine.max_batch = MAX(cs->engine.max_batch, e.max_batch);
                 cs->engine.queue_waits += e.queue_waits;
                 cs->engine.retries += e.retries;
+                cs->engine.early += e.early;
                 cs->have_engine = true;
             }
         }
@@ -637,10 +638,10 @@ static void print_text(ImgBench *b, const BenchResult *r, const ChainStats *cs)
     if (cs->have_engine) {
         const AioEngineStats *e = &cs->engine;
         printf("Engine %s: %" PRIu64 " requests in %" PRIu64 " submitting calls "
-               "(%.1f per call, largest %" PRIu64 "), %" PRIu64
+               "(%.1f per call, largest %" PRIu64 ", %" PRIu64 " early), %" PRIu64
                " queue waits, %" PRIu64 " retries\n", cs->engine_name, e->submits,
                e->syscalls, e->syscalls ? (double)e->submits / (double)e->syscalls : 0,
-               e->max_batch, e->queue_waits, e->retries);
+               e->max_batch, e->early, e->queue_waits, e->retries);
     } else if (cs->engine_name) {
         printf("Engine %s\n", cs->engine_name);
     }
@@ -752,6 +753,7 @@ static void print_json(ImgBench *b, const BenchResult *r, const ChainStats *cs,
             J_INT("submits", cs->engine.submits);
             J_INT("syscalls", cs->engine.syscalls);
             J_INT("max-batch", cs->engine.max_batch);
+            J_INT("early", cs->engine.early);
             J_INT("queue-waits", cs->engine.queue_waits);
             J_INT("retries", cs->engine.retries);
         }

@@ -113,8 +113,11 @@ STRATA_EXPORT void strata_context_stop_thread(StrataContext *ctx);
 typedef void StrataCallFunc(void *opaque);
 
 /* Largest number of requests the AIO engines batch into one submission
- * syscall (QEMU's aio-max-batch); 0, the default, batches everything
- * queued during one loop iteration. */
+ * syscall (QEMU's aio-max-batch).  0, the default, lets the engines
+ * choose: everything queued during one loop iteration, except that where
+ * the kernel completes requests later (a loop device, io_uring's workers,
+ * a disk) a deep load's requests leave in quarters of its peak depth as
+ * they are queued (docs/request-path.md); UINT_MAX batches everything. */
 STRATA_EXPORT void strata_context_set_aio_max_batch(StrataContext *ctx,
                                                     unsigned max_batch);
 /* Busy-poll before the loop sleeps, for up to @max_ns nanoseconds

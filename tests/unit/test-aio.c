@@ -162,6 +162,7 @@ static AioEngineStats stats_delta(AioEngineStats a, AioEngineStats b)
         .max_batch = b.max_batch,
         .queue_waits = b.queue_waits - a.queue_waits,
         .retries = b.retries - a.retries,
+        .early = b.early - a.early,
     };
 }
 
@@ -301,14 +302,17 @@ static void run_concurrent(Env *e, Io *ios, uint8_t *bufs, bool write)
     }
 }
 
-/* 64 requests started in one loop iteration: all complete, and the
- * io_uring/native engines hand them to the kernel in one system call. */
+/* 64 requests started in one loop iteration: all complete, and with no
+ * batch limit the io_uring/native engines hand them to the kernel in one
+ * system call.  (By default, early submission may split the second burst
+ * where the file completes later: see test_early_*.) */
 static void test_concurrent(gconstpointer data)
 {
     Env e;
     if (!env_init(&e, GPOINTER_TO_INT(data), 0)) {
         return;
     }
+    strata_context_set_aio_max_batch(e.ctx, UINT_MAX);
     uint8_t *wbufs = blk_alloc(NCONC * BLK);
     uint8_t *rbufs = blk_alloc(NCONC * BLK);
     Io *ios = g_new0(Io, NCONC);
@@ -550,7 +554,7 @@ static void rmw_co(void *opaque)
 /*
  * Writes submitted from completions leave with the completion handler's
  * batch: at most one submitting syscall per completion-handler run, plus the
- * first batch of reads.
+ * first batch of reads and any early submission.
  */
 static void test_chain(gconstpointer data)
 {
@@ -592,7 +596,8 @@ static void test_chain(gconstpointer data)
     g_assert_cmpuint(d.submits, ==, 2 * NRMW);
     g_assert_cmpuint(d.completions, ==, 2 * NRMW);
     if (e.id != AIO_ENGINE_THREADS) {
-        g_assert_cmpuint(d.syscalls, <=, 1 + d.reap_batches);
+        /* Early submissions (block/aio-engine.h) are the only extra. */
+        g_assert_cmpuint(d.syscalls, <=, 1 + d.reap_batches + d.early);
         g_assert_cmpuint(d.syscalls, <, d.submits);
     }
 
@@ -1357,6 +1362,187 @@ static void test_uring_epoll_mode(void)
 #endif
 }
 
+/* ---- early submission (block/aio-engine.h) ----------------------------- */
+
+/* The rule itself: no early submission before a submission has shown a
+ * peak of AIO_EARLY_MIN_PEAK; then a quarter of the peak, at most
+ * AIO_EARLY_MAX_BATCH; off while submissions complete inside the call,
+ * counting only their own requests. */
+static void test_early_policy(void)
+{
+    AioEarly e;
+
+    g_unsetenv("STRATA_AIO_NO_EARLY_SUBMIT");
+    aio_early_init(&e);
+    g_assert_false(aio_early_submit_now(&e, 1000));
+
+    /* A first burst of 8 with nothing out: below the minimum peak. */
+    aio_early_flush_begin(&e, 8, 0);
+    aio_early_flush_end(&e);
+    g_assert_false(aio_early_submit_now(&e, 8));
+
+    /* 24 queued with 8 out: a peak of 32, so a quarter is 8. */
+    unsigned g = aio_early_gen(&e);
+    aio_early_flush_begin(&e, 24, 8);
+    g_assert_cmpuint(aio_early_gen(&e), !=, g);
+    aio_early_flush_end(&e);
+    g_assert_false(aio_early_submit_now(&e, 7));
+    g_assert_true(aio_early_submit_now(&e, 8));
+
+    /* Completions of older requests reaped right after a submission do
+     * not make it inline ... */
+    unsigned own = aio_early_gen(&e);
+    aio_early_flush_begin(&e, 8, 24);
+    for (int i = 0; i < 8; i++) {
+        aio_early_reaped(&e, own - 1);
+    }
+    aio_early_flush_end(&e);
+    g_assert_true(aio_early_submit_now(&e, 8));
+
+    /* ... its own do: half or more reaped at once turns the rule off ... */
+    own = aio_early_gen(&e);
+    aio_early_flush_begin(&e, 8, 0);
+    for (int i = 0; i < 4; i++) {
+        aio_early_reaped(&e, own);
+    }
+    aio_early_flush_end(&e);
+    g_assert_false(aio_early_submit_now(&e, 32));
+
+    /* ... and a later submission that completes outside the call turns it
+     * on again.  Completions reaped after that look do not count. */
+    own = aio_early_gen(&e);
+    aio_early_flush_begin(&e, 8, 0);
+    aio_early_reaped(&e, own);
+    aio_early_flush_end(&e);
+    g_assert_true(aio_early_submit_now(&e, 8));
+    for (int i = 0; i < 7; i++) {
+        aio_early_reaped(&e, own);
+    }
+    g_assert_true(aio_early_submit_now(&e, 8));
+
+    /* A deep load is capped. */
+    aio_early_flush_begin(&e, 200, 0);
+    aio_early_flush_end(&e);
+    g_assert_false(aio_early_submit_now(&e, AIO_EARLY_MAX_BATCH - 1));
+    g_assert_true(aio_early_submit_now(&e, AIO_EARLY_MAX_BATCH));
+
+    /* The A/B switch. */
+    g_setenv("STRATA_AIO_NO_EARLY_SUBMIT", "1", true);
+    aio_early_init(&e);
+    g_unsetenv("STRATA_AIO_NO_EARLY_SUBMIT");
+    aio_early_flush_begin(&e, 64, 0);
+    aio_early_flush_end(&e);
+    g_assert_false(aio_early_submit_now(&e, 64));
+}
+
+#define NEARLY 32
+
+/* Start NEARLY one-byte reads of @fd in one loop iteration and run that
+ * iteration; returns the engine's counters for it. */
+static AioEngineStats early_burst(Env *e, Io *ios, char *bytes, int fd)
+{
+    AioEngineStats s0 = env_stats(e);
+    for (int i = 0; i < NEARLY; i++) {
+        ios[i] = (Io) {
+            .e = e, .fd = fd, .iov = { { &bytes[i], 1 } }, .niov = 1,
+        };
+        env_spawn(e, io_co, &ios[i]);
+    }
+    loop_run_once(e->ctx->loop, false);
+    return stats_delta(s0, env_stats(e));
+}
+
+/*
+ * io_uring on a file that completes later: reads of an empty pipe, which
+ * io_uring parks on a poll.  The first burst of 32 leaves whole (no peak
+ * yet); once they are done, a second burst leaves in quarters of that
+ * peak, each as soon as it is queued.  Every read gets its byte.
+ */
+static void test_early_async_burst(void)
+{
+    Env e;
+    if (!env_init(&e, AIO_ENGINE_IO_URING, 0)) {
+        return;
+    }
+    int p[2];
+    g_assert_cmpint(pipe2(p, O_CLOEXEC), ==, 0);
+    Io ios[NEARLY];
+    char got[NEARLY], data[NEARLY];
+    for (int i = 0; i < NEARLY; i++) {
+        data[i] = (char)('a' + i % 26);
+    }
+
+    for (int round = 0; round < 2; round++) {
+        memset(got, 0, sizeof(got));
+        AioEngineStats d = early_burst(&e, ios, got, p[0]);
+        g_test_message("round %d: %" G_GUINT64_FORMAT " requests in %"
+                       G_GUINT64_FORMAT " syscalls, %" G_GUINT64_FORMAT
+                       " early", round, d.submits, d.syscalls, d.early);
+        g_assert_cmpuint(d.submits, ==, NEARLY);
+        if (round == 0) {
+            g_assert_cmpuint(d.syscalls, ==, 1);
+            g_assert_cmpuint(d.early, ==, 0);
+        } else {
+            g_assert_cmpuint(d.early, ==, NEARLY / (NEARLY / 4));
+            g_assert_cmpuint(d.syscalls, ==, d.early);
+        }
+        g_assert_cmpint(e.pending, ==, NEARLY);
+        g_assert_cmpint(write(p[1], data, NEARLY), ==, NEARLY);
+        env_wait(&e);
+        /* Each read took one byte; together, all of them. */
+        for (int i = 0; i < NEARLY; i++) {
+            g_assert_cmpint(ios[i].ret, ==, 1);
+        }
+        int seen[26] = { 0 }, want[26] = { 0 };
+        for (int i = 0; i < NEARLY; i++) {
+            seen[got[i] - 'a']++;
+            want[data[i] - 'a']++;
+        }
+        g_assert_cmpmem(seen, sizeof(seen), want, sizeof(want));
+    }
+    close(p[0]);
+    close(p[1]);
+    env_cleanup(&e);
+}
+
+/*
+ * Native AIO on tmpfs with O_DIRECT completes inside io_submit: there the
+ * rule stays off, and a burst after a first one still leaves whole.
+ */
+static void test_early_inline_file(void)
+{
+    if (!g_file_test("/dev/shm", G_FILE_TEST_IS_DIR)) {
+        g_test_skip("no /dev/shm (tmpfs) to complete requests inline");
+        return;
+    }
+    g_setenv("STRATA_AIO_TEST_DIR", "/dev/shm", true);
+    Env e;
+    bool ok = env_init(&e, AIO_ENGINE_NATIVE, 0);
+    g_unsetenv("STRATA_AIO_TEST_DIR");
+    if (!ok) {
+        return;
+    }
+    if (!e.direct) {
+        g_test_skip("tmpfs refuses O_DIRECT here: buffered I/O may not "
+                    "complete inside io_submit");
+        env_cleanup(&e);
+        return;
+    }
+    uint8_t *bufs = blk_alloc(NCONC * BLK);
+    Io *ios = g_new0(Io, NCONC);
+    for (int round = 0; round < 2; round++) {
+        AioEngineStats s0 = env_stats(&e);
+        run_concurrent(&e, ios, bufs, round == 0);
+        AioEngineStats d = stats_delta(s0, env_stats(&e));
+        g_assert_cmpuint(d.completions, ==, NCONC);
+        g_assert_cmpuint(d.syscalls, ==, 1);
+        g_assert_cmpuint(d.early, ==, 0);
+    }
+    g_free(ios);
+    g_aligned_free(bufs);
+    env_cleanup(&e);
+}
+
 /* STRATA_AIO_NATIVE_EVENTFD=1: the eventfd in the epoll set, as on a loop
  * that has another waiter or a GLib source. */
 static void test_native_eventfd_mode(void)
@@ -1410,6 +1596,10 @@ int main(int argc, char **argv)
     add_engine_test("waiter/wakes", test_waiter_wakes);
     add_engine_test("waiter/detach-in-flight", test_waiter_detach);
     g_test_add_func("/aio/native/eventfd-mode", test_native_eventfd_mode);
+    g_test_add_func("/aio/early/policy", test_early_policy);
+    g_test_add_func("/aio/io_uring/early/async-burst", test_early_async_burst);
+    g_test_add_func("/aio/native/early/inline-file-stays-batched",
+                    test_early_inline_file);
     g_test_add_func("/aio/io_uring/epoll-mode", test_uring_epoll_mode);
     g_test_add_func("/aio/io_uring/single-issuer/loop-moves-thread",
                     test_uring_loop_moves);
