@@ -209,17 +209,21 @@ static int vbvu_pages_find(VbvuState *s, unsigned n)
     return -1;
 }
 
-/* Wait for @bytes of bounce pages; the first page's index. */
-static unsigned vbvu_co_pages_get(VbvuState *s, int64_t bytes)
+/* Wait for @bytes of bounce pages: the first page's index, or -1 when
+ * the back end is lost (vbvu_backend_lost wakes the waiters). */
+static int vbvu_co_pages_get(VbvuState *s, int64_t bytes)
 {
     unsigned n = (unsigned)DIV_ROUND_UP(bytes, VBVU_PAGE);
-    int first;
+    int first = -1;
 
-    while ((first = vbvu_pages_find(s, n)) < 0) {
+    while (s->connected && (first = vbvu_pages_find(s, n)) < 0) {
         co_queue_wait(&s->pool_waiters, NULL);
     }
+    if (!s->connected) {
+        return -1;
+    }
     vbvu_pages_mark(s, (unsigned)first, n, true);
-    return (unsigned)first;
+    return first;
 }
 
 static void vbvu_pages_put(VbvuState *s, unsigned first, int64_t bytes)
@@ -264,10 +268,15 @@ static void vbvu_kick(void *opaque)
     }
 }
 
-static void vbvu_publish(VbvuQueue *q, uint16_t head)
+/* Make @head available to the back end; false, publishing nothing, when
+ * the back end is lost: nobody would ever complete the element. */
+static bool vbvu_publish(VbvuQueue *q, uint16_t head)
 {
     VufQueue *vq = &q->s->fe.queues[q->index];
 
+    if (!q->s->connected) {
+        return false;
+    }
     vq->avail->ring[vq->avail_idx % vq->num] = head;
     vq->avail_idx++;
     __atomic_store_n(&vq->avail->idx, vq->avail_idx, __ATOMIC_RELEASE);
@@ -275,6 +284,7 @@ static void vbvu_publish(VbvuQueue *q, uint16_t head)
         q->kick_pending = true;
         loop_defer_call(q->s->loop, vbvu_kick, q);
     }
+    return true;
 }
 
 /* EVENT_IDX: ask for no call.  The event lies behind what the back end
@@ -409,8 +419,10 @@ static void vbvu_polling(VbvuQueue *q, bool on)
     }
 }
 
-/* The back end is gone: fail what is in flight.  Its memory can no longer
- * be written by it, so the buffers may be handed back. */
+/* The back end is gone: fail what is in flight and wake every waiter, so
+ * that no request waits for a back end that will never answer.  Its
+ * memory can no longer be written by it, so the buffers may be handed
+ * back. */
 static void vbvu_backend_lost(VbvuState *s, const char *why)
 {
     if (!s->connected) {
@@ -438,8 +450,12 @@ static void vbvu_backend_lost(VbvuState *s, const char *why)
         }
     }
     /* Requests waiting for a slot fail now (vbvu_co_slot_get), however
-     * many there are. */
+     * many there are; those holding a slot while they wait for bounce
+     * pages fail as the published ones did (vbvu_co_request), and a
+     * region addition waiting for an idle queue gives up. */
     co_queue_restart_all(&s->slot_waiters);
+    co_queue_restart_all(&s->pool_waiters);
+    co_queue_restart_all(&s->drain_waiters);
 }
 
 /* The socket is readable outside a control exchange: the back end sends
@@ -575,7 +591,7 @@ static bool vbvu_co_zc_add(VbvuState *s, uintptr_t start, size_t len)
         return false;
     }
     s->zc_busy = true;
-    while (vbvu_in_flight(s) > 0) {
+    while (s->connected && vbvu_in_flight(s) > 0) {
         co_queue_wait(&s->drain_waiters, NULL);
     }
     uint64_t gpa = s->zc_next_gpa;
@@ -695,7 +711,7 @@ static int vbvu_co_request(VbvuState *s, uint32_t type, int64_t offset,
     /* Before taking a slot: sharing a region waits for an idle queue. */
     bool direct = qiov && vbvu_co_zc_covers(s, qiov);
     VbvuSlot *slot = vbvu_co_slot_get(s, &q);
-    int64_t bounce_first = -1;
+    int bounce_first = -1;
     int n = 0;
     int ret;
 
@@ -724,6 +740,10 @@ static int vbvu_co_request(VbvuState *s, uint32_t type, int64_t offset,
             }
         } else {
             bounce_first = vbvu_co_pages_get(s, bytes);
+            if (bounce_first < 0) {
+                ret = -ECONNRESET;
+                goto out;
+            }
             uint8_t *buf = s->pool + (uint64_t)bounce_first * VBVU_PAGE;
             s->bounced++;
             s->bounced_bytes += (uint64_t)bytes;
@@ -755,14 +775,21 @@ static int vbvu_co_request(VbvuState *s, uint32_t type, int64_t offset,
     vq->desc[head] = (VringDesc){ .addr = slot->table_gpa,
                                   .len = (uint32_t)(sizeof(VringDesc) * n),
                                   .flags = VRING_DESC_F_INDIRECT };
+    /* Only a lost back end refuses the element; the request then fails
+     * as those already published did, rather than wait for an answer
+     * that cannot come. */
+    if (!vbvu_publish(q, head)) {
+        ret = -ECONNRESET;
+        goto out;
+    }
     s->reqs++;
     q->reqs++;
     slot->co = co_self();
-    vbvu_publish(q, head);
     while (slot->co) {
         co_yield();
     }
     ret = slot->ret;
+out:
     if (bounce_first >= 0) {
         if (in && ret == 0) {
             iov_from_buf(qiov, 0,

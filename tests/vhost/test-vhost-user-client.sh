@@ -47,6 +47,18 @@ cleanup() {
     done
     rm -rf "$work"
 }
+# reap PID: wait for PID (returning its status) and drop it from pids, so
+# that cleanup never signals a process that reused the number.
+reap() {
+    local rc keep=() p
+    wait "$1" 2>/dev/null
+    rc=$?
+    for p in "${pids[@]}"; do
+        [ "$p" = "$1" ] || keep+=("$p")
+    done
+    pids=("${keep[@]}")
+    return $rc
+}
 trap cleanup EXIT
 trap 'exit 143' TERM
 trap 'exit 130' INT
@@ -81,7 +93,7 @@ start() {
 
 stop() {
     kill "$dpid" 2>/dev/null
-    wait "$dpid" 2>/dev/null
+    reap "$dpid"
 }
 
 node() {    # SOCK [MEMBERS]: json: filename of raw over the driver
@@ -98,9 +110,39 @@ rt_reads=(-c 'read -P 0x11 0 1' -c 'read -P 0x22 1 511' -c 'read -P 0x11 512 358
           -c 'read -P 0x55 1000003 3000000' -c 'read -P 0 4000003 2291452'
           -c 'read -P 0x66 6291455 2' -c 'read -P 0 6291457 1048575')
 
+# killed KIND LABEL FILE-OPTS BENCH-ARGS...: strata-img bench writes
+# through the driver (FILE-OPTS appended to its dotted options) to a back
+# end of KIND that is SIGKILLed after 0.5 s.  The client must fail every
+# request with the errno of a lost connection and exit within the timeout
+# (rc 124: it hung).
+killed() {
+    local kind=$1 label=$2 opts=$3 bpid rc
+    shift 3
+    if ! start "$kind" "$img" "$sock"; then
+        notok "$kind: $label" "back end did not start"
+        return
+    fi
+    timeout 30 "$simg" bench -w -c 100000000 "$@" --image-opts \
+        "driver=raw,file.driver=virtio-blk-vhost-user,file.path=$sock$opts" \
+        >"$work/bench.out" 2>&1 &
+    bpid=$!
+    pids+=("$bpid")
+    sleep 0.5
+    kill -9 "$dpid"
+    reap "$dpid"
+    reap "$bpid"
+    rc=$?
+    if [ $rc != 0 ] && [ $rc != 124 ] &&
+       grep -Eq "Connection reset by peer|Transport endpoint is not connected" "$work/bench.out"; then
+        ok "$kind: $label: $(grep -Eo 'Failed request: .*' "$work/bench.out")"
+    else
+        notok "$kind: $label" "rc=$rc (124: hung)" "$(tail -2 "$work/bench.out")"
+    fi
+}
+
 for kind in strata qsd; do
     if [ "$kind" = qsd ] && [ -z "$qsd" ]; then
-        for t in round-trip flush zeroes polling two-queues killed; do
+        for t in round-trip flush zeroes polling two-queues killed killed-bounce; do
             skip "qsd: $t" "qemu-storage-daemon not installed"
         done
         continue
@@ -208,24 +250,14 @@ for kind in strata qsd; do
         notok "$kind: two-queues" "rc=$rc q0=$q0 q1=$q1" "$(grep -i fail <<<"$out" | head -3)"
     fi
 
-    # killed
-    start "$kind" "$img" "$sock"
-    # 64 requests on 16 slots: 16 in flight, 48 waiting for a slot.
-    timeout 30 "$simg" bench -w -c 100000000 -d 64 --image-opts \
-        "driver=raw,file.driver=virtio-blk-vhost-user,file.path=$sock,file.queue-size=16" \
-        >"$work/bench.out" 2>&1 &
-    bpid=$!
-    pids+=("$bpid")
-    sleep 0.5
-    kill -9 "$dpid"
-    wait "$dpid" 2>/dev/null
-    wait "$bpid"
-    rc=$?
-    if [ $rc = 1 ] && grep -Eq "Connection reset by peer|Transport endpoint is not connected" "$work/bench.out"; then
-        ok "$kind: back end killed under load: $(grep -Eo 'Failed request: .*' "$work/bench.out")"
-    else
-        notok "$kind: killed" "rc=$rc (124: hung)" "$(tail -2 "$work/bench.out")"
-    fi
+    # killed: 64 requests on 16 slots, 16 in flight and 48 waiting for a
+    # slot.
+    killed "$kind" "back end killed under load" ",file.queue-size=16" -d 64
+    # killed with bounce waiters: 1 MiB requests at depth 64 on 256 slots,
+    # 16 holding the whole bounce pool (16 MiB) and 48 holding a slot
+    # while they wait for its pages.
+    killed "$kind" "back end killed with requests waiting for bounce pages" \
+        "" -d 64 -s 1M
 done
 
 # Open errors name the problem.
