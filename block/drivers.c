@@ -26,6 +26,22 @@ static const BlockDriver *const drivers[] = {
     NULL,
 };
 
+static BlockLogFunc *log_fn;
+
+void block_set_log(BlockLogFunc *fn)
+{
+    __atomic_store_n(&log_fn, fn, __ATOMIC_RELEASE);
+}
+
+void block_log(const StrataNode *node, const char *msg)
+{
+    BlockLogFunc *fn = __atomic_load_n(&log_fn, __ATOMIC_ACQUIRE);
+
+    if (fn) {
+        fn(node->node_name, msg);
+    }
+}
+
 const BlockDriver *const *block_driver_list(void)
 {
     return drivers;

@@ -37,9 +37,9 @@
  * A back end that disappears (socket closed, process killed): the socket
  * handler notices at once; every request in flight completes with
  * ECONNRESET ("Connection reset by peer"), later ones fail with ENOTCONN
- * ("Transport endpoint is not connected"), and "info" says what
- * happened.  The
- * driver never touches a request's buffers after its coroutine returned:
+ * ("Transport endpoint is not connected"); the loss is reported once
+ * through block_log() (the tools print it) and "info" says what
+ * happened.  The driver never touches a request's buffers after its coroutine returned:
  * a request whose back end died is completed only when the back end can
  * no longer write its memory.
  */
@@ -431,6 +431,10 @@ static void vbvu_backend_lost(VbvuState *s, const char *why)
     s->connected = false;
     s->dead_reason = g_strdup_printf("vhost-user back end at '%s': %s",
                                      s->path, why);
+    g_autofree char *msg = g_strdup_printf("vhost-user back end at '%s' "
+                                           "lost: %s; every request fails "
+                                           "from now on", s->path, why);
+    block_log(s->node, msg);
     loop_set_fd_handler(s->loop, s->fe.fd, NULL, NULL, NULL);
     for (unsigned i = 0; i < s->num_queues; i++) {
         VbvuQueue *q = &s->queue[i];

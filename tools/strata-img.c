@@ -918,6 +918,7 @@ bool img_object_add(const char *arg)
 
 int main(int argc, char **argv)
 {
+    tool_set_block_log("strata-img");
     if (argc < 2) {
         usage();
         return 1;

@@ -403,6 +403,7 @@ int main(int argc, char **argv)
     int c, failed = 0;
 
     io_progname = prog;
+    tool_set_block_log(prog);
     while ((c = getopt_long(argc, argv, "hVc:f:rnmki:t:d:Us", long_opts, NULL)) != -1) {
         switch (c) {
         case 'h':

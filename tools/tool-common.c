@@ -3,10 +3,12 @@
 #include <errno.h>
 #include <math.h>
 #include <stdint.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <glib.h>
 #include "tools/tool-common.h"
+#include "block/drivers.h"
 #include "block/object.h"
 
 bool tool_parse_cache_mode(const char *mode, bool *direct, bool *wce,
@@ -159,4 +161,18 @@ bool tool_object_add(const char *arg, StrataError **errp)
         opts = opts_parse_dotted(full, errp);
     }
     return opts && object_add(opts, errp);
+}
+
+static const char *block_log_progname;
+
+static void tool_block_log(const char *node_name, const char *msg)
+{
+    fprintf(stderr, "%s: node '%s': %s\n", block_log_progname, node_name,
+            msg);
+}
+
+void tool_set_block_log(const char *progname)
+{
+    block_log_progname = progname;
+    block_set_log(tool_block_log);
 }

@@ -113,10 +113,10 @@ rt_reads=(-c 'read -P 0x11 0 1' -c 'read -P 0x22 1 511' -c 'read -P 0x11 512 358
 # killed KIND LABEL FILE-OPTS BENCH-ARGS...: strata-img bench writes
 # through the driver (FILE-OPTS appended to its dotted options) to a back
 # end of KIND that is SIGKILLed after 0.5 s.  The client must fail every
-# request with the errno of a lost connection and exit within the timeout
-# (rc 124: it hung).
+# request with the errno of a lost connection, say once which back end it
+# lost and why, and exit within the timeout (rc 124: it hung).
 killed() {
-    local kind=$1 label=$2 opts=$3 bpid rc
+    local kind=$1 label=$2 opts=$3 bpid rc lost
     shift 3
     if ! start "$kind" "$img" "$sock"; then
         notok "$kind: $label" "back end did not start"
@@ -132,11 +132,13 @@ killed() {
     reap "$dpid"
     reap "$bpid"
     rc=$?
-    if [ $rc != 0 ] && [ $rc != 124 ] &&
+    lost=$(grep -c "^strata-img: node '#block[0-9]*': vhost-user back end at '$sock' lost: [^;]\+; every request fails from now on$" "$work/bench.out")
+    if [ $rc != 0 ] && [ $rc != 124 ] && [ "$lost" = 1 ] &&
        grep -Eq "Connection reset by peer|Transport endpoint is not connected" "$work/bench.out"; then
         ok "$kind: $label: $(grep -Eo 'Failed request: .*' "$work/bench.out")"
     else
-        notok "$kind: $label" "rc=$rc (124: hung)" "$(tail -2 "$work/bench.out")"
+        notok "$kind: $label" "rc=$rc (124: hung), loss reported $lost times" \
+            "$(tail -3 "$work/bench.out")"
     fi
 }
 

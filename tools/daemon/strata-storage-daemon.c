@@ -25,6 +25,7 @@
 #include "tools/daemon/monitor.h"
 #include "util/socket.h"
 #include "tools/daemon/qmp-cmds.h"
+#include "tools/tool-common.h"
 
 static const char *progname = "strata-storage-daemon";
 
@@ -621,6 +622,7 @@ int main(int argc, char **argv)
     nbd_export_register();
     vhost_user_blk_register();
     vhost_user_blk_set_log(log_vhost_user);
+    tool_set_block_log(progname);
 
     opterr = 0;
     while ((c = getopt_long(argc, argv, ":hV", long_options, NULL)) != -1) {
