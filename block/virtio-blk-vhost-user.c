@@ -210,13 +210,19 @@ static int vbvu_pages_find(VbvuState *s, unsigned n)
 }
 
 /* Wait for @bytes of bounce pages: the first page's index, or -1 when
- * the back end is lost (vbvu_backend_lost wakes the waiters). */
+ * the back end is lost (vbvu_backend_lost wakes the waiters).  A wait
+ * counts in the node's pool_waits, as the padding layer's do. */
 static int vbvu_co_pages_get(VbvuState *s, int64_t bytes)
 {
     unsigned n = (unsigned)DIV_ROUND_UP(bytes, VBVU_PAGE);
     int first = -1;
+    bool waited = false;
 
     while (s->connected && (first = vbvu_pages_find(s, n)) < 0) {
+        if (!waited) {
+            waited = true;
+            SHARD_ADD(node_stats(s->node)->pad.pool_waits, 1);
+        }
         co_queue_wait(&s->pool_waiters, NULL);
     }
     if (!s->connected) {
@@ -687,6 +693,14 @@ static void vbvu_slot_put(VbvuState *s, VbvuQueue *q, VbvuSlot *slot)
     co_queue_next(&s->slot_waiters);
 }
 
+/* @bytes copied between the caller's buffers and the bounce pool: the
+ * node's bytes_bounced (query-blockstats, strata-io's info) counts them
+ * beside the padding layer's copies. */
+static void vbvu_count_bounce(VbvuState *s, int64_t bytes)
+{
+    SHARD_ADD(node_stats(s->node)->pad.bytes_bounced, (uint64_t)bytes);
+}
+
 /* Append descriptors for [@gpa, @gpa + @len), split at size_max. */
 static void vbvu_add_data(VbvuState *s, VringDesc *t, int *n, uint64_t gpa,
                           uint64_t len, bool write)
@@ -753,6 +767,7 @@ static int vbvu_co_request(VbvuState *s, uint32_t type, int64_t offset,
             s->bounced_bytes += (uint64_t)bytes;
             if (!in) {
                 iov_to_buf(qiov, 0, buf, (size_t)bytes);
+                vbvu_count_bounce(s, bytes);
             }
             vbvu_add_data(s, t, &n,
                           s->pool_gpa + (uint64_t)bounce_first * VBVU_PAGE,
@@ -799,6 +814,7 @@ out:
             iov_from_buf(qiov, 0,
                          s->pool + (uint64_t)bounce_first * VBVU_PAGE,
                          (size_t)bytes);
+            vbvu_count_bounce(s, bytes);
         }
         vbvu_pages_put(s, (unsigned)bounce_first, bytes);
     }

@@ -96,6 +96,12 @@ stop() {
     reap "$dpid"
 }
 
+# vu_stat NAME: the number after NAME in the driver node's part of
+# strata-io's info output ($out).
+vu_stat() {
+    sed -n '/node vu /,$p' <<<"$out" | sed -n "s/.*$1 \([0-9]*\).*/\1/p" | head -1
+}
+
 node() {    # SOCK [MEMBERS]: json: filename of raw over the driver
     printf 'json:{"driver":"raw","file":{"driver":"virtio-blk-vhost-user","node-name":"vu","path":"%s"%s}}' "$1" "${2:-}"
 }
@@ -144,7 +150,7 @@ killed() {
 
 for kind in strata qsd; do
     if [ "$kind" = qsd ] && [ -z "$qsd" ]; then
-        for t in round-trip flush zeroes polling two-queues killed killed-bounce; do
+        for t in round-trip flush bytes-bounced zeroes polling two-queues killed killed-bounce; do
             skip "qsd: $t" "qemu-storage-daemon not installed"
         done
         continue
@@ -186,6 +192,15 @@ for kind in strata qsd; do
         ok "$kind: flush goes to the back end"
     else
         notok "$kind: flush" "$(grep virtio-blk-vhost-user <<<"$out")"
+    fi
+    # The 512 bytes went through the bounce pool (strata-io's buffers are
+    # not memory the back end shares): the node's statistics count them.
+    bounced=$(vu_stat bytes_bounced)
+    if [ "$bounced" = 512 ]; then
+        ok "$kind: the driver's bounce copies in the node's bytes_bounced"
+    else
+        notok "$kind: bytes_bounced" "bytes_bounced=$bounced, expected 512" \
+            "$(grep -E 'node vu|padding' <<<"$out")"
     fi
 
     # zeroes
@@ -262,6 +277,40 @@ for kind in strata qsd; do
         "" -d 64 -s 1M
 done
 
+# query-blockstats: a daemon with a virtio-blk-vhost-user node reports
+# the driver's bounce copies over QMP (a write and a read of 4 KiB).  The
+# monitor reads a fifo kept open until the daemon quits: at end of input
+# the monitor drops what it has not run yet.
+img=$work/strata.img sock=$work/strata.sock
+if start strata "$img" "$sock"; then
+    mkfifo "$work/qmp.in"
+    timeout 30 "$daemon" --chardev stdio,id=m0 --monitor m0 --blockdev \
+        "{\"driver\":\"virtio-blk-vhost-user\",\"node-name\":\"vu\",\"path\":\"$sock\"}" \
+        <"$work/qmp.in" >"$work/qmp.out" 2>&1 &
+    qpid=$!
+    pids+=("$qpid")
+    exec 7>"$work/qmp.in"
+    # In a subshell: a daemon gone early costs that subshell its SIGPIPE.
+    (printf '%s\n' '{"execute":"qmp_capabilities"}' \
+        '{"execute":"x-strata-io","arguments":{"node-name":"vu","command":"write -P 7 0 4k"}}' \
+        '{"execute":"x-strata-io","arguments":{"node-name":"vu","command":"read -P 7 0 4k"}}' \
+        '{"execute":"query-blockstats"}' '{"execute":"quit"}' >&7) 2>/dev/null
+    reap "$qpid"
+    rc=$?
+    exec 7>&-
+    stop
+    stats=$(grep '"node-name":"vu"' "$work/qmp.out" | grep -o '"bytes-bounced":[0-9]*')
+    if [ $rc = 0 ] && grep -q 'read 4096/4096' "$work/qmp.out" &&
+       ! grep -q "verification failed" "$work/qmp.out" &&
+       [ "$stats" = '"bytes-bounced":8192' ]; then
+        ok "query-blockstats shows the driver's bounce copies ($stats)"
+    else
+        notok "query-blockstats" "rc=$rc $stats" "$(cut -c1-300 "$work/qmp.out")"
+    fi
+else
+    notok "query-blockstats" "back end did not start"
+fi
+
 # Open errors name the problem.
 out=$(run_sio -c 'read 0 512' "$(node "$work/none.sock")" 2>&1)
 if grep -q "Failed to connect to vhost-user back end '$work/none.sock': No such file or directory" <<<"$out"; then
@@ -269,7 +318,6 @@ if grep -q "Failed to connect to vhost-user back end '$work/none.sock': No such 
 else
     notok "no back end" "$out"
 fi
-img=$work/strata.img sock=$work/strata.sock
 start strata "$img" "$sock"
 out=$(run_sio -c 'read 0 512' "$(node "$sock" ',"num-queues":4')" 2>&1)
 if grep -q "num-queues: the back end '$sock' has 2 queues, 4 requested" <<<"$out"; then
