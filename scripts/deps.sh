@@ -12,6 +12,10 @@ pkgs+=(libasan8 libubsan1 libtsan2)
 pkgs+=(qemu-utils fio util-linux e2fsprogs iproute2)
 # tests/bench/charts draws compare's SVG charts; perf profiles the engines.
 pkgs+=(python3-matplotlib linux-perf)
+# tests/bench/compare reads strata-storage-daemon's allocation counter
+# through gdb (the export side of "zero mallocs per request"); without it
+# that side, and so the target, is "not measured".
+pkgs+=(gdb)
 # NBD: the nbd driver's tests start real servers (qemu-nbd is in
 # qemu-utils), the benchmarks use nbdkit's null plugin, and the
 # export is tested with libnbd's clients.

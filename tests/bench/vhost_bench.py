@@ -202,14 +202,15 @@ def export_mallocs(c, daemons, malloc_so):
     """Heap allocations per request in strata-storage-daemon's export (null
     node, 4 KiB reads, depth 32): the daemon runs under malloc-count.so and
     gdb reads its counter after a warm-up run and after the measured run.
-    None when gdb is missing."""
+    (figure, None), or (None, why it was not measured): gdb missing
+    (scripts/deps.sh installs it) or the daemons did not start."""
     if not shutil.which("gdb"):
-        return None
+        return None, "gdb not installed"
     daemons.stop()
     socks = daemons.start("null", env={"G_SLICE": "always-malloc",
                                        "LD_PRELOAD": malloc_so})
     if not socks:
-        return None
+        return None, "the daemons did not start"
     pid = daemons.pid("strata")
 
     def count():
@@ -239,4 +240,4 @@ def export_mallocs(c, daemons, malloc_so):
     bench(n)
     c2 = count()
     daemons.stop()
-    return max(0, (c2 - c1) - (c1 - c0)) / (n - small)
+    return max(0, (c2 - c1) - (c1 - c0)) / (n - small), None
