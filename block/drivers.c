@@ -26,19 +26,29 @@ static const BlockDriver *const drivers[] = {
     NULL,
 };
 
-static BlockLogFunc *log_fn;
+/* strata_set_log_func(); reports are rare, so a lock keeps the function
+ * and its opaque together. */
+static GMutex log_lock;
+static StrataLogFunc *log_fn;
+static void *log_opaque;
 
-void block_set_log(BlockLogFunc *fn)
+STRATA_EXPORT void strata_set_log_func(StrataLogFunc *fn, void *opaque)
 {
-    __atomic_store_n(&log_fn, fn, __ATOMIC_RELEASE);
+    g_mutex_lock(&log_lock);
+    log_fn = fn;
+    log_opaque = opaque;
+    g_mutex_unlock(&log_lock);
 }
 
 void block_log(const StrataNode *node, const char *msg)
 {
-    BlockLogFunc *fn = __atomic_load_n(&log_fn, __ATOMIC_ACQUIRE);
+    g_mutex_lock(&log_lock);
+    StrataLogFunc *fn = log_fn;
+    void *opaque = log_opaque;
+    g_mutex_unlock(&log_lock);
 
     if (fn) {
-        fn(node->node_name, msg);
+        fn(node->node_name, msg, opaque);
     }
 }
 

@@ -19,17 +19,9 @@ extern const BlockDriver bdrv_null_aio;
 extern const BlockDriver bdrv_raw;
 extern const BlockDriver bdrv_snapshot_overlay;
 
-/*
- * Events a driver reports to the user beside the errno its requests
- * return, once, when they happen: a remote back end lost, naming it and
- * why.  The library does not print; a tool sets @fn to write the message
- * to stderr.  @fn(node name, message) runs in the node's loop thread,
- * both strings borrowed for the call.  NULL (the default): nowhere.  Set
- * it before opening nodes.
- */
-typedef void BlockLogFunc(const char *node_name, const char *msg);
-void block_set_log(BlockLogFunc *fn);
-/* Report @msg (borrowed) about @node through the function set above. */
+/* Report @msg (borrowed) about @node to the function the embedder set
+ * with strata_set_log_func() (include/strata/strata.h), if any: events a
+ * driver reports once, beside the errno of its requests. */
 void block_log(const StrataNode *node, const char *msg);
 
 #endif

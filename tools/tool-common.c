@@ -163,16 +163,14 @@ bool tool_object_add(const char *arg, StrataError **errp)
     return opts && object_add(opts, errp);
 }
 
-static const char *block_log_progname;
-
-static void tool_block_log(const char *node_name, const char *msg)
+static void tool_block_log(const char *node_name, const char *msg,
+                           void *opaque)
 {
-    fprintf(stderr, "%s: node '%s': %s\n", block_log_progname, node_name,
+    fprintf(stderr, "%s: node '%s': %s\n", (const char *)opaque, node_name,
             msg);
 }
 
 void tool_set_block_log(const char *progname)
 {
-    block_log_progname = progname;
-    block_set_log(tool_block_log);
+    strata_set_log_func(tool_block_log, (void *)progname);
 }

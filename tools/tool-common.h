@@ -62,7 +62,7 @@ const char *tool_opts_driver(const OptNode *opts);
  */
 bool tool_object_add(const char *arg, StrataError **errp);
 
-/* Print what drivers report (block_set_log) on stderr as "@progname:
+/* Print what drivers report (strata_set_log_func) on stderr as "@progname:
  * node 'NAME': MESSAGE".  @progname is borrowed for the process's life. */
 void tool_set_block_log(const char *progname);
 

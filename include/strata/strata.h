@@ -112,6 +112,18 @@ STRATA_EXPORT void strata_context_stop_thread(StrataContext *ctx);
  */
 typedef void StrataCallFunc(void *opaque);
 
+/*
+ * Events the library reports beside the errno its requests return, once,
+ * when they happen: today a remote back end lost (which node, which
+ * socket, why).  The library prints nothing itself.  @fn gets the node's
+ * name and the message, both borrowed for the call, and @opaque; it runs
+ * in the thread of the node's loop and must not block.  Process-wide;
+ * NULL, the default, drops the reports.  The tools print them on stderr.
+ */
+typedef void StrataLogFunc(const char *node_name, const char *msg,
+                           void *opaque);
+STRATA_EXPORT void strata_set_log_func(StrataLogFunc *fn, void *opaque);
+
 /* Largest number of requests the AIO engines batch into one submission
  * syscall (QEMU's aio-max-batch).  0, the default, lets the engines
  * choose: everything queued during one loop iteration, except that where

@@ -17,6 +17,7 @@
 
 #include "block/backend-int.h"
 #include "block/block-int.h"
+#include "block/drivers.h"
 #include "block/file-posix.h"
 #include "block/mem.h"
 
@@ -152,6 +153,48 @@ static void assert_same_node(StrataNode *a, StrataNode *b)
     g_assert_cmpint(a->discard, ==, b->discard);
     g_assert_cmpint(a->detect_zeroes, ==, b->detect_zeroes);
     g_assert_cmpint(g_slist_length(a->children), ==, g_slist_length(b->children));
+}
+
+/* What a driver reports (block_log) reaches the embedder's function with
+ * the node's name and its opaque, until the function is unset. */
+typedef struct LogSeen {
+    int calls;
+    char *node;
+    char *msg;
+} LogSeen;
+
+static void log_record(const char *node_name, const char *msg, void *opaque)
+{
+    LogSeen *seen = opaque;
+
+    seen->calls++;
+    g_free(seen->node);
+    g_free(seen->msg);
+    seen->node = g_strdup(node_name);
+    seen->msg = g_strdup(msg);
+}
+
+static void test_log_func(void)
+{
+    StrataContext *ctx = strata_context_new(NULL);
+    StrataNode *n = open_ok(ctx, "{\"driver\": \"mem\", \"node-name\": "
+                            "\"disk0\", \"size\": 65536}");
+    LogSeen seen = { 0 };
+
+    block_log(n, "dropped: nobody listens");
+    strata_set_log_func(log_record, &seen);
+    block_log(n, "back end lost");
+    g_assert_cmpint(seen.calls, ==, 1);
+    g_assert_cmpstr(seen.node, ==, "disk0");
+    g_assert_cmpstr(seen.msg, ==, "back end lost");
+    strata_set_log_func(NULL, NULL);
+    block_log(n, "dropped again");
+    g_assert_cmpint(seen.calls, ==, 1);
+
+    g_free(seen.node);
+    g_free(seen.msg);
+    strata_node_unref(n);
+    strata_context_free(ctx);
 }
 
 static void test_open_json_dotted_mem(void)
@@ -1175,6 +1218,7 @@ int main(int argc, char **argv)
     g_test_init(&argc, &argv, NULL);
 
     g_test_add_func("/graph/open/json-and-dotted-agree", test_open_json_dotted_mem);
+    g_test_add_func("/graph/log-func", test_log_func);
     g_test_add_func("/graph/open/json-and-dotted-agree-with-child",
                     test_open_json_dotted_child);
     g_test_add_func("/graph/open/child-inline", test_open_child_inline);
