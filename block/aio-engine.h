@@ -232,5 +232,7 @@ unsigned aio_linux_test_setup_calls(void);
 bool aio_linux_test_self_wait(void *state);
 /* The same for an io_uring state (block/aio-io_uring.c, "Waiting"). */
 bool aio_uring_test_self_wait(void *state);
+/* Whether an io_uring state's ring has IORING_SETUP_DEFER_TASKRUN. */
+bool aio_uring_test_defer(void *state);
 
 #endif

@@ -116,12 +116,27 @@
  * on its CPU: loop device, depth 1, polling: 23-25k IOPS without, 46-58k
  * with (measured while the engine's ring alone was polled too).
  *
- * IORING_SETUP_DEFER_TASKRUN was measured and left out: its completions
- * are posted only inside io_uring_enter by the owner, and the ring fd does
- * not reliably poll readable for them (6.18: only the first time), so the
- * loop must wait on a registered eventfd and pay a read() and an
- * io_uring_get_events() per wake-up; on the loop device that cost 10% of
- * the IOPS and 15-25% more CPU per request than the ring fd in epoll.
+ * Deferred task work.  Where the kernel has it (6.1+), the ring is also
+ * set up with IORING_SETUP_DEFER_TASKRUN, as fio's io_uring engine sets up
+ * its own: completions of requests the kernel finishes elsewhere (io-wq,
+ * a loop device's worker) wait in a list of the ring's own until the
+ * owner enters the kernel for events, and the io-wq workers no longer post
+ * CQEs under the CQ lock that the submitter takes too.  With early
+ * submission (block/aio-engine.h), 5 alternated runs, depth 32: tmpfs
+ * reads 744k -> 876k IOPS, writes 584k -> 704k, loop device reads 619k ->
+ * 664k, writes 498k -> 476k (within noise); without early submission it
+ * had gained nothing (docs/benchmarks.md, run 12).  Its rules:
+ *   - only the owner can have the completions posted: the waiter enters
+ *     with GETEVENTS (io_uring_submit_and_wait_timeout), a polling check
+ *     enters when the kernel flags pending task work (TASKRUN_FLAG);
+ *   - the ring fd does not reliably poll readable for completions still
+ *     waiting as task work (6.18: only the first time), so a ring that is
+ *     not its loop's waiter registers an eventfd, which the kernel signals
+ *     when it queues them, and puts that in the epoll set instead;
+ *   - before the loop goes to another thread (loop_release runs the detach
+ *     in the owner), the owner waits for its requests in the kernel, since
+ *     no other thread could ever have them posted.
+ * STRATA_IO_URING_NO_DEFER_TASKRUN=1 sets rings up without it.
  */
 #include <errno.h>
 #include <poll.h>
@@ -129,6 +144,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
+#include <sys/eventfd.h>
 #include <sys/syscall.h>
 #include "block/aio-engine.h"
 
@@ -170,6 +186,8 @@ typedef struct UringState {
     struct io_uring ring;
     unsigned entries;           /* SQ entries asked for */
     bool single_issuer;         /* IORING_SETUP_SINGLE_ISSUER */
+    bool defer;                 /* IORING_SETUP_DEFER_TASKRUN (see above) */
+    int evfd;                   /* registered eventfd: defer, not waiting */
     pid_t owner;                /* thread the ring is bound to, 0 not yet */
     unsigned cq_entries;
     unsigned inflight;          /* in the SQ or the kernel, not yet reaped */
@@ -518,11 +536,66 @@ static void uring_on_readable(void *opaque)
     uring_run_completions(opaque);
 }
 
+/* The registered eventfd of a DEFER_TASKRUN ring that is not its loop's
+ * waiter: completions wait as task work until we ask for them. */
+static void uring_on_evfd(void *opaque)
+{
+    UringState *s = opaque;
+    uint64_t count;
+
+    /* Reset first: a completion queued while we reap signals again. */
+    if (read(s->evfd, &count, sizeof(count)) < 0) {
+        /* EAGAIN: nothing new; look anyway. */
+    }
+    io_uring_get_events(&s->ring);
+    uring_run_completions(s);
+}
+
+/* Let the loop's epoll set announce completions: the ring fd, or for a
+ * DEFER_TASKRUN ring (whose fd does not reliably poll readable for
+ * completions still waiting as task work) a registered eventfd, which
+ * the kernel signals when it queues them. */
+static void uring_watch(UringState *s)
+{
+    if (!s->defer) {
+        loop_set_fd_handler(s->loop, s->ring.ring_fd, uring_on_readable,
+                            NULL, s);
+        return;
+    }
+    if (s->evfd < 0) {
+        s->evfd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+        g_assert(s->evfd >= 0);
+        int ret = io_uring_register_eventfd(&s->ring, s->evfd);
+        /* Registration fails only for want of memory or a second
+         * registration, neither of which happens here. */
+        g_assert(ret == 0);
+    }
+    loop_set_fd_handler(s->loop, s->evfd, uring_on_evfd, NULL, s);
+}
+
+/* The ring becomes its loop's waiter, or goes: nothing in the epoll set
+ * speaks for it any more. */
+static void uring_unwatch(UringState *s)
+{
+    loop_set_fd_handler(s->loop, s->ring.ring_fd, NULL, NULL, NULL);
+    if (s->evfd >= 0) {
+        loop_set_fd_handler(s->loop, s->evfd, NULL, NULL, NULL);
+        io_uring_unregister_eventfd(&s->ring);
+        close(s->evfd);
+        s->evfd = -1;
+    }
+}
+
 /* ---- the loop's waiter --------------------------------------------------- */
 
 bool aio_uring_test_self_wait(void *state)
 {
     return ((UringState *)state)->self_wait;
+}
+
+bool aio_uring_test_defer(void *state)
+{
+    return ((UringState *)state)->defer;
 }
 
 /* STRATA_IO_URING_EPOLL=1 keeps the ring fd in the epoll set always. */
@@ -638,7 +711,23 @@ static void uring_detach(void *opaque)
         } while (ret == -EINTR);
         s->poll_armed = false;
     }
-    loop_set_fd_handler(s->loop, s->ring.ring_fd, uring_on_readable, NULL, s);
+    if (s->defer) {
+        /* Only this thread can have the kernel post the completions of a
+         * DEFER_TASKRUN ring, and the loop may be on its way to another
+         * thread (loop_release): wait for what is in the kernel here.
+         * The coroutines are woken, to run wherever the loop runs next. */
+        while (s->inflight > io_uring_sq_ready(&s->ring)) {
+            struct io_uring_cqe *cqe;
+            int ret = io_uring_submit_and_wait_timeout(&s->ring, &cqe, 1,
+                                                       NULL, NULL);
+            if (ret < 0 && ret != -EINTR && ret != -ETIME) {
+                g_error("io_uring: waiting for requests in flight before "
+                        "handing the loop over failed: %s", g_strerror(-ret));
+            }
+            uring_reap(s, false);
+        }
+    }
+    uring_watch(s);
 }
 
 /* Become the loop's waiter if the ring is bound to this thread, which
@@ -650,7 +739,7 @@ static void uring_try_claim(UringState *s)
         return;
     }
     s->self_wait = true;
-    loop_set_fd_handler(s->loop, s->ring.ring_fd, NULL, NULL, NULL);
+    uring_unwatch(s);
 }
 
 /*
@@ -666,16 +755,35 @@ static bool uring_coop_taskrun(void)
     return !aio_engine_env_flag("STRATA_IO_URING_NO_COOP_TASKRUN");
 }
 
+/* STRATA_IO_URING_NO_DEFER_TASKRUN=1 sets the ring up without it. */
+static bool uring_defer_taskrun(void)
+{
+    return !aio_engine_env_flag("STRATA_IO_URING_NO_DEFER_TASKRUN");
+}
+
 static int uring_setup(UringState *s, bool disabled,
                        struct io_uring_params *params)
 {
-    *params = (struct io_uring_params) {
-        .flags = IORING_SETUP_SINGLE_ISSUER |
-                 (uring_coop_taskrun() ? IORING_SETUP_COOP_TASKRUN |
-                                         IORING_SETUP_TASKRUN_FLAG : 0) |
-                 (disabled ? IORING_SETUP_R_DISABLED : 0),
-    };
-    int ret = io_uring_queue_init_params(s->entries, &s->ring, params);
+    unsigned flags = IORING_SETUP_SINGLE_ISSUER |
+                     (uring_coop_taskrun() ? IORING_SETUP_COOP_TASKRUN |
+                                             IORING_SETUP_TASKRUN_FLAG : 0) |
+                     (disabled ? IORING_SETUP_R_DISABLED : 0);
+    int ret = -EINVAL;
+
+    s->evfd = -1;
+    if (uring_defer_taskrun()) {
+        /* 6.1+; TASKRUN_FLAG with it needs COOP_TASKRUN's companion. */
+        *params = (struct io_uring_params) {
+            .flags = flags | IORING_SETUP_DEFER_TASKRUN |
+                     IORING_SETUP_TASKRUN_FLAG,
+        };
+        ret = io_uring_queue_init_params(s->entries, &s->ring, params);
+    }
+    s->defer = ret == 0;
+    if (ret != 0) {
+        *params = (struct io_uring_params) { .flags = flags };
+        ret = io_uring_queue_init_params(s->entries, &s->ring, params);
+    }
     if (ret == 0) {
         s->single_issuer = true;
         s->owner = disabled ? 0 : uring_self();
@@ -740,19 +848,23 @@ static int uring_bind(UringState *s)
     /* The waiter role went with the old thread (loop_release). */
     g_assert(!s->self_wait);
 
+    /* What speaks for the old ring in the epoll set goes with it. */
+    uring_unwatch(s);
     struct io_uring old = s->ring;
+    bool old_defer = s->defer;
     struct io_uring_params params;
     int ret = uring_setup(s, false, &params);
     if (ret < 0) {
         s->ring = old;
+        s->defer = old_defer;
+        uring_watch(s);
         return ret;
     }
-    loop_set_fd_handler(s->loop, old.ring_fd, NULL, NULL, NULL);
     io_uring_queue_exit(&old);
     s->cq_entries = params.cq_entries;
     uring_register_again(s);
     s->poll_armed = false;
-    loop_set_fd_handler(s->loop, s->ring.ring_fd, uring_on_readable, NULL, s);
+    uring_watch(s);
     uring_try_claim(s);
     return 1;
 }
@@ -802,7 +914,7 @@ static void *uring_init(Loop *loop, bool disabled, StrataError **errp)
     s->cq_entries = params.cq_entries;
     s->wait_tail = &s->wait_head;
     loop_timer_init(&s->retry_timer, s->loop, uring_retry_cb, s);
-    loop_set_fd_handler(s->loop, s->ring.ring_fd, uring_on_readable, NULL, s);
+    uring_watch(s);
     s->waiter = (LoopWaiter) {
         .wait = uring_wait, .check = uring_check, .detach = uring_detach,
         .opaque = s,
@@ -835,7 +947,7 @@ static void uring_ctx_cleanup(void *opaque)
     if (s->self_wait) {
         loop_release_waiter(s->loop, &s->waiter);
     }
-    loop_set_fd_handler(s->loop, s->ring.ring_fd, NULL, NULL, NULL);
+    uring_unwatch(s);
     /* Also drops the fixed-buffer table and unpins its memory. */
     io_uring_queue_exit(&s->ring);
     g_free(s);

@@ -17,6 +17,9 @@
 #include <glib.h>
 #include "config-host.h"
 #include "block/aio-engine.h"
+#if CONFIG_IO_URING
+#include <liburing.h>
+#endif
 
 #define BLK 4096
 #define FILE_SIZE (1024 * 1024)
@@ -1362,6 +1365,47 @@ static void test_uring_epoll_mode(void)
 #endif
 }
 
+/*
+ * DEFER_TASKRUN (block/aio-io_uring.c): used where the kernel has it (6.1+,
+ * probed here with a ring of our own), and the rings without it still
+ * work (STRATA_IO_URING_NO_DEFER_TASKRUN=1, as on older kernels).  Its
+ * other modes run in the epoll-mode, waiter and loop-moves-thread tests.
+ */
+static void test_uring_defer_taskrun(void)
+{
+#if CONFIG_IO_URING
+    struct io_uring probe;
+    struct io_uring_params params = {
+        .flags = IORING_SETUP_SINGLE_ISSUER | IORING_SETUP_DEFER_TASKRUN,
+    };
+    bool kernel_has = io_uring_queue_init_params(4, &probe, &params) == 0;
+    if (kernel_has) {
+        io_uring_queue_exit(&probe);
+    }
+
+    Env e;
+    if (!env_init(&e, AIO_ENGINE_IO_URING, 0)) {
+        return;
+    }
+    uint8_t *one = blk_alloc(BLK);
+    g_assert_cmpint(env_rw(&e, false, e.fd, 0, one, BLK, 0), ==, BLK);
+    g_assert_true(aio_uring_test_defer(e.state) == kernel_has);
+    g_aligned_free(one);
+    env_cleanup(&e);
+
+    setenv("STRATA_IO_URING_NO_DEFER_TASKRUN", "1", 1);
+    if (env_init(&e, AIO_ENGINE_IO_URING, 0)) {
+        g_assert_false(aio_uring_test_defer(e.state));
+        env_cleanup(&e);
+    }
+    unsetenv("STRATA_IO_URING_NO_DEFER_TASKRUN");
+    run_with_env_switch("STRATA_IO_URING_NO_DEFER_TASKRUN",
+                        AIO_ENGINE_IO_URING);
+#else
+    g_test_skip("io_uring not compiled in");
+#endif
+}
+
 /* ---- early submission (block/aio-engine.h) ----------------------------- */
 
 /* The rule itself: no early submission before a submission has shown a
@@ -1601,6 +1645,7 @@ int main(int argc, char **argv)
     g_test_add_func("/aio/native/early/inline-file-stays-batched",
                     test_early_inline_file);
     g_test_add_func("/aio/io_uring/epoll-mode", test_uring_epoll_mode);
+    g_test_add_func("/aio/io_uring/defer-taskrun", test_uring_defer_taskrun);
     g_test_add_func("/aio/io_uring/single-issuer/loop-moves-thread",
                     test_uring_loop_moves);
     g_test_add_func("/aio/io_uring/single-issuer/thread-state",
