@@ -6,7 +6,9 @@
   lifecycle.py DAEMON
 """
 
+import json
 import os
+import select
 import signal
 import subprocess
 import sys
@@ -296,6 +298,166 @@ def test_stdio_monitor(tmp):
             f'exit {r.returncode}, stdout {out!r}')
 
 
+def read_messages(fd, count, timeout=10):
+    """Up to @count QMP messages (one per line) from file descriptor @fd
+    within @timeout seconds, and whether @fd reached EOF (fewer messages
+    when it did or the time ran out)."""
+    buf, msgs = b'', []
+    deadline = time.monotonic() + timeout
+    while len(msgs) < count:
+        left = deadline - time.monotonic()
+        if left <= 0 or not select.select([fd], [], [], left)[0]:
+            return msgs, False
+        data = os.read(fd, 65536)
+        if not data:
+            return msgs, True
+        buf += data
+        while b'\n' in buf and len(msgs) < count:
+            line, buf = buf.split(b'\n', 1)
+            msgs.append(json.loads(line))
+    return msgs, False
+
+
+def io_cmd(cmd, id_):
+    return ('{"execute": "x-strata-io", "arguments": {"node-name": "disk", '
+            f'"command": "{cmd}"}}, "id": {id_}}}\n')
+
+
+def answers(msgs):
+    """(id, 'ok' or the error class) of each response; events left out."""
+    return [(m.get('id'), 'ok' if 'return' in m else m['error']['class'])
+            for m in msgs if 'return' in m or 'error' in m]
+
+
+# What the daemon must never print: GLib's criticals and warnings (the
+# lost-input bug showed as g_byte_array_remove_range's), sanitizer reports.
+BAD_STDERR = ('CRITICAL', 'WARNING', 'runtime error', 'AddressSanitizer')
+
+
+def stdio_eof_in_command(tmp, quit):
+    """--chardev stdio whose input (written whole into a pipe, then closed)
+    ends while x-strata-io runs loop iterations: the daemon reads the EOF
+    during the command.  Every complete command after it still runs, in
+    order, and is answered; with @quit the daemon exits 0, without it an
+    unfinished last message is dropped and the daemon stays up, as QSD's
+    does, until SIGTERM."""
+    img = os.path.join(tmp, 'disk.raw')
+    with open(img, 'wb') as f:
+        f.truncate(1 << 20)
+    text = ('{"execute": "qmp_capabilities", "id": 0}\n' +
+            io_cmd('write -P 0x5a 0 4k', 1) +
+            io_cmd('read -P 0x5a 0 4k', 2) +
+            '{"execute": "query-version", "id": 3}\n' +
+            ('{"execute": "quit", "id": 4}\n' if quit else
+             '{"execute": "query-'))
+    want = [(i, 'ok') for i in range(5 if quit else 4)]
+    r, w = os.pipe()
+    os.write(w, text.encode())      # far below the pipe's capacity
+    os.close(w)
+    proc = spawn([DAEMON, '--blockdev',
+                  f'driver=file,node-name=disk,filename={img}',
+                  '--chardev', 'stdio,id=s', '--monitor', 'chardev=s'],
+                 stdin=r, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    os.close(r)
+    msgs, _ = read_messages(proc.stdout.fileno(), 1 + len(want))
+    alive = proc.poll() is None
+    if not quit and alive:
+        proc.send_signal(signal.SIGTERM)
+    try:
+        rc = proc.wait(10)
+    except subprocess.TimeoutExpired:
+        return False, (f'daemon did not exit; answers {answers(msgs)}, '
+                       f'want {want}')
+    err = proc.stderr.read().decode()
+    got = answers(msgs)
+    problems = []
+    if got != want:
+        problems.append(f'answers {got}, want {want}')
+    if 'verification failed' in json.dumps(msgs):
+        problems.append(f'read -P found other data: {msgs}')
+    if not quit and not alive:
+        problems.append('the daemon exited at EOF without quit')
+    if rc != 0:
+        problems.append(f'exit status {rc}')
+    if any(b in err for b in BAD_STDERR):
+        problems.append(f'stderr: {err}')
+    return not problems, '\n'.join(problems)
+
+
+def socket_eof_in_command(tmp):
+    """A socket monitor's client sends commands behind a long one (sleep
+    runs loop iterations) and ends its input.  Half-closed (shutdown of
+    its sending side): every complete command runs, in order, and is
+    answered, an unfinished last message is dropped, then the daemon
+    closes the connection.  Fully closed: the commands still run (the
+    next client finds their data) and the answers are dropped.  The next
+    clients are served throughout; no GLib critical."""
+    img = os.path.join(tmp, 'disk.raw')
+    sock = os.path.join(tmp, 'qmp.sock')
+    with open(img, 'wb') as f:
+        f.truncate(1 << 20)
+    proc = spawn([DAEMON, '--blockdev',
+                  f'driver=file,node-name=disk,filename={img}',
+                  '--chardev', f'socket,id=m0,path={sock},server=on,wait=off',
+                  '--monitor', 'chardev=m0'],
+                 stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    q = wait_socket(sock, proc)
+    if q is None:
+        return False, 'daemon did not start: ' + proc.stderr.read().decode()
+    q.close()
+    problems = []
+    import socket as so
+    for half in (True, False):
+        c = so.socket(so.AF_UNIX, so.SOCK_STREAM)
+        c.settimeout(10)
+        c.connect(sock)
+        read_messages(c.fileno(), 1)            # the greeting
+        pattern = 0x5a if half else 0xa5
+        c.sendall(('{"execute": "qmp_capabilities", "id": 0}\n' +
+                   io_cmd('sleep 300', 1) +
+                   io_cmd(f'write -P {pattern:#x} 0 4k', 2) +
+                   io_cmd(f'read -P {pattern:#x} 0 4k', 3) +
+                   '{"execute": "query-version", "id": 4}\n'
+                   '{"execute": "query-').encode())
+        if half:
+            c.shutdown(so.SHUT_WR)
+            msgs, eof = read_messages(c.fileno(), 6)
+            got = answers(msgs)
+            want = [(i, 'ok') for i in range(5)]
+            if got != want or 'verification failed' in json.dumps(msgs):
+                problems.append(f'half-closed: answers {got}, want {want}: '
+                                f'{msgs}')
+            if not eof:
+                problems.append('half-closed: the daemon did not close the '
+                                'connection after answering')
+        c.close()
+        # The next client waits until the daemon is done with this one.
+        what = 'half-closed' if half else 'closed'
+        q = wait_socket(sock, proc)
+        if q is None:
+            problems.append(f'no client served after the {what} one')
+            return False, '\n'.join(problems)
+        out = q.command('x-strata-io', {'node-name': 'disk', 'command':
+                                        f'read -P {pattern:#x} 0 4k'})
+        if 'verification failed' in out:
+            problems.append(f'{what}: the write queued behind sleep did not '
+                            f'run: {out}')
+        if half:
+            q.close()
+    q.command('quit')
+    q.close()
+    try:
+        rc = proc.wait(10)
+    except subprocess.TimeoutExpired:
+        return False, '\n'.join(problems + ['daemon did not exit after quit'])
+    err = proc.stderr.read().decode()
+    if rc != 0:
+        problems.append(f'exit status {rc}')
+    if any(b in err for b in BAD_STDERR):
+        problems.append(f'stderr: {err}')
+    return not problems, '\n'.join(problems)
+
+
 # Start-up errors: (arguments, text the message must contain).  Every one
 # exits 1, names the option, and leaves no socket behind.
 STARTUP_ERRORS = [
@@ -347,6 +509,9 @@ def test_startup_error(tmp, args, want):
 
 
 def main():
+    # A timeout's SIGTERM (meson's) unwinds like a failure: the finally
+    # below reaps the daemons and removes the directory.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(128 + signal.SIGTERM))
     tests = [
         ('SIGTERM with writes in flight: data on disk, exit 0, socket and '
          'pidfile removed', lambda t: signal_in_flight(t, 1)),
@@ -360,6 +525,14 @@ def main():
         ('one client per monitor at a time', test_one_client_per_monitor),
         ('TCP monitor on loopback, with a warning', test_tcp_loopback),
         ('stdio monitor, pretty-printed', test_stdio_monitor),
+        ('stdio monitor: EOF during a command, then quit: every command '
+         'answered in order, exit 0', lambda t: stdio_eof_in_command(t, True)),
+        ('stdio monitor: EOF during a command, no quit: complete commands '
+         'answered, unfinished one dropped, daemon stays up',
+         lambda t: stdio_eof_in_command(t, False)),
+        ('socket monitor: client half-closes or leaves during a command: '
+         'queued commands run, next clients served',
+         socket_eof_in_command),
     ]
     for args, want in STARTUP_ERRORS:
         tests.append((f'start-up error: {" ".join(args)}',

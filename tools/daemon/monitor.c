@@ -20,6 +20,16 @@ typedef enum ScanState {
     SCAN_STRAY,         /* a top-level scalar: not a QMP message */
 } ScanState;
 
+/* What one byte did to the scanner (scan_byte). */
+typedef enum ScanEvent {
+    SCAN_MORE,          /* taken; no message ended */
+    SCAN_DONE,          /* taken; it ended a message, a stray scalar or an
+                         * overflowing message */
+    SCAN_DONE_BEFORE,   /* a stray scalar ended just before this byte,
+                         * which is not taken: it starts the next message */
+    SCAN_BAD_CLOSE,     /* taken: a closing bracket outside any message */
+} ScanEvent;
+
 typedef enum ScanOverflow {
     OVERFLOW_NONE,
     OVERFLOW_SIZE,
@@ -32,9 +42,16 @@ struct Monitor {
     int in_fd, out_fd;      /* the connection, -1 while none */
     bool pretty;
     bool negotiated;
-    bool eof;               /* the client went away; close when idle */
+    /* The input ended (EOF or a read error): nothing more is read; what
+     * was read before still runs, then the connection closes. */
+    bool in_eof;
+    /* Writing failed: the peer reads no more, output is dropped. */
+    bool out_gone;
     int busy;               /* processing input (re-entry guard) */
-    GByteArray *inbuf;      /* read but not yet scanned */
+    /* Read but not yet scanned.  While busy, only monitor_process()
+     * removes bytes from it (from the front); nested loop iterations
+     * during a command only append. */
+    GByteArray *inbuf;
     GString *outbuf;        /* queued output */
     bool want_write;
     /* scanner */
@@ -52,6 +69,7 @@ static LoopBH *kick_bh;
 
 static void monitor_update_handlers(Monitor *mon);
 static void monitor_process(Monitor *mon);
+static void monitor_close_if_done(Monitor *mon);
 
 /* ---- output ------------------------------------------------------------ */
 
@@ -74,19 +92,21 @@ static void monitor_write_ready(void *opaque)
             if (errno == EAGAIN) {
                 break;
             }
-            /* The client is gone: drop what it will never read. */
+            /* The client is gone: drop what it will never read.  Its
+             * input is read on to its end and still runs. */
             g_string_truncate(mon->outbuf, 0);
-            mon->eof = true;
+            mon->out_gone = true;
             break;
         }
         g_string_erase(mon->outbuf, 0, n);
     }
     monitor_update_handlers(mon);
+    monitor_close_if_done(mon);
 }
 
 static void monitor_send(Monitor *mon, JsonNode *node)
 {
-    if (mon->out_fd < 0 || mon->eof) {
+    if (mon->out_fd < 0 || mon->out_gone) {
         return;
     }
     g_autofree char *text = json_to_string(node, mon->pretty);
@@ -345,8 +365,18 @@ static void scan_reset(Monitor *mon)
     mon->overflow = OVERFLOW_NONE;
 }
 
-static void scan_complete(Monitor *mon)
+/* Answer or run what scan_byte() reported with @ev (not SCAN_MORE).  The
+ * bytes it came from are already consumed: a command may run nested loop
+ * iterations, which read more input onto the end of inbuf. */
+static void scan_complete(Monitor *mon, ScanEvent ev)
 {
+    if (ev == SCAN_BAD_CLOSE) {
+        monitor_send_error(mon, "GenericError",
+                           "JSON parse error, unexpected closing "
+                           "bracket", NULL);
+        return;
+    }
+
     ScanOverflow overflow = mon->overflow;
     ScanState state = mon->state;
     size_t len = mon->msg->len;
@@ -401,47 +431,41 @@ static void scan_string_byte(Monitor *mon, char c)
     }
 }
 
-/* Feed one byte; true when it completed a message (which was handled). */
-static bool scan_byte(Monitor *mon, char c)
+/* Feed one byte.  Decodes only: what ended is handled by scan_complete()
+ * once the caller has consumed the input up to it. */
+static ScanEvent scan_byte(Monitor *mon, char c)
 {
     switch (mon->state) {
     case SCAN_IDLE:
         if (is_json_space(c)) {
-            return false;
+            return SCAN_MORE;
         }
         if (c == '{' || c == '[') {
             mon->state = SCAN_MESSAGE;
             mon->depth = 1;
             scan_append(mon, c);
-            return false;
+            return SCAN_MORE;
         }
         if (c == '}' || c == ']') {
-            monitor_send_error(mon, "GenericError",
-                               "JSON parse error, unexpected closing "
-                               "bracket", NULL);
-            return true;
+            return SCAN_BAD_CLOSE;
         }
         mon->state = SCAN_STRAY;
         mon->in_str = c == '"';
-        return false;
+        return SCAN_MORE;
     case SCAN_STRAY:
         if (mon->in_str) {
             scan_string_byte(mon, c);
-            return false;
+            return SCAN_MORE;
         }
-        if (is_json_space(c) || c == '{' || c == '[') {
-            scan_complete(mon);
-            if (c == '{' || c == '[') {
-                scan_byte(mon, c);
-            }
-            return true;
+        if (c == '{' || c == '[') {
+            return SCAN_DONE_BEFORE;
         }
-        return false;
+        return is_json_space(c) ? SCAN_DONE : SCAN_MORE;
     case SCAN_MESSAGE:
         scan_append(mon, c);
         if (mon->in_str) {
             scan_string_byte(mon, c);
-            return false;
+            return SCAN_MORE;
         }
         if (c == '"') {
             mon->in_str = true;
@@ -453,13 +477,12 @@ static bool scan_byte(Monitor *mon, char c)
             }
         } else if (c == '}' || c == ']') {
             if (--mon->depth == 0) {
-                scan_complete(mon);
-                return true;
+                return SCAN_DONE;
             }
         }
-        return false;
+        return SCAN_MORE;
     }
-    return false;
+    return SCAN_MORE;
 }
 
 /* ---- connection ------------------------------------------------------------ */
@@ -470,7 +493,7 @@ static void monitor_on_accept(void *opaque);
 static void monitor_update_handlers(Monitor *mon)
 {
     bool want_write = mon->outbuf->len > 0;
-    LoopCallback *on_read = mon->eof ? NULL : monitor_on_read;
+    LoopCallback *on_read = mon->in_eof ? NULL : monitor_on_read;
 
     if (mon->in_fd < 0) {
         return;
@@ -491,6 +514,8 @@ static void monitor_close_client(Monitor *mon)
     if (mon->in_fd < 0) {
         return;
     }
+    /* monitor_process() is scanning inbuf further up the stack. */
+    g_assert(!mon->busy);
     loop_set_fd_handler(mon->loop, mon->in_fd, NULL, NULL, NULL);
     if (mon->out_fd != mon->in_fd) {
         loop_set_fd_handler(mon->loop, mon->out_fd, NULL, NULL, NULL);
@@ -508,8 +533,22 @@ static void monitor_close_client(Monitor *mon)
     g_string_truncate(mon->outbuf, 0);
     mon->want_write = false;
     mon->negotiated = false;
-    mon->eof = false;
+    mon->in_eof = mon->out_gone = false;
     scan_reset(mon);
+}
+
+/* After the input ended: close once every message read before the end
+ * has been handled and its answer written (or the peer reads no more).
+ * A message the scanner holds unfinished is dropped with the connection,
+ * as documented.  Not during a command: the kick after it comes back
+ * here. */
+static void monitor_close_if_done(Monitor *mon)
+{
+    if (mon->in_fd < 0 || !mon->in_eof || mon->busy || dispatching ||
+        mon->inbuf->len || mon->outbuf->len) {
+        return;
+    }
+    monitor_close_client(mon);
 }
 
 static void monitor_process(Monitor *mon)
@@ -518,25 +557,30 @@ static void monitor_process(Monitor *mon)
         return;
     }
     mon->busy++;
+    /* Each event is handled only after the bytes up to it are counted
+     * as consumed, and the buffer is compacted only here, so a command
+     * that reads more input (nested loop iterations) leaves the scan
+     * position valid; the loop also scans what it appended. */
     guint i = 0;
-    while (i < mon->inbuf->len && !mon->eof) {
-        char c = (char)mon->inbuf->data[i++];
-        if (scan_byte(mon, c) && dispatching) {
-            break;
+    while (i < mon->inbuf->len) {
+        ScanEvent ev = scan_byte(mon, (char)mon->inbuf->data[i]);
+        if (ev != SCAN_DONE_BEFORE) {
+            i++;
+        }
+        if (ev != SCAN_MORE) {
+            scan_complete(mon, ev);
         }
     }
     g_byte_array_remove_range(mon->inbuf, 0, i);
     mon->busy--;
-    if (mon->eof && !mon->outbuf->len) {
-        monitor_close_client(mon);
-    }
+    monitor_close_if_done(mon);
 }
 
 static void monitor_kick(void *opaque)
 {
     for (GList *l = monitors; l; l = l->next) {
         Monitor *mon = l->data;
-        if (mon->inbuf->len || (mon->eof && mon->in_fd >= 0)) {
+        if (mon->inbuf->len || (mon->in_eof && mon->in_fd >= 0)) {
             monitor_process(mon);
         }
     }
@@ -555,17 +599,15 @@ static void monitor_on_read(void *opaque)
         return;
     }
     if (n <= 0) {
-        /* EOF or error: mid-line or mid-command alike, whatever was
-         * buffered is dropped with the connection. */
-        mon->eof = true;
-        g_byte_array_set_size(mon->inbuf, 0);
-        g_string_truncate(mon->outbuf, 0);
-        if (!mon->busy && !dispatching) {
-            monitor_close_client(mon);
-        } else {
-            monitor_update_handlers(mon);
-            loop_bh_schedule(kick_bh);
-        }
+        /* EOF, or an error, which ends the input just the same.  The
+         * complete messages read before it still run, in order, and are
+         * answered: the peer may have shut down only its sending side,
+         * and a command sent before a disconnect runs (docs).  When a
+         * command is running (this monitor's, further up the stack, or
+         * another's), its end comes back to them. */
+        mon->in_eof = true;
+        monitor_update_handlers(mon);
+        monitor_process(mon);
         return;
     }
     g_byte_array_append(mon->inbuf, (const guint8 *)buf, (guint)n);
@@ -623,7 +665,7 @@ static void monitor_flush(Monitor *mon)
 {
     int64_t deadline = clock_ns() + 2000000000LL;
 
-    while (mon->out_fd >= 0 && mon->outbuf->len && !mon->eof &&
+    while (mon->out_fd >= 0 && mon->outbuf->len && !mon->out_gone &&
            clock_ns() < deadline) {
         struct pollfd pfd = { .fd = mon->out_fd, .events = POLLOUT };
         if (poll(&pfd, 1, 100) > 0) {

@@ -17,6 +17,14 @@
  * or deeper one is skipped to its end and answered with an error, and the
  * connection goes on.
  *
+ * When a connection's input ends (EOF: the client shut down its sending
+ * side or left; a read error likewise), even while a command runs, the
+ * complete messages read before the end still run, in order, and are
+ * answered as long as the client reads; an unfinished last message is
+ * dropped.  Then the connection closes: a socket monitor accepts its next
+ * client, a stdio monitor serves no more (the daemon stays up, as
+ * qemu-storage-daemon does, until quit or a signal).
+ *
  * Commands run in the main thread; one whose handler runs nested loop
  * iterations (a drain) holds every other monitor's input until it
  * returns, so commands never interleave.
