@@ -569,6 +569,14 @@ static void uring_watch(UringState *s)
         /* Registration fails only for want of memory or a second
          * registration, neither of which happens here. */
         g_assert(ret == 0);
+        /* The kernel signals the eventfd when its list of deferred
+         * completions turns non-empty: completions queued before the
+         * registration (requests in flight at a detach) would never be
+         * announced, nor would those after them.  Look once. */
+        uint64_t one = 1;
+        if (write(s->evfd, &one, sizeof(one)) != sizeof(one)) {
+            g_error("io_uring: eventfd write: %s", g_strerror(errno));
+        }
     }
     loop_set_fd_handler(s->loop, s->evfd, uring_on_evfd, NULL, s);
 }
@@ -691,7 +699,7 @@ static bool uring_check(void *opaque)
 
 /* Back to the ring fd in epoll, in the ring's own thread (loop_release
  * runs it in the old owner, loop_create_gsource in the loop's thread). */
-static void uring_detach(void *opaque)
+static void uring_detach(void *opaque, bool leaving_thread)
 {
     UringState *s = opaque;
 
@@ -711,11 +719,13 @@ static void uring_detach(void *opaque)
         } while (ret == -EINTR);
         s->poll_armed = false;
     }
-    if (s->defer) {
+    if (s->defer && leaving_thread) {
         /* Only this thread can have the kernel post the completions of a
-         * DEFER_TASKRUN ring, and the loop may be on its way to another
-         * thread (loop_release): wait for what is in the kernel here.
-         * The coroutines are woken, to run wherever the loop runs next. */
+         * DEFER_TASKRUN ring, and the loop goes to another thread
+         * (loop_release): wait for what is in the kernel here.  The
+         * coroutines are woken, to run wherever the loop runs next.  (A
+         * request that never completes, such as a read of an idle pipe,
+         * would hold the handover: files complete.) */
         while (s->inflight > io_uring_sq_ready(&s->ring)) {
             struct io_uring_cqe *cqe;
             int ret = io_uring_submit_and_wait_timeout(&s->ring, &cqe, 1,

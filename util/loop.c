@@ -206,7 +206,7 @@ void loop_release(Loop *loop)
          * It may claim the role again there. */
         const LoopWaiter *w = loop->waiter;
         loop->waiter = NULL;
-        w->detach(w->opaque);
+        w->detach(w->opaque, true);
     }
     /* Release: what the old owner did happens before the new owner's
      * loop_acquire(). */
@@ -1239,7 +1239,7 @@ GSource *loop_create_gsource(Loop *loop)
     if (loop->waiter) {
         const LoopWaiter *w = loop->waiter;
         loop->waiter = NULL;
-        w->detach(w->opaque);
+        w->detach(w->opaque, false);
     }
     ls->fd_tag = g_source_add_unix_fd(source, loop->epfd, G_IO_IN);
     g_source_set_name(source, "strata-loop");

@@ -141,15 +141,16 @@ void loop_remove_poller(Loop *loop, LoopPoller *p);
  * or @timeout_ns passes (-1: no limit), and returns 1 if the epoll set may
  * have events, 0 if not, or -EINTR.  @check returns true if it ran a
  * callback.  @detach turns the source back to fd wake-ups, because a GLib
- * main context is to poll the epoll set (loop_create_gsource) or the
- * loop is handed to another thread (loop_release, which calls it in the
- * old owner); the loop calls nothing of the waiter after it.  Everything
- * runs in the loop's thread.
+ * main context is to poll the epoll set (loop_create_gsource;
+ * @leaving_thread false) or the loop is handed to another thread
+ * (loop_release, which calls it in the old owner; @leaving_thread true);
+ * the loop calls nothing of the waiter after it.  Everything runs in the
+ * loop's thread.
  */
 typedef struct LoopWaiter {
     int (*wait)(void *opaque, int epfd, int64_t timeout_ns);
     bool (*check)(void *opaque);
-    void (*detach)(void *opaque);
+    void (*detach)(void *opaque, bool leaving_thread);
     void *opaque;
 } LoopWaiter;
 

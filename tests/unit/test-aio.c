@@ -1406,6 +1406,54 @@ static void test_uring_defer_taskrun(void)
 #endif
 }
 
+/*
+ * A GLib source taken while io_uring requests wait in the kernel (reads
+ * of an empty pipe, which complete only when written): the detach must
+ * not wait for them (the loop stays in this thread), and their completions,
+ * also those that happened just before it, then come through the epoll
+ * set (a DEFER_TASKRUN ring's registered eventfd, or the ring fd).
+ */
+static void test_uring_gsource_pending(void)
+{
+    Env e;
+    if (!env_init(&e, AIO_ENGINE_IO_URING, 0)) {
+        return;
+    }
+    uint8_t *one = blk_alloc(BLK);
+    g_assert_cmpint(env_rw(&e, false, e.fd, 0, one, BLK, 0), ==, BLK);
+    g_aligned_free(one);
+    g_assert_true(env_self_wait(&e));
+
+    int p[2];
+    g_assert_cmpint(pipe2(p, O_CLOEXEC), ==, 0);
+    Io ios[4];
+    char got[4] = { 0 };
+    for (int i = 0; i < 4; i++) {
+        ios[i] = (Io) {
+            .e = &e, .fd = p[0], .iov = { { &got[i], 1 } }, .niov = 1,
+        };
+        env_spawn(&e, io_co, &ios[i]);
+    }
+    loop_run_once(e.ctx->loop, false);
+    g_assert_cmpint(e.pending, ==, 4);
+
+    /* Two complete before the detach, unseen: a DEFER_TASKRUN ring holds
+     * them as task work, and an eventfd registered after that would hear
+     * of none of them, nor of the two after. */
+    g_assert_cmpint(write(p[1], "wx", 2), ==, 2);
+    GSource *src = loop_create_gsource(e.ctx->loop);   /* must return */
+    g_assert_false(env_self_wait(&e));
+    g_assert_cmpint(write(p[1], "yz", 2), ==, 2);
+    env_wait(&e);
+    for (int i = 0; i < 4; i++) {
+        g_assert_cmpint(ios[i].ret, ==, 1);
+    }
+    g_source_unref(src);
+    close(p[0]);
+    close(p[1]);
+    env_cleanup(&e);
+}
+
 /* ---- early submission (block/aio-engine.h) ----------------------------- */
 
 /* The rule itself: no early submission before a submission has shown a
@@ -1646,6 +1694,8 @@ int main(int argc, char **argv)
                     test_early_inline_file);
     g_test_add_func("/aio/io_uring/epoll-mode", test_uring_epoll_mode);
     g_test_add_func("/aio/io_uring/defer-taskrun", test_uring_defer_taskrun);
+    g_test_add_func("/aio/io_uring/gsource-with-requests-pending",
+                    test_uring_gsource_pending);
     g_test_add_func("/aio/io_uring/single-issuer/loop-moves-thread",
                     test_uring_loop_moves);
     g_test_add_func("/aio/io_uring/single-issuer/thread-state",

@@ -1128,6 +1128,7 @@ typedef struct FakeWaiter {
     LoopWaiter w;
     int eventfd;                /* "completions": readable when written */
     int waits, checks, detaches;
+    bool left_thread;           /* what the last detach was told */
     int64_t last_timeout;
     bool found;                 /* a completion the wait took, unchecked */
 } FakeWaiter;
@@ -1164,9 +1165,12 @@ static bool fake_check(void *opaque)
     return found;
 }
 
-static void fake_detach(void *opaque)
+static void fake_detach(void *opaque, bool leaving_thread)
 {
-    ((FakeWaiter *)opaque)->detaches++;
+    FakeWaiter *f = opaque;
+
+    f->detaches++;
+    f->left_thread = leaving_thread;
 }
 
 typedef struct ClaimArg {
@@ -1257,9 +1261,18 @@ static void test_waiter(void)
     close(pfd[0]);
     close(pfd[1]);
 
+    /* A handover detaches the waiter, telling it so; it may claim the
+     * role again in the new owner (here the same thread). */
+    loop_release(loop);
+    loop_acquire(loop);
+    g_assert_cmpint(f.detaches, ==, 1);
+    g_assert_true(f.left_thread);
+    g_assert_true(loop_claim_waiter(loop, &f.w));
+
     /* A GLib source detaches the waiter; none is accepted after. */
     GSource *src = loop_create_gsource(loop);
-    g_assert_cmpint(f.detaches, ==, 1);
+    g_assert_cmpint(f.detaches, ==, 2);
+    g_assert_false(f.left_thread);
     g_assert_false(loop_claim_waiter(loop, &g.w));
     int waits = f.waits;
     loop_timer_mod(&timer, clock_ns() + 1000 * 1000);
