@@ -53,6 +53,7 @@ typedef struct FdHandler {
     LoopCallback *on_write;
     void *opaque;
     bool deleted;
+    bool always_ready;          /* epoll refused it: see loop_set_fd_handler */
     struct FdHandler *next_zombie;
 } FdHandler;
 
@@ -99,6 +100,7 @@ struct Loop {
     int wake_fd;
     FdHandler wake_handler;
     GHashTable *fd_handlers;        /* fd -> FdHandler */
+    GPtrArray *always_ready;        /* FdHandlers epoll refused */
     FdHandler *zombies;             /* removed during dispatch, freed after */
     unsigned depth;                 /* loop_run_once() nesting */
     unsigned poll_skips;
@@ -306,6 +308,7 @@ Loop *loop_new(StrataError **errp)
         return NULL;
     }
     loop->fd_handlers = g_hash_table_new(g_direct_hash, g_direct_equal);
+    loop->always_ready = g_ptr_array_new();
     atomic_init(&loop->owner, thread_self_id());
     return loop;
 }
@@ -355,6 +358,7 @@ void loop_free(Loop *loop)
         g_free(h);
     }
     g_hash_table_destroy(loop->fd_handlers);
+    g_ptr_array_free(loop->always_ready, TRUE);
     close(loop->wake_fd);
     close(loop->epfd);
     if (tls_attached_loop == loop) {
@@ -386,8 +390,13 @@ void loop_set_fd_handler(Loop *loop, int fd, LoopCallback *on_read,
 
     if (!on_read && !on_write) {
         if (h) {
-            /* The fd may already be closed (EBADF): epoll forgot it then. */
-            epoll_ctl(loop->epfd, EPOLL_CTL_DEL, fd, NULL);
+            if (h->always_ready) {
+                g_ptr_array_remove_fast(loop->always_ready, h);
+            } else {
+                /* The fd may already be closed (EBADF): epoll forgot it
+                 * then. */
+                epoll_ctl(loop->epfd, EPOLL_CTL_DEL, fd, NULL);
+            }
             g_hash_table_remove(loop->fd_handlers, GINT_TO_POINTER(fd));
             loop_free_handler(loop, h);
         }
@@ -399,12 +408,21 @@ void loop_set_fd_handler(Loop *loop, int fd, LoopCallback *on_read,
     };
     if (h) {
         ev.data.ptr = h;
-        ret = epoll_ctl(loop->epfd, EPOLL_CTL_MOD, fd, &ev);
+        ret = h->always_ready ? 0 : epoll_ctl(loop->epfd, EPOLL_CTL_MOD, fd, &ev);
     } else {
         h = g_new0(FdHandler, 1);
         h->fd = fd;
         ev.data.ptr = h;
         ret = epoll_ctl(loop->epfd, EPOLL_CTL_ADD, fd, &ev);
+        if (ret < 0 && errno == EPERM) {
+            /* A regular file (a daemon's stdin or stdout redirected to
+             * one): epoll refuses what poll() reports always ready.  So
+             * does the loop: its handlers run on every iteration, and
+             * the loop does not sleep while it has any. */
+            h->always_ready = true;
+            g_ptr_array_add(loop->always_ready, h);
+            ret = 0;
+        }
         if (ret == 0) {
             g_hash_table_insert(loop->fd_handlers, GINT_TO_POINTER(fd), h);
         }
@@ -757,7 +775,7 @@ void loop_defer_call(Loop *loop, LoopCallback *fn, void *opaque)
 static bool loop_work_pending(Loop *loop)
 {
     return atomic_load_explicit(&loop->bh_pending, memory_order_relaxed) ||
-           loop->wake_head ||
+           loop->wake_head || loop->always_ready->len ||
            atomic_load_explicit(&loop->remote_wakes, memory_order_relaxed);
 }
 
@@ -1001,6 +1019,30 @@ static bool loop_busy_poll(Loop *loop, int64_t timer_ns)
     return ran || loop_work_pending(loop);
 }
 
+/* Run the handlers of the fds epoll refused (regular files), which are
+ * always ready; from a copy, since a handler may remove any of them (the
+ * removed ones wait as zombies, see loop_free_handler). */
+static bool loop_run_always_ready(Loop *loop)
+{
+    guint n = loop->always_ready->len;
+
+    if (!n) {
+        return false;
+    }
+    FdHandler **ready = g_newa(FdHandler *, n);
+    memcpy(ready, loop->always_ready->pdata, n * sizeof(*ready));
+    for (guint i = 0; i < n; i++) {
+        FdHandler *h = ready[i];
+        if (!h->deleted && h->on_read) {
+            h->on_read(h->opaque);
+        }
+        if (!h->deleted && h->on_write) {
+            h->on_write(h->opaque);
+        }
+    }
+    return true;
+}
+
 /* Poll the fds (blocking only when allowed and nothing is pending) and run
  * their handlers.  Returns true if a caller-visible callback ran. */
 static bool loop_poll(Loop *loop, bool blocking)
@@ -1088,6 +1130,7 @@ static bool loop_poll(Loop *loop, bool blocking)
             h->on_write(h->opaque);
         }
     }
+    ran |= loop_run_always_ready(loop);
     ran |= loop_check_waiter(loop);
     loop_defer_end(loop);
     return ran;

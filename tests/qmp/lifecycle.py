@@ -298,6 +298,29 @@ def test_stdio_monitor(tmp):
             f'exit {r.returncode}, stdout {out!r}')
 
 
+def test_stdio_regular_files(tmp):
+    """--chardev stdio with stdin and stdout redirected to regular files,
+    which epoll refuses (it aborted at start-up): the commands run and the
+    answers land in the file."""
+    cmds = os.path.join(tmp, 'cmds.json')
+    out = os.path.join(tmp, 'out.json')
+    with open(cmds, 'wb') as f:
+        f.write(b'{"execute": "qmp_capabilities"}\n'
+                b'{"execute": "query-block-exports"}\n'
+                b'{"execute": "quit"}\n')
+    with open(cmds, 'rb') as fin, open(out, 'wb') as fout:
+        r = subprocess.run([DAEMON, '--chardev', 'stdio,id=s', '--monitor',
+                            'chardev=s', '--blockdev',
+                            'driver=null-co,node-name=n0'],
+                           stdin=fin, stdout=fout, stderr=subprocess.PIPE,
+                           timeout=30)
+    with open(out) as f:
+        text = f.read()
+    return (r.returncode == 0 and text.count('"return"') == 3 and
+            '"SHUTDOWN"' in text,
+            f'exit {r.returncode}, stdout {text!r}, stderr {r.stderr!r}')
+
+
 def read_messages(fd, count, timeout=10):
     """Up to @count QMP messages (one per line) from file descriptor @fd
     within @timeout seconds, and whether @fd reached EOF (fewer messages
@@ -525,6 +548,8 @@ def main():
         ('one client per monitor at a time', test_one_client_per_monitor),
         ('TCP monitor on loopback, with a warning', test_tcp_loopback),
         ('stdio monitor, pretty-printed', test_stdio_monitor),
+        ('stdio monitor on regular files (stdin and stdout redirected)',
+         test_stdio_regular_files),
         ('stdio monitor: EOF during a command, then quit: every command '
          'answered in order, exit 0', lambda t: stdio_eof_in_command(t, True)),
         ('stdio monitor: EOF during a command, no quit: complete commands '

@@ -1211,6 +1211,65 @@ static void waiter_pipe_cb(void *opaque)
     pr->done = true;
 }
 
+/* A regular file, which epoll refuses (EPERM): its handler runs on every
+ * iteration, a blocking iteration does not sleep while it is there, and
+ * it can remove itself (a reader at end of file). */
+typedef struct FileRead {
+    Loop *loop;
+    int fd;
+    int calls;
+    GString *got;
+} FileRead;
+
+static void file_read_cb(void *opaque)
+{
+    FileRead *fr = opaque;
+    char buf[4];
+    ssize_t n = read(fr->fd, buf, sizeof(buf));
+
+    g_assert_cmpint(n, >=, 0);
+    fr->calls++;
+    if (n == 0) {
+        loop_set_fd_handler(fr->loop, fr->fd, NULL, NULL, NULL);
+        return;
+    }
+    g_string_append_len(fr->got, buf, n);
+}
+
+static void test_regular_file_fd(void)
+{
+    Loop *loop = test_loop_new();
+    g_autofree char *path = NULL;
+    int fd = g_file_open_tmp("strata-loop-XXXXXX", &path, NULL);
+    g_assert_cmpint(fd, >=, 0);
+    g_assert_cmpint(write(fd, "0123456789", 10), ==, 10);
+    g_assert_cmpint(lseek(fd, 0, SEEK_SET), ==, 0);
+    unlink(path);
+
+    FileRead fr = { .loop = loop, .fd = fd, .got = g_string_new(NULL) };
+    loop_set_fd_handler(loop, fd, file_read_cb, NULL, &fr);
+    /* 10 bytes in reads of 4, then end of file: 4 iterations, none of
+     * which may sleep (a sleep here would never end). */
+    for (int i = 0; i < 4; i++) {
+        g_assert_true(loop_run_once(loop, true));
+    }
+    g_assert_cmpint(fr.calls, ==, 4);
+    g_assert_cmpstr(fr.got->str, ==, "0123456789");
+    /* Gone: the loop sleeps again (a timer ends it). */
+    LoopTimer timer;
+    int fired = 0;
+    loop_timer_init(&timer, loop, waiter_timer_cb, &fired);
+    loop_timer_mod(&timer, clock_ns() + 1000 * 1000);
+    while (!fired) {
+        loop_run_once(loop, true);
+    }
+    g_assert_cmpint(fr.calls, ==, 4);
+
+    g_string_free(fr.got, TRUE);
+    close(fd);
+    loop_free(loop);
+}
+
 static void test_waiter(void)
 {
     Loop *loop = test_loop_new();
@@ -1589,6 +1648,8 @@ int main(int argc, char **argv)
                     test_co_sleep_lower_bound);
     g_test_add_func("/loop/poll/adapts-to-sleeps", test_poll_adapts);
     g_test_add_func("/loop/waiter/sleeps-checks-detaches", test_waiter);
+    g_test_add_func("/loop/fd/regular-file-always-ready",
+                    test_regular_file_fd);
     g_test_add_func("/loop/poll/huge-params-saturate", test_poll_huge_params);
     g_test_add_func("/loop/poll/end-finds-work-no-sleep",
                     test_poll_end_finds_work);
