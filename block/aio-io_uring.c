@@ -187,7 +187,8 @@ typedef struct UringState {
     unsigned entries;           /* SQ entries asked for */
     bool single_issuer;         /* IORING_SETUP_SINGLE_ISSUER */
     bool defer;                 /* IORING_SETUP_DEFER_TASKRUN (see above) */
-    int evfd;                   /* registered eventfd: defer, not waiting */
+    int evfd;                   /* registered eventfd of a defer ring, or -1 */
+    LoopReleaseHook release;    /* a defer ring's requests before a handover */
     pid_t owner;                /* thread the ring is bound to, 0 not yet */
     unsigned cq_entries;
     unsigned inflight;          /* in the SQ or the kernel, not yet reaped */
@@ -553,8 +554,9 @@ static void uring_on_evfd(void *opaque)
 
 /* Let the loop's epoll set announce completions: the ring fd, or for a
  * DEFER_TASKRUN ring (whose fd does not reliably poll readable for
- * completions still waiting as task work) a registered eventfd, which
- * the kernel signals when it queues them. */
+ * completions still waiting as task work) its registered eventfd, which
+ * the kernel signals when it queues them.  Runs in any thread: no system
+ * call on the ring. */
 static void uring_watch(UringState *s)
 {
     if (!s->defer) {
@@ -562,35 +564,59 @@ static void uring_watch(UringState *s)
                             NULL, s);
         return;
     }
-    if (s->evfd < 0) {
-        s->evfd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
-        g_assert(s->evfd >= 0);
-        int ret = io_uring_register_eventfd(&s->ring, s->evfd);
-        /* Registration fails only for want of memory or a second
-         * registration, neither of which happens here. */
-        g_assert(ret == 0);
-        /* The kernel signals the eventfd when its list of deferred
-         * completions turns non-empty: completions queued before the
-         * registration (requests in flight at a detach) would never be
-         * announced, nor would those after them.  Look once. */
-        uint64_t one = 1;
-        if (write(s->evfd, &one, sizeof(one)) != sizeof(one)) {
-            g_error("io_uring: eventfd write: %s", g_strerror(errno));
-        }
+    io_uring_cq_eventfd_toggle(&s->ring, true);
+    /* The kernel signals the eventfd when its list of deferred
+     * completions turns non-empty: completions queued while it was off
+     * (requests in flight when the ring stopped being the waiter) would
+     * never be announced, nor would those after them.  Look once. */
+    uint64_t one = 1;
+    if (write(s->evfd, &one, sizeof(one)) != sizeof(one)) {
+        /* Only a counter at its maximum refuses, and that is readable. */
     }
     loop_set_fd_handler(s->loop, s->evfd, uring_on_evfd, NULL, s);
 }
 
 /* The ring becomes its loop's waiter, or goes: nothing in the epoll set
- * speaks for it any more. */
+ * speaks for it any more (and a defer ring's eventfd goes quiet). */
 static void uring_unwatch(UringState *s)
 {
-    loop_set_fd_handler(s->loop, s->ring.ring_fd, NULL, NULL, NULL);
-    if (s->evfd >= 0) {
-        loop_set_fd_handler(s->loop, s->evfd, NULL, NULL, NULL);
-        io_uring_unregister_eventfd(&s->ring);
-        close(s->evfd);
-        s->evfd = -1;
+    if (!s->defer) {
+        loop_set_fd_handler(s->loop, s->ring.ring_fd, NULL, NULL, NULL);
+        return;
+    }
+    loop_set_fd_handler(s->loop, s->evfd, NULL, NULL, NULL);
+    io_uring_cq_eventfd_toggle(&s->ring, false);
+}
+
+/* Before another thread runs the loop (loop_release, in the owner): only
+ * this thread can have the kernel post a DEFER_TASKRUN ring's
+ * completions, so wait here for the requests it has out, and wake their
+ * coroutines, to run wherever the loop runs next.  A request that never
+ * completes (a read of an idle pipe) would hold the handover; files
+ * complete. */
+static void uring_on_release(void *opaque)
+{
+    UringState *s = opaque;
+
+    if (!s->defer || s->owner != uring_self()) {
+        return;
+    }
+    while (s->inflight > 0) {
+        struct io_uring_cqe *cqe;
+        int ret = io_uring_submit_and_wait_timeout(&s->ring, &cqe, 1, NULL,
+                                                   NULL);
+        if (ret == -EAGAIN || ret == -EBUSY) {
+            /* Short of kernel memory, or a CQ overflow to reap first. */
+            uring_reap(s, false);
+            g_usleep(1000);
+            continue;
+        }
+        if (ret < 0 && ret != -EINTR && ret != -ETIME) {
+            g_error("io_uring: waiting for requests in flight before "
+                    "handing the loop to another thread: %s",
+                    g_strerror(-ret));
+        }
+        uring_reap(s, false);
     }
 }
 
@@ -699,7 +725,7 @@ static bool uring_check(void *opaque)
 
 /* Back to the ring fd in epoll, in the ring's own thread (loop_release
  * runs it in the old owner, loop_create_gsource in the loop's thread). */
-static void uring_detach(void *opaque, bool leaving_thread)
+static void uring_detach(void *opaque)
 {
     UringState *s = opaque;
 
@@ -718,24 +744,6 @@ static void uring_detach(void *opaque, bool leaving_thread)
             ret = io_uring_submit(&s->ring);
         } while (ret == -EINTR);
         s->poll_armed = false;
-    }
-    if (s->defer && leaving_thread) {
-        /* Only this thread can have the kernel post the completions of a
-         * DEFER_TASKRUN ring, and the loop goes to another thread
-         * (loop_release): wait for what is in the kernel here.  The
-         * coroutines are woken, to run wherever the loop runs next.  (A
-         * request that never completes, such as a read of an idle pipe,
-         * would hold the handover: files complete.) */
-        while (s->inflight > io_uring_sq_ready(&s->ring)) {
-            struct io_uring_cqe *cqe;
-            int ret = io_uring_submit_and_wait_timeout(&s->ring, &cqe, 1,
-                                                       NULL, NULL);
-            if (ret < 0 && ret != -EINTR && ret != -ETIME) {
-                g_error("io_uring: waiting for requests in flight before "
-                        "handing the loop over failed: %s", g_strerror(-ret));
-            }
-            uring_reap(s, false);
-        }
     }
     uring_watch(s);
 }
@@ -780,14 +788,31 @@ static int uring_setup(UringState *s, bool disabled,
                      (disabled ? IORING_SETUP_R_DISABLED : 0);
     int ret = -EINVAL;
 
+    s->defer = false;
     s->evfd = -1;
     if (uring_defer_taskrun()) {
-        /* 6.1+; TASKRUN_FLAG with it needs COOP_TASKRUN's companion. */
+        /* 6.1+.  Its eventfd is registered now, in the thread that may
+         * (a single-issuer ring takes io_uring_register from its owner
+         * only), and switched on and off with the CQ flag after. */
         *params = (struct io_uring_params) {
             .flags = flags | IORING_SETUP_DEFER_TASKRUN |
                      IORING_SETUP_TASKRUN_FLAG,
         };
         ret = io_uring_queue_init_params(s->entries, &s->ring, params);
+        if (ret == 0) {
+            s->evfd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+            if (s->evfd < 0 ||
+                io_uring_register_eventfd(&s->ring, s->evfd) < 0 ||
+                io_uring_cq_eventfd_toggle(&s->ring, false) < 0) {
+                /* Out of fds or memory: a ring without it. */
+                if (s->evfd >= 0) {
+                    close(s->evfd);
+                    s->evfd = -1;
+                }
+                io_uring_queue_exit(&s->ring);
+                ret = -EINVAL;
+            }
+        }
     }
     s->defer = ret == 0;
     if (ret != 0) {
@@ -858,17 +883,22 @@ static int uring_bind(UringState *s)
     /* The waiter role went with the old thread (loop_release). */
     g_assert(!s->self_wait);
 
-    /* What speaks for the old ring in the epoll set goes with it. */
-    uring_unwatch(s);
     struct io_uring old = s->ring;
     bool old_defer = s->defer;
+    int old_evfd = s->evfd;
     struct io_uring_params params;
     int ret = uring_setup(s, false, &params);
     if (ret < 0) {
         s->ring = old;
         s->defer = old_defer;
-        uring_watch(s);
+        s->evfd = old_evfd;
         return ret;
+    }
+    /* What spoke for the old ring in the epoll set goes with it. */
+    loop_set_fd_handler(s->loop, old.ring_fd, NULL, NULL, NULL);
+    if (old_evfd >= 0) {
+        loop_set_fd_handler(s->loop, old_evfd, NULL, NULL, NULL);
+        close(old_evfd);
     }
     io_uring_queue_exit(&old);
     s->cq_entries = params.cq_entries;
@@ -924,6 +954,8 @@ static void *uring_init(Loop *loop, bool disabled, StrataError **errp)
     s->cq_entries = params.cq_entries;
     s->wait_tail = &s->wait_head;
     loop_timer_init(&s->retry_timer, s->loop, uring_retry_cb, s);
+    s->release = (LoopReleaseHook) { .fn = uring_on_release, .opaque = s };
+    loop_add_release_hook(s->loop, &s->release);
     uring_watch(s);
     s->waiter = (LoopWaiter) {
         .wait = uring_wait, .check = uring_check, .detach = uring_detach,
@@ -957,7 +989,11 @@ static void uring_ctx_cleanup(void *opaque)
     if (s->self_wait) {
         loop_release_waiter(s->loop, &s->waiter);
     }
+    loop_remove_release_hook(s->loop, &s->release);
     uring_unwatch(s);
+    if (s->evfd >= 0) {
+        close(s->evfd);
+    }
     /* Also drops the fixed-buffer table and unpins its memory. */
     io_uring_queue_exit(&s->ring);
     g_free(s);

@@ -396,6 +396,11 @@ static bool laio_submit_pending(LaioState *s)
         s->pending[s->npending++] = &req->iocb;
     }
 
+    /* What goes out now carries this submission's stamp, also requests
+     * that waited for room or were left over after -EAGAIN. */
+    for (unsigned i = 0; i < s->npending; i++) {
+        laio_req_of(s->pending[i])->early_gen = aio_early_gen(&s->early);
+    }
     aio_early_flush_begin(&s->early, s->npending, s->inflight);
     while (s->npending > 0) {
         int ret = io_submit(s->io_ctx, s->npending, s->pending);
@@ -652,13 +657,9 @@ static void laio_disarm_poll(LaioState *s)
     }
 }
 
-static void laio_detach(void *opaque, bool leaving_thread)
+static void laio_detach(void *opaque)
 {
     LaioState *s = opaque;
-
-    /* An io_context takes io_getevents from any thread: the same either
-     * way. */
-    (void)leaving_thread;
 
     s->self_wait = false;
     laio_disarm_poll(s);

@@ -26,30 +26,28 @@ static const BlockDriver *const drivers[] = {
     NULL,
 };
 
-/* strata_set_log_func(); reports are rare, so a lock keeps the function
- * and its opaque together. */
-static GMutex log_lock;
+/* strata_set_log_func().  Reports run under the reader side, so that
+ * once strata_set_log_func() returns no report runs with the old
+ * function or opaque (the embedder may free it); they are rare. */
+static GRWLock log_lock;
 static StrataLogFunc *log_fn;
 static void *log_opaque;
 
 STRATA_EXPORT void strata_set_log_func(StrataLogFunc *fn, void *opaque)
 {
-    g_mutex_lock(&log_lock);
+    g_rw_lock_writer_lock(&log_lock);
     log_fn = fn;
     log_opaque = opaque;
-    g_mutex_unlock(&log_lock);
+    g_rw_lock_writer_unlock(&log_lock);
 }
 
 void block_log(const StrataNode *node, const char *msg)
 {
-    g_mutex_lock(&log_lock);
-    StrataLogFunc *fn = log_fn;
-    void *opaque = log_opaque;
-    g_mutex_unlock(&log_lock);
-
-    if (fn) {
-        fn(node->node_name, msg, opaque);
+    g_rw_lock_reader_lock(&log_lock);
+    if (log_fn) {
+        log_fn(node->node_name, msg, log_opaque);
     }
+    g_rw_lock_reader_unlock(&log_lock);
 }
 
 const BlockDriver *const *block_driver_list(void)

@@ -101,6 +101,8 @@ struct Loop {
     FdHandler wake_handler;
     GHashTable *fd_handlers;        /* fd -> FdHandler */
     GPtrArray *always_ready;        /* FdHandlers epoll refused */
+    GMutex release_lock;            /* guards release_hooks */
+    LoopReleaseHook *release_hooks; /* loop_add_release_hook() */
     FdHandler *zombies;             /* removed during dispatch, freed after */
     unsigned depth;                 /* loop_run_once() nesting */
     unsigned poll_skips;
@@ -199,6 +201,26 @@ bool loop_is_owner(const Loop *loop)
            thread_self_id();
 }
 
+void loop_add_release_hook(Loop *loop, LoopReleaseHook *hook)
+{
+    g_mutex_lock(&loop->release_lock);
+    hook->next = loop->release_hooks;
+    loop->release_hooks = hook;
+    g_mutex_unlock(&loop->release_lock);
+}
+
+void loop_remove_release_hook(Loop *loop, LoopReleaseHook *hook)
+{
+    g_mutex_lock(&loop->release_lock);
+    for (LoopReleaseHook **p = &loop->release_hooks; *p; p = &(*p)->next) {
+        if (*p == hook) {
+            *p = hook->next;
+            break;
+        }
+    }
+    g_mutex_unlock(&loop->release_lock);
+}
+
 void loop_release(Loop *loop)
 {
     assert(loop_is_owner(loop) && "loop_release by a thread that does not own the loop");
@@ -208,8 +230,13 @@ void loop_release(Loop *loop)
          * It may claim the role again there. */
         const LoopWaiter *w = loop->waiter;
         loop->waiter = NULL;
-        w->detach(w->opaque, true);
+        w->detach(w->opaque);
     }
+    g_mutex_lock(&loop->release_lock);
+    for (LoopReleaseHook *h = loop->release_hooks; h; h = h->next) {
+        h->fn(h->opaque);
+    }
+    g_mutex_unlock(&loop->release_lock);
     /* Release: what the old owner did happens before the new owner's
      * loop_acquire(). */
     atomic_store_explicit(&loop->owner, 0, memory_order_release);
@@ -309,6 +336,7 @@ Loop *loop_new(StrataError **errp)
     }
     loop->fd_handlers = g_hash_table_new(g_direct_hash, g_direct_equal);
     loop->always_ready = g_ptr_array_new();
+    g_mutex_init(&loop->release_lock);
     atomic_init(&loop->owner, thread_self_id());
     return loop;
 }
@@ -359,6 +387,8 @@ void loop_free(Loop *loop)
     }
     g_hash_table_destroy(loop->fd_handlers);
     g_ptr_array_free(loop->always_ready, TRUE);
+    assert(loop->release_hooks == NULL && "loop_free with release hooks");
+    g_mutex_clear(&loop->release_lock);
     close(loop->wake_fd);
     close(loop->epfd);
     if (tls_attached_loop == loop) {
@@ -775,8 +805,18 @@ void loop_defer_call(Loop *loop, LoopCallback *fn, void *opaque)
 static bool loop_work_pending(Loop *loop)
 {
     return atomic_load_explicit(&loop->bh_pending, memory_order_relaxed) ||
-           loop->wake_head || loop->always_ready->len ||
+           loop->wake_head ||
            atomic_load_explicit(&loop->remote_wakes, memory_order_relaxed);
+}
+
+/* Handlers of fds epoll refused (loop_set_fd_handler) are always ready:
+ * the loop must not sleep while there are any.  Not work for the busy
+ * poll, which still runs and lets the pollers look before the iteration
+ * (its handlers would otherwise starve them, with their notifications
+ * left off). */
+static bool loop_has_always_ready(Loop *loop)
+{
+    return loop->always_ready->len > 0;
 }
 
 static int loop_epoll_wait(Loop *loop, struct epoll_event *events,
@@ -1082,7 +1122,8 @@ static bool loop_poll(Loop *loop, bool blocking)
     if (blocking) {
         atomic_fetch_add(&loop->notify_me, 1);
         atomic_thread_fence(memory_order_seq_cst);
-        timeout_ns = loop_work_pending(loop) ? 0 : loop_timer_timeout_ns(loop);
+        timeout_ns = loop_work_pending(loop) || loop_has_always_ready(loop)
+                     ? 0 : loop_timer_timeout_ns(loop);
     }
     if (loop->waiter && timeout_ns != 0) {
         n = loop_waiter_wait(loop, events, timeout_ns);
@@ -1223,7 +1264,7 @@ static gboolean loop_source_prepare(GSource *source, gint *timeout)
 {
     Loop *loop = ((LoopSource *)source)->loop;
 
-    if (loop_work_pending(loop)) {
+    if (loop_work_pending(loop) || loop_has_always_ready(loop)) {
         *timeout = 0;
         return TRUE;
     }
@@ -1248,7 +1289,7 @@ static gboolean loop_source_check(GSource *source)
     if (g_source_query_unix_fd(source, ls->fd_tag) & G_IO_IN) {
         return TRUE;
     }
-    return loop_work_pending(ls->loop) ||
+    return loop_work_pending(ls->loop) || loop_has_always_ready(ls->loop) ||
            loop_timer_timeout_ns(ls->loop) == 0;
 }
 
@@ -1282,7 +1323,7 @@ GSource *loop_create_gsource(Loop *loop)
     if (loop->waiter) {
         const LoopWaiter *w = loop->waiter;
         loop->waiter = NULL;
-        w->detach(w->opaque, false);
+        w->detach(w->opaque);
     }
     ls->fd_tag = g_source_add_unix_fd(source, loop->epfd, G_IO_IN);
     g_source_set_name(source, "strata-loop");

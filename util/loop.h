@@ -53,6 +53,23 @@ bool loop_is_owner(const Loop *loop);
  * loop_acquire(), nobody may run the loop, and every thread that submits
  * work to it waits. */
 void loop_release(Loop *loop);
+/*
+ * Something tied to the owner thread that must be settled before another
+ * thread runs the loop (an io_uring ring whose completions only its
+ * submitting thread can have posted): loop_release() calls @fn(@opaque)
+ * in the old owner, after the waiter's detach, for every hook added.
+ * The hook is the caller's, stored, not copied; add and remove from any
+ * thread, but not while the loop is being released.
+ */
+typedef struct LoopReleaseHook {
+    void (*fn)(void *opaque);
+    void *opaque;
+    struct LoopReleaseHook *next;   /* the loop's */
+} LoopReleaseHook;
+void loop_add_release_hook(Loop *loop, LoopReleaseHook *hook);
+/* Nothing if @hook is not there. */
+void loop_remove_release_hook(Loop *loop, LoopReleaseHook *hook);
+
 /* Become the owner of a loop that has none (asserted).  The previous
  * owner's loop_release() must happen before this call (thread creation,
  * thread join or a lock orders them). */
@@ -141,16 +158,15 @@ void loop_remove_poller(Loop *loop, LoopPoller *p);
  * or @timeout_ns passes (-1: no limit), and returns 1 if the epoll set may
  * have events, 0 if not, or -EINTR.  @check returns true if it ran a
  * callback.  @detach turns the source back to fd wake-ups, because a GLib
- * main context is to poll the epoll set (loop_create_gsource;
- * @leaving_thread false) or the loop is handed to another thread
- * (loop_release, which calls it in the old owner; @leaving_thread true);
- * the loop calls nothing of the waiter after it.  Everything runs in the
- * loop's thread.
+ * main context is to poll the epoll set (loop_create_gsource) or the
+ * loop is handed to another thread (loop_release, which calls it in the
+ * old owner); the loop calls nothing of the waiter after it.  Everything
+ * runs in the loop's thread.
  */
 typedef struct LoopWaiter {
     int (*wait)(void *opaque, int epfd, int64_t timeout_ns);
     bool (*check)(void *opaque);
-    void (*detach)(void *opaque, bool leaving_thread);
+    void (*detach)(void *opaque);
     void *opaque;
 } LoopWaiter;
 

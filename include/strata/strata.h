@@ -117,8 +117,10 @@ typedef void StrataCallFunc(void *opaque);
  * when they happen: today a remote back end lost (which node, which
  * socket, why).  The library prints nothing itself.  @fn gets the node's
  * name and the message, both borrowed for the call, and @opaque; it runs
- * in the thread of the node's loop and must not block.  Process-wide;
- * NULL, the default, drops the reports.  The tools print them on stderr.
+ * in the thread of the node's loop, must not block, and must not call
+ * strata_set_log_func().  Once strata_set_log_func() returns, no report
+ * uses the function or opaque it replaced.  Process-wide; NULL, the
+ * default, drops the reports.  The tools print them on stderr.
  */
 typedef void StrataLogFunc(const char *node_name, const char *msg,
                            void *opaque);

@@ -183,7 +183,8 @@ static void io_co(void *opaque)
                                     io->niov, io->flags);
     }
     io->done = true;
-    e->pending--;
+    /* Atomic: the handover tests watch it from another thread. */
+    g_atomic_int_add(&e->pending, -1);
 }
 
 static void env_spawn(Env *e, CoroutineEntry *fn, void *opaque)
@@ -1406,6 +1407,24 @@ static void test_uring_defer_taskrun(void)
 #endif
 }
 
+/* Bind @e's engine with one read of its file, then start @n one-byte reads
+ * of the pipe @rfd into @got and run one iteration: they wait in the
+ * kernel. */
+static void start_pipe_reads(Env *e, Io *ios, char *got, int n, int rfd)
+{
+    uint8_t *one = blk_alloc(BLK);
+    g_assert_cmpint(env_rw(e, false, e->fd, 0, one, BLK, 0), ==, BLK);
+    g_aligned_free(one);
+    for (int i = 0; i < n; i++) {
+        ios[i] = (Io) {
+            .e = e, .fd = rfd, .iov = { { &got[i], 1 } }, .niov = 1,
+        };
+        env_spawn(e, io_co, &ios[i]);
+    }
+    loop_run_once(e->ctx->loop, false);
+    g_assert_cmpint(e->pending, ==, n);
+}
+
 /*
  * A GLib source taken while io_uring requests wait in the kernel (reads
  * of an empty pipe, which complete only when written): the detach must
@@ -1419,23 +1438,12 @@ static void test_uring_gsource_pending(void)
     if (!env_init(&e, AIO_ENGINE_IO_URING, 0)) {
         return;
     }
-    uint8_t *one = blk_alloc(BLK);
-    g_assert_cmpint(env_rw(&e, false, e.fd, 0, one, BLK, 0), ==, BLK);
-    g_aligned_free(one);
-    g_assert_true(env_self_wait(&e));
-
     int p[2];
     g_assert_cmpint(pipe2(p, O_CLOEXEC), ==, 0);
     Io ios[4];
     char got[4] = { 0 };
-    for (int i = 0; i < 4; i++) {
-        ios[i] = (Io) {
-            .e = &e, .fd = p[0], .iov = { { &got[i], 1 } }, .niov = 1,
-        };
-        env_spawn(&e, io_co, &ios[i]);
-    }
-    loop_run_once(e.ctx->loop, false);
-    g_assert_cmpint(e.pending, ==, 4);
+    start_pipe_reads(&e, ios, got, 4, p[0]);
+    g_assert_true(env_self_wait(&e));
 
     /* Two complete before the detach, unseen: a DEFER_TASKRUN ring holds
      * them as task work, and an eventfd registered after that would hear
@@ -1452,6 +1460,84 @@ static void test_uring_gsource_pending(void)
     close(p[0]);
     close(p[1]);
     env_cleanup(&e);
+}
+
+/*
+ * An io_uring ring that is not its loop's waiter, with requests in flight
+ * (reads of an empty pipe) when the loop moves to a thread of its own:
+ * the requests still complete there.  A DEFER_TASKRUN ring's completions
+ * can be posted only by the thread that submitted, so the old owner waits
+ * for them before the handover (uring_on_release, a loop release hook);
+ * the pipe is written from here, while the old owner waits.  Two ways to
+ * not be the waiter: another engine's state took the role first (native
+ * on the same context), or STRATA_IO_URING_EPOLL=1.
+ */
+typedef struct PipeFeed {
+    int fd;
+    const char *bytes;
+} PipeFeed;
+
+static gpointer pipe_feed_later(gpointer opaque)
+{
+    PipeFeed *pf = opaque;
+
+    g_usleep(20 * 1000);
+    g_assert_cmpint(write(pf->fd, pf->bytes, strlen(pf->bytes)), ==,
+                    (ssize_t)strlen(pf->bytes));
+    return NULL;
+}
+
+static void uring_handover_not_waiter(bool native_first)
+{
+    Env e;
+    if (!env_init(&e, AIO_ENGINE_IO_URING, 0)) {
+        return;
+    }
+    if (native_first) {
+        const AioEngineOps *native = aio_engine_get(AIO_ENGINE_NATIVE);
+        if (!native || !native->available(NULL)) {
+            g_test_message("native engine unusable: epoll case only");
+            env_cleanup(&e);
+            return;
+        }
+        void *ns = aio_engine_ctx_state(native, e.ctx, NULL);
+        g_assert_true(aio_linux_test_self_wait(ns));
+    } else {
+        setenv("STRATA_IO_URING_EPOLL", "1", 1);
+    }
+    int p[2];
+    g_assert_cmpint(pipe2(p, O_CLOEXEC), ==, 0);
+    Io ios[2];
+    char got[2] = { 0 };
+    start_pipe_reads(&e, ios, got, 2, p[0]);
+    g_assert_false(env_self_wait(&e));
+
+    PipeFeed pf = { .fd = p[1], .bytes = "ab" };
+    GThread *feeder = g_thread_new("feed", pipe_feed_later, &pf);
+    StrataError *err = NULL;
+    g_assert_true(strata_context_start_thread(e.ctx, &err));
+    for (int i = 0; i < 1000 && g_atomic_int_get(&e.pending) > 0; i++) {
+        g_usleep(10 * 1000);
+    }
+    g_assert_cmpint(g_atomic_int_get(&e.pending), ==, 0);
+    g_assert_cmpint(ios[0].ret, ==, 1);
+    g_assert_cmpint(ios[1].ret, ==, 1);
+    g_thread_join(feeder);
+    strata_context_stop_thread(e.ctx);
+    unsetenv("STRATA_IO_URING_EPOLL");
+    close(p[0]);
+    close(p[1]);
+    env_cleanup(&e);
+}
+
+static void test_uring_handover_native_waiter(void)
+{
+    uring_handover_not_waiter(true);
+}
+
+static void test_uring_handover_epoll(void)
+{
+    uring_handover_not_waiter(false);
 }
 
 /* ---- early submission (block/aio-engine.h) ----------------------------- */
@@ -1599,9 +1685,12 @@ static void test_early_async_burst(void)
 
 /*
  * Native AIO on tmpfs with O_DIRECT completes inside io_submit: there the
- * rule stays off, and a burst after a first one still leaves whole.
+ * rule stays off, and a burst after a first one still leaves whole (one
+ * call with the default depth; with a depth of 32, the 64 leave in two
+ * calls, the second carrying requests that waited for room, which count
+ * as that submission's own).
  */
-static void test_early_inline_file(void)
+static void early_inline_file(unsigned depth)
 {
     if (!g_file_test("/dev/shm", G_FILE_TEST_IS_DIR)) {
         g_test_skip("no /dev/shm (tmpfs) to complete requests inline");
@@ -1609,7 +1698,7 @@ static void test_early_inline_file(void)
     }
     g_setenv("STRATA_AIO_TEST_DIR", "/dev/shm", true);
     Env e;
-    bool ok = env_init(&e, AIO_ENGINE_NATIVE, 0);
+    bool ok = env_init(&e, AIO_ENGINE_NATIVE, depth);
     g_unsetenv("STRATA_AIO_TEST_DIR");
     if (!ok) {
         return;
@@ -1622,17 +1711,28 @@ static void test_early_inline_file(void)
     }
     uint8_t *bufs = blk_alloc(NCONC * BLK);
     Io *ios = g_new0(Io, NCONC);
+    unsigned calls = depth ? NCONC / depth : 1;
     for (int round = 0; round < 2; round++) {
         AioEngineStats s0 = env_stats(&e);
         run_concurrent(&e, ios, bufs, round == 0);
         AioEngineStats d = stats_delta(s0, env_stats(&e));
         g_assert_cmpuint(d.completions, ==, NCONC);
-        g_assert_cmpuint(d.syscalls, ==, 1);
+        g_assert_cmpuint(d.syscalls, ==, calls);
         g_assert_cmpuint(d.early, ==, 0);
     }
     g_free(ios);
     g_aligned_free(bufs);
     env_cleanup(&e);
+}
+
+static void test_early_inline_file(void)
+{
+    early_inline_file(0);
+}
+
+static void test_early_inline_file_waiters(void)
+{
+    early_inline_file(NCONC / 2);
 }
 
 /* STRATA_AIO_NATIVE_EVENTFD=1: the eventfd in the epoll set, as on a loop
@@ -1692,10 +1792,16 @@ int main(int argc, char **argv)
     g_test_add_func("/aio/io_uring/early/async-burst", test_early_async_burst);
     g_test_add_func("/aio/native/early/inline-file-stays-batched",
                     test_early_inline_file);
+    g_test_add_func("/aio/native/early/inline-file-with-waiters",
+                    test_early_inline_file_waiters);
     g_test_add_func("/aio/io_uring/epoll-mode", test_uring_epoll_mode);
     g_test_add_func("/aio/io_uring/defer-taskrun", test_uring_defer_taskrun);
     g_test_add_func("/aio/io_uring/gsource-with-requests-pending",
                     test_uring_gsource_pending);
+    g_test_add_func("/aio/io_uring/handover/native-is-the-waiter",
+                    test_uring_handover_native_waiter);
+    g_test_add_func("/aio/io_uring/handover/epoll-mode",
+                    test_uring_handover_epoll);
     g_test_add_func("/aio/io_uring/single-issuer/loop-moves-thread",
                     test_uring_loop_moves);
     g_test_add_func("/aio/io_uring/single-issuer/thread-state",

@@ -1128,7 +1128,7 @@ typedef struct FakeWaiter {
     LoopWaiter w;
     int eventfd;                /* "completions": readable when written */
     int waits, checks, detaches;
-    bool left_thread;           /* what the last detach was told */
+    int releases;               /* loop_release hook calls */
     int64_t last_timeout;
     bool found;                 /* a completion the wait took, unchecked */
 } FakeWaiter;
@@ -1165,12 +1165,18 @@ static bool fake_check(void *opaque)
     return found;
 }
 
-static void fake_detach(void *opaque, bool leaving_thread)
+static void fake_detach(void *opaque)
+{
+    ((FakeWaiter *)opaque)->detaches++;
+}
+
+static void count_release(void *opaque)
 {
     FakeWaiter *f = opaque;
 
-    f->detaches++;
-    f->left_thread = leaving_thread;
+    /* After the waiter's detach. */
+    g_assert_cmpint(f->detaches, ==, f->releases + 1);
+    f->releases++;
 }
 
 typedef struct ClaimArg {
@@ -1320,18 +1326,24 @@ static void test_waiter(void)
     close(pfd[0]);
     close(pfd[1]);
 
-    /* A handover detaches the waiter, telling it so; it may claim the
-     * role again in the new owner (here the same thread). */
+    /* A handover detaches the waiter, then runs the release hooks in the
+     * old owner; the waiter may claim the role again in the new owner
+     * (here the same thread).  A removed hook runs no more. */
+    LoopReleaseHook hook = { count_release, &f };
+    loop_add_release_hook(loop, &hook);
     loop_release(loop);
     loop_acquire(loop);
     g_assert_cmpint(f.detaches, ==, 1);
-    g_assert_true(f.left_thread);
+    g_assert_cmpint(f.releases, ==, 1);
+    loop_remove_release_hook(loop, &hook);
+    loop_release(loop);
+    loop_acquire(loop);
+    g_assert_cmpint(f.releases, ==, 1);
     g_assert_true(loop_claim_waiter(loop, &f.w));
 
     /* A GLib source detaches the waiter; none is accepted after. */
     GSource *src = loop_create_gsource(loop);
     g_assert_cmpint(f.detaches, ==, 2);
-    g_assert_false(f.left_thread);
     g_assert_false(loop_claim_waiter(loop, &g.w));
     int waits = f.waits;
     loop_timer_mod(&timer, clock_ns() + 1000 * 1000);
@@ -1604,6 +1616,45 @@ static void test_poll_end_finds_work(void)
     loop_free(loop);
 }
 
+/* While an always-ready handler (a regular file) keeps the loop from
+ * sleeping, the pollers still look each iteration and their phase is
+ * closed (notifications back on) before the iteration goes on, instead
+ * of being starved with their notifications off. */
+static void test_poll_with_always_ready(void)
+{
+    Loop *loop = test_loop_new();
+    PollState s = { .loop = loop };
+    g_autofree char *path = NULL;
+    int fd = g_file_open_tmp("strata-loop-XXXXXX", &path, NULL);
+    g_assert_cmpint(fd, >=, 0);
+    unlink(path);
+
+    s.poller = loop_add_poller(loop, poll_cb, poll_begin, poll_end, &s);
+    loop_set_poll_params(loop, 1000000000, 0, 0);
+    sleep_once(loop, 100000);               /* poll time 4 us */
+    g_assert_cmpint(loop_get_poll_ns(loop), >, 0);
+
+    FileRead fr = { .loop = loop, .fd = fd, .got = g_string_new(NULL) };
+    g_assert_cmpint(write(fd, "0123456789ab", 12), ==, 12);
+    g_assert_cmpint(lseek(fd, 0, SEEK_SET), ==, 0);
+    loop_set_fd_handler(loop, fd, file_read_cb, NULL, &fr);
+    int polls = s.polls, ends = s.ends;
+    for (int i = 0; i < 3; i++) {
+        g_assert_true(loop_run_once(loop, true));
+        g_assert_cmpint(s.polls, >, polls);
+        g_assert_cmpint(s.ends, ==, s.begins);    /* phase closed */
+        polls = s.polls;
+    }
+    g_assert_cmpint(s.ends, >, ends);
+    g_assert_cmpstr(fr.got->str, ==, "0123456789ab");
+
+    g_assert_true(loop_run_once(loop, true));   /* end of file: removed */
+    g_string_free(fr.got, TRUE);
+    close(fd);
+    loop_remove_poller(loop, s.poller);
+    loop_free(loop);
+}
+
 int main(int argc, char **argv)
 {
     g_test_init(&argc, &argv, NULL);
@@ -1650,6 +1701,8 @@ int main(int argc, char **argv)
     g_test_add_func("/loop/waiter/sleeps-checks-detaches", test_waiter);
     g_test_add_func("/loop/fd/regular-file-always-ready",
                     test_regular_file_fd);
+    g_test_add_func("/loop/poll/with-always-ready-fd",
+                    test_poll_with_always_ready);
     g_test_add_func("/loop/poll/huge-params-saturate", test_poll_huge_params);
     g_test_add_func("/loop/poll/end-finds-work-no-sleep",
                     test_poll_end_finds_work);
