@@ -130,12 +130,15 @@
  *     with GETEVENTS (io_uring_submit_and_wait_timeout), a polling check
  *     enters when the kernel flags pending task work (TASKRUN_FLAG);
  *   - the ring fd does not reliably poll readable for completions still
- *     waiting as task work (6.18: only the first time), so a ring that is
- *     not its loop's waiter registers an eventfd, which the kernel signals
- *     when it queues them, and puts that in the epoll set instead;
- *   - before the loop goes to another thread (loop_release runs the detach
- *     in the owner), the owner waits for its requests in the kernel, since
- *     no other thread could ever have them posted.
+ *     waiting as task work (6.18: only the first time), so the ring has an
+ *     eventfd registered when it is made (in the thread the kernel takes
+ *     registrations from), which the kernel signals when it queues them;
+ *     while the ring is not its loop's waiter that eventfd, switched on
+ *     with the CQ's eventfd flag, stands in the epoll set instead;
+ *   - before the loop goes to another thread, the owner waits for its
+ *     requests in the kernel (uring_on_release, a hook loop_release runs
+ *     in the old owner, waiter or not), since no other thread could ever
+ *     have them posted.
  * STRATA_IO_URING_NO_DEFER_TASKRUN=1 sets rings up without it.
  */
 #include <errno.h>
