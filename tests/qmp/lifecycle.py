@@ -481,6 +481,61 @@ def socket_eof_in_command(tmp):
     return not problems, '\n'.join(problems)
 
 
+def socket_flood_unread(tmp):
+    """A socket client that sends commands and reads none of the answers
+    meets flow control: once about 1 MiB of answers waits to be written,
+    the daemon reads no more of its input, so the client's sends stop
+    making progress long before 64 MiB (without it the daemon read on and
+    queued every answer in memory); the next client is served."""
+    sock = os.path.join(tmp, 'qmp.sock')
+    proc = spawn([DAEMON, '--chardev',
+                  f'socket,id=m0,path={sock},server=on,wait=off',
+                  '--monitor', 'chardev=m0'],
+                 stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    q = wait_socket(sock, proc)
+    if q is None:
+        return False, 'daemon did not start: ' + proc.stderr.read().decode()
+    q.close()
+    import socket as so
+    c = so.socket(so.AF_UNIX, so.SOCK_STREAM)
+    c.settimeout(10)
+    c.connect(sock)
+    read_messages(c.fileno(), 1)                # the greeting
+    c.sendall(b'{"execute": "qmp_capabilities", "id": 0}\n')
+    chunk = b'{"execute": "query-version"}\n' * 4096
+    c.setblocking(False)
+    sent, last_progress, rest = 0, time.monotonic(), b''
+    while sent < (64 << 20) and time.monotonic() - last_progress < 1.0:
+        rest = rest or chunk
+        try:
+            n = c.send(rest)        # whole commands only: keep the rest
+            sent, rest = sent + n, rest[n:]
+            last_progress = time.monotonic()
+        except BlockingIOError:
+            time.sleep(0.01)
+    c.close()
+    problems = []
+    if sent > (16 << 20):
+        problems.append(f'the daemon took {sent} bytes of commands whose '
+                        f'answers nobody read')
+    q = wait_socket(sock, proc, timeout=60)
+    if q is None:
+        problems.append('no client served after the flood')
+        return False, '\n'.join(problems)
+    q.command('quit')
+    q.close()
+    try:
+        rc = proc.wait(10)
+    except subprocess.TimeoutExpired:
+        return False, '\n'.join(problems + ['daemon did not exit after quit'])
+    err = proc.stderr.read().decode()
+    if rc != 0:
+        problems.append(f'exit status {rc}')
+    if any(b in err for b in BAD_STDERR):
+        problems.append(f'stderr: {err}')
+    return not problems, '\n'.join(problems)
+
+
 # Start-up errors: (arguments, text the message must contain).  Every one
 # exits 1, names the option, and leaves no socket behind.
 STARTUP_ERRORS = [
@@ -558,6 +613,8 @@ def main():
         ('socket monitor: client half-closes or leaves during a command: '
          'queued commands run, next clients served',
          socket_eof_in_command),
+        ('socket monitor: a client that reads no answers is held back '
+         '(flow control), next client served', socket_flood_unread),
     ]
     for args, want in STARTUP_ERRORS:
         tests.append((f'start-up error: {" ".join(args)}',

@@ -54,6 +54,7 @@ struct Monitor {
     GByteArray *inbuf;
     GString *outbuf;        /* queued output */
     bool want_write;
+    bool reading;           /* the read handler is set */
     /* scanner */
     ScanState state;
     GString *msg;
@@ -61,6 +62,12 @@ struct Monitor {
     bool in_str, esc;
     ScanOverflow overflow;
 };
+
+/* Input read but not yet handled, or output not yet written, beyond which
+ * the monitor stops reading until it has caught up: a client that sends
+ * while a command runs, floods, or reads no answers meets its socket's
+ * flow control instead of filling the daemon's memory. */
+#define MONITOR_BACKLOG_MAX (1u << 20)
 
 static GList *monitors;
 /* A command is running: input of every monitor waits. */
@@ -490,10 +497,16 @@ static ScanEvent scan_byte(Monitor *mon, char c)
 static void monitor_on_read(void *opaque);
 static void monitor_on_accept(void *opaque);
 
+static bool monitor_wants_input(const Monitor *mon)
+{
+    return !mon->in_eof && mon->inbuf->len < MONITOR_BACKLOG_MAX &&
+           mon->outbuf->len < MONITOR_BACKLOG_MAX;
+}
+
 static void monitor_update_handlers(Monitor *mon)
 {
     bool want_write = mon->outbuf->len > 0;
-    LoopCallback *on_read = mon->in_eof ? NULL : monitor_on_read;
+    LoopCallback *on_read = monitor_wants_input(mon) ? monitor_on_read : NULL;
 
     if (mon->in_fd < 0) {
         return;
@@ -507,6 +520,7 @@ static void monitor_update_handlers(Monitor *mon)
                             want_write ? monitor_write_ready : NULL, mon);
     }
     mon->want_write = want_write;
+    mon->reading = on_read != NULL;
 }
 
 static void monitor_close_client(Monitor *mon)
@@ -532,6 +546,7 @@ static void monitor_close_client(Monitor *mon)
     g_byte_array_set_size(mon->inbuf, 0);
     g_string_truncate(mon->outbuf, 0);
     mon->want_write = false;
+    mon->reading = false;
     mon->negotiated = false;
     mon->in_eof = mon->out_gone = false;
     scan_reset(mon);
@@ -573,6 +588,9 @@ static void monitor_process(Monitor *mon)
     }
     g_byte_array_remove_range(mon->inbuf, 0, i);
     mon->busy--;
+    if (mon->in_fd >= 0 && mon->reading != monitor_wants_input(mon)) {
+        monitor_update_handlers(mon);       /* caught up, or fell behind */
+    }
     monitor_close_if_done(mon);
 }
 
@@ -611,6 +629,9 @@ static void monitor_on_read(void *opaque)
         return;
     }
     g_byte_array_append(mon->inbuf, (const guint8 *)buf, (guint)n);
+    if (!monitor_wants_input(mon)) {
+        monitor_update_handlers(mon);       /* a backlog: stop reading */
+    }
     monitor_process(mon);
 }
 
