@@ -407,6 +407,23 @@ def stdio_eof_in_command(tmp, quit):
     return not problems, '\n'.join(problems)
 
 
+def quit_and_check(proc, q, problems):
+    """Send quit on monitor connection @q: the daemon must exit 0 with no
+    GLib critical or sanitizer report; the test's result with @problems."""
+    q.command('quit')
+    q.close()
+    try:
+        rc = proc.wait(10)
+    except subprocess.TimeoutExpired:
+        return False, '\n'.join(problems + ['daemon did not exit after quit'])
+    err = proc.stderr.read().decode()
+    if rc != 0:
+        problems.append(f'exit status {rc}')
+    if any(b in err for b in BAD_STDERR):
+        problems.append(f'stderr: {err}')
+    return not problems, '\n'.join(problems)
+
+
 def socket_eof_in_command(tmp):
     """A socket monitor's client sends commands behind a long one (sleep
     runs loop iterations) and ends its input.  Half-closed (shutdown of
@@ -467,18 +484,7 @@ def socket_eof_in_command(tmp):
                             f'run: {out}')
         if half:
             q.close()
-    q.command('quit')
-    q.close()
-    try:
-        rc = proc.wait(10)
-    except subprocess.TimeoutExpired:
-        return False, '\n'.join(problems + ['daemon did not exit after quit'])
-    err = proc.stderr.read().decode()
-    if rc != 0:
-        problems.append(f'exit status {rc}')
-    if any(b in err for b in BAD_STDERR):
-        problems.append(f'stderr: {err}')
-    return not problems, '\n'.join(problems)
+    return quit_and_check(proc, q, problems)
 
 
 def socket_flood_unread(tmp):
@@ -522,18 +528,7 @@ def socket_flood_unread(tmp):
     if q is None:
         problems.append('no client served after the flood')
         return False, '\n'.join(problems)
-    q.command('quit')
-    q.close()
-    try:
-        rc = proc.wait(10)
-    except subprocess.TimeoutExpired:
-        return False, '\n'.join(problems + ['daemon did not exit after quit'])
-    err = proc.stderr.read().decode()
-    if rc != 0:
-        problems.append(f'exit status {rc}')
-    if any(b in err for b in BAD_STDERR):
-        problems.append(f'stderr: {err}')
-    return not problems, '\n'.join(problems)
+    return quit_and_check(proc, q, problems)
 
 
 # Start-up errors: (arguments, text the message must contain).  Every one
