@@ -314,6 +314,12 @@ def compare(strata, qsd):
                 problems.append(f'{where}: error {a["error"]} vs '
                                 f'{b["error"]}')
         elif 'return' in a:
+            if 'return' not in b:
+                # Not an answer at all (a greeting, or a reply that
+                # belongs elsewhere): the sequences went out of step.
+                problems.append(f'{where}: Strata {dumps(a)} vs QSD '
+                                f'{dumps(b)}')
+                continue
             for d in shape_diff(a['return'], b['return']):
                 problems.append(f'{where}: {d}')
         if 'id' in a or 'id' in b:
