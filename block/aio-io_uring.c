@@ -189,8 +189,9 @@ typedef struct UringState {
     struct io_uring ring;
     unsigned entries;           /* SQ entries asked for */
     bool single_issuer;         /* IORING_SETUP_SINGLE_ISSUER */
-    bool defer;                 /* IORING_SETUP_DEFER_TASKRUN (see above) */
-    int evfd;                   /* registered eventfd of a defer ring, or -1 */
+    /* Registered eventfd of an IORING_SETUP_DEFER_TASKRUN ring (see
+     * above), or -1: a ring has the flag exactly when it has one. */
+    int evfd;
     LoopReleaseHook release;    /* a defer ring's requests before a handover */
     pid_t owner;                /* thread the ring is bound to, 0 not yet */
     unsigned cq_entries;
@@ -562,7 +563,7 @@ static void uring_on_evfd(void *opaque)
  * call on the ring. */
 static void uring_watch(UringState *s)
 {
-    if (!s->defer) {
+    if (s->evfd < 0) {
         loop_set_fd_handler(s->loop, s->ring.ring_fd, uring_on_readable,
                             NULL, s);
         return;
@@ -583,7 +584,7 @@ static void uring_watch(UringState *s)
  * speaks for it any more (and a defer ring's eventfd goes quiet). */
 static void uring_unwatch(UringState *s)
 {
-    if (!s->defer) {
+    if (s->evfd < 0) {
         loop_set_fd_handler(s->loop, s->ring.ring_fd, NULL, NULL, NULL);
         return;
     }
@@ -601,7 +602,7 @@ static void uring_on_release(void *opaque)
 {
     UringState *s = opaque;
 
-    if (!s->defer || s->owner != uring_self()) {
+    if (s->evfd < 0 || s->owner != uring_self()) {
         return;
     }
     while (s->inflight > 0) {
@@ -632,7 +633,7 @@ bool aio_uring_test_self_wait(void *state)
 
 bool aio_uring_test_defer(void *state)
 {
-    return ((UringState *)state)->defer;
+    return ((UringState *)state)->evfd >= 0;
 }
 
 /* STRATA_IO_URING_EPOLL=1 keeps the ring fd in the epoll set always. */
@@ -791,7 +792,6 @@ static int uring_setup(UringState *s, bool disabled,
                      (disabled ? IORING_SETUP_R_DISABLED : 0);
     int ret = -EINVAL;
 
-    s->defer = false;
     s->evfd = -1;
     if (uring_defer_taskrun()) {
         /* 6.1+.  Its eventfd is registered now, in the thread that may
@@ -817,7 +817,6 @@ static int uring_setup(UringState *s, bool disabled,
             }
         }
     }
-    s->defer = ret == 0;
     if (ret != 0) {
         *params = (struct io_uring_params) { .flags = flags };
         ret = io_uring_queue_init_params(s->entries, &s->ring, params);
@@ -887,13 +886,11 @@ static int uring_bind(UringState *s)
     g_assert(!s->self_wait);
 
     struct io_uring old = s->ring;
-    bool old_defer = s->defer;
     int old_evfd = s->evfd;
     struct io_uring_params params;
     int ret = uring_setup(s, false, &params);
     if (ret < 0) {
         s->ring = old;
-        s->defer = old_defer;
         s->evfd = old_evfd;
         return ret;
     }

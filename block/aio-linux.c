@@ -112,7 +112,7 @@ typedef struct LaioReq {
     Coroutine *co;
     int ret;
     bool done;
-    unsigned early_gen;         /* aio_early_gen() when queued */
+    unsigned early_gen;         /* aio_early_gen() when submitted */
     struct LaioReq *next;       /* wait list */
 } LaioReq;
 
@@ -750,7 +750,6 @@ static int laio_co_submit(LaioState *s, LaioReq *req)
 {
     req->co = co_self();
     g_assert(req->co);
-    req->early_gen = aio_early_gen(&s->early);
     if (!s->self_wait) {
         io_set_eventfd(&req->iocb, s->efd);
     }

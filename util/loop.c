@@ -809,14 +809,14 @@ static bool loop_work_pending(Loop *loop)
            atomic_load_explicit(&loop->remote_wakes, memory_order_relaxed);
 }
 
-/* Handlers of fds epoll refused (loop_set_fd_handler) are always ready:
- * the loop must not sleep while there are any.  Not work for the busy
- * poll, which still runs and lets the pollers look before the iteration
- * (its handlers would otherwise starve them, with their notifications
- * left off). */
-static bool loop_has_always_ready(Loop *loop)
+/* Work is pending, or fds epoll refused (loop_set_fd_handler) are always
+ * ready.  The latter are not work for the busy poll (loop_work_pending),
+ * which still runs and lets the pollers look before the iteration (those
+ * handlers would otherwise starve them, with their notifications left
+ * off); they only keep the loop from sleeping. */
+static bool loop_must_not_sleep(Loop *loop)
 {
-    return loop->always_ready->len > 0;
+    return loop_work_pending(loop) || loop->always_ready->len > 0;
 }
 
 static int loop_epoll_wait(Loop *loop, struct epoll_event *events,
@@ -1122,8 +1122,8 @@ static bool loop_poll(Loop *loop, bool blocking)
     if (blocking) {
         atomic_fetch_add(&loop->notify_me, 1);
         atomic_thread_fence(memory_order_seq_cst);
-        timeout_ns = loop_work_pending(loop) || loop_has_always_ready(loop)
-                     ? 0 : loop_timer_timeout_ns(loop);
+        timeout_ns = loop_must_not_sleep(loop) ? 0
+                                               : loop_timer_timeout_ns(loop);
     }
     if (loop->waiter && timeout_ns != 0) {
         n = loop_waiter_wait(loop, events, timeout_ns);
@@ -1264,7 +1264,7 @@ static gboolean loop_source_prepare(GSource *source, gint *timeout)
 {
     Loop *loop = ((LoopSource *)source)->loop;
 
-    if (loop_work_pending(loop) || loop_has_always_ready(loop)) {
+    if (loop_must_not_sleep(loop)) {
         *timeout = 0;
         return TRUE;
     }
@@ -1289,7 +1289,7 @@ static gboolean loop_source_check(GSource *source)
     if (g_source_query_unix_fd(source, ls->fd_tag) & G_IO_IN) {
         return TRUE;
     }
-    return loop_work_pending(ls->loop) || loop_has_always_ready(ls->loop) ||
+    return loop_must_not_sleep(ls->loop) ||
            loop_timer_timeout_ns(ls->loop) == 0;
 }
 

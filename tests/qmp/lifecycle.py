@@ -407,6 +407,22 @@ def stdio_eof_in_command(tmp, quit):
     return not problems, '\n'.join(problems)
 
 
+def socket_daemon(tmp, args):
+    """A daemon with @args and one socket monitor, up and accepting: its
+    socket path, process and None, or an error text."""
+    sock = os.path.join(tmp, 'qmp.sock')
+    proc = spawn([DAEMON] + args +
+                 ['--chardev', f'socket,id=m0,path={sock},server=on,wait=off',
+                  '--monitor', 'chardev=m0'],
+                 stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    q = wait_socket(sock, proc)
+    if q is None:
+        return sock, proc, 'daemon did not start: ' + \
+            proc.stderr.read().decode()
+    q.close()
+    return sock, proc, None
+
+
 def quit_and_check(proc, q, problems):
     """Send quit on monitor connection @q: the daemon must exit 0 with no
     GLib critical or sanitizer report; the test's result with @problems."""
@@ -433,18 +449,13 @@ def socket_eof_in_command(tmp):
     next client finds their data) and the answers are dropped.  The next
     clients are served throughout; no GLib critical."""
     img = os.path.join(tmp, 'disk.raw')
-    sock = os.path.join(tmp, 'qmp.sock')
     with open(img, 'wb') as f:
         f.truncate(1 << 20)
-    proc = spawn([DAEMON, '--blockdev',
-                  f'driver=file,node-name=disk,filename={img}',
-                  '--chardev', f'socket,id=m0,path={sock},server=on,wait=off',
-                  '--monitor', 'chardev=m0'],
-                 stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    q = wait_socket(sock, proc)
-    if q is None:
-        return False, 'daemon did not start: ' + proc.stderr.read().decode()
-    q.close()
+    sock, proc, err = socket_daemon(tmp, ['--blockdev',
+                                          f'driver=file,node-name=disk,'
+                                          f'filename={img}'])
+    if err:
+        return False, err
     problems = []
     import socket as so
     for half in (True, False):
@@ -493,15 +504,9 @@ def socket_flood_unread(tmp):
     the daemon reads no more of its input, so the client's sends stop
     making progress long before 64 MiB (without it the daemon read on and
     queued every answer in memory); the next client is served."""
-    sock = os.path.join(tmp, 'qmp.sock')
-    proc = spawn([DAEMON, '--chardev',
-                  f'socket,id=m0,path={sock},server=on,wait=off',
-                  '--monitor', 'chardev=m0'],
-                 stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    q = wait_socket(sock, proc)
-    if q is None:
-        return False, 'daemon did not start: ' + proc.stderr.read().decode()
-    q.close()
+    sock, proc, err = socket_daemon(tmp, [])
+    if err:
+        return False, err
     import socket as so
     c = so.socket(so.AF_UNIX, so.SOCK_STREAM)
     c.settimeout(10)
