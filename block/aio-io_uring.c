@@ -467,6 +467,7 @@ static int uring_co_submit(UringState *s, UringReq *req)
 static unsigned uring_reap(UringState *s, bool enter)
 {
     unsigned found = 0;
+    CoList run = CO_LIST_INIT;
 
     for (;;) {
         struct io_uring_cqe *cqe;
@@ -476,6 +477,12 @@ static unsigned uring_reap(UringState *s, bool enter)
              * this covers a flag raised after that look. */
             if (io_uring_cq_has_overflow(&s->ring) &&
                 io_uring_get_events(&s->ring) == 0) {
+                continue;
+            }
+            if (run.head) {
+                /* The CQ is drained: run them in a row (co_list_enter),
+                 * then look again for what came meanwhile. */
+                co_list_enter(&run);
                 continue;
             }
             break;
@@ -506,7 +513,7 @@ static unsigned uring_reap(UringState *s, bool enter)
         req->ret = (int)aio_engine_apply_short(AIO_ENGINE_IO_URING, res);
         req->done = true;
         if (enter) {
-            co_enter(req->co);
+            co_list_append(&run, req->co);
         } else if (req->co != co_self()) {
             if (!co_get_loop(req->co)) {
                 /* Created before the thread had a loop; it runs in ours. */

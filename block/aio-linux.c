@@ -481,13 +481,15 @@ static bool laio_run_completions(LaioState *s)
         }
         /* All n are copied out of the ring before the first coroutine
          * runs (it may submit, and with aio-max-batch flush and reap). */
+        CoList run = CO_LIST_INIT;
         for (int i = 0; i < n; i++) {
             LaioReq *req = laio_complete(s, &events[i]);
             if (req) {
                 found = true;
-                co_enter(req->co);
+                co_list_append(&run, req->co);
             }
         }
+        co_list_enter(&run);
         if (n < LAIO_EVENTS_PER_CALL) {
             break;
         }

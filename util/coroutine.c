@@ -113,6 +113,17 @@ typedef struct CoThread {
     Coroutine *pool;            /* terminated coroutines with their stacks */
     CoroutinePoolStats stats;
     bool cleanup_registered;
+    /* The context a switch just came from (the sanitizers learn its
+     * stack from the switch's far side). */
+    Coroutine *switch_from;
+    /* A coroutine that yielded or ended and is off its stack: what its
+     * enterer does then (pool it, or wake it in its new home) is done by
+     * whichever context runs next (co_settle_left). */
+    Coroutine *left;
+    /* co_enter_wake_list: the context running the list, the list's next
+     * coroutine and its end.  A coroutine of the list that yields to
+     * that context goes straight into the next one instead. */
+    Coroutine *list_caller, *list_next, *list_end;
 } CoThread;
 
 static _Atomic size_t co_stack_size = CO_STACK_DEFAULT;
@@ -352,14 +363,64 @@ static void co_set_current(CoThread *t, Coroutine *co)
     t->clock.start_valid = t->clock.end_valid = false;
 }
 
+/*
+ * The coroutine that last switched out of its own stack by yielding or
+ * ending: an ended one goes back to the pool, a migrating one is woken in
+ * its new home (which may run it at once: nothing touches it after).
+ * Called by whatever runs right after such a switch, in its thread.
+ */
+static void co_settle_left(CoThread *t)
+{
+    Coroutine *co = t->left;
+
+    if (!co) {
+        return;
+    }
+    t->left = NULL;
+    if (co->state == CO_STATE_TERMINATED) {
+        co_pool_put(t, co);
+    } else if (co->migrating) {
+        co->migrating = false;
+        loop_co_wake(co);
+    }
+}
+
+/*
+ * Where a coroutine that yields or ends goes: back to its caller, or,
+ * when that caller runs a wake list (co_enter_wake_list) with more on it,
+ * straight into the list's next coroutine, which takes over the caller.
+ */
+static Coroutine *co_leave_to(CoThread *t, Coroutine *self)
+{
+    Coroutine *to = self->caller;
+
+    self->caller = NULL;
+    if (to == t->list_caller && t->list_next != t->list_end) {
+        Coroutine *next = t->list_next;
+        Coroutine **link = co_wake_next_ptr(next);
+
+        t->list_next = *link;
+        *link = NULL;
+        assert(next->state != CO_STATE_RUNNING && "co_enter_wake_list: coroutine is running");
+        assert(next->state != CO_STATE_TERMINATED && "co_enter_wake_list: coroutine is freed");
+        next->caller = to;
+        next->state = CO_STATE_RUNNING;
+        t->stats.handoffs++;
+        to = next;
+    }
+    t->left = self;
+    t->switch_from = self;
+    co_set_current(t, to);
+    return to;
+}
+
 static __attribute__((noreturn)) void co_terminate(Coroutine *co)
 {
     CoThread *t = co_thread();
-    Coroutine *to = co->caller;
+    Coroutine *to;
 
-    co->caller = NULL;
     co->state = CO_STATE_TERMINATED;
-    co_set_current(t, to);
+    to = co_leave_to(t, co);
     co_asan_before_switch(co, true, to);
     co_tsan_switch(co, to);
     co_context_switch(&co->ctx, &to->ctx);
@@ -369,9 +430,11 @@ static __attribute__((noreturn)) void co_terminate(Coroutine *co)
 
 static void co_trampoline(void)
 {
-    Coroutine *co = co_thread()->current;
+    CoThread *t = co_thread();
+    Coroutine *co = t->current;
 
-    co_asan_after_switch(co, co->caller);
+    co_asan_after_switch(co, t->switch_from);
+    co_settle_left(t);
     co->entry(co->opaque);
     co_terminate(co);
 }
@@ -407,36 +470,76 @@ Coroutine *co_create(CoroutineEntry *entry, void *opaque)
     return co;
 }
 
-void co_enter(Coroutine *co)
+static void co_switch_in(CoThread *t, Coroutine *from, Coroutine *co)
 {
-    CoThread *t = co_thread();
-    Coroutine *from = t->current ? t->current : &t->leader;
-
     /* A running coroutine is on some caller chain: entering it again would
      * make the chain a cycle.  A terminated one has been freed. */
     assert(co->state != CO_STATE_RUNNING && "co_enter: coroutine is running");
     assert(co->state != CO_STATE_TERMINATED && "co_enter: coroutine is freed");
     co->caller = from;
     co->state = CO_STATE_RUNNING;
+    t->switch_from = from;
     co_set_current(t, co);
     co_asan_before_switch(from, false, co);
     co_tsan_switch(from, co);
     co_context_switch(&from->ctx, &co->ctx);
-    co_asan_after_switch(from, co);
+    /* Back on our own stack, in this same thread: whatever ran returned
+     * control to its caller, which is us. */
+    co_asan_after_switch(from, t->switch_from);
+    co_settle_left(t);
+}
 
-    /*
-     * Back on our own stack, in this same thread: whatever co did, it
-     * returned control to its caller, which is us.  Its stack is free only
-     * now that nothing runs on it any more.
-     */
-    if (co->state == CO_STATE_TERMINATED) {
-        co_pool_put(t, co);
-    } else if (co->migrating) {
-        /* It has left its stack: its new home may enter it now (and may
-         * already run it once the wake-up is queued: no touching co
-         * after this). */
-        co->migrating = false;
-        loop_co_wake(co);
+void co_enter(Coroutine *co)
+{
+    CoThread *t = co_thread();
+
+    co_switch_in(t, t->current ? t->current : &t->leader, co);
+}
+
+void co_enter_wake_list(Coroutine *head, Coroutine *end)
+{
+    if (head == end) {
+        return;
+    }
+
+    CoThread *t = co_thread();
+    Coroutine *from = t->current ? t->current : &t->leader;
+    Coroutine *saved_caller = t->list_caller;
+    Coroutine *saved_next = t->list_next, *saved_end = t->list_end;
+    Coroutine **link = co_wake_next_ptr(head);
+
+    /* A coroutine of the list may run a nested loop that runs a list of
+     * its own: keep the outer one's place. */
+    t->list_caller = from;
+    t->list_next = *link;
+    t->list_end = end;
+    *link = NULL;
+    co_switch_in(t, from, head);
+    assert(t->list_next == end);
+    t->list_caller = saved_caller;
+    t->list_next = saved_next;
+    t->list_end = saved_end;
+}
+
+void co_list_append(CoList *list, Coroutine *co)
+{
+    assert(co->wake_next == NULL && "co_list_append: coroutine already on a list");
+    co->wake_next = CO_LIST_END;
+    if (list->tail) {
+        list->tail->wake_next = co;
+    } else {
+        list->head = co;
+    }
+    list->tail = co;
+}
+
+void co_list_enter(CoList *list)
+{
+    Coroutine *head = list->head;
+
+    if (head) {
+        list->head = list->tail = NULL;
+        co_enter_wake_list(head, CO_LIST_END);
     }
 }
 
@@ -457,15 +560,15 @@ void co_yield(void)
     Coroutine *to;
 
     assert(self && "co_yield: not in a coroutine");
-    to = self->caller;
-    self->caller = NULL;
     self->state = CO_STATE_SUSPENDED;
-    co_set_current(t, to);
+    to = co_leave_to(t, self);
     co_asan_before_switch(self, false, to);
     co_tsan_switch(self, to);
     co_context_switch(&self->ctx, &to->ctx);
     /* Possibly resumed in another thread: t is stale from here on. */
-    co_asan_after_switch(self, self->caller);
+    t = co_thread();
+    co_asan_after_switch(self, t->switch_from);
+    co_settle_left(t);
 }
 
 /* ---- nested timestamps -------------------------------------------------- */

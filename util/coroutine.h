@@ -45,6 +45,38 @@ Coroutine *co_create(CoroutineEntry *entry, void *opaque);
  */
 void co_enter(Coroutine *co);
 
+/*
+ * Enter, in order, the coroutines of a list linked through their wake
+ * links (co_wake_next_ptr) from @head up to (not including) @end, each
+ * until it yields or terminates; each is unlinked (its link set to NULL)
+ * right before it runs.  Same effect as co_enter() on each in turn, but a
+ * coroutine of the list that yields or ends switches straight into the
+ * next one instead of back here.  With a round trip through here between
+ * them, every return on the way back up a resumed coroutine's stack is
+ * mispredicted (the CPU's return stack holds this caller's calls); going
+ * from one to the next, the return stack holds the calls the last one
+ * made on its way down, which are the next one's way up when they
+ * suspended at the same place, as a loop's requests do (4 KiB reads at
+ * depth 32 on tmpfs: +3% IOPS with native AIO, +7% with io_uring; see
+ * docs/request-path.md).
+ */
+void co_enter_wake_list(Coroutine *head, Coroutine *end);
+
+/*
+ * A list of coroutines to enter in a row (co_enter_wake_list), built
+ * through their wake links: for a completion handler that would otherwise
+ * co_enter() each finished request's coroutine in turn.  A coroutine is on
+ * at most one such list or loop wake list.
+ */
+#define CO_LIST_END ((Coroutine *)(uintptr_t)1)
+typedef struct CoList {
+    Coroutine *head, *tail;
+} CoList;
+#define CO_LIST_INIT { NULL, NULL }
+void co_list_append(CoList *list, Coroutine *co);
+/* Enter them all, oldest first; the list is empty after. */
+void co_list_enter(CoList *list);
+
 /* Yield back to the coroutine or thread that entered the current one.
  * Must be called from a coroutine. */
 void co_yield(void);
@@ -115,6 +147,8 @@ typedef struct CoroutinePoolStats {
     uint64_t created;   /* stacks mapped */
     uint64_t reused;    /* creations served from the pool */
     uint64_t pooled;    /* stacks currently free in the pool */
+    uint64_t handoffs;  /* switches from one coroutine of a list straight
+                         * into the next (co_enter_wake_list) */
 } CoroutinePoolStats;
 void co_pool_stats(CoroutinePoolStats *out);
 

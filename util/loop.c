@@ -45,7 +45,7 @@
 
 /* A sentinel that ends the intrusive wake lists, so that "linked" can be
  * told apart from "last in the list" and a double wake-up asserts. */
-#define WAKE_LIST_END ((Coroutine *)(uintptr_t)1)
+#define WAKE_LIST_END CO_LIST_END
 
 typedef struct FdHandler {
     int fd;
@@ -113,8 +113,7 @@ struct Loop {
 
     /* Coroutine wake-ups: a FIFO only the loop's thread touches, and a
      * lock-free LIFO other threads push onto. */
-    Coroutine *wake_head;
-    Coroutine *wake_tail;
+    CoList wakes;               /* owner-only: woken, to run next pass */
     _Atomic(Coroutine *) remote_wakes;
 
     LoopTimer *timers;              /* armed, sorted by expire_ns */
@@ -371,7 +370,7 @@ void loop_free(Loop *loop)
         bh = next;
     }
     assert(atomic_load(&loop->bh_count) == 0 && "loop_free with live BHs");
-    assert(loop->wake_head == NULL && "loop_free with pending wake-ups");
+    assert(loop->wakes.head == NULL && "loop_free with pending wake-ups");
     assert(atomic_load(&loop->remote_wakes) == NULL &&
            "loop_free with pending wake-ups");
     assert(loop->timers == NULL && "loop_free with armed timers");
@@ -592,13 +591,7 @@ void loop_co_wake(Coroutine *co)
 
     if (loop_is_owner(loop)) {
         /* Only the owner touches the local list: no atomics. */
-        *link = WAKE_LIST_END;
-        if (loop->wake_tail) {
-            *co_wake_next_ptr(loop->wake_tail) = co;
-        } else {
-            loop->wake_head = co;
-        }
-        loop->wake_tail = co;
+        co_list_append(&loop->wakes, co);
         return;
     }
 
@@ -634,26 +627,18 @@ static bool loop_run_wakes(Loop *loop)
             fifo = list;
             list = next;
         }
-        if (loop->wake_tail) {
-            *co_wake_next_ptr(loop->wake_tail) = fifo;
+        if (loop->wakes.tail) {
+            *co_wake_next_ptr(loop->wakes.tail) = fifo;
         } else {
-            loop->wake_head = fifo;
+            loop->wakes.head = fifo;
         }
-        loop->wake_tail = tail;
+        loop->wakes.tail = tail;
     }
 
-    Coroutine *co = loop->wake_head;
-    if (!co) {
+    if (!loop->wakes.head) {
         return false;
     }
-    loop->wake_head = loop->wake_tail = NULL;
-    while (co != WAKE_LIST_END) {
-        Coroutine **link = co_wake_next_ptr(co);
-        Coroutine *next = *link;
-        *link = NULL;
-        co_enter(co);
-        co = next;
-    }
+    co_list_enter(&loop->wakes);
     return true;
 }
 
@@ -805,7 +790,7 @@ void loop_defer_call(Loop *loop, LoopCallback *fn, void *opaque)
 static bool loop_work_pending(Loop *loop)
 {
     return atomic_load_explicit(&loop->bh_pending, memory_order_relaxed) ||
-           loop->wake_head ||
+           loop->wakes.head ||
            atomic_load_explicit(&loop->remote_wakes, memory_order_relaxed);
 }
 

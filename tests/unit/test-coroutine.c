@@ -711,6 +711,142 @@ static void test_yield_outside_asserts(void)
     g_test_trap_assert_stderr("*co_yield: not in a coroutine*");
 }
 
+/* ---- wake lists: entered in a row, each straight into the next -------- */
+
+typedef struct ListRun {
+    Trace trace;
+    Coroutine *inner;           /* entered by 'x' (nested) */
+    CoList sublist;             /* entered by 'p' (a list in a list) */
+} ListRun;
+
+typedef struct ListMember {
+    ListRun *run;
+    char name;
+} ListMember;
+
+/* Traces its name, yields, traces it in upper case, ends. */
+static void list_member_entry(void *opaque)
+{
+    ListMember *m = opaque;
+
+    trace(&m->run->trace, m->name);
+    co_yield();
+    trace(&m->run->trace, g_ascii_toupper(m->name));
+}
+
+static void test_list_order_and_handoff(void)
+{
+    ListRun run = { 0 };
+    ListMember m[3] = { { &run, 'a' }, { &run, 'b' }, { &run, 'c' } };
+    Coroutine *cos[3];
+    CoList list = CO_LIST_INIT;
+    CoroutinePoolStats before, mid, after;
+
+    co_list_enter(&list);       /* empty: nothing happens */
+    for (unsigned i = 0; i < 3; i++) {
+        cos[i] = co_create(list_member_entry, &m[i]);
+        co_list_append(&list, cos[i]);
+    }
+    co_pool_stats(&before);
+    co_list_enter(&list);
+    trace(&run.trace, '1');
+    co_pool_stats(&mid);
+    g_assert_cmpstr(run.trace.buf, ==, "abc1");
+    /* a went into b and b into c without coming back here. */
+    g_assert_cmpuint(mid.handoffs, ==, before.handoffs + 2);
+    g_assert_null(list.head);
+
+    /* Each link was reset: the same coroutines go on a list again, and
+     * those that end go back to the pool on the way. */
+    for (unsigned i = 0; i < 3; i++) {
+        g_assert_null(*co_wake_next_ptr(cos[i]));
+        co_list_append(&list, cos[i]);
+    }
+    co_list_enter(&list);
+    trace(&run.trace, '2');
+    co_pool_stats(&after);
+    g_assert_cmpstr(run.trace.buf, ==, "abc1ABC2");
+    g_assert_cmpuint(after.handoffs, ==, mid.handoffs + 2);
+    g_assert_cmpuint(after.pooled, ==, mid.pooled + 3);
+}
+
+static void list_inner_entry(void *opaque)
+{
+    ListRun *run = opaque;
+
+    trace(&run->trace, 'z');
+    co_yield();                 /* to x, which entered it: not to y */
+    trace(&run->trace, 'Z');
+}
+
+static void list_x_entry(void *opaque)
+{
+    ListRun *run = opaque;
+
+    trace(&run->trace, 'x');
+    co_enter(run->inner);
+    trace(&run->trace, 'x');
+    co_enter(run->inner);       /* z ends: back here, not into y */
+    trace(&run->trace, 'x');
+}
+
+static void list_p_entry(void *opaque)
+{
+    ListRun *run = opaque;
+
+    trace(&run->trace, 'p');
+    co_list_enter(&run->sublist);
+    trace(&run->trace, 'p');
+}
+
+static void test_list_nested(void)
+{
+    ListRun run = { 0 };
+    ListMember y = { &run, 'y' }, q = { &run, 'q' }, r = { &run, 'r' }, s = { &run, 's' };
+    CoList list = CO_LIST_INIT;
+
+    /* A coroutine of a list enters another one: that one yields back to
+     * its enterer, and the list goes on when x itself is done. */
+    Coroutine *rest[4];
+
+    run.inner = co_create(list_inner_entry, &run);
+    co_list_append(&list, co_create(list_x_entry, &run));
+    co_list_append(&list, rest[0] = co_create(list_member_entry, &y));
+    co_list_enter(&list);
+    g_assert_cmpstr(run.trace.buf, ==, "xzxZxy");
+
+    /* A coroutine of a list runs a list of its own: the inner list ends
+     * back in p, and the outer one goes on after p. */
+    run.trace.len = 0;
+    co_list_append(&run.sublist, rest[1] = co_create(list_member_entry, &r));
+    co_list_append(&run.sublist, rest[2] = co_create(list_member_entry, &s));
+    co_list_append(&list, co_create(list_p_entry, &run));
+    co_list_append(&list, rest[3] = co_create(list_member_entry, &q));
+    co_list_enter(&list);
+    g_assert_cmpstr(run.trace.buf, ==, "prspq");
+
+    /* The suspended ones end one by one, as plain co_enter()s. */
+    for (unsigned i = 0; i < G_N_ELEMENTS(rest); i++) {
+        co_enter(rest[i]);
+    }
+    g_assert_cmpstr(run.trace.buf, ==, "prspqYRSQ");
+}
+
+static void test_list_append_twice_asserts(void)
+{
+    if (g_test_subprocess()) {
+        CoList a = CO_LIST_INIT, b = CO_LIST_INIT;
+        Coroutine *co = co_create(nop_entry, NULL);
+
+        co_list_append(&a, co);
+        co_list_append(&b, co);
+        return;
+    }
+    g_test_trap_subprocess(NULL, 0, G_TEST_SUBPROCESS_DEFAULT);
+    g_test_trap_assert_failed();
+    g_test_trap_assert_stderr("*co_list_append: coroutine already on a list*");
+}
+
 int main(int argc, char **argv)
 {
     g_test_init(&argc, &argv, NULL);
@@ -736,5 +872,9 @@ int main(int argc, char **argv)
                     test_enter_caller_asserts);
     g_test_add_func("/coroutine/misuse/yield-outside-asserts",
                     test_yield_outside_asserts);
+    g_test_add_func("/coroutine/list/order-and-handoff", test_list_order_and_handoff);
+    g_test_add_func("/coroutine/list/nested", test_list_nested);
+    g_test_add_func("/coroutine/misuse/list-append-twice-asserts",
+                    test_list_append_twice_asserts);
     return g_test_run();
 }
