@@ -57,7 +57,6 @@ typedef struct RbdReq {
     Coroutine *co;
     ssize_t ret;                    /* librbd's return value */
     bool done;
-    struct RbdReq *next;            /* the batch being completed */
 } RbdReq;
 
 typedef struct RbdState {
@@ -85,7 +84,7 @@ static void rbd_on_event(void *opaque)
 {
     RbdState *s = opaque;
     rbd_completion_t comps[RBD_POLL_BATCH];
-    RbdReq *list = NULL, **tail = &list;
+    CoList done = CO_LIST_INIT;
     uint64_t count;
     int n;
 
@@ -102,19 +101,14 @@ static void rbd_on_event(void *opaque)
             r->ret = rbd_aio_get_return_value(comps[i]);
             rbd_aio_release(comps[i]);
             r->done = true;
-            r->next = NULL;
-            *tail = r;
-            tail = &r->next;
+            co_list_append(&done, r->co);
         }
     } while (n == RBD_POLL_BATCH);
 
-    /* Enter after the poll: a coroutine may issue its next request at
-     * once, which is fine, but completions stay in arrival order. */
-    while (list) {
-        RbdReq *r = list;
-        list = r->next;
-        co_enter(r->co);
-    }
+    /* Enter after the poll, in a row (co_list_enter): a coroutine may
+     * issue its next request at once, which is fine, but completions stay
+     * in arrival order. */
+    co_list_enter(&done);
 }
 
 typedef enum RbdOp {

@@ -302,10 +302,12 @@ static void vbvu_event_behind(VufQueue *vq)
                      __ATOMIC_RELAXED);
 }
 
-/* Consume the used ring of @q, entering each finished coroutine. */
+/* Consume the used ring of @q, entering the finished coroutines in a row
+ * (co_list_enter) once it is empty. */
 static void vbvu_process_used(VbvuQueue *q)
 {
     VufQueue *vq = &q->s->fe.queues[q->index];
+    CoList done = CO_LIST_INIT;
 
     for (;;) {
         while (vq->used_seen !=
@@ -322,10 +324,10 @@ static void vbvu_process_used(VbvuQueue *q)
             uint8_t status = slot->area[VBVU_STATUS_OFF];
             slot->ret = status == VIRTIO_BLK_S_OK ? 0
                         : status == VIRTIO_BLK_S_UNSUPP ? -ENOTSUP : -EIO;
-            Coroutine *co = slot->co;
+            co_list_append(&done, slot->co);
             slot->co = NULL;
-            co_enter(co);
         }
+        co_list_enter(&done);
         if (!vq->event_idx) {
             return;
         }
