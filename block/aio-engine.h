@@ -45,6 +45,8 @@ typedef struct AioEngineStats {
     uint64_t queue_waits;   /* requests that waited for ring/queue space */
     uint64_t retries;       /* submissions retried after -EAGAIN/-EBUSY */
     uint64_t early;         /* submissions made early (AioEarly), of syscalls */
+    uint64_t forced_async;  /* requests sent straight to io_uring's workers
+                             * (IOSQE_ASYNC, files without NOWAIT) */
 } AioEngineStats;
 
 /* Engine request flags. */

@@ -166,6 +166,7 @@ static AioEngineStats stats_delta(AioEngineStats a, AioEngineStats b)
         .queue_waits = b.queue_waits - a.queue_waits,
         .retries = b.retries - a.retries,
         .early = b.early - a.early,
+        .forced_async = b.forced_async - a.forced_async,
     };
 }
 
@@ -290,12 +291,14 @@ static void test_roundtrip(gconstpointer data)
 
 #define NCONC 64
 
-static void run_concurrent(Env *e, Io *ios, uint8_t *bufs, bool write)
+static void run_concurrent_flags(Env *e, Io *ios, uint8_t *bufs, bool write,
+                                 int flags)
 {
     for (int i = 0; i < NCONC; i++) {
         ios[i] = (Io) {
             .e = e, .write = write, .fd = e->fd, .offset = (int64_t)i * BLK,
             .iov = { { bufs + (size_t)i * BLK, BLK } }, .niov = 1,
+            .flags = flags,
         };
         env_spawn(e, io_co, &ios[i]);
     }
@@ -304,6 +307,11 @@ static void run_concurrent(Env *e, Io *ios, uint8_t *bufs, bool write)
         g_assert_true(ios[i].done);
         g_assert_cmpint(ios[i].ret, ==, BLK);
     }
+}
+
+static void run_concurrent(Env *e, Io *ios, uint8_t *bufs, bool write)
+{
+    run_concurrent_flags(e, ios, bufs, write, 0);
 }
 
 /* 64 requests started in one loop iteration: all complete, and with no
@@ -1636,6 +1644,53 @@ static AioEngineStats early_burst(Env *e, Io *ios, char *bytes, int fd)
  * yet); once they are done, a second burst leaves in quarters of that
  * peak, each as soon as it is queued.  Every read gets its byte.
  */
+/*
+ * A file without NOWAIT (O_DIRECT on tmpfs): 64 reads started at once go
+ * to io_uring's workers directly while fewer than 16 are in flight; of 64
+ * writes only the first does, so that io-wq keeps the rest in its
+ * one-at-a-time chain for the file (see "Files without non-blocking I/O"
+ * in block/aio-io_uring.c).  The data still round-trips.
+ */
+static void test_uring_forced_async(void)
+{
+    if (!g_file_test("/dev/shm", G_FILE_TEST_IS_DIR)) {
+        g_test_skip("no /dev/shm (tmpfs, a file without NOWAIT)");
+        return;
+    }
+    g_setenv("STRATA_AIO_TEST_DIR", "/dev/shm", true);
+    Env e;
+    bool ok = env_init(&e, AIO_ENGINE_IO_URING, 0);
+    g_unsetenv("STRATA_AIO_TEST_DIR");
+    if (!ok) {
+        return;
+    }
+    strata_context_set_aio_max_batch(e.ctx, UINT_MAX);
+    uint8_t *wbufs = blk_alloc(NCONC * BLK);
+    uint8_t *rbufs = blk_alloc(NCONC * BLK);
+    Io *ios = g_new0(Io, NCONC);
+    for (int i = 0; i < NCONC; i++) {
+        fill_pattern(wbufs + (size_t)i * BLK, BLK, 7 + i);
+    }
+
+    AioEngineStats s0 = env_stats(&e);
+    run_concurrent_flags(&e, ios, wbufs, true, AIO_NO_NOWAIT);
+    AioEngineStats s1 = env_stats(&e);
+    run_concurrent_flags(&e, ios, rbufs, false, AIO_NO_NOWAIT);
+    AioEngineStats s2 = env_stats(&e);
+    g_assert_cmpmem(rbufs, NCONC * BLK, wbufs, NCONC * BLK);
+    g_assert_cmpuint(stats_delta(s0, s1).forced_async, ==, 1);
+    g_assert_cmpuint(stats_delta(s1, s2).forced_async, ==, 16);
+
+    /* Without the hint, none. */
+    run_concurrent(&e, ios, rbufs, false);
+    g_assert_cmpuint(stats_delta(s2, env_stats(&e)).forced_async, ==, 0);
+
+    g_free(ios);
+    g_aligned_free(wbufs);
+    g_aligned_free(rbufs);
+    env_cleanup(&e);
+}
+
 static void test_early_async_burst(void)
 {
     Env e;
@@ -1790,6 +1845,8 @@ int main(int argc, char **argv)
     g_test_add_func("/aio/native/eventfd-mode", test_native_eventfd_mode);
     g_test_add_func("/aio/early/policy", test_early_policy);
     g_test_add_func("/aio/io_uring/early/async-burst", test_early_async_burst);
+    g_test_add_func("/aio/io_uring/forced-async/writes-first-only",
+                    test_uring_forced_async);
     g_test_add_func("/aio/native/early/inline-file-stays-batched",
                     test_early_inline_file);
     g_test_add_func("/aio/native/early/inline-file-with-waiters",
