@@ -314,6 +314,32 @@ static void run_concurrent(Env *e, Io *ios, uint8_t *bufs, bool write)
     run_concurrent_flags(e, ios, bufs, write, 0);
 }
 
+/* 64 writes started at once, then 64 reads of them: the data round-trips;
+ * *dw and *dr get what each burst did to the engine's statistics. */
+static void concurrent_roundtrip(Env *e, int flags, AioEngineStats *dw,
+                                 AioEngineStats *dr)
+{
+    strata_context_set_aio_max_batch(e->ctx, UINT_MAX);
+    uint8_t *wbufs = blk_alloc(NCONC * BLK);
+    uint8_t *rbufs = blk_alloc(NCONC * BLK);
+    Io *ios = g_new0(Io, NCONC);
+    for (int i = 0; i < NCONC; i++) {
+        fill_pattern(wbufs + (size_t)i * BLK, BLK, 100 + i);
+    }
+
+    AioEngineStats s0 = env_stats(e);
+    run_concurrent_flags(e, ios, wbufs, true, flags);
+    AioEngineStats s1 = env_stats(e);
+    run_concurrent_flags(e, ios, rbufs, false, flags);
+    AioEngineStats s2 = env_stats(e);
+    g_assert_cmpmem(rbufs, NCONC * BLK, wbufs, NCONC * BLK);
+    *dw = stats_delta(s0, s1);
+    *dr = stats_delta(s1, s2);
+    g_free(ios);
+    g_aligned_free(wbufs);
+    g_aligned_free(rbufs);
+}
+
 /* 64 requests started in one loop iteration: all complete, and with no
  * batch limit the io_uring/native engines hand them to the kernel in one
  * system call.  (By default, early submission may split the second burst
@@ -324,22 +350,9 @@ static void test_concurrent(gconstpointer data)
     if (!env_init(&e, GPOINTER_TO_INT(data), 0)) {
         return;
     }
-    strata_context_set_aio_max_batch(e.ctx, UINT_MAX);
-    uint8_t *wbufs = blk_alloc(NCONC * BLK);
-    uint8_t *rbufs = blk_alloc(NCONC * BLK);
-    Io *ios = g_new0(Io, NCONC);
-    for (int i = 0; i < NCONC; i++) {
-        fill_pattern(wbufs + (size_t)i * BLK, BLK, 100 + i);
-    }
-
-    AioEngineStats s0 = env_stats(&e);
-    run_concurrent(&e, ios, wbufs, true);
-    AioEngineStats s1 = env_stats(&e);
-    run_concurrent(&e, ios, rbufs, false);
-    AioEngineStats s2 = env_stats(&e);
-    g_assert_cmpmem(rbufs, NCONC * BLK, wbufs, NCONC * BLK);
-
-    AioEngineStats dw = stats_delta(s0, s1), dr = stats_delta(s1, s2);
+    AioEngineStats dw, dr, s2;
+    concurrent_roundtrip(&e, 0, &dw, &dr);
+    s2 = env_stats(&e);
     g_test_message("%s: writes: %" G_GUINT64_FORMAT " requests in %"
                    G_GUINT64_FORMAT " syscalls (max batch %" G_GUINT64_FORMAT
                    "), reads: %" G_GUINT64_FORMAT " in %" G_GUINT64_FORMAT,
@@ -356,9 +369,6 @@ static void test_concurrent(gconstpointer data)
         g_assert_cmpuint(dw.queue_waits + dr.queue_waits, ==, 0);
     }
 
-    g_free(ios);
-    g_aligned_free(wbufs);
-    g_aligned_free(rbufs);
     env_cleanup(&e);
 }
 
@@ -1664,30 +1674,14 @@ static void test_uring_forced_async(void)
     if (!ok) {
         return;
     }
-    strata_context_set_aio_max_batch(e.ctx, UINT_MAX);
-    uint8_t *wbufs = blk_alloc(NCONC * BLK);
-    uint8_t *rbufs = blk_alloc(NCONC * BLK);
-    Io *ios = g_new0(Io, NCONC);
-    for (int i = 0; i < NCONC; i++) {
-        fill_pattern(wbufs + (size_t)i * BLK, BLK, 7 + i);
-    }
-
-    AioEngineStats s0 = env_stats(&e);
-    run_concurrent_flags(&e, ios, wbufs, true, AIO_NO_NOWAIT);
-    AioEngineStats s1 = env_stats(&e);
-    run_concurrent_flags(&e, ios, rbufs, false, AIO_NO_NOWAIT);
-    AioEngineStats s2 = env_stats(&e);
-    g_assert_cmpmem(rbufs, NCONC * BLK, wbufs, NCONC * BLK);
-    g_assert_cmpuint(stats_delta(s0, s1).forced_async, ==, 1);
-    g_assert_cmpuint(stats_delta(s1, s2).forced_async, ==, 16);
+    AioEngineStats dw, dr, d0;
+    concurrent_roundtrip(&e, AIO_NO_NOWAIT, &dw, &dr);
+    g_assert_cmpuint(dw.forced_async, ==, 1);
+    g_assert_cmpuint(dr.forced_async, ==, 16);
 
     /* Without the hint, none. */
-    run_concurrent(&e, ios, rbufs, false);
-    g_assert_cmpuint(stats_delta(s2, env_stats(&e)).forced_async, ==, 0);
-
-    g_free(ios);
-    g_aligned_free(wbufs);
-    g_aligned_free(rbufs);
+    concurrent_roundtrip(&e, 0, &d0, &d0);
+    g_assert_cmpuint(d0.forced_async, ==, 0);
     env_cleanup(&e);
 }
 
