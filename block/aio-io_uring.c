@@ -103,8 +103,10 @@
  * URING_ASYNC_BELOW requests in flight such a request goes with
  * IOSQE_ASYNC, straight to the workers.  tmpfs, 3 alternated runs each:
  * depth 1 reads 22-44k -> 98-117k IOPS, writes 18-36k -> 95-169k; depth 4
- * +17%; depth 16 and 32 unchanged (at 32 with IOSQE_ASYNC on every
- * request: 10% fewer, hence the bound).  Writes go that way only when
+ * +17%.  Not above that: with the bound at 16 (until run 14), reads at
+ * depth 16 went all that way and made 452-468k IOPS, against 772-830k
+ * with the bound at 4; depth 8 172-209k -> 228-266k, depth 32 unchanged
+ * (a bound of 1: depth 8 152-159k).  Writes go that way only when
  * nothing else is in flight (URING_ASYNC_WRITES_BELOW): io-wq runs the
  * writes to one regular file one at a time (it hashes them by inode), but
  * a request sent with IOSQE_ASYNC reaches it before its file is looked up
@@ -163,7 +165,7 @@
 #define URING_DEFAULT_ENTRIES 128
 /* Files without non-blocking I/O: IOSQE_ASYNC below this many requests in
  * flight, writes below the second (see the top of the file). */
-#define URING_ASYNC_BELOW 16
+#define URING_ASYNC_BELOW 4
 #define URING_ASYNC_WRITES_BELOW 1
 #define URING_FIXED_SLOTS 256
 /* The kernel refuses larger fixed buffers. */

@@ -1656,7 +1656,7 @@ static AioEngineStats early_burst(Env *e, Io *ios, char *bytes, int fd)
  */
 /*
  * A file without NOWAIT (O_DIRECT on tmpfs): 64 reads started at once go
- * to io_uring's workers directly while fewer than 16 are in flight; of 64
+ * to io_uring's workers directly while fewer than 4 are in flight; of 64
  * writes only the first does, so that io-wq keeps the rest in its
  * one-at-a-time chain for the file (see "Files without non-blocking I/O"
  * in block/aio-io_uring.c).  The data still round-trips.
@@ -1677,7 +1677,7 @@ static void test_uring_forced_async(void)
     AioEngineStats dw, dr, d0;
     concurrent_roundtrip(&e, AIO_NO_NOWAIT, &dw, &dr);
     g_assert_cmpuint(dw.forced_async, ==, 1);
-    g_assert_cmpuint(dr.forced_async, ==, 16);
+    g_assert_cmpuint(dr.forced_async, ==, 4);
 
     /* Without the hint, none. */
     concurrent_roundtrip(&e, 0, &d0, &d0);
