@@ -15,7 +15,7 @@ check:
 
 bench:
 	scripts/deps.sh
-	scripts/build.sh build-release -Dbuildtype=release
+	scripts/build.sh build-release -Dbuildtype=release -Db_lto=true
 	tests/bench/compare
 
 fuzz:
