@@ -162,3 +162,47 @@ bool aio_early_submit_now(const AioEarly *e, unsigned queued)
     unsigned batch = MIN(e->peak / 4, AIO_EARLY_MAX_BATCH);
     return queued >= batch;
 }
+
+/* ---- a short spin before the waiter sleeps (see block/aio-engine.h) ------ */
+
+static int64_t aio_spin_setting = -1;   /* -1: not read yet */
+
+int64_t aio_spin_ns(unsigned inflight, int64_t timeout_ns)
+{
+    int64_t ns = __atomic_load_n(&aio_spin_setting, __ATOMIC_RELAXED);
+
+    if (ns < 0) {
+        const char *env = getenv("STRATA_AIO_WAIT_SPIN_NS");
+        char *end;
+        long long v = env && *env ? strtoll(env, &end, 10) : -1;
+
+        /* Racing first calls store the same value. */
+        ns = env && *env && *end == '\0' && v >= 0 ? v : AIO_SPIN_DEFAULT_NS;
+        __atomic_store_n(&aio_spin_setting, ns, __ATOMIC_RELAXED);
+    }
+    if (inflight < AIO_SPIN_MIN_INFLIGHT || timeout_ns == 0) {
+        return 0;
+    }
+    return timeout_ns > 0 && timeout_ns < ns ? timeout_ns : ns;
+}
+
+void aio_spin_test_set_ns(int64_t ns)
+{
+    g_assert(ns >= 0);
+    __atomic_store_n(&aio_spin_setting, ns, __ATOMIC_RELAXED);
+}
+
+bool aio_spin_until(bool (*ready)(void *opaque), void *opaque, int64_t ns)
+{
+    if (ns <= 0) {
+        return false;
+    }
+    int64_t end = clock_ns() + ns;
+    do {
+        if (ready(opaque)) {
+            return true;
+        }
+        cpu_relax();
+    } while (clock_ns() < end);
+    return ready(opaque);
+}

@@ -689,6 +689,16 @@ static struct io_uring_sqe *uring_get_sqe_now(UringState *s)
     return sqe;
 }
 
+/* CQEs, or completions waiting as task work to be posted (the kernel
+ * flags those with IORING_SETUP_TASKRUN_FLAG). */
+static bool uring_has_events(void *opaque)
+{
+    UringState *s = opaque;
+
+    return io_uring_cq_ready(&s->ring) ||
+           (IO_URING_READ_ONCE(*s->ring.sq.kflags) & IORING_SQ_TASKRUN);
+}
+
 static int uring_wait(void *opaque, int epfd, int64_t timeout_ns)
 {
     UringState *s = opaque;
@@ -713,6 +723,20 @@ static int uring_wait(void *opaque, int epfd, int64_t timeout_ns)
             io_uring_submit(&s->ring);
         }
         return !s->poll_armed || uring_cq_has_poll(s);
+    }
+
+    int64_t spin = aio_spin_ns(s->inflight, timeout_ns);
+    if (spin > 0) {
+        /* A short spin first (block/aio-engine.h); what is queued goes
+         * out before it. */
+        if (io_uring_sq_ready(&s->ring)) {
+            io_uring_submit(&s->ring);
+        }
+        if (aio_spin_until(uring_has_events, s, spin)) {
+            io_uring_get_events(&s->ring);
+            s->stats.spins_won++;
+            return uring_cq_has_poll(s);
+        }
     }
 
     struct __kernel_timespec ts, *tsp = NULL;

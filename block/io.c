@@ -208,9 +208,7 @@ static void node_locking_on(StrataNode *node, unsigned index)
             continue;
         }
         while (__atomic_load_n(&sh->busy, __ATOMIC_ACQUIRE)) {
-#if defined(__x86_64__) || defined(__i386__)
-            __builtin_ia32_pause();
-#endif
+            cpu_relax();
         }
     }
 }

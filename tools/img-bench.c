@@ -495,6 +495,7 @@ static void chain_snapshot(StrataBackend *be, ChainStats *cs)
                 cs->engine.queue_waits += e.queue_waits;
                 cs->engine.retries += e.retries;
                 cs->engine.early += e.early;
+                cs->engine.spins_won += e.spins_won;
                 cs->have_engine = true;
             }
         }
@@ -639,9 +640,10 @@ static void print_text(ImgBench *b, const BenchResult *r, const ChainStats *cs)
         const AioEngineStats *e = &cs->engine;
         printf("Engine %s: %" PRIu64 " requests in %" PRIu64 " submitting calls "
                "(%.1f per call, largest %" PRIu64 ", %" PRIu64 " early), %" PRIu64
-               " queue waits, %" PRIu64 " retries\n", cs->engine_name, e->submits,
+               " queue waits, %" PRIu64 " retries, %" PRIu64 " sleeps spun away\n",
+               cs->engine_name, e->submits,
                e->syscalls, e->syscalls ? (double)e->submits / (double)e->syscalls : 0,
-               e->max_batch, e->early, e->queue_waits, e->retries);
+               e->max_batch, e->early, e->queue_waits, e->retries, e->spins_won);
     } else if (cs->engine_name) {
         printf("Engine %s\n", cs->engine_name);
     }
@@ -756,6 +758,7 @@ static void print_json(ImgBench *b, const BenchResult *r, const ChainStats *cs,
             J_INT("early", cs->engine.early);
             J_INT("queue-waits", cs->engine.queue_waits);
             J_INT("retries", cs->engine.retries);
+            J_INT("spins-won", cs->engine.spins_won);
         }
         json_builder_end_object(j);
     }

@@ -116,9 +116,7 @@ void spin_lock_slow(SpinLock *l)
             return;
         }
         if (spins < 64) {
-#if defined(__x86_64__) || defined(__i386__)
-            __builtin_ia32_pause();
-#endif
+            cpu_relax();
         } else {
             /* The holder may be preempted (fewer cores than threads). */
             sched_yield();

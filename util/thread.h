@@ -61,6 +61,16 @@ typedef struct SpinLock {
     int locked;
 } SpinLock;
 
+/* In a spin-wait loop: tells the CPU (x86 PAUSE, arm64 YIELD). */
+static inline void cpu_relax(void)
+{
+#if defined(__x86_64__) || defined(__i386__)
+    __builtin_ia32_pause();
+#elif defined(__aarch64__)
+    __asm__ volatile("yield" ::: "memory");
+#endif
+}
+
 void spin_lock_slow(SpinLock *l);
 
 static inline void spin_init(SpinLock *l)

@@ -167,6 +167,7 @@ static AioEngineStats stats_delta(AioEngineStats a, AioEngineStats b)
         .retries = b.retries - a.retries,
         .early = b.early - a.early,
         .forced_async = b.forced_async - a.forced_async,
+        .spins_won = b.spins_won - a.spins_won,
     };
 }
 
@@ -1648,12 +1649,148 @@ static AioEngineStats early_burst(Env *e, Io *ios, char *bytes, int fd)
     return stats_delta(s0, env_stats(e));
 }
 
+/* io_uring reads of an empty pipe (see early_burst), and the letters
+ * a writer sends them, several of each. */
+typedef struct PipeBurst {
+    Env e;
+    int p[2];
+    Io ios[NEARLY];
+    char got[NEARLY], data[NEARLY];
+} PipeBurst;
+
+static bool pipe_burst_init(PipeBurst *b)
+{
+    if (!env_init(&b->e, AIO_ENGINE_IO_URING, 0)) {
+        return false;
+    }
+    g_assert_cmpint(pipe2(b->p, O_CLOEXEC), ==, 0);
+    for (int i = 0; i < NEARLY; i++) {
+        b->data[i] = (char)('a' + i % 26);
+    }
+    return true;
+}
+
+/* Each read of the burst took one byte; together, all that was sent. */
+static void pipe_burst_check(const PipeBurst *b)
+{
+    int seen[26] = { 0 }, want[26] = { 0 };
+
+    for (int i = 0; i < NEARLY; i++) {
+        g_assert_cmpint(b->ios[i].ret, ==, 1);
+        seen[b->got[i] - 'a']++;
+        want[b->data[i] - 'a']++;
+    }
+    g_assert_cmpmem(seen, sizeof(seen), want, sizeof(want));
+}
+
+static void pipe_burst_cleanup(PipeBurst *b)
+{
+    close(b->p[0]);
+    close(b->p[1]);
+    env_cleanup(&b->e);
+}
+
 /*
  * io_uring on a file that completes later: reads of an empty pipe, which
  * io_uring parks on a poll.  The first burst of 32 leaves whole (no peak
  * yet); once they are done, a second burst leaves in quarters of that
  * peak, each as soon as it is queued.  Every read gets its byte.
  */
+static void test_early_async_burst(void)
+{
+    PipeBurst b;
+    if (!pipe_burst_init(&b)) {
+        return;
+    }
+    for (int round = 0; round < 2; round++) {
+        memset(b.got, 0, sizeof(b.got));
+        AioEngineStats d = early_burst(&b.e, b.ios, b.got, b.p[0]);
+        g_test_message("round %d: %" G_GUINT64_FORMAT " requests in %"
+                       G_GUINT64_FORMAT " syscalls, %" G_GUINT64_FORMAT
+                       " early", round, d.submits, d.syscalls, d.early);
+        g_assert_cmpuint(d.submits, ==, NEARLY);
+        if (round == 0) {
+            g_assert_cmpuint(d.syscalls, ==, 1);
+            g_assert_cmpuint(d.early, ==, 0);
+        } else {
+            g_assert_cmpuint(d.early, ==, NEARLY / (NEARLY / 4));
+            g_assert_cmpuint(d.syscalls, ==, d.early);
+        }
+        g_assert_cmpint(b.e.pending, ==, NEARLY);
+        g_assert_cmpint(write(b.p[1], b.data, NEARLY), ==, NEARLY);
+        env_wait(&b.e);
+        pipe_burst_check(&b);
+    }
+    pipe_burst_cleanup(&b);
+}
+
+/* The spin before a sleep (block/aio-engine.h): from 16 in flight, never
+ * longer than the loop's own timeout, none when the loop must not sleep. */
+static void test_spin_policy(void)
+{
+    aio_spin_test_set_ns(5000);
+    g_assert_cmpint(aio_spin_ns(1, -1), ==, 0);
+    g_assert_cmpint(aio_spin_ns(15, -1), ==, 0);
+    g_assert_cmpint(aio_spin_ns(16, -1), ==, 5000);
+    g_assert_cmpint(aio_spin_ns(32, 1000000), ==, 5000);
+    g_assert_cmpint(aio_spin_ns(32, 1200), ==, 1200);
+    g_assert_cmpint(aio_spin_ns(32, 0), ==, 0);
+    aio_spin_test_set_ns(0);
+    g_assert_cmpint(aio_spin_ns(32, -1), ==, 0);
+    aio_spin_test_set_ns(AIO_SPIN_DEFAULT_NS);
+}
+
+typedef struct DelayedWrite {
+    int fd;
+    const char *data;
+    size_t len;
+} DelayedWrite;
+
+static gpointer delayed_write(gpointer opaque)
+{
+    DelayedWrite *w = opaque;
+
+    g_usleep(20 * 1000);
+    g_assert_cmpint(write(w->fd, w->data, w->len), ==, (ssize_t)w->len);
+    return NULL;
+}
+
+/*
+ * 32 reads of an empty pipe in flight, and a thread that writes their
+ * bytes 20 ms later.  With a spin of a second the waiting loop sees them
+ * come without sleeping; with none it sleeps and is woken.  Every read
+ * gets its byte either way.
+ */
+static void test_uring_spin_before_sleep(void)
+{
+    PipeBurst b;
+    if (!pipe_burst_init(&b)) {
+        return;
+    }
+    for (int round = 0; round < 2; round++) {
+        aio_spin_test_set_ns(round == 0 ? G_USEC_PER_SEC * 1000 : 0);
+        memset(b.got, 0, sizeof(b.got));
+        early_burst(&b.e, b.ios, b.got, b.p[0]);
+        g_assert_cmpint(b.e.pending, ==, NEARLY);
+        AioEngineStats s0 = env_stats(&b.e);
+        DelayedWrite w = { b.p[1], b.data, NEARLY };
+        GThread *writer = g_thread_new("writer", delayed_write, &w);
+        env_wait(&b.e);
+        g_thread_join(writer);
+        AioEngineStats d = stats_delta(s0, env_stats(&b.e));
+        g_test_message("round %d: %" G_GUINT64_FORMAT " sleeps spun away",
+                       round, d.spins_won);
+        if (round == 0) {
+            g_assert_cmpuint(d.spins_won, >=, 1);
+        } else {
+            g_assert_cmpuint(d.spins_won, ==, 0);
+        }
+        pipe_burst_check(&b);
+    }
+    aio_spin_test_set_ns(AIO_SPIN_DEFAULT_NS);
+    pipe_burst_cleanup(&b);
+}
+
 /*
  * A file without NOWAIT (O_DIRECT on tmpfs): 64 reads started at once go
  * to io_uring's workers directly while fewer than 4 are in flight; of 64
@@ -1682,53 +1819,6 @@ static void test_uring_forced_async(void)
     /* Without the hint, none. */
     concurrent_roundtrip(&e, 0, &d0, &d0);
     g_assert_cmpuint(d0.forced_async, ==, 0);
-    env_cleanup(&e);
-}
-
-static void test_early_async_burst(void)
-{
-    Env e;
-    if (!env_init(&e, AIO_ENGINE_IO_URING, 0)) {
-        return;
-    }
-    int p[2];
-    g_assert_cmpint(pipe2(p, O_CLOEXEC), ==, 0);
-    Io ios[NEARLY];
-    char got[NEARLY], data[NEARLY];
-    for (int i = 0; i < NEARLY; i++) {
-        data[i] = (char)('a' + i % 26);
-    }
-
-    for (int round = 0; round < 2; round++) {
-        memset(got, 0, sizeof(got));
-        AioEngineStats d = early_burst(&e, ios, got, p[0]);
-        g_test_message("round %d: %" G_GUINT64_FORMAT " requests in %"
-                       G_GUINT64_FORMAT " syscalls, %" G_GUINT64_FORMAT
-                       " early", round, d.submits, d.syscalls, d.early);
-        g_assert_cmpuint(d.submits, ==, NEARLY);
-        if (round == 0) {
-            g_assert_cmpuint(d.syscalls, ==, 1);
-            g_assert_cmpuint(d.early, ==, 0);
-        } else {
-            g_assert_cmpuint(d.early, ==, NEARLY / (NEARLY / 4));
-            g_assert_cmpuint(d.syscalls, ==, d.early);
-        }
-        g_assert_cmpint(e.pending, ==, NEARLY);
-        g_assert_cmpint(write(p[1], data, NEARLY), ==, NEARLY);
-        env_wait(&e);
-        /* Each read took one byte; together, all of them. */
-        for (int i = 0; i < NEARLY; i++) {
-            g_assert_cmpint(ios[i].ret, ==, 1);
-        }
-        int seen[26] = { 0 }, want[26] = { 0 };
-        for (int i = 0; i < NEARLY; i++) {
-            seen[got[i] - 'a']++;
-            want[data[i] - 'a']++;
-        }
-        g_assert_cmpmem(seen, sizeof(seen), want, sizeof(want));
-    }
-    close(p[0]);
-    close(p[1]);
     env_cleanup(&e);
 }
 
@@ -1841,6 +1931,8 @@ int main(int argc, char **argv)
     g_test_add_func("/aio/io_uring/early/async-burst", test_early_async_burst);
     g_test_add_func("/aio/io_uring/forced-async/writes-first-only",
                     test_uring_forced_async);
+    g_test_add_func("/aio/spin/policy", test_spin_policy);
+    g_test_add_func("/aio/io_uring/spin/before-sleep", test_uring_spin_before_sleep);
     g_test_add_func("/aio/native/early/inline-file-stays-batched",
                     test_early_inline_file);
     g_test_add_func("/aio/native/early/inline-file-with-waiters",
