@@ -784,8 +784,17 @@ int io_co_fua_flush(StrataNode *node)
     return drv_co_flush_fua(node);
 }
 
-int io_co_drv_pwritev(StrataNode *node, int64_t offset, int64_t bytes,
-                      const IOVector *qiov, int flags)
+/*
+ * The driver step of a write, inlined into the node's entry: unlike the
+ * read's, it cannot end in a tail call (the bookkeeping after the driver
+ * returns), and as a frame of its own at every node of the chain it cost
+ * native tmpfs writes at depth 32 3% (885k -> 912k IOPS inlined, 6
+ * alternated runs).  pad.c and the write-zeroes fallback call the
+ * out-of-line io_co_drv_pwritev().
+ */
+static inline __attribute__((always_inline)) int
+drv_co_pwritev_inl(StrataNode *node, int64_t offset, int64_t bytes,
+                   const IOVector *qiov, int flags)
 {
     int ret;
     bool emulate_fua = io_fua_emulated(node, flags, false);
@@ -816,6 +825,12 @@ int io_co_drv_pwritev(StrataNode *node, int64_t offset, int64_t bytes,
         }
     }
     return ret;
+}
+
+int io_co_drv_pwritev(StrataNode *node, int64_t offset, int64_t bytes,
+                      const IOVector *qiov, int flags)
+{
+    return drv_co_pwritev_inl(node, offset, bytes, qiov, flags);
 }
 
 static int drv_co_pwrite_zeroes_once(StrataNode *node, int64_t offset,
@@ -982,7 +997,7 @@ static int node_co_pwritev_entered(StrataNode *node, NodeShard *sh, int64_t offs
     } else if (ret == 0) {
         req_track_in(&req, node, sh, REQ_WRITE, offset, offset + bytes, false);
         req_co_wait_conflicts(&req);
-        ret = io_co_drv_pwritev(node, offset, bytes, qiov, flags);
+        ret = drv_co_pwritev_inl(node, offset, bytes, qiov, flags);
         req_untrack(&req);
     }
     block_stats_account(&sh->stats, REQ_WRITE, bytes, ret, start);
