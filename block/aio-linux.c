@@ -122,7 +122,6 @@ typedef struct LaioState {
     int efd;
     unsigned depth;
     unsigned inflight;          /* accepted by io_submit, not yet reaped */
-    unsigned spin_want;         /* events a spin before sleeping waits for */
     struct iocb **pending;      /* prepared, not yet submitted: [depth] */
     unsigned npending;
     LaioReq *wait_head;         /* beyond depth, FIFO */
@@ -560,14 +559,15 @@ static bool laio_ring_nonempty(void *opaque)
     return s->ring->head != __atomic_load_n(&s->ring->tail, __ATOMIC_ACQUIRE);
 }
 
-/* At least spin_want events in the user-space completion ring. */
+/* A quarter of what is in flight in the user-space completion ring
+ * (nothing is reaped while the waiter spins). */
 static bool laio_ring_has_batch(void *opaque)
 {
     LaioState *s = opaque;
     unsigned head = s->ring->head;
     unsigned tail = __atomic_load_n(&s->ring->tail, __ATOMIC_ACQUIRE);
 
-    return (tail >= head ? tail - head : tail + s->ring_nr - head) >= s->spin_want;
+    return (tail >= head ? tail - head : tail + s->ring_nr - head) >= s->inflight / 4;
 }
 
 static int laio_wait(void *opaque, int epfd, int64_t timeout_ns)
@@ -593,7 +593,6 @@ static int laio_wait(void *opaque, int epfd, int64_t timeout_ns)
      * as the worker finishes them. */
     int64_t spin = aio_spin_ns(s->inflight, timeout_ns);
     if (spin > 0) {
-        s->spin_want = s->inflight / 4;
         aio_spin_until(laio_ring_has_batch, s, spin);
         if (laio_ring_nonempty(s)) {
             s->stats.spins_won++;
