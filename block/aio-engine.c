@@ -173,11 +173,16 @@ int64_t aio_spin_ns(unsigned inflight, int64_t timeout_ns)
 
     if (ns < 0) {
         const char *env = getenv("STRATA_AIO_WAIT_SPIN_NS");
-        char *end;
-        long long v = env && *env ? strtoll(env, &end, 10) : -1;
+        guint64 v = AIO_SPIN_DEFAULT_NS;
 
+        if (env && *env && !g_ascii_string_to_unsigned(env, 10, 0, AIO_SPIN_MAX_NS, &v, NULL)) {
+            g_printerr("strata: STRATA_AIO_WAIT_SPIN_NS: must be a whole number of "
+                       "nanoseconds in [0, %d], got '%s'; using %d\n",
+                       AIO_SPIN_MAX_NS, env, AIO_SPIN_DEFAULT_NS);
+            v = AIO_SPIN_DEFAULT_NS;
+        }
         /* Racing first calls store the same value. */
-        ns = env && *env && *end == '\0' && v >= 0 ? v : AIO_SPIN_DEFAULT_NS;
+        ns = (int64_t)v;
         __atomic_store_n(&aio_spin_setting, ns, __ATOMIC_RELAXED);
     }
     if (inflight < AIO_SPIN_MIN_INFLIGHT || timeout_ns == 0) {
@@ -188,7 +193,7 @@ int64_t aio_spin_ns(unsigned inflight, int64_t timeout_ns)
 
 void aio_spin_test_set_ns(int64_t ns)
 {
-    g_assert(ns >= 0);
+    g_assert(ns >= 0 && ns <= AIO_SPIN_MAX_NS);
     __atomic_store_n(&aio_spin_setting, ns, __ATOMIC_RELAXED);
 }
 

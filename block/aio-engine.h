@@ -200,10 +200,12 @@ bool aio_early_submit_now(const AioEarly *e, unsigned queued);
  * (CPU per request 1.24 -> 1.08-1.13 us: the sleeps cost more than the
  * spins), io_uring writes 548-641k -> 745-789k, native reads 470-524k ->
  * 604-659k, native writes 505-571k -> 585-622k; tmpfs rows unchanged.
- * STRATA_AIO_WAIT_SPIN_NS=N changes the 5 us; 0 turns the spin off.
+ * STRATA_AIO_WAIT_SPIN_NS=N (0 to 10^9) changes the 5 us, 0 turns the spin
+ * off; anything else is reported on stderr and the 5 us stay.
  */
 #define AIO_SPIN_MIN_INFLIGHT 16u
 #define AIO_SPIN_DEFAULT_NS 5000
+#define AIO_SPIN_MAX_NS 1000000000     /* what STRATA_AIO_WAIT_SPIN_NS takes */
 
 /* How long to spin before sleeping with @inflight requests in the kernel
  * and @timeout_ns the loop's bound for the sleep (-1: none); 0: not at

@@ -1740,6 +1740,22 @@ static void test_spin_policy(void)
     aio_spin_test_set_ns(AIO_SPIN_DEFAULT_NS);
 }
 
+/* A bad STRATA_AIO_WAIT_SPIN_NS is reported, naming it and the value,
+ * and the default stays (read once, in a fresh process). */
+static void test_spin_bad_env(void)
+{
+    if (g_test_subprocess()) {
+        g_setenv("STRATA_AIO_WAIT_SPIN_NS", "99999999999999999999", true);
+        g_assert_cmpint(aio_spin_ns(32, -1), ==, AIO_SPIN_DEFAULT_NS);
+        return;
+    }
+    g_test_trap_subprocess(NULL, 0, G_TEST_SUBPROCESS_DEFAULT);
+    g_test_trap_assert_passed();
+    g_test_trap_assert_stderr("*STRATA_AIO_WAIT_SPIN_NS: must be a whole number of "
+                              "nanoseconds in [0, 1000000000], got "
+                              "'99999999999999999999'; using 5000*");
+}
+
 typedef struct DelayedWrite {
     int fd;
     const char *data;
@@ -1932,6 +1948,7 @@ int main(int argc, char **argv)
     g_test_add_func("/aio/io_uring/forced-async/writes-first-only",
                     test_uring_forced_async);
     g_test_add_func("/aio/spin/policy", test_spin_policy);
+    g_test_add_func("/aio/spin/bad-env", test_spin_bad_env);
     g_test_add_func("/aio/io_uring/spin/before-sleep", test_uring_spin_before_sleep);
     g_test_add_func("/aio/native/early/inline-file-stays-batched",
                     test_early_inline_file);
