@@ -31,6 +31,13 @@
  * cursor's sequence would be after i shares.  They start together after a
  * barrier; the report gives each queue's IOPS and the total over the wall
  * time from the start to the last queue's end.
+ * --idle-start=MS: each thread that sends requests sleeps MS milliseconds
+ * right before its measured phase, as fio's job process does (it waits
+ * about 100 ms for its parent's go).  On a loop device at depth 1 the
+ * kernel's placement of the device's worker depends on the submitting
+ * thread's recent CPU use, and a thread that starts busy settles where the
+ * worker runs on the other CPU: tests/bench/compare gives Strata the same
+ * start when it measures it against fio (docs/benchmarks.md, run 17).
  * Flushes follow qemu-img: with --flush-interval=N, a flush goes out each
  * time the number of requests not yet submitted is a multiple of N; by
  * default submissions stop and the queue drains first, with --no-drain
@@ -57,6 +64,8 @@
 
 #define BENCH_MAX_CHAIN 16
 #define BENCH_WARMUP 1000
+/* --idle-start: a minute at most */
+#define BENCH_MAX_IDLE_START_MS 60000
 
 typedef struct ImgBench ImgBench;
 
@@ -76,6 +85,7 @@ struct ImgBench {
     StrataBackend *be;
     Loop *loop;                 /* the queue's loop this run uses */
     int64_t poll_max_ns;        /* --poll-max-ns, for every queue's loop */
+    int idle_start_ms;          /* --idle-start */
     bool co_form;
 
     /* parameters */
@@ -369,6 +379,9 @@ static bool bench_busy(ImgBench *b)
 /* Start the slots and run the loop until the run is over. */
 static void bench_run(ImgBench *b, BenchSlot *slots)
 {
+    if (b->idle_start_ms > 0) {
+        g_usleep((gulong)b->idle_start_ms * 1000);
+    }
     b->start_ns = clock_ns();
     if (b->co_form) {
         for (int i = 0; i < b->depth; i++) {
@@ -685,6 +698,7 @@ static void print_json(ImgBench *b, const BenchResult *r, const ChainStats *cs,
     J_STR("form", b->co_form ? "co" : "callback");
     J_INT("flushes", b->flushes);
     J_INT("queues", nqueues);
+    J_INT("idle_start_ms", b->idle_start_ms);
     if (nqueues > 1) {
         json_builder_set_member_name(j, "per-queue-iops");
         json_builder_begin_array(j);
@@ -807,6 +821,8 @@ static void bench_usage(void)
 "  --queues=N           N threads, one queue each (-c total, -d per queue)\n"
 "  --poll-max-ns=N      busy-poll up to N ns before sleeping (as an\n"
 "                       iothread's poll-max-ns; default 0: never)\n"
+"  --idle-start=MS      sleep MS ms before the measured phase, as fio's\n"
+"                       job does (default 0)\n"
 "  --json               print the result as a JSON object\n"
 "  --malloc-report      count heap allocations per request (needs\n"
 "                       LD_PRELOAD=.../tests/bench/malloc-count.so)\n");
@@ -833,7 +849,7 @@ int img_bench(int argc, char **argv)
     enum {
         OPT_FLUSH_INTERVAL = 256, OPT_IMAGE_OPTS, OPT_PATTERN, OPT_NO_DRAIN,
         OPT_VECTORS, OPT_FORM, OPT_JSON, OPT_MALLOC_REPORT, OPT_ONE_BUFFER,
-        OPT_OBJECT_ARG, OPT_QUEUES, OPT_POLL_MAX_NS,
+        OPT_OBJECT_ARG, OPT_QUEUES, OPT_POLL_MAX_NS, OPT_IDLE_START,
     };
     static const struct option long_opts[] = {
         { "help", no_argument, NULL, 'h' },
@@ -850,6 +866,7 @@ int img_bench(int argc, char **argv)
         { "one-buffer", no_argument, NULL, OPT_ONE_BUFFER },
         { "queues", required_argument, NULL, OPT_QUEUES },
         { "poll-max-ns", required_argument, NULL, OPT_POLL_MAX_NS },
+        { "idle-start", required_argument, NULL, OPT_IDLE_START },
         { NULL, 0, NULL, 0 },
     };
     ImgOpenFlags f = { 0 };
@@ -985,6 +1002,19 @@ int img_bench(int argc, char **argv)
                 return 1;
             }
             break;
+        case OPT_IDLE_START: {
+            g_autofree char *msg = g_strdup_printf(
+                "--idle-start '%s': milliseconds between 0 and %d", optarg,
+                BENCH_MAX_IDLE_START_MS);
+            if (!parse_int_opt(optarg, 0, msg, &b.idle_start_ms)) {
+                return 1;
+            }
+            if (b.idle_start_ms > BENCH_MAX_IDLE_START_MS) {
+                img_error("%s", msg);
+                return 1;
+            }
+            break;
+        }
         case OPT_QUEUES: {
             /* One message, naming the option and its range. */
             g_autofree char *msg = g_strdup_printf(

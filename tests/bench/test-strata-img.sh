@@ -101,6 +101,18 @@ for q in 0 65 x; do
     [ "$err" = "strata-img: --queues '$q': the number of queues is between 1 and 64" ] ||
         fail "--queues $q: unexpected message: $err"
 done
+# --idle-start: the thread sleeps that long before the measured phase,
+# which "Run completed" leaves out; a bad value names the option.
+start=$(date +%s%N)
+out=$("$IMG" bench -c 10 -d 1 --idle-start=300 --json "$f")
+elapsed_ms=$((($(date +%s%N) - start) / 1000000))
+expect idle-start '"idle_start_ms" : 300' "$out"
+[ "$elapsed_ms" -ge 300 ] || fail "--idle-start=300 returned after $elapsed_ms ms"
+for v in -1 60001 x; do
+    err=$("$IMG" bench -c 10 --idle-start=$v "$f" 2>&1) && fail "--idle-start $v accepted"
+    [ "$err" = "strata-img: --idle-start '$v': milliseconds between 0 and 60000" ] ||
+        fail "--idle-start $v: unexpected message: $err"
+done
 
 # convert: two sources (the first of unaligned size, padded to a sector),
 # holes, a zero run inside data, every coroutine count and order.
