@@ -296,7 +296,9 @@ int main(int argc, char **argv)
     memset(f.buf, 0, f.size);
 
     if (idle_ms > 0) {
-        usleep((useconds_t)idle_ms * 1000);
+        struct timespec idle = { idle_ms / 1000, (idle_ms % 1000) * 1000000 };
+        while (nanosleep(&idle, &idle) < 0 && errno == EINTR) {
+        }
     }
     struct rusage r0, r1;
     getrusage(RUSAGE_SELF, &r0);
