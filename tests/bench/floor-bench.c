@@ -31,7 +31,6 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/resource.h>
-#include <sys/stat.h>
 #include <sys/uio.h>
 #include <time.h>
 #include <unistd.h>
@@ -278,9 +277,13 @@ int main(int argc, char **argv)
         fprintf(stderr, "floor-bench: %s: %s\n", path, strerror(errno));
         return 1;
     }
-    struct stat st;
-    off_t end = fstat(f.fd, &st) == 0 && S_ISREG(st.st_mode) ? st.st_size
-                                                            : lseek(f.fd, 0, SEEK_END);
+    /* The size of a file and of a block device alike. */
+    off_t end = lseek(f.fd, 0, SEEK_END);
+    if (end < 0) {
+        fprintf(stderr, "floor-bench: %s: size: %s\n", path, strerror(errno));
+        close(f.fd);
+        return 1;
+    }
     if (end < (off_t)f.size) {
         fprintf(stderr, "floor-bench: %s: smaller than one request (%zu bytes)\n",
                 path, f.size);
